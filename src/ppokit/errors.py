@@ -1,0 +1,25 @@
+"""Errors ppokit raises on purpose. Each names what was wrong and what is allowed."""
+
+
+class PPOKitError(Exception):
+    """Base class of all ppokit errors; the CLI prints these as one line and exits with code 2."""
+
+
+class ConfigError(PPOKitError, ValueError):
+    """A config value, key or type is not allowed. The message names the key, the value and the rule."""
+
+
+class EnvError(PPOKitError):
+    """An environment id, space or step result that ppokit cannot use."""
+
+
+class EnvStepError(EnvError):
+    """An environment produced a non-finite observation or reward, or raised while stepping."""
+
+
+class NonFiniteError(PPOKitError):
+    """Losses or gradients stayed non-finite for too many updates in a row."""
+
+
+class CheckpointError(PPOKitError):
+    """A checkpoint or saved model is missing, incomplete, corrupt, foreign or incompatible."""

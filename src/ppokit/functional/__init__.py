@@ -1,0 +1,41 @@
+"""Pure tensor functions shared by the Gymnasium PPO and the language-model trainers.
+
+This package imports torch only (a test enforces it): losses are unreduced, the caller reduces.
+"""
+
+from ppokit.functional.advantages import discounted_returns, gae, group_normalize, normalize
+from ppokit.functional.diagnostics import approx_kl, clip_fraction, explained_variance
+from ppokit.functional.kl import kl_k1, kl_k2, kl_k3, kl_estimate
+from ppokit.functional.losses import (
+    clipped_surrogate,
+    entropy_from_logits,
+    kl_penalty_surrogate,
+    policy_loss,
+    unclipped_surrogate,
+    value_loss,
+)
+from ppokit.functional.reductions import aggregate_token_loss, masked_mean, masked_sum, masked_var
+
+__all__ = [
+    "aggregate_token_loss",
+    "approx_kl",
+    "clip_fraction",
+    "clipped_surrogate",
+    "discounted_returns",
+    "entropy_from_logits",
+    "explained_variance",
+    "gae",
+    "group_normalize",
+    "kl_estimate",
+    "kl_k1",
+    "kl_k2",
+    "kl_k3",
+    "kl_penalty_surrogate",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "normalize",
+    "policy_loss",
+    "unclipped_surrogate",
+    "value_loss",
+]

@@ -1,0 +1,114 @@
+"""Policy objectives and the critic loss. Every function is unreduced: one value per sample/token.
+
+The PPO paper (Schulman et al. 2017, https://arxiv.org/abs/1707.06347) Table 1 compares
+no clipping or penalty (``none``), clipping (``clip``), a fixed KL penalty and an adaptive KL penalty.
+All objectives are written as losses to *minimise* (the negated surrogate).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ppokit.functional.kl import kl_k3
+
+OBJECTIVES = ("clip", "kl_penalty", "kl_adaptive", "none")
+
+
+def clipped_surrogate(
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Negated clipped surrogate ``-min(r*A, clip(r, 1-clip_low, 1+clip_high)*A)`` (PPO eq. 7).
+
+    ``clip_high`` defaults to ``clip_low``; a larger value is DAPO's "clip-higher".
+    Returns ``(loss, is_low_clipped, is_high_clipped)``: the two masks mark samples whose gradient the
+    clip removed (ratio below 1-clip_low with A < 0, above 1+clip_high with A > 0), as TRL counts them.
+    """
+    clip_high = clip_low if clip_high is None else clip_high
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * advantages
+    loss = -torch.min(unclipped, clipped)
+    is_low = (ratio < 1.0 - clip_low) & (advantages < 0)
+    is_high = (ratio > 1.0 + clip_high) & (advantages > 0)
+    return loss, is_low, is_high
+
+
+def unclipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """Negated plain importance-weighted surrogate ``-r*A`` (Table 1, "no clipping or penalty")."""
+    return -ratio * advantages
+
+
+def kl_penalty_surrogate(
+    ratio: torch.Tensor, advantages: torch.Tensor, kl: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Negated KL-penalised surrogate ``-(r*A - beta*KL)`` (PPO eq. 8); ``kl`` is per sample."""
+    return -(ratio * advantages) + beta * kl
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    logp_old: torch.Tensor,
+    advantages: torch.Tensor,
+    objective: str = "clip",
+    clip_range: float = 0.2,
+    beta: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample policy loss for one of ``OBJECTIVES``; shapes ``[B]`` (or any equal shape).
+
+    The ratio is ``exp(logp - logp_old)``. For the KL objectives the per-sample KL(pi_old || pi) is the
+    k3 estimate from the actions sampled by pi_old (non-negative, unbiased). Returns
+    ``(loss, ratio, kl)`` where ratio and kl are detached, for diagnostics.
+    """
+    log_ratio = logp - logp_old
+    ratio = torch.exp(log_ratio)
+    kl = kl_k3(logp_old, logp)
+    if objective == "clip":
+        loss = clipped_surrogate(ratio, advantages, clip_range)[0]
+    elif objective in ("kl_penalty", "kl_adaptive"):
+        loss = kl_penalty_surrogate(ratio, advantages, kl, beta)
+    elif objective == "none":
+        loss = unclipped_surrogate(ratio, advantages)
+    else:
+        raise ValueError(f"objective={objective!r}; allowed: {list(OBJECTIVES)}")
+    return loss, ratio.detach(), kl.detach()
+
+
+def value_loss(
+    values: torch.Tensor,
+    returns: torch.Tensor,
+    values_old: torch.Tensor | None = None,
+    clip_range_vf: float | None = None,
+    loss_type: str = "mse",
+    huber_delta: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample critic loss and a bool mask of samples where the clipped loss was the larger one.
+
+    ``mse`` is ``0.5 * (V - R)**2`` (the 0.5 as in CleanRL/TRL, so its gradient is the plain error);
+    ``huber`` is smooth L1 with threshold ``huber_delta``. With ``clip_range_vf`` the prediction is
+    also clipped to ``values_old +- clip_range_vf`` and the element-wise maximum of the two losses is
+    taken (PPO2 / "Implementation Matters", Engstrom et al. 2020). Its own range, not the policy's:
+    value scales differ from ratio scales.
+    """
+    if loss_type == "mse":
+        fn = lambda v: 0.5 * (v - returns) ** 2
+    elif loss_type == "huber":
+        fn = lambda v: F.huber_loss(v, returns, reduction="none", delta=huber_delta)
+    else:
+        raise ValueError(f"loss_type={loss_type!r}; allowed: ['mse', 'huber']")
+    loss = fn(values)
+    if clip_range_vf is None:
+        return loss, torch.zeros_like(loss, dtype=torch.bool)
+    if values_old is None:
+        raise ValueError("values_old is required when clip_range_vf is set")
+    values_clipped = values_old + torch.clamp(values - values_old, -clip_range_vf, clip_range_vf)
+    loss_clipped = fn(values_clipped)
+    return torch.maximum(loss, loss_clipped), (loss_clipped > loss).detach()
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical distributions given by ``logits [..., K]`` (returns ``[...]``)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)

@@ -1,0 +1,1 @@
+"""Language-model side of ppokit (GRPO, PPO for RLHF). Needs the ``llm`` extra (transformers)."""

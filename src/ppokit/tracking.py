@@ -1,0 +1,111 @@
+"""Metric sinks: CSV (one row per update), TensorBoard, and the live console progress bar."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+PROCESS_START = time.time()  # time/elapsed_s counts from here: "seconds since the process started"
+
+
+class CSVLogger:
+    """Append rows to a CSV file; when a row brings new keys, the header is widened in place."""
+
+    def __init__(self, path: str | Path, append: bool = False):
+        self.path = Path(path)
+        self.keys: list[str] = []
+        if append and self.path.exists():
+            with open(self.path, newline="") as f:
+                self.keys = next(csv.reader(f), [])
+        elif self.path.exists():
+            self.path.unlink()
+
+    def write(self, row: dict[str, Any]) -> None:
+        new = [k for k in row if k not in self.keys]
+        if new:
+            self._widen(new)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.keys).writerow({k: row.get(k, "") for k in self.keys})
+
+    def _widen(self, new: list[str]) -> None:
+        old_rows = []
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                old_rows = list(csv.DictReader(f))
+        self.keys += new
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.keys)
+            w.writeheader()
+            w.writerows(old_rows)
+
+
+class Tracker:
+    """Writes metrics to ``metrics.csv`` and TensorBoard (``tb/``) in a run directory."""
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, append: bool = False, enabled: bool = True):
+        self.enabled = enabled
+        self.run_dir = Path(run_dir)
+        self.csv = CSVLogger(self.run_dir / "metrics.csv", append=append) if enabled else None
+        self.tb = None
+        if enabled and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
+
+            self.tb = SummaryWriter(str(self.run_dir / "tb"))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Record one row; non-finite and missing values are written as-is to CSV, skipped in TB."""
+        if not self.enabled:
+            return
+        self.csv.write(metrics)
+        if self.tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()
+            self.tb.close()
+            self.tb = None
+
+
+class ProgressBar:
+    """A rich progress bar: steps done/total, steps/s, the latest headline metric, ETA."""
+
+    def __init__(self, total: int, description: str = "train", metric_name: str = "return",
+                 enabled: bool = True, unit: str = "steps"):
+        self.metric_name = metric_name
+        self.unit = unit
+        self.start = time.time()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} " + unit),
+            TextColumn("{task.fields[rate]:,.0f} " + unit + "/s"),
+            TextColumn("{task.fields[metric]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task(description, total=total, rate=0.0, metric=f"{metric_name} -")
+
+    def __enter__(self) -> ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def update(self, completed: int, metric: float | None = None, done_since_start: int | None = None) -> None:
+        """Move to ``completed``; the rate counts ``done_since_start`` (default ``completed``)."""
+        elapsed = max(time.time() - self.start, 1e-9)
+        rate = (completed if done_since_start is None else done_since_start) / elapsed
+        text = f"{self.metric_name} -" if metric is None or not math.isfinite(metric) else (
+            f"{self.metric_name} {metric:.2f}")
+        self.progress.update(self.task, completed=completed, rate=rate, metric=text)
