@@ -52,6 +52,8 @@ class Tracker:
         self.run_dir = Path(run_dir)
         self.csv = CSVLogger(self.run_dir / "metrics.csv", append=append) if enabled else None
         self.tb = None
+        self.episodes_csv: CSVLogger | None = None
+        self._append = append
         if enabled and tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
 
@@ -66,6 +68,16 @@ class Tracker:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     self.tb.add_scalar(k, v, step)
+
+    def log_episodes(self, episodes: list[tuple[float, int, int, float]]) -> None:
+        """Append finished training episodes ``(return, length, step, unix_time)`` to episodes.csv."""
+        if not self.enabled or not episodes:
+            return
+        if self.episodes_csv is None:
+            self.episodes_csv = CSVLogger(self.run_dir / "episodes.csv", append=self._append)
+        for ret, length, step, t in episodes:
+            self.episodes_csv.write({"step": step, "return": ret, "length": length,
+                                     "time_s": round(t - PROCESS_START, 4)})
 
     def close(self) -> None:
         if self.tb is not None:

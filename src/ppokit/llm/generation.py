@@ -1,0 +1,140 @@
+"""Batched sampling with a KV cache, and per-token log-probs of completions under a model.
+
+Both GRPO and a PPO-for-RLHF trainer need exactly these two operations: sample completions for a
+batch of left-padded prompts, then score ``(prompt, completion)`` pairs token by token. The sampling
+loop is written out instead of calling ``model.generate`` because on a CPU the per-step overhead of
+``generate`` (logits processors, stopping criteria, cache bookkeeping) is larger than the forward
+pass of a small model; here each step is one forward pass and a few tensor ops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ppokit.functional.losses import entropy_from_logits
+from ppokit.functional.tokens import completion_mask, selective_log_softmax
+
+
+@dataclass
+class Completions:
+    """Output of ``generate``: ``tokens [B, L]`` (pad after EOS), ``mask [B, L]`` (true up to and
+    including the first EOS), ``ended [B]`` (an EOS was produced; false = truncated)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    ended: torch.Tensor
+
+
+def encode_prompts(tokenizer: Any, prompts: list[Any], max_prompt_length: int, device: str = "cpu"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise prompts into left-padded ``(ids [B, P], mask [B, P])``.
+
+    A prompt is a string, or a list of chat messages (``[{"role": ..., "content": ...}]``) rendered with
+    the tokenizer's chat template and a generation prompt. Prompts longer than ``max_prompt_length``
+    keep their *last* tokens: the end of a prompt is what the completion continues.
+    """
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+             if isinstance(p, list) else p for p in prompts]
+    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    enc = [ids[-max_prompt_length:] for ids in enc]
+    width = max(len(ids) for ids in enc)
+    pad = tokenizer.pad_token_id
+    ids = torch.full((len(enc), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(enc), width), dtype=torch.long)
+    for i, row in enumerate(enc):
+        if row:
+            ids[i, width - len(row):] = torch.tensor(row)
+            mask[i, width - len(row):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding gets 0)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample one token per row from ``logits [B, V]`` with temperature, top-k and nucleus filtering."""
+    if greedy:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        # Holtzman et al. 2020: drop tokens outside the smallest set whose mass reaches top_p; the
+        # first token is always kept (its "mass before" is 0).
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
+             eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             greedy: bool = False, generator: torch.Generator | None = None) -> Completions:
+    """Sample completions for left-padded prompts ``[B, P]`` in one batched pass with a KV cache.
+
+    Each step feeds only the newest token; the loop stops as soon as every row has produced an EOS
+    (so a batch of short answers costs a few forward passes, not ``max_new_tokens``). Tokens after a
+    row's EOS are ``pad_id``.
+    """
+    was_training = model.training
+    model.eval()
+    batch = prompt_ids.shape[0]
+    attn = prompt_mask.long()
+    pos = positions_from_mask(attn)
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    past, logits = out.past_key_values, out.logits[:, -1]
+    next_pos = pos[:, -1:] + 1
+    eos = torch.tensor(eos_ids, device=prompt_ids.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
+    tokens = []
+    for step in range(max_new_tokens):
+        tok = sample_next(logits.float(), temperature, top_k, top_p, greedy, generator)
+        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        tokens.append(tok)
+        done |= torch.isin(tok, eos)
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=past,
+                    use_cache=True)
+        past, logits = out.past_key_values, out.logits[:, -1]
+        next_pos = next_pos + 1
+    model.train(was_training)
+    ids = torch.stack(tokens, dim=1)
+    mask, ended = completion_mask(ids, eos_ids)
+    return Completions(tokens=ids, mask=mask, ended=ended)
+
+
+def completion_logprobs(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                        completion_ids: torch.Tensor, completion_mask_: torch.Tensor, temperature: float = 1.0,
+                        with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs ``[B, L]`` of the completion tokens under ``model`` (and entropies if asked).
+
+    The logits are divided by the sampling ``temperature`` first, so the log-probs are those of the
+    distribution the tokens were drawn from (as TRL does). Only the last ``L + 1`` positions' logits
+    are computed (``logits_to_keep``): the prompt's logits are not needed. Gradients flow unless the
+    caller wraps this in ``torch.no_grad()``.
+    """
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attn = torch.cat([prompt_mask.long(), completion_mask_.long()], dim=1)
+    length = completion_ids.shape[1]
+    out = model(input_ids=ids, attention_mask=attn, position_ids=positions_from_mask(attn), use_cache=False,
+                logits_to_keep=length + 1)
+    logits = out.logits[:, :-1].float() / temperature  # position t predicts token t + 1
+    logp = selective_log_softmax(logits, completion_ids)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            entropy = entropy_from_logits(logits)
+    return logp, entropy

@@ -1,0 +1,131 @@
+"""Tokenizer and model helpers: a character tokenizer and tiny transformers built in code, loading and
+saving HF causal LMs from local directories. Nothing here downloads anything.
+
+``transformers`` is imported inside the functions; ``HF_HUB_OFFLINE=1`` is set before the first
+import so that even a mistyped model name fails instead of reaching for the network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppokit.errors import CheckpointError
+from ppokit.llm.config import TinyModelConfig
+
+PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
+# Digits first so their ids are stable across tasks; then the characters the built-in tasks and the
+# tests use. Any other character maps to <unk>.
+DEFAULT_CHARS = "0123456789+-*=()., abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?!:;'\"/\n"
+
+
+def _transformers() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download, whatever a caller passes
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # no per-shard bars in the middle of our own
+    return transformers
+
+
+def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> Any:
+    """A real HF tokenizer (``PreTrainedTokenizerFast``) with one token per character.
+
+    Built on the ``tokenizers`` WordLevel model with a pre-tokenizer that isolates every character, so
+    ``save_pretrained`` / ``AutoTokenizer.from_pretrained(dir)`` round-trip it like any hub tokenizer.
+    Left padding, because generation appends to the right end of every row.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {tok: i for i, tok in enumerate([PAD, EOS, BOS, UNK])}
+    for ch in dict.fromkeys(chars):
+        vocab.setdefault(ch, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()  # concatenate characters back without spaces
+    tf = _transformers()
+    tok = tf.PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, bos_token=BOS,
+                                     unk_token=UNK, padding_side="left", model_max_length=4096)
+    return tok
+
+
+def build_tiny_model(cfg: TinyModelConfig, tokenizer: Any, seed: int | None = None) -> Any:
+    """A randomly initialised GPT-2 or Qwen2 causal LM sized by ``cfg``, vocabulary from ``tokenizer``.
+
+    Dropout is off: with dropout two forward passes of the same weights disagree, so the importance
+    ratio of GRPO/PPO would not be 1 on the first update (TRL disables dropout for the same reason).
+    """
+    tf = _transformers()
+    if seed is not None:
+        torch.manual_seed(seed)
+    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if cfg.architecture == "gpt2":
+        config = tf.GPT2Config(n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+                               n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **ids)
+        model = tf.GPT2LMHeadModel(config)
+    else:
+        config = tf.Qwen2Config(hidden_size=cfg.n_embd, intermediate_size=4 * cfg.n_embd,
+                                num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
+                                num_key_value_heads=cfg.n_head, max_position_embeddings=cfg.n_positions,
+                                tie_word_embeddings=True, attention_dropout=0.0, **ids)
+        model = tf.Qwen2ForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_pretrained(model_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` with ``AutoModelForCausalLM`` / ``AutoTokenizer`` from a local directory.
+
+    Raises CheckpointError when the directory is missing or holds no loadable model. A tokenizer with
+    no pad token gets its EOS token as pad (padding positions are masked everywhere), and padding is
+    set to the left for batched generation.
+    """
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"model directory {str(path)!r} has no config.json (expected save_pretrained output)")
+    tf = _transformers()
+    try:
+        tokenizer = tf.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = tf.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"cannot load a causal LM from {str(path)!r}: {e}") from None
+    prepare_tokenizer(tokenizer)
+    return model.to(device), tokenizer
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Left padding and a pad token (EOS when the tokenizer has none), in place; returns it."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def save_pretrained(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
+    """``save_pretrained`` of model (safetensors) and tokenizer into one directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS plus the model's generation-config EOS ids."""
+    ids = {tokenizer.eos_token_id}
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(extra, int):
+        ids.add(extra)
+    elif isinstance(extra, (list, tuple)):
+        ids.update(extra)
+    return sorted(i for i in ids if i is not None)
+
+
+def trainable_parameter_count(model: torch.nn.Module) -> int:
+    """Number of parameters with ``requires_grad``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

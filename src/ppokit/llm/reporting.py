@@ -1,0 +1,58 @@
+"""What a language-model run leaves behind besides metrics: a samples table and the plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ppokit.plotting import plot_panels, read_csv
+
+
+def _cell(value: Any) -> str:
+    text = f"{value:.3f}" if isinstance(value, float) else str(value)
+    return text.replace("|", "\\|").replace("\n", "\\n")
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A GitHub markdown table of dict rows (columns from the first row)."""
+    if not rows:
+        return "(no rows)\n"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_cell(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_samples(path: str | Path, sections: list[tuple[str, list[dict[str, Any]]]], title: str = "Samples") -> Path:
+    """Write ``samples.md``: one markdown table per ``(heading, rows)`` section."""
+    path = Path(path)
+    parts = [f"# {title}\n"]
+    for heading, rows in sections:
+        parts.append(f"\n## {heading}\n\n{markdown_table(rows)}")
+    path.write_text("".join(parts))
+    return path
+
+
+def plot_llm_run(run_dir: str | Path) -> list[Path]:
+    """Draw reward, accuracy, KL and completion-length plots (against steps) from ``metrics.csv``."""
+    run_dir = Path(run_dir)
+    cols = read_csv(run_dir / "metrics.csv")
+    fn_means = sorted(k for k in cols if k.startswith("rewards/") and k.endswith("/mean"))
+    figures = {
+        "reward.png": [("mean reward of the sampled completions", ["reward", *fn_means]),
+                       ("mean within-group reward std", ["reward_std"]),
+                       ("fraction of completions in groups of equal rewards", ["frac_reward_zero_std"])],
+        "accuracy.png": [("held-out exact-match accuracy (greedy)", ["eval/accuracy"]),
+                         ("held-out mean reward (greedy)", ["eval/reward"])],
+        "kl.png": [("KL(policy || reference), k3 estimate per token", ["kl"]),
+                   ("policy entropy per token", ["entropy"])],
+        "completion_length.png": [("completion length (tokens, incl. EOS)", ["completions/mean_length"]),
+                                  ("fraction truncated (no EOS)", ["completions/clipped_ratio"])],
+    }
+    written = []
+    for name, panels in figures.items():
+        out = plot_panels(cols, "step", panels, run_dir / "plots" / name, title=f"{name[:-4]} - {run_dir.name}",
+                          x_label="GRPO step")
+        if out is not None:
+            written.append(out)
+    return written

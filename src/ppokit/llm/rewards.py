@@ -1,0 +1,86 @@
+"""Reward plumbing: loading user reward functions, calling them, combining their scores.
+
+A reward function has TRL's signature::
+
+    def my_reward(prompts: list, completions: list[str], **columns) -> list[float | None]
+
+``columns`` holds every other field of the prompt rows (e.g. ``answer``), repeated once per
+completion, so ``columns["answer"][i]`` belongs to ``completions[i]``. ``None`` means "not scored":
+that function is left out of the completion's weighted sum (as TRL does with NaN).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppokit.errors import ConfigError
+
+RewardFn = Callable[..., Sequence[float | None]]
+
+
+def reward_name(fn: RewardFn) -> str:
+    """The name metrics use: ``rewards/<name>/mean``."""
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def load_reward_function(spec: str) -> RewardFn:
+    """Import ``module:function`` or ``path/to/file.py:function``; ConfigError names what went wrong."""
+    if ":" not in spec:
+        raise ConfigError(f"--reward {spec!r} must look like module:function or path/file.py:function")
+    target, name = spec.rsplit(":", 1)
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise ConfigError(f"--reward {spec!r}: file {target!r} does not exist")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ImportError as e:
+        raise ConfigError(f"--reward {spec!r}: cannot import {target!r}: {e}") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ConfigError(f"--reward {spec!r}: {target!r} has no callable named {name!r}")
+    return fn
+
+
+def score_completions(reward_funcs: Sequence[RewardFn], weights: Sequence[float] | None, prompts: list[Any],
+                      completions: list[str], columns: dict[str, list[Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Call every reward function; return ``(total [B], per_function [B, F])``.
+
+    ``per_function`` holds NaN where a function returned None. ``total`` is the weighted sum over the
+    functions that scored the completion; it is NaN where none did (the trainer leaves such a
+    completion out of the loss).
+    """
+    weights = list(weights) if weights is not None else [1.0] * len(reward_funcs)
+    if len(weights) != len(reward_funcs):
+        raise ConfigError(f"reward_weights has {len(weights)} entries for {len(reward_funcs)} reward functions")
+    cols = []
+    for fn in reward_funcs:
+        values = list(fn(prompts=prompts, completions=completions, **columns))
+        if len(values) != len(completions):
+            raise ConfigError(f"reward function {reward_name(fn)!r} returned {len(values)} values "
+                              f"for {len(completions)} completions")
+        cols.append([math.nan if v is None else float(v) for v in values])
+    per_fn = torch.tensor(cols, dtype=torch.float32).T.reshape(len(completions), len(reward_funcs))
+    w = torch.tensor(weights, dtype=torch.float32)
+    scored = ~torch.isnan(per_fn)
+    total = (torch.nan_to_num(per_fn) * w).sum(-1)
+    total = torch.where(scored.any(-1), total, torch.full_like(total, math.nan))
+    return total, per_fn
+
+
+def repeat_columns(rows: list[dict[str, Any]], times: int, skip: tuple[str, ...] = ("prompt",)
+                   ) -> dict[str, list[Any]]:
+    """Column-wise view of prompt rows, each row repeated ``times`` (once per completion of its group)."""
+    keys = [k for k in (rows[0] if rows else {}) if k not in skip]
+    return {k: [row.get(k) for row in rows for _ in range(times)] for k in keys}

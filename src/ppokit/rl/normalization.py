@@ -1,0 +1,74 @@
+"""Running statistics for observation normalisation and reward scaling (saved with the model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class RunningMeanStd:
+    """Mean and variance of a stream, merged batch by batch with Chan et al.'s parallel formula
+    (https://en.wikipedia.org/wiki/Algorithms_for_calculating_variance#Parallel_algorithm).
+    The same merge combines statistics gathered on different ranks."""
+
+    def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-4):
+        self.mean = np.zeros(shape, np.float64)
+        self.var = np.ones(shape, np.float64)
+        self.count = epsilon  # a tiny prior count keeps the first merge well defined, as in SB3
+
+    def update(self, batch: np.ndarray) -> None:
+        """Fold a batch ``[B, *shape]`` into the statistics."""
+        batch = np.asarray(batch, np.float64)
+        self.merge(batch.mean(axis=0), batch.var(axis=0), batch.shape[0])
+
+    def merge(self, mean: np.ndarray, var: np.ndarray, count: float) -> None:
+        """Fold in statistics ``(mean, var, count)`` of another sample."""
+        delta = mean - self.mean
+        total = self.count + count
+        self.mean = self.mean + delta * count / total
+        m2 = self.var * self.count + var * count + delta**2 * self.count * count / total
+        self.var = m2 / total
+        self.count = total
+
+    def state_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Tensors for a checkpoint."""
+        return {f"{prefix}mean": torch.from_numpy(self.mean.copy()), f"{prefix}var": torch.from_numpy(self.var.copy()),
+                f"{prefix}count": torch.tensor(float(self.count), dtype=torch.float64)}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+        """Restore from ``state_tensors`` output."""
+        self.mean = tensors[f"{prefix}mean"].numpy().astype(np.float64)
+        self.var = tensors[f"{prefix}var"].numpy().astype(np.float64)
+        self.count = float(tensors[f"{prefix}count"])
+
+
+class ObsNormalizer:
+    """``clip((obs - mean) / sqrt(var + eps), -clip, clip)`` with running statistics."""
+
+    def __init__(self, shape: tuple[int, ...], clip: float = 10.0, eps: float = 1e-8):
+        self.rms = RunningMeanStd(shape)
+        self.clip, self.eps = clip, eps
+
+    def __call__(self, obs: np.ndarray, update: bool = False) -> np.ndarray:
+        if update:
+            self.rms.update(obs)
+        out = (obs - self.rms.mean) / np.sqrt(self.rms.var + self.eps)
+        return np.clip(out, -self.clip, self.clip).astype(np.float32)
+
+
+class RewardScaler:
+    """Divide rewards by the running std of the discounted return (SB3's VecNormalize; Engstrom et
+    al. 2020, "Implementation Matters", call it reward scaling). The mean is not subtracted: shifting
+    rewards would change which episodes are better to end early."""
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
+        self.rms = RunningMeanStd(())
+        self.returns = np.zeros(num_envs, np.float64)
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+
+    def __call__(self, rewards: np.ndarray, done: np.ndarray, update: bool = True) -> np.ndarray:
+        if update:
+            self.returns = self.returns * self.gamma + rewards
+            self.rms.update(self.returns)
+            self.returns[done] = 0.0
+        return np.clip(rewards / np.sqrt(self.rms.var + self.eps), -self.clip, self.clip).astype(np.float32)

@@ -1,0 +1,160 @@
+"""The rollout: step the vector env ``n_steps`` times into preallocated storage.
+
+Gymnasium 1.x vector envs reset finished sub-envs in one of two ways, and both are handled:
+
+- SAME_STEP (sync/async envs made by ppokit): the step that ends an episode returns the *reset*
+  observation and puts the real last observation in ``info["final_obs"]``. A truncated episode is
+  bootstrapped with V(final_obs), computed here.
+- NEXT_STEP (numpy vector entry points such as CartPole's): the ending step returns the real last
+  observation, and the *next* step ignores the action and returns the reset observation with reward 0.
+  That step is no transition of the agent: it is stored with ``valid = False`` and left out of the
+  update. The bootstrap needs no extra work: the value computed at that step *is* V(final obs).
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+
+from ppokit.errors import EnvStepError
+from ppokit.rl.networks import ActorCritic
+from ppokit.rl.normalization import ObsNormalizer, RewardScaler
+
+
+@dataclass
+class RolloutBuffer:
+    """Storage ``[T, N, ...]``; ``next_values[t]`` is V of the observation that followed step t."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    logp: torch.Tensor
+    values: torch.Tensor
+    next_values: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    done: torch.Tensor
+    valid: torch.Tensor
+
+    @classmethod
+    def allocate(cls, n_steps: int, num_envs: int, obs_shape: tuple, action_shape: tuple,
+                 action_dtype: torch.dtype, device: torch.device) -> RolloutBuffer:
+        z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=device)
+        T, N = n_steps, num_envs
+        return cls(obs=z(T, N, *obs_shape), actions=z(T, N, *action_shape, dtype=action_dtype),
+                   logp=z(T, N), values=z(T, N), next_values=z(T, N), rewards=z(T, N),
+                   terminated=z(T, N, dtype=torch.bool), done=z(T, N, dtype=torch.bool),
+                   valid=z(T, N, dtype=torch.bool))
+
+
+class EpisodeStats:
+    """Returns and lengths of finished training episodes (raw env rewards), bounded memory."""
+
+    def __init__(self, num_envs: int, window: int = 100):
+        self.returns = np.zeros(num_envs)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+        self.recent: collections.deque = collections.deque(maxlen=window)
+        self.new: list[tuple[float, int, int, float]] = []  # (return, length, step, time) since last drain
+
+    def add(self, rewards: np.ndarray, done: np.ndarray, valid: np.ndarray, step: int, t: float) -> None:
+        self.returns += rewards * valid
+        self.lengths += valid
+        for i in np.flatnonzero(done):
+            self.recent.append((float(self.returns[i]), int(self.lengths[i])))
+            self.new.append((float(self.returns[i]), int(self.lengths[i]), step, t))
+        self.returns[done] = 0.0
+        self.lengths[done] = 0
+
+    def mean_return(self) -> float:
+        return float(np.mean([r for r, _ in self.recent])) if self.recent else float("nan")
+
+    def mean_length(self) -> float:
+        return float(np.mean([n for _, n in self.recent])) if self.recent else float("nan")
+
+    def drain(self) -> list[tuple[float, int, int, float]]:
+        new, self.new = self.new, []
+        return new
+
+
+class Collector:
+    """Holds the env's current observation between rollouts and fills a ``RolloutBuffer``."""
+
+    def __init__(self, venv: gym.vector.VectorEnv, policy: ActorCritic, device: torch.device, seed: int,
+                 obs_norm: ObsNormalizer | None, reward_scaler: RewardScaler | None, nan_policy: str = "raise"):
+        self.venv, self.policy, self.device = venv, policy, device
+        self.obs_norm, self.reward_scaler, self.nan_policy = obs_norm, reward_scaler, nan_policy
+        self.same_step = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP) == AutoresetMode.SAME_STEP
+        self.num_envs = venv.num_envs
+        self.action_space = venv.single_action_space
+        self.box = isinstance(self.action_space, gym.spaces.Box)
+        self.episodes = EpisodeStats(self.num_envs)
+        self.skipped_nonfinite = 0
+        self.steps = 0  # env steps taken (all envs together)
+        venv.action_space.seed(seed)
+        raw, _ = venv.reset(seed=seed)
+        self._check_finite(raw, "observation", -1)
+        self.obs = self._normalize(raw, update=True)
+        self.prev_done = np.zeros(self.num_envs, dtype=bool)
+
+    def _normalize(self, raw: np.ndarray, update: bool) -> torch.Tensor:
+        obs = self.obs_norm(raw, update=update) if self.obs_norm is not None else raw
+        return torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+
+    def _check_finite(self, x: np.ndarray, field: str, step: int) -> np.ndarray:
+        """Raise EnvStepError naming env index, step and field, or (nan_policy=skip) return a bad mask."""
+        bad = ~np.isfinite(np.asarray(x, dtype=np.float64).reshape(self.num_envs, -1)).all(axis=1)
+        if bad.any() and self.nan_policy == "raise":
+            i = int(np.flatnonzero(bad)[0])
+            raise EnvStepError(f"environment {i} returned a non-finite {field} at step {step} "
+                               f"(set nan_policy=skip to skip and count such transitions)")
+        return bad
+
+    @torch.inference_mode()
+    def collect(self, buf: RolloutBuffer) -> None:
+        """Fill ``buf`` with ``T`` steps of every env (the rollout)."""
+        T = buf.obs.shape[0]
+        final_values = torch.zeros_like(buf.next_values)  # V(final obs) of SAME_STEP truncations
+        has_final = torch.zeros_like(buf.done)
+        for t in range(T):
+            obs = self.obs
+            action, logp, value = self.policy.act(obs)
+            buf.obs[t] = obs
+            buf.actions[t] = action
+            buf.logp[t] = logp
+            buf.values[t] = value
+            if t > 0:
+                buf.next_values[t - 1] = value  # default bootstrap: V of the obs that followed step t-1
+            env_action = action.cpu().numpy()
+            if self.box:  # the Gaussian sample is stored unclipped (its logp is exact); the env gets it clipped
+                env_action = np.clip(env_action, self.action_space.low, self.action_space.high)
+            raw, reward, terminated, truncated, info = self.venv.step(env_action)
+            self.steps += self.num_envs
+            valid = ~self.prev_done
+            bad = self._check_finite(raw, "observation", self.steps) | self._check_finite(reward, "reward", self.steps)
+            if bad.any():  # nan_policy == "skip": drop these transitions and count them
+                self.skipped_nonfinite += int(bad.sum())
+                valid &= ~bad
+                raw = np.where(bad.reshape((-1,) + (1,) * (raw.ndim - 1)), 0.0, raw)
+                reward = np.where(bad, 0.0, reward)
+            done = terminated | truncated
+            self.episodes.add(np.asarray(reward, np.float64), done, valid, self.steps, time.time())
+            scaled = self.reward_scaler(reward, done) if self.reward_scaler is not None else reward
+            buf.rewards[t] = torch.as_tensor(np.asarray(scaled, np.float32), device=self.device)
+            buf.terminated[t] = torch.as_tensor(terminated, device=self.device)
+            buf.done[t] = torch.as_tensor(done, device=self.device)
+            buf.valid[t] = torch.as_tensor(valid, device=self.device)
+            self.obs = self._normalize(raw, update=True)
+            if self.same_step and truncated.any():
+                idx = np.flatnonzero(truncated)
+                final = np.stack([info["final_obs"][i] for i in idx])
+                final_values[t, idx] = self.policy.value(self._normalize(final, update=False))
+                has_final[t, idx] = True
+            # NEXT_STEP: the step after an ending step is the env's reset step (see module docstring)
+            self.prev_done = np.zeros_like(done) if self.same_step else done
+        buf.next_values[T - 1] = self.policy.value(self.obs)
+        buf.next_values[has_final] = final_values[has_final]
