@@ -46,7 +46,11 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(
-    root: str | Path, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any], keep: int | None = None
+    root: str | Path,
+    name: str,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    keep: int | None = None,
 ) -> Path:
     """Write ``root/name`` atomically; keep only the ``keep`` newest complete checkpoints."""
     root = Path(root)

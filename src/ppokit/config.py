@@ -94,7 +94,9 @@ class ConfigBase:
             if dataclasses.is_dataclass(tp) and isinstance(value, dict):
                 value = tp.from_dict(value, _prefix=f"{full}.")
             elif not _type_ok(value, tp):
-                raise ConfigError(f"{full}={value!r} has type {type(value).__name__}; expected {_type_name(tp)}")
+                raise ConfigError(
+                    f"{full}={value!r} has type {type(value).__name__}; expected {_type_name(tp)}"
+                )
             elif tp is float or (typing.get_origin(tp) is not None and float in typing.get_args(tp)):
                 value = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
             if isinstance(value, tuple):

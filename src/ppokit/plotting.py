@@ -30,12 +30,17 @@ def read_csv(path: str | Path) -> dict[str, list[float]]:
 
 
 def plot_panels(
-    cols: dict[str, list[float]], x_key: str, panels: list[tuple[str, list[str]]], out: str | Path,
-    title: str = "", x_label: str | None = None,
+    cols: dict[str, list[float]],
+    x_key: str,
+    panels: list[tuple[str, list[str]]],
+    out: str | Path,
+    title: str = "",
+    x_label: str | None = None,
 ) -> Path | None:
     """One subplot per ``(title, [column, ...])`` against ``x_key``; columns absent are skipped."""
-    panels = [(t, [k for k in keys if k in cols and any(math.isfinite(v) for v in cols[k])])
-              for t, keys in panels]
+    panels = [
+        (t, [k for k in keys if k in cols and any(math.isfinite(v) for v in cols[k])]) for t, keys in panels
+    ]
     panels = [(t, keys) for t, keys in panels if keys]
     if x_key not in cols or not panels:
         return None
@@ -68,11 +73,22 @@ def plot_rl_run(run_dir: str | Path) -> list[Path]:
     written = []
     fig, ax = plt.subplots(figsize=(8, 4.2))
     if episodes.get("step"):
-        ax.scatter(episodes["step"], episodes["return"], s=4, alpha=0.25, color="tab:gray",
-                   label="one training episode")
+        ax.scatter(
+            episodes["step"],
+            episodes["return"],
+            s=4,
+            alpha=0.25,
+            color="tab:gray",
+            label="one training episode",
+        )
     if metrics.get("time/total_timesteps"):
-        ax.plot(metrics["time/total_timesteps"], metrics.get("rollout/ep_rew_mean", []), color="tab:blue",
-                linewidth=2, label="mean of the last 100 training episodes")
+        ax.plot(
+            metrics["time/total_timesteps"],
+            metrics.get("rollout/ep_rew_mean", []),
+            color="tab:blue",
+            linewidth=2,
+            label="mean of the last 100 training episodes",
+        )
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episode return")
     ax.set_title(f"Episode return during training - {run_dir.name}")
@@ -84,11 +100,16 @@ def plot_rl_run(run_dir: str | Path) -> list[Path]:
     plt.close(fig)
     written.append(run_dir / "plots" / "returns.png")
     losses = plot_panels(
-        metrics, "time/total_timesteps",
-        [("actor (policy) loss, mean per update", ["train/policy_loss"]),
-         ("critic (value) loss, mean per update", ["train/value_loss"]),
-         ("policy entropy, mean per update", ["train/entropy"])],
-        run_dir / "plots" / "losses.png", title=f"Losses - {run_dir.name}", x_label="environment steps",
+        metrics,
+        "time/total_timesteps",
+        [
+            ("actor (policy) loss, mean per update", ["train/policy_loss"]),
+            ("critic (value) loss, mean per update", ["train/value_loss"]),
+            ("policy entropy, mean per update", ["train/entropy"]),
+        ],
+        run_dir / "plots" / "losses.png",
+        title=f"Losses - {run_dir.name}",
+        x_label="environment steps",
     )
     if losses:
         written.append(losses)

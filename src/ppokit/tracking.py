@@ -47,7 +47,9 @@ class CSVLogger:
 class Tracker:
     """Writes metrics to ``metrics.csv`` and TensorBoard (``tb/``) in a run directory."""
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, append: bool = False, enabled: bool = True):
+    def __init__(
+        self, run_dir: str | Path, tensorboard: bool = True, append: bool = False, enabled: bool = True
+    ):
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self.csv = CSVLogger(self.run_dir / "metrics.csv", append=append) if enabled else None
@@ -76,8 +78,9 @@ class Tracker:
         if self.episodes_csv is None:
             self.episodes_csv = CSVLogger(self.run_dir / "episodes.csv", append=self._append)
         for ret, length, step, t in episodes:
-            self.episodes_csv.write({"step": step, "return": ret, "length": length,
-                                     "time_s": round(t - PROCESS_START, 4)})
+            self.episodes_csv.write(
+                {"step": step, "return": ret, "length": length, "time_s": round(t - PROCESS_START, 4)}
+            )
 
     def close(self) -> None:
         if self.tb is not None:
@@ -89,8 +92,14 @@ class Tracker:
 class ProgressBar:
     """A rich progress bar: steps done/total, steps/s, the latest headline metric, ETA."""
 
-    def __init__(self, total: int, description: str = "train", metric_name: str = "return",
-                 enabled: bool = True, unit: str = "steps"):
+    def __init__(
+        self,
+        total: int,
+        description: str = "train",
+        metric_name: str = "return",
+        enabled: bool = True,
+        unit: str = "steps",
+    ):
         self.metric_name = metric_name
         self.unit = unit
         self.start = time.time()
@@ -114,10 +123,15 @@ class ProgressBar:
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
-    def update(self, completed: int, metric: float | None = None, done_since_start: int | None = None) -> None:
+    def update(
+        self, completed: int, metric: float | None = None, done_since_start: int | None = None
+    ) -> None:
         """Move to ``completed``; the rate counts ``done_since_start`` (default ``completed``)."""
         elapsed = max(time.time() - self.start, 1e-9)
         rate = (completed if done_since_start is None else done_since_start) / elapsed
-        text = f"{self.metric_name} -" if metric is None or not math.isfinite(metric) else (
-            f"{self.metric_name} {metric:.2f}")
+        text = (
+            f"{self.metric_name} -"
+            if metric is None or not math.isfinite(metric)
+            else (f"{self.metric_name} {metric:.2f}")
+        )
         self.progress.update(self.task, completed=completed, rate=rate, metric=text)

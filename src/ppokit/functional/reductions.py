@@ -52,6 +52,8 @@ def aggregate_token_loss(
         length = max_completion_length if max_completion_length is not None else loss.shape[-1]
         return (loss * m).sum() / (loss.shape[0] * length)
     if loss_type == "dapo":
-        denom = m.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, dtype=loss.dtype)
+        denom = (
+            m.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, dtype=loss.dtype)
+        )
         return (loss * m).sum() / denom.clamp(min=1.0)
     raise ValueError(f"loss_type={loss_type!r}; allowed: {list(LOSS_TYPES)}")

@@ -22,12 +22,24 @@ class NetworkConfig(ConfigBase):
 
     def validate(self) -> None:
         super().validate()
-        check(len(self.hidden_sizes) > 0 and all(h > 0 for h in self.hidden_sizes),
-              "network.hidden_sizes", self.hidden_sizes, "give one or more positive widths")
-        check(self.log_std_min < self.log_std_max, "network.log_std_min", self.log_std_min,
-              f"must be below network.log_std_max={self.log_std_max}")
-        check(self.log_std_min <= self.log_std_init <= self.log_std_max, "network.log_std_init",
-              self.log_std_init, f"must lie in [{self.log_std_min}, {self.log_std_max}]")
+        check(
+            len(self.hidden_sizes) > 0 and all(h > 0 for h in self.hidden_sizes),
+            "network.hidden_sizes",
+            self.hidden_sizes,
+            "give one or more positive widths",
+        )
+        check(
+            self.log_std_min < self.log_std_max,
+            "network.log_std_min",
+            self.log_std_min,
+            f"must be below network.log_std_max={self.log_std_max}",
+        )
+        check(
+            self.log_std_min <= self.log_std_init <= self.log_std_max,
+            "network.log_std_init",
+            self.log_std_init,
+            f"must lie in [{self.log_std_min}, {self.log_std_max}]",
+        )
 
 
 @dataclass
@@ -37,9 +49,11 @@ class PPOConfig(ConfigBase):
     env_id: str = option("CartPole-v1", "Gymnasium environment id.")
     env_kwargs: dict = option({}, "Keyword arguments passed to gymnasium.make / make_vec.")
     num_envs: int = option(8, "Environments stepped in parallel (per process).")
-    vectorization: str = option("auto", "Vector env kind: auto picks the env's numpy vector entry point "
-                                "when it has one, else sync.",
-                                choices=("auto", "vector_entry_point", "sync", "async"))
+    vectorization: str = option(
+        "auto",
+        "Vector env kind: auto picks the env's numpy vector entry point when it has one, else sync.",
+        choices=("auto", "vector_entry_point", "sync", "async"),
+    )
     total_timesteps: int = option(100_000, "Environment steps to train for (all envs together).")
     seed: int = option(0, "Seed for torch, numpy and the environments.")
     device: str = option("cpu", "Torch device for the networks: cpu, cuda, cuda:N.")
@@ -49,8 +63,9 @@ class PPOConfig(ConfigBase):
     batch_size: int = option(256, "Minibatch size (SB3 meaning); must divide n_steps * num_envs.")
     n_epochs: int = option(10, "Passes over the rollout per update.")
     learning_rate: float = option(3e-4, "Adam learning rate (initial value when annealed).")
-    lr_schedule: str = option("constant", "Learning-rate schedule over training.",
-                              choices=("constant", "linear"))
+    lr_schedule: str = option(
+        "constant", "Learning-rate schedule over training.", choices=("constant", "linear")
+    )
     adam_betas: list[float] = option([0.9, 0.999], "Adam (beta1, beta2).")
     adam_eps: float = option(1e-5, "Adam epsilon (1e-5 as in the OpenAI baselines PPO).")
     separate_optimizers: bool = option(False, "One Adam for the actor and one for the critic.")
@@ -66,8 +81,11 @@ class PPOConfig(ConfigBase):
     clip_range_schedule: str = option("constant", "Clip-range schedule.", choices=("constant", "linear"))
     kl_beta: float = option(1.0, "Initial KL penalty coefficient beta (kl_penalty, kl_adaptive).")
     kl_target: float = option(0.01, "d_targ of the adaptive KL rule (kl_adaptive).")
-    target_kl: float | None = option(None, "Stop the update's epochs once a minibatch's approx KL "
-                                     "exceeds 1.5 * target_kl (SB3's rule), before that step.")
+    target_kl: float | None = option(
+        None,
+        "Stop the update's epochs once a minibatch's approx KL "
+        "exceeds 1.5 * target_kl (SB3's rule), before that step.",
+    )
 
     ent_coef: float = option(0.0, "Entropy bonus coefficient: loss = pg - ent_coef*entropy + vf_coef*vf.")
     vf_coef: float = option(0.5, "Value loss coefficient.")
@@ -75,7 +93,9 @@ class PPOConfig(ConfigBase):
     huber_delta: float = option(1.0, "Threshold of the Huber critic loss.")
     vf_clip_range: float | None = option(None, "Clip the value prediction to old value +- this (None: off).")
 
-    normalize_obs: bool = option(False, "Normalise observations with running mean/std (saved with the model).")
+    normalize_obs: bool = option(
+        False, "Normalise observations with running mean/std (saved with the model)."
+    )
     normalize_reward: bool = option(False, "Scale rewards by the running std of the discounted return.")
     obs_clip: float = option(10.0, "Clip normalised observations to +- this.")
     reward_clip: float = option(10.0, "Clip scaled rewards to +- this.")
@@ -95,20 +115,46 @@ class PPOConfig(ConfigBase):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("num_envs", "total_timesteps", "n_steps", "batch_size", "n_epochs", "eval_episodes",
-                    "keep_checkpoints", "log_every", "torch_threads"):
+        for key in (
+            "num_envs",
+            "total_timesteps",
+            "n_steps",
+            "batch_size",
+            "n_epochs",
+            "eval_episodes",
+            "keep_checkpoints",
+            "log_every",
+            "torch_threads",
+        ):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
         check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "must be >= 0")
-        check(self.batch_size <= self.rollout_size, "batch_size", self.batch_size,
-              f"must be <= n_steps * num_envs = {self.rollout_size}")
-        check(self.rollout_size % self.batch_size == 0, "batch_size", self.batch_size,
-              f"must divide n_steps * num_envs = {self.rollout_size}")
+        check(
+            self.batch_size <= self.rollout_size,
+            "batch_size",
+            self.batch_size,
+            f"must be <= n_steps * num_envs = {self.rollout_size}",
+        )
+        check(
+            self.rollout_size % self.batch_size == 0,
+            "batch_size",
+            self.batch_size,
+            f"must divide n_steps * num_envs = {self.rollout_size}",
+        )
         for key in ("learning_rate", "clip_range", "adam_eps", "obs_clip", "reward_clip", "huber_delta"):
             check(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")
         if self.critic_learning_rate is not None:
-            check(self.critic_learning_rate > 0, "critic_learning_rate", self.critic_learning_rate, "must be > 0")
-        check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "adam_betas",
-              self.adam_betas, "give two numbers in [0, 1)")
+            check(
+                self.critic_learning_rate > 0,
+                "critic_learning_rate",
+                self.critic_learning_rate,
+                "must be > 0",
+            )
+        check(
+            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+            "adam_betas",
+            self.adam_betas,
+            "give two numbers in [0, 1)",
+        )
         check(0 <= self.gamma <= 1, "gamma", self.gamma, "must lie in [0, 1]")
         check(0 <= self.gae_lambda <= 1, "gae_lambda", self.gae_lambda, "must lie in [0, 1]")
         for key in ("kl_beta", "ent_coef", "vf_coef"):
@@ -117,6 +163,10 @@ class PPOConfig(ConfigBase):
         for key in ("target_kl", "vf_clip_range", "max_grad_norm"):
             value = getattr(self, key)
             check(value is None or value > 0, key, value, "must be > 0 or null")
-        check(self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
-              "device", self.device, "use cpu, cuda, cuda:N or mps")
+        check(
+            self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
+            "device",
+            self.device,
+            "use cpu, cuda, cuda:N or mps",
+        )
         self.network.validate()

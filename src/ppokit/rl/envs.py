@@ -28,8 +28,10 @@ def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
     """Raise EnvError unless observations are a Box and actions Discrete, MultiDiscrete or Box."""
     if not isinstance(observation_space, gym.spaces.Box):
-        raise EnvError(f"observation space {observation_space} is not supported; ppokit needs a Box "
-                       "(wrap dict/tuple spaces with gymnasium.wrappers.FlattenObservation)")
+        raise EnvError(
+            f"observation space {observation_space} is not supported; ppokit needs a Box "
+            "(wrap dict/tuple spaces with gymnasium.wrappers.FlattenObservation)"
+        )
     if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box)):
         raise EnvError(f"action space {action_space} is not supported; use Discrete, MultiDiscrete or Box")
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1:
@@ -56,8 +58,13 @@ def make_vec_env(
         if vectorization == "vector_entry_point":
             venv = gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
         else:
-            venv = gym.make_vec(env, num_envs=num_envs, vectorization_mode=vectorization,
-                                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **env_kwargs)
+            venv = gym.make_vec(
+                env,
+                num_envs=num_envs,
+                vectorization_mode=vectorization,
+                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                **env_kwargs,
+            )
     else:
         if vectorization in ("auto", "vector_entry_point", "sync"):
             venv = gym.vector.SyncVectorEnv([env] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
@@ -82,7 +89,10 @@ def env_name(env: EnvSpec) -> str:
 
 def space_signature(observation_space: gym.Space, action_space: gym.Space) -> dict[str, Any]:
     """JSON description of the spaces, saved with a model and checked when it is loaded."""
-    sig: dict[str, Any] = {"obs_shape": list(observation_space.shape), "action_type": type(action_space).__name__}
+    sig: dict[str, Any] = {
+        "obs_shape": list(observation_space.shape),
+        "action_type": type(action_space).__name__,
+    }
     if isinstance(action_space, gym.spaces.Discrete):
         sig["action_n"] = int(action_space.n)
     elif isinstance(action_space, gym.spaces.MultiDiscrete):

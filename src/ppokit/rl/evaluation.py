@@ -13,16 +13,18 @@ if TYPE_CHECKING:
     from ppokit.rl.ppo import PPO
 
 
-def evaluate_policy(model: PPO, episodes: int = 20, deterministic: bool = True, seed: int = 10_000,
-                    max_parallel: int = 32) -> dict[str, Any]:
+def evaluate_policy(
+    model: PPO, episodes: int = 20, deterministic: bool = True, seed: int = 10_000, max_parallel: int = 32
+) -> dict[str, Any]:
     """Run ``episodes`` episodes (up to ``max_parallel`` at once) and summarise their returns."""
     cfg = model.config
     returns: list[float] = []
     lengths: list[int] = []
     while len(returns) < episodes:
         k = min(max_parallel, episodes - len(returns))
-        venv = make_vec_env(model.env_spec, k, "auto" if cfg.vectorization == "async" else cfg.vectorization,
-                            cfg.env_kwargs)
+        venv = make_vec_env(
+            model.env_spec, k, "auto" if cfg.vectorization == "async" else cfg.vectorization, cfg.env_kwargs
+        )
         try:
             obs, _ = venv.reset(seed=seed + len(returns))
             ep_ret, ep_len = np.zeros(k), np.zeros(k, dtype=np.int64)
@@ -37,7 +39,15 @@ def evaluate_policy(model: PPO, episodes: int = 20, deterministic: bool = True, 
             venv.close()
         returns += ep_ret.tolist()
         lengths += ep_len.tolist()
-    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
-            "min_return": float(np.min(returns)), "max_return": float(np.max(returns)),
-            "mean_length": float(np.mean(lengths)), "episodes": episodes, "deterministic": deterministic,
-            "env_id": env_name(model.env_spec), "seed": seed, "returns": [round(r, 4) for r in returns]}
+    return {
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "min_return": float(np.min(returns)),
+        "max_return": float(np.max(returns)),
+        "mean_length": float(np.mean(lengths)),
+        "episodes": episodes,
+        "deterministic": deterministic,
+        "env_id": env_name(model.env_spec),
+        "seed": seed,
+        "returns": [round(r, 4) for r in returns],
+    }

@@ -128,13 +128,17 @@ class ActorCritic(nn.Module):
         action = parts[0] if self.kind == "discrete" else torch.stack(parts, dim=-1)
         return action, logp
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(action, logp, value)`` in one forward pass (used by the rollout)."""
         out, value = self(obs)
         action, logp = self.sample(out, deterministic)
         return action, logp, value
 
-    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def evaluate(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logp, entropy, value)`` of stored actions, with gradients (used by the update)."""
         out, value = self(obs)
         logp, entropy = self.log_prob_entropy(out, actions)

@@ -32,8 +32,11 @@ class RunningMeanStd:
 
     def state_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         """Tensors for a checkpoint."""
-        return {f"{prefix}mean": torch.from_numpy(self.mean.copy()), f"{prefix}var": torch.from_numpy(self.var.copy()),
-                f"{prefix}count": torch.tensor(float(self.count), dtype=torch.float64)}
+        return {
+            f"{prefix}mean": torch.tensor(np.asarray(self.mean), dtype=torch.float64),
+            f"{prefix}var": torch.tensor(np.asarray(self.var), dtype=torch.float64),
+            f"{prefix}count": torch.tensor(float(self.count), dtype=torch.float64),
+        }
 
     def load_tensors(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
         """Restore from ``state_tensors`` output."""

@@ -44,8 +44,13 @@ def adaptive_beta(beta: float, kl: float, kl_target: float) -> float:
 class PPO:
     """Actor-critic PPO. ``env`` is a Gymnasium id or a factory returning a ``gym.Env``."""
 
-    def __init__(self, env: EnvSpec | None = None, config: PPOConfig | dict | None = None,
-                 run_dir: str | Path | None = None, **overrides: Any):
+    def __init__(
+        self,
+        env: EnvSpec | None = None,
+        config: PPOConfig | dict | None = None,
+        run_dir: str | Path | None = None,
+        **overrides: Any,
+    ):
         if isinstance(config, dict) or config is None:
             config = PPOConfig.from_dict({**(config or {}), **overrides})
         elif overrides:
@@ -68,12 +73,22 @@ class PPO:
         self.policy = ActorCritic(int(np.prod(obs_shape)), self.action_space, cfg.network).to(self.device)
         self.optimizers = self._make_optimizers()
         self.obs_norm = ObsNormalizer(obs_shape, cfg.obs_clip) if cfg.normalize_obs else None
-        self.reward_scaler = RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
-        self.collector = Collector(self.venv, self.policy, self.device, cfg.seed, self.obs_norm, self.reward_scaler)
+        self.reward_scaler = (
+            RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
+        )
+        self.collector = Collector(
+            self.venv, self.policy, self.device, cfg.seed, self.obs_norm, self.reward_scaler
+        )
         box = self.policy.kind == "box"
         action_shape = self.action_space.shape if self.policy.kind != "discrete" else ()
-        self.buffer = RolloutBuffer.allocate(cfg.n_steps, cfg.num_envs, obs_shape, action_shape,
-                                             torch.float32 if box else torch.long, self.device)
+        self.buffer = RolloutBuffer.allocate(
+            cfg.n_steps,
+            cfg.num_envs,
+            obs_shape,
+            action_shape,
+            torch.float32 if box else torch.long,
+            self.device,
+        )
         self.kl_beta = cfg.kl_beta
         self.num_timesteps = 0
         self.num_updates = 0
@@ -97,8 +112,10 @@ class PPO:
         if not cfg.separate_optimizers:
             return [torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, **kw)]
         critic_lr = cfg.critic_learning_rate or cfg.learning_rate
-        return [torch.optim.Adam(self.policy.actor_parameters(), lr=cfg.learning_rate, **kw),
-                torch.optim.Adam(self.policy.critic_parameters(), lr=critic_lr, **kw)]
+        return [
+            torch.optim.Adam(self.policy.actor_parameters(), lr=cfg.learning_rate, **kw),
+            torch.optim.Adam(self.policy.critic_parameters(), lr=critic_lr, **kw),
+        ]
 
     # -- schedules ---------------------------------------------------------------------------------
     def _progress_remaining(self, total: int) -> float:
@@ -115,8 +132,12 @@ class PPO:
         return cfg.clip_range * (frac if cfg.clip_range_schedule == "linear" else 1.0)
 
     # -- the loop ------------------------------------------------------------------------------------
-    def learn(self, total_timesteps: int | None = None, progress_bar: bool = False,
-              callback: Callable[[PPO, dict], bool | None] | None = None) -> PPO:
+    def learn(
+        self,
+        total_timesteps: int | None = None,
+        progress_bar: bool = False,
+        callback: Callable[[PPO, dict], bool | None] | None = None,
+    ) -> PPO:
         """Train until ``total_timesteps`` env steps (counted over the whole run, as SB3 with
         ``reset_num_timesteps=False``). ``callback(ppo, metrics)`` runs after each update; returning
         False stops training."""
@@ -134,8 +155,11 @@ class PPO:
                 fps = (self.num_timesteps - start_steps) / max(time.time() - start_time, 1e-9)
                 metrics.update(self._rollout_metrics(fps))
                 self._log(metrics)
-                bar.update(self.num_timesteps, self.collector.episodes.mean_return(),
-                           done_since_start=self.num_timesteps - start_steps)
+                bar.update(
+                    self.num_timesteps,
+                    self.collector.episodes.mean_return(),
+                    done_since_start=self.num_timesteps - start_steps,
+                )
                 state.maybe_checkpoint(self)
                 if callback is not None and callback(self, metrics) is False:
                     break
@@ -143,9 +167,14 @@ class PPO:
 
     def _rollout_metrics(self, fps: float) -> dict[str, float]:
         ep = self.collector.episodes
-        return {"rollout/ep_rew_mean": ep.mean_return(), "rollout/ep_len_mean": ep.mean_length(),
-                "time/fps": fps, "time/total_timesteps": self.num_timesteps,
-                "time/elapsed_s": time.time() - PROCESS_START, "time/iterations": self.num_updates}
+        return {
+            "rollout/ep_rew_mean": ep.mean_return(),
+            "rollout/ep_len_mean": ep.mean_length(),
+            "time/fps": fps,
+            "time/total_timesteps": self.num_timesteps,
+            "time/elapsed_s": time.time() - PROCESS_START,
+            "time/iterations": self.num_updates,
+        }
 
     def _log(self, metrics: dict[str, float]) -> None:
         episodes = self.collector.episodes.drain()
@@ -158,14 +187,23 @@ class PPO:
     def _flatten_rollout(self) -> dict[str, torch.Tensor]:
         """GAE over ``[T, N]``, then the valid transitions flattened to ``[B]`` for minibatching."""
         cfg, buf = self.config, self.buffer
-        advantages, returns = gae(buf.rewards, buf.values, buf.next_values, buf.terminated, buf.done,
-                                  cfg.gamma, cfg.gae_lambda)
+        advantages, returns = gae(
+            buf.rewards, buf.values, buf.next_values, buf.terminated, buf.done, cfg.gamma, cfg.gae_lambda
+        )
         valid = buf.valid.reshape(-1)
         flat = lambda x: x.reshape(-1, *x.shape[2:])[valid]
-        return {"obs": flat(buf.obs), "actions": flat(buf.actions), "logp_old": flat(buf.logp),
-                "values_old": flat(buf.values), "advantages": flat(advantages), "returns": flat(returns)}
+        return {
+            "obs": flat(buf.obs),
+            "actions": flat(buf.actions),
+            "logp_old": flat(buf.logp),
+            "values_old": flat(buf.values),
+            "advantages": flat(advantages),
+            "returns": flat(returns),
+        }
 
-    def loss(self, mb: dict[str, torch.Tensor], clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, mb: dict[str, torch.Tensor], clip_range: float
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The PPO loss on one minibatch: ``policy - ent_coef * entropy + vf_coef * value``.
 
         Returns the scalar loss and detached terms/diagnostics. The minus sign on the entropy makes
@@ -175,14 +213,22 @@ class PPO:
         logp, entropy, values = self.policy.evaluate(mb["obs"], mb["actions"])
         adv = normalize(mb["advantages"]) if cfg.normalize_advantage else mb["advantages"]
         pg, ratio, kl = policy_loss(logp, mb["logp_old"], adv, cfg.objective, clip_range, self.kl_beta)
-        vf, vf_clipped = value_loss(values, mb["returns"], mb["values_old"], cfg.vf_clip_range,
-                                    cfg.value_loss, cfg.huber_delta)
+        vf, vf_clipped = value_loss(
+            values, mb["returns"], mb["values_old"], cfg.vf_clip_range, cfg.value_loss, cfg.huber_delta
+        )
         pg, vf, ent = pg.mean(), vf.mean(), entropy.mean()
         total = pg - cfg.ent_coef * ent + cfg.vf_coef * vf
-        terms = {"policy_loss": pg, "value_loss": vf, "entropy": ent, "loss": total, "kl": kl.mean(),
-                 "approx_kl": approx_kl(logp.detach(), mb["logp_old"]),
-                 "clip_fraction": ((ratio - 1.0).abs() > clip_range).float().mean(),
-                 "value_clip_fraction": vf_clipped.float().mean(), "ratio_mean": ratio.mean()}
+        terms = {
+            "policy_loss": pg,
+            "value_loss": vf,
+            "entropy": ent,
+            "loss": total,
+            "kl": kl.mean(),
+            "approx_kl": approx_kl(logp.detach(), mb["logp_old"]),
+            "clip_fraction": ((ratio - 1.0).abs() > clip_range).float().mean(),
+            "value_clip_fraction": vf_clipped.float().mean(),
+            "ratio_mean": ratio.mean(),
+        }
         return total, {k: v.detach() for k, v in terms.items()}
 
     def update(self, clip_range: float) -> dict[str, float]:
@@ -215,10 +261,17 @@ class PPO:
         metrics["train/kl_beta"] = self.kl_beta
         if cfg.objective == "kl_adaptive":
             self.kl_beta = adaptive_beta(self.kl_beta, self._kl_after_update(data), cfg.kl_target)
-        metrics.update({"train/explained_variance": float(explained_variance(data["values_old"], data["returns"])),
-                        "train/clip_range": clip_range, "train/learning_rate": self.optimizers[0].param_groups[0]["lr"],
-                        "train/n_updates": self.num_updates, "train/minibatch_steps": count,
-                        "train/early_stopped": float(stop), "train/nonfinite_skipped": self.nonfinite_skipped})
+        metrics.update(
+            {
+                "train/explained_variance": float(explained_variance(data["values_old"], data["returns"])),
+                "train/clip_range": clip_range,
+                "train/learning_rate": self.optimizers[0].param_groups[0]["lr"],
+                "train/n_updates": self.num_updates,
+                "train/minibatch_steps": count,
+                "train/early_stopped": float(stop),
+                "train/nonfinite_skipped": self.nonfinite_skipped,
+            }
+        )
         return metrics
 
     def _step(self, loss: torch.Tensor) -> None:

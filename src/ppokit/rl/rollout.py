@@ -42,14 +42,28 @@ class RolloutBuffer:
     valid: torch.Tensor
 
     @classmethod
-    def allocate(cls, n_steps: int, num_envs: int, obs_shape: tuple, action_shape: tuple,
-                 action_dtype: torch.dtype, device: torch.device) -> RolloutBuffer:
+    def allocate(
+        cls,
+        n_steps: int,
+        num_envs: int,
+        obs_shape: tuple,
+        action_shape: tuple,
+        action_dtype: torch.dtype,
+        device: torch.device,
+    ) -> RolloutBuffer:
         z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=device)
         T, N = n_steps, num_envs
-        return cls(obs=z(T, N, *obs_shape), actions=z(T, N, *action_shape, dtype=action_dtype),
-                   logp=z(T, N), values=z(T, N), next_values=z(T, N), rewards=z(T, N),
-                   terminated=z(T, N, dtype=torch.bool), done=z(T, N, dtype=torch.bool),
-                   valid=z(T, N, dtype=torch.bool))
+        return cls(
+            obs=z(T, N, *obs_shape),
+            actions=z(T, N, *action_shape, dtype=action_dtype),
+            logp=z(T, N),
+            values=z(T, N),
+            next_values=z(T, N),
+            rewards=z(T, N),
+            terminated=z(T, N, dtype=torch.bool),
+            done=z(T, N, dtype=torch.bool),
+            valid=z(T, N, dtype=torch.bool),
+        )
 
 
 class EpisodeStats:
@@ -84,11 +98,21 @@ class EpisodeStats:
 class Collector:
     """Holds the env's current observation between rollouts and fills a ``RolloutBuffer``."""
 
-    def __init__(self, venv: gym.vector.VectorEnv, policy: ActorCritic, device: torch.device, seed: int,
-                 obs_norm: ObsNormalizer | None, reward_scaler: RewardScaler | None, nan_policy: str = "raise"):
+    def __init__(
+        self,
+        venv: gym.vector.VectorEnv,
+        policy: ActorCritic,
+        device: torch.device,
+        seed: int,
+        obs_norm: ObsNormalizer | None,
+        reward_scaler: RewardScaler | None,
+        nan_policy: str = "raise",
+    ):
         self.venv, self.policy, self.device = venv, policy, device
         self.obs_norm, self.reward_scaler, self.nan_policy = obs_norm, reward_scaler, nan_policy
-        self.same_step = venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP) == AutoresetMode.SAME_STEP
+        self.same_step = (
+            venv.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP) == AutoresetMode.SAME_STEP
+        )
         self.num_envs = venv.num_envs
         self.action_space = venv.single_action_space
         self.box = isinstance(self.action_space, gym.spaces.Box)
@@ -110,8 +134,10 @@ class Collector:
         bad = ~np.isfinite(np.asarray(x, dtype=np.float64).reshape(self.num_envs, -1)).all(axis=1)
         if bad.any() and self.nan_policy == "raise":
             i = int(np.flatnonzero(bad)[0])
-            raise EnvStepError(f"environment {i} returned a non-finite {field} at step {step} "
-                               f"(set nan_policy=skip to skip and count such transitions)")
+            raise EnvStepError(
+                f"environment {i} returned a non-finite {field} at step {step} "
+                f"(set nan_policy=skip to skip and count such transitions)"
+            )
         return bad
 
     @torch.inference_mode()
@@ -130,12 +156,16 @@ class Collector:
             if t > 0:
                 buf.next_values[t - 1] = value  # default bootstrap: V of the obs that followed step t-1
             env_action = action.cpu().numpy()
-            if self.box:  # the Gaussian sample is stored unclipped (its logp is exact); the env gets it clipped
+            if (
+                self.box
+            ):  # the Gaussian sample is stored unclipped (its logp is exact); the env gets it clipped
                 env_action = np.clip(env_action, self.action_space.low, self.action_space.high)
             raw, reward, terminated, truncated, info = self.venv.step(env_action)
             self.steps += self.num_envs
             valid = ~self.prev_done
-            bad = self._check_finite(raw, "observation", self.steps) | self._check_finite(reward, "reward", self.steps)
+            bad = self._check_finite(raw, "observation", self.steps) | self._check_finite(
+                reward, "reward", self.steps
+            )
             if bad.any():  # nan_policy == "skip": drop these transitions and count them
                 self.skipped_nonfinite += int(bad.sum())
                 valid &= ~bad

@@ -61,8 +61,12 @@ def resolve_config(args: argparse.Namespace) -> PPOConfig:
         data.update(_read_yaml(Path(args.config)))
         if args.env:
             data["env_id"] = args.env
-    for flag, key in (("total_timesteps", "total_timesteps"), ("seed", "seed"), ("num_envs", "num_envs"),
-                      ("device", "device")):
+    for flag, key in (
+        ("total_timesteps", "total_timesteps"),
+        ("seed", "seed"),
+        ("num_envs", "num_envs"),
+        ("device", "device"),
+    ):
         if getattr(args, flag, None) is not None:
             data[key] = getattr(args, flag)
     return PPOConfig.from_dict(apply_overrides(data, args.overrides))
@@ -73,8 +77,10 @@ def new_run_dir(cfg: PPOConfig, given: str | None) -> Path:
     if given:
         path = Path(given)
         if (path / "config.yaml").exists():
-            raise ConfigError(f"run directory {given!r} already holds a run; use `ppokit resume {given}` "
-                              "or choose another --run-dir")
+            raise ConfigError(
+                f"run directory {given!r} already holds a run; use `ppokit resume {given}` "
+                "or choose another --run-dir"
+            )
         return path
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path("runs") / f"{cfg.env_id}-ppo-{stamp}"
@@ -103,8 +109,10 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
         model.learn(total, progress_bar=not args.no_progress)
     except KeyboardInterrupt:
         ckpt = state.save_training_checkpoint(model)
-        print(f"interrupted at step {model.num_timesteps}; checkpoint {ckpt}; continue with "
-              f"`ppokit resume {model.run_dir}`")
+        print(
+            f"interrupted at step {model.num_timesteps}; checkpoint {ckpt}; continue with "
+            f"`ppokit resume {model.run_dir}`"
+        )
         model.close()
         return 130
     state.save_training_checkpoint(model)
@@ -115,8 +123,10 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
     if not args.no_eval:
         result = model.evaluate(model.config.eval_episodes)
         (model.run_dir / "eval.json").write_text(json.dumps(result, indent=1))
-        print(f"evaluation ({result['episodes']} episodes, deterministic): mean return "
-              f"{result['mean_return']:.2f} +- {result['std_return']:.2f}")
+        print(
+            f"evaluation ({result['episodes']} episodes, deterministic): mean return "
+            f"{result['mean_return']:.2f} +- {result['std_return']:.2f}"
+        )
     return 0
 
 
@@ -170,8 +180,10 @@ def eval_command(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         mode = "stochastic" if args.stochastic else "deterministic"
-        print(f"{result['env_id']}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
-              f"over {result['episodes']} episodes ({mode})")
+        print(
+            f"{result['env_id']}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
+            f"over {result['episodes']} episodes ({mode})"
+        )
     return 0
 
 

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ppokit.checkpoint import flatten_state, latest_checkpoint, load_checkpoint, save_checkpoint, unflatten_state
+from ppokit.checkpoint import (
+    flatten_state,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_state,
+)
 from ppokit.errors import CheckpointError
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.envs import env_name, space_signature
@@ -38,9 +44,15 @@ def model_tensors(ppo: PPO) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors.update(ppo.obs_norm.rms.state_tensors("obs_rms."))
     if ppo.reward_scaler is not None:
         tensors.update(ppo.reward_scaler.rms.state_tensors("ret_rms."))
-    meta = {"kind": MODEL_KIND, "config": ppo.config.to_dict(), "env": env_label(ppo),
-            "spaces": space_signature(ppo.observation_space, ppo.action_space),
-            "num_timesteps": ppo.num_timesteps, "num_updates": ppo.num_updates, "kl_beta": ppo.kl_beta}
+    meta = {
+        "kind": MODEL_KIND,
+        "config": ppo.config.to_dict(),
+        "env": env_label(ppo),
+        "spaces": space_signature(ppo.observation_space, ppo.action_space),
+        "num_timesteps": ppo.num_timesteps,
+        "num_updates": ppo.num_updates,
+        "kl_beta": ppo.kl_beta,
+    }
     return tensors, meta
 
 
@@ -58,7 +70,8 @@ def training_tensors(ppo: PPO) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
         "optimizers": optim_trees,
         "numpy_rng": ppo.np_rng.bit_generator.state,
         "python_rng": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        "episodes_recent": list(ep.recent), "collector_steps": ppo.collector.steps,
+        "episodes_recent": list(ep.recent),
+        "collector_steps": ppo.collector.steps,
         "nonfinite_skipped": ppo.nonfinite_skipped,
         "reward_returns": ppo.reward_scaler.returns.tolist() if ppo.reward_scaler is not None else None,
     }
@@ -71,20 +84,25 @@ def check_compatible(ppo: PPO, meta: dict[str, Any], where: Path) -> None:
         raise CheckpointError(f"{str(where)!r} is not a ppokit PPO model (kind={meta.get('kind')!r})")
     have = space_signature(ppo.observation_space, ppo.action_space)
     if meta["spaces"] != have:
-        raise CheckpointError(f"model {str(where)!r} was trained on spaces {meta['spaces']}, "
-                              f"but the environment has {have}")
+        raise CheckpointError(
+            f"model {str(where)!r} was trained on spaces {meta['spaces']}, but the environment has {have}"
+        )
 
 
 def restore(ppo: PPO, tensors: dict[str, torch.Tensor], meta: dict[str, Any], where: Path) -> None:
     """Load networks, statistics and (when present) the training state into ``ppo``."""
     check_compatible(ppo, meta, where)
-    policy_state = {k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")}
+    policy_state = {k[len("policy.") :]: v for k, v in tensors.items() if k.startswith("policy.")}
     ppo.policy.load_state_dict(policy_state)
     if ppo.obs_norm is not None:
         ppo.obs_norm.rms.load_tensors(tensors, "obs_rms.")
     if ppo.reward_scaler is not None:
         ppo.reward_scaler.rms.load_tensors(tensors, "ret_rms.")
-    ppo.num_timesteps, ppo.num_updates, ppo.kl_beta = meta["num_timesteps"], meta["num_updates"], meta["kl_beta"]
+    ppo.num_timesteps, ppo.num_updates, ppo.kl_beta = (
+        meta["num_timesteps"],
+        meta["num_updates"],
+        meta["kl_beta"],
+    )
     tr = meta.get("training")
     if tr is None:
         return
@@ -113,8 +131,13 @@ def save_training_checkpoint(ppo: PPO) -> Path | None:
         return None
     tensors, meta = training_tensors(ppo)
     ppo.last_checkpoint_step = ppo.num_timesteps
-    return save_checkpoint(ppo.run_dir / "checkpoints", f"step_{ppo.num_timesteps:012d}", tensors, meta,
-                           keep=ppo.config.keep_checkpoints)
+    return save_checkpoint(
+        ppo.run_dir / "checkpoints",
+        f"step_{ppo.num_timesteps:012d}",
+        tensors,
+        meta,
+        keep=ppo.config.keep_checkpoints,
+    )
 
 
 def maybe_checkpoint(ppo: PPO) -> None:

@@ -1,0 +1,368 @@
+"""GRPO: Group Relative Policy Optimization for causal language models, in four steps per batch.
+
+DeepSeekMath (Shao et al. 2024, https://arxiv.org/abs/2402.03300), section 4.1. One training step:
+
+1. generate   G completions per prompt, one batched pass with a KV cache        (``_rollout``)
+2. advantage  A = (r - mean_group) / (std_group + eps), rewards from the user's functions
+3. KL         k3 estimate of KL(pi || pi_ref) per token, weighted by beta      (``_loss``)
+4. loss       -min(r*A, clip(r, 1-eps_low, 1+eps_high)*A) + beta*KL, aggregated by ``loss_type``,
+              ``num_iterations`` updates per generation batch                  (``_update``)
+
+The maths lives in ``ppokit.functional`` (shared with Gymnasium PPO); this file is the loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppokit.errors import ConfigError, NonFiniteError
+from ppokit.functional import aggregate_token_loss, clipped_surrogate, group_normalize, kl_k3, masked_mean
+from ppokit.llm import state as ckpt
+from ppokit.llm.config import GRPOConfig
+from ppokit.llm.generation import completion_logprobs, encode_prompts, generate
+from ppokit.llm.models import eos_token_ids, prepare_tokenizer
+from ppokit.llm.reporting import plot_llm_run, write_samples
+from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
+
+AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
+
+
+@dataclass
+class Rollout:
+    """One generation batch, ``B = prompts_per_step * G`` rows, groups of G consecutive rows."""
+
+    rows: list[dict[str, Any]]        # prompt rows, each repeated G times
+    prompt_ids: torch.Tensor          # [B, P] left-padded
+    prompt_mask: torch.Tensor         # [B, P]
+    completion_ids: torch.Tensor      # [B, L] pad after EOS
+    mask: torch.Tensor                # [B, L] tokens that enter the loss
+    ended: torch.Tensor               # [B] an EOS was produced
+    lengths: torch.Tensor             # [B] completion tokens up to and including the first EOS
+    texts: list[str]                  # decoded completions
+    rewards: torch.Tensor             # [B] weighted sum (NaN: no function scored it)
+    per_fn: torch.Tensor              # [B, F]
+    advantages: torch.Tensor          # [B]
+    zero_std: torch.Tensor            # [B] the row's group had equal rewards
+
+
+def _as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
+    rows = [p if isinstance(p, dict) else {"prompt": p} for p in prompts]
+    if not rows or any("prompt" not in r for r in rows):
+        raise ConfigError("train_prompts must be a non-empty list of strings or of dicts with a 'prompt' key")
+    return rows
+
+
+class GRPOTrainer:
+    """``GRPOTrainer(model, tokenizer, reward_funcs, train_prompts, config).train()``.
+
+    ``model`` is any HF causal LM (``AutoModelForCausalLM``), ``reward_funcs`` one function or a list
+    (see ``ppokit.llm.rewards``), ``train_prompts`` strings or dicts with a ``prompt`` key plus
+    columns passed to the reward functions. ``eval_prompts`` and ``accuracy_fn(rows, completions) ->
+    list[bool]`` add a held-out exact-match accuracy (greedy decoding). With ``run_dir`` the trainer
+    writes config.yaml, metrics.csv, tb/, plots/, samples.md and checkpoints/ there.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, reward_funcs: RewardFn | Sequence[RewardFn],
+                 train_prompts: Sequence[Any], config: GRPOConfig | None = None, *,
+                 eval_prompts: Sequence[Any] | None = None, accuracy_fn: AccuracyFn | None = None,
+                 ref_model: Any = None, run_dir: str | Path | None = None, progress: bool = True):
+        self.config = cfg = config or GRPOConfig()
+        cfg.validate()
+        self.device = torch.device(cfg.device)
+        self.model = model.to(self.device)
+        self.model.train()
+        self.tokenizer = prepare_tokenizer(tokenizer)
+        self.reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        self.reward_names = [reward_name(f) for f in self.reward_funcs]
+        self.rows = _as_rows(train_prompts)
+        self.eval_rows = _as_rows(eval_prompts) if eval_prompts else []
+        self.accuracy_fn = accuracy_fn
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        # beta = 0 needs no reference: skip the copy and its forward passes entirely.
+        self.ref_model = None
+        if cfg.beta > 0:
+            self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
+            self.ref_model.eval().requires_grad_(False)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas),
+                                           weight_decay=cfg.weight_decay)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(cfg.seed))
+        self.cursor = 0
+        self.epoch = 0
+        self.step = 0
+        self.num_tokens = 0
+        self.accuracy_before: float | None = None
+        self.last_rollout: Rollout | None = None
+        self._bad_steps = 0
+
+    # ------------------------------------------------------------------ 1. generate
+    def _next_rows(self) -> list[dict[str, Any]]:
+        """The next ``prompts_per_step`` prompts of a seeded shuffle; reshuffled every epoch."""
+        out = []
+        while len(out) < self.config.prompts_per_step:
+            if self.cursor >= len(self.order):
+                self.epoch += 1
+                self.order = torch.randperm(len(self.rows),
+                                            generator=torch.Generator().manual_seed(self.config.seed + self.epoch))
+                self.cursor = 0
+            out.append(self.rows[int(self.order[self.cursor])])
+            self.cursor += 1
+        return out
+
+    @torch.no_grad()
+    def _rollout(self, rows: list[dict[str, Any]]) -> Rollout:
+        cfg, gen, G = self.config, self.config.generation, self.config.num_generations
+        rows = [r for r in rows for _ in range(G)]  # groups of G consecutive rows
+        prompt_ids, prompt_mask = encode_prompts(self.tokenizer, [r["prompt"] for r in rows],
+                                                 gen.max_prompt_length, str(self.device))
+        out = generate(self.model, prompt_ids, prompt_mask, gen.max_completion_length, self.eos_ids,
+                       self.tokenizer.pad_token_id, gen.temperature, gen.top_k, gen.top_p, generator=self.generator)
+        texts = self.tokenizer.batch_decode(out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id),
+                                            skip_special_tokens=True)
+        # ---------------------------------------------------------- 2. advantage
+        rewards, per_fn = score_completions(self.reward_funcs, cfg.reward_weights, [r["prompt"] for r in rows],
+                                            texts, repeat_columns(rows, 1))
+        unscored = torch.isnan(rewards)
+        grouped = rewards.view(-1, G)
+        # A completion no function scored is left out of the loss; for the group statistics it takes
+        # its group's mean, so it shifts neither the mean nor (much) the std of the others.
+        fill = torch.nan_to_num(grouped.nanmean(dim=1, keepdim=True)).expand_as(grouped).reshape(-1)
+        filled = torch.where(unscored, fill, rewards)
+        advantages, zero_std = group_normalize(filled, G, cfg.scale_rewards, cfg.adv_eps)
+        mask = out.mask & ~unscored[:, None]
+        if cfg.mask_truncated_completions:  # DAPO's overlong filtering: no signal from cut-off text
+            mask &= out.ended[:, None]
+        return Rollout(rows, prompt_ids, prompt_mask, out.tokens, mask, out.ended, out.mask.sum(1), texts, rewards, per_fn,
+                       advantages.to(self.device), zero_std)
+
+    # ------------------------------------------------------------------ 3 + 4. KL and loss
+    def _chunks(self, n: int) -> list[slice]:
+        size = self.config.micro_batch_size or n
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+    @torch.no_grad()
+    def _logprobs(self, model: Any, ro: Rollout) -> torch.Tensor:
+        temp = self.config.generation.temperature
+        parts = [completion_logprobs(model, ro.prompt_ids[s], ro.prompt_mask[s], ro.completion_ids[s],
+                                     ro.mask[s], temp)[0] for s in self._chunks(len(ro.rows))]
+        return torch.cat(parts)
+
+    def _loss(self, ro: Rollout, s: slice, logp_old: torch.Tensor | None, logp_ref: torch.Tensor | None,
+              num_tokens: float, n_chunks: int, with_entropy: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch (already scaled for gradient accumulation) and its diagnostics."""
+        cfg = self.config
+        logp, entropy = completion_logprobs(self.model, ro.prompt_ids[s], ro.prompt_mask[s], ro.completion_ids[s],
+                                            ro.mask[s], cfg.generation.temperature, with_entropy)
+        # num_iterations == 1: the policy that sampled is the current one, so the detached current
+        # log-probs are the old ones (ratio = 1, gradient of r*A = A * grad logp) - no extra forward.
+        old = logp.detach() if logp_old is None else logp_old[s]
+        ratio = torch.exp(logp - old)
+        mask = ro.mask[s]
+        per_token, is_low, is_high = clipped_surrogate(ratio, ro.advantages[s, None], cfg.epsilon, cfg.epsilon_high)
+        stats = {"clip_ratio/low_mean": masked_mean(is_low.float(), mask).item(),
+                 "clip_ratio/high_mean": masked_mean(is_high.float(), mask).item(),
+                 "clip_ratio/region_mean": masked_mean((is_low | is_high).float(), mask).item()}
+        if logp_ref is not None:
+            kl = kl_k3(logp, logp_ref[s])  # KL(pi || pi_ref), samples from pi (DeepSeekMath eq. 4)
+            per_token = per_token + cfg.beta * kl
+            stats["kl"] = masked_mean(kl.detach(), mask).item()
+        if entropy is not None:
+            stats["entropy"] = masked_mean(entropy, mask).item()
+        loss = aggregate_token_loss(per_token, mask, cfg.loss_type, cfg.generation.max_completion_length,
+                                    num_items_in_batch=num_tokens)
+        # dapo already divides by the whole batch's token count; the others average micro-batches.
+        if cfg.loss_type != "dapo":
+            loss = loss / n_chunks
+        stats["loss"] = loss.item()
+        return loss, stats
+
+    def _update(self, ro: Rollout) -> dict[str, float]:
+        cfg = self.config
+        chunks = self._chunks(len(ro.rows))
+        logp_ref = self._logprobs(self.ref_model, ro) if self.ref_model is not None else None
+        logp_old = self._logprobs(self.model, ro) if cfg.num_iterations > 1 else None  # computed once
+        num_tokens = float(ro.mask.sum().clamp(min=1))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        sums: dict[str, list[float]] = {}
+        for iteration in range(cfg.num_iterations):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_total = 0.0
+            for s in chunks:
+                loss, stats = self._loss(ro, s, logp_old, logp_ref, num_tokens, len(chunks), iteration == 0)
+                loss.backward()
+                loss_total += stats.pop("loss")
+                for k, v in stats.items():
+                    sums.setdefault(k, []).append(v)
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+            if not (math.isfinite(float(norm)) and math.isfinite(loss_total)):
+                self._skip_bad_update()
+                continue
+            self._bad_steps = 0
+            self.optimizer.step()
+            sums.setdefault("loss", []).append(loss_total)
+            sums.setdefault("grad_norm", []).append(float(norm))
+        return {k: sum(v) / len(v) for k, v in sums.items()}
+
+    def _skip_bad_update(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._bad_steps += 1
+        if self._bad_steps >= 5:
+            raise NonFiniteError("GRPO loss or gradient norm was non-finite 5 updates in a row; lower "
+                                 "learning_rate or check the reward functions for inf/NaN")
+
+    def _lr(self) -> float:
+        cfg = self.config
+        factor = 1.0
+        if cfg.warmup_steps and self.step < cfg.warmup_steps:
+            factor = (self.step + 1) / cfg.warmup_steps
+        elif cfg.lr_schedule == "linear":
+            factor = max(0.0, 1.0 - (self.step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        return cfg.learning_rate * factor
+
+    # ------------------------------------------------------------------ one step, metrics
+    def train_step(self) -> dict[str, float]:
+        """Generate, score and update once; returns the step's metrics (TRL's names)."""
+        start = time.perf_counter()
+        ro = self._rollout(self._next_rows())
+        gen_time = time.perf_counter() - start
+        metrics = self._update(ro)
+        self.step += 1
+        self.last_rollout = ro
+        lengths = ro.lengths.float()
+        completion_tokens = float(lengths.sum())
+        self.num_tokens += int(ro.prompt_mask.sum()) + int(completion_tokens)
+        step_time = time.perf_counter() - start
+        grouped = torch.nan_to_num(ro.rewards).view(-1, self.config.num_generations)
+        metrics.update({
+            "step": self.step,
+            "reward": float(ro.rewards.nanmean()),
+            "reward_std": float(grouped.std(dim=1).mean()) if grouped.shape[1] > 1 else 0.0,
+            "frac_reward_zero_std": float(ro.zero_std.float().mean()),
+            "completions/mean_length": float(lengths.mean()),
+            "completions/clipped_ratio": float((~ro.ended).float().mean()),
+            "num_tokens": self.num_tokens,
+            "learning_rate": self._lr(),
+            "step_time": step_time,
+            "generation_time": gen_time,
+            "completion_tokens_per_s": completion_tokens / step_time,
+        })
+        for j, name in enumerate(self.reward_names):
+            col = ro.per_fn[:, j]
+            metrics[f"rewards/{name}/mean"] = float(col.nanmean())
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, rows: Sequence[dict[str, Any]] | None = None, batch_size: int = 256
+                 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Greedy completions for held-out rows: ``({"eval/accuracy", "eval/reward"}, per-row records)``."""
+        rows = list(rows if rows is not None else self.eval_rows)
+        if not rows:
+            return {}, []
+        texts: list[str] = []
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i:i + batch_size]
+            ids, mask = encode_prompts(self.tokenizer, [r["prompt"] for r in chunk],
+                                       self.config.generation.max_prompt_length, str(self.device))
+            out = generate(self.model, ids, mask, self.config.generation.max_completion_length, self.eos_ids,
+                           self.tokenizer.pad_token_id, greedy=True)
+            texts += self.tokenizer.batch_decode(out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id),
+                                                 skip_special_tokens=True)
+        rewards, _ = score_completions(self.reward_funcs, self.config.reward_weights, [r["prompt"] for r in rows],
+                                       texts, repeat_columns(rows, 1))
+        result = {"eval/reward": float(rewards.nanmean())}
+        records = [{"prompt": r["prompt"], "completion": t, "reward": float(x)} for r, t, x in zip(rows, texts, rewards)]
+        if self.accuracy_fn is not None:
+            correct = [bool(c) for c in self.accuracy_fn(rows, texts)]
+            result["eval/accuracy"] = sum(correct) / len(correct)
+            for rec, c in zip(records, correct):
+                rec["correct"] = c
+        return result, records
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> dict[str, Any]:
+        """Run GRPO to ``max_steps`` (or ``max_seconds``); returns a summary (accuracy before/after, ...)."""
+        from ppokit.llm.runloop import run_training  # the bookkeeping loop lives apart from the algorithm
+
+        return run_training(self)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, root: str | Path | None = None) -> Path:
+        """Write ``checkpoints/step-N`` (model + tokenizer via save_pretrained, trainer state)."""
+        root = Path(root) if root is not None else self._require_run_dir() / "checkpoints"
+        tensors, optim_tree = ckpt.optimizer_tensors(self.optimizer)
+        rng, py_state = ckpt.rng_tensors(self.generator)
+        tensors.update(rng)
+        tensors["prompt_order"] = self.order.clone()
+        if self.ref_model is not None:
+            tensors.update({f"ref.{k}": v for k, v in self.ref_model.state_dict().items()})
+        meta = {"step": self.step, "num_tokens": self.num_tokens, "cursor": self.cursor, "epoch": self.epoch,
+                "accuracy_before": self.accuracy_before, "optimizer": optim_tree, "python_rng": py_state,
+                "config": self.config.to_dict()}
+        return ckpt.save_llm_checkpoint(root, self.step, self.model, self.tokenizer, tensors, meta,
+                                        keep=self.config.keep_checkpoints)
+
+    def load_state(self, path: str | Path) -> Path:
+        """Restore optimizer, reference model, RNGs and counters from a checkpoint (model weights are
+        loaded by the caller with ``from_pretrained``, see ``GRPOTrainer.resume``)."""
+        path = ckpt.find_checkpoint(path)
+        tensors, meta = ckpt.load_trainer_state(path)
+        ckpt.restore_optimizer(self.optimizer, meta["optimizer"], tensors)
+        ckpt.restore_rng(tensors, meta["python_rng"], self.generator)
+        if self.ref_model is not None:
+            ref = {k[4:]: v for k, v in tensors.items() if k.startswith("ref.")}
+            if ref:
+                self.ref_model.load_state_dict(ref)
+        self.order, self.cursor, self.epoch = tensors["prompt_order"], meta["cursor"], meta["epoch"]
+        self.step, self.num_tokens = meta["step"], meta["num_tokens"]
+        self.accuracy_before = meta.get("accuracy_before")
+        return path
+
+    @classmethod
+    def resume(cls, path: str | Path, reward_funcs: RewardFn | Sequence[RewardFn], train_prompts: Sequence[Any],
+               config: GRPOConfig | None = None, **kwargs: Any) -> GRPOTrainer:
+        """A trainer continued from the newest complete checkpoint under ``path`` (a run dir or step dir)."""
+        from ppokit.llm.models import load_pretrained
+
+        found = ckpt.find_checkpoint(path)
+        _, meta = ckpt.load_trainer_state(found)
+        config = config or GRPOConfig.from_dict(meta["config"])
+        model, tokenizer = load_pretrained(found / "model", config.device)
+        trainer = cls(model, tokenizer, reward_funcs, train_prompts, config, **kwargs)
+        trainer.load_state(found)
+        return trainer
+
+    def _require_run_dir(self) -> Path:
+        if self.run_dir is None:
+            raise ConfigError("this needs run_dir: pass GRPOTrainer(..., run_dir='runs/my-run')")
+        return self.run_dir
+
+    def write_report(self, eval_records: list[dict[str, Any]] | None = None) -> list[Path]:
+        """samples.md (held-out and last training batch) and the plots, in the run directory."""
+        run_dir = self._require_run_dir()
+        sections = []
+        if eval_records:
+            sections.append(("Held-out prompts, greedy decoding", eval_records[: self.config.num_samples]))
+        ro = self.last_rollout
+        if ro is not None:
+            n = min(self.config.num_samples, len(ro.rows))
+            sections.append((f"Last training batch (step {self.step}), sampled", [
+                {"prompt": ro.rows[i]["prompt"], "completion": ro.texts[i], "reward": float(ro.rewards[i]),
+                 "advantage": float(ro.advantages[i])} for i in range(n)]))
+        write_samples(run_dir / "samples.md", sections, title=f"Samples - {run_dir.name}")
+        return plot_llm_run(run_dir)
+
+
+__all__ = ["GRPOConfig", "GRPOTrainer", "Rollout"]

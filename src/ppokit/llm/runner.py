@@ -1,0 +1,113 @@
+"""What ``ppokit grpo`` does, as functions: build or load the model, the prompts and the rewards, warm
+start the built-in tiny model, train, and return the JSON summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppokit.config import apply_overrides
+from ppokit.errors import ConfigError
+from ppokit.llm.config import GRPOConfig
+from ppokit.seeding import seed_everything
+
+SOURCES = "sources.json"
+
+
+def _inputs(cfg: GRPOConfig, sources: dict[str, Any]) -> dict[str, Any]:
+    """Prompts, rewards, held-out rows and accuracy function, from the task or from the user's files."""
+    from ppokit.llm.cli import _read_jsonl
+    from ppokit.llm.rewards import load_reward_function
+    from ppokit.llm.tasks import make_task
+
+    task = make_task(cfg.task, cfg.task_digits, cfg.seed, cfg.eval_prompts)
+    if sources.get("prompts"):
+        train = _read_jsonl(sources["prompts"])
+        evals = _read_jsonl(sources["eval_prompts"]) if sources.get("eval_prompts") else []
+        accuracy = None
+    else:
+        train, evals, accuracy = task.train_rows, task.eval_rows, task.accuracy_fn
+    rewards = [load_reward_function(s) for s in sources.get("reward") or []] or task.reward_funcs
+    if cfg.reward_weights is not None and len(cfg.reward_weights) != len(rewards):
+        raise ConfigError(f"reward_weights={cfg.reward_weights!r} is not allowed; give one weight per reward "
+                          f"function ({len(rewards)}: {[getattr(f, '__name__', f) for f in rewards]})")
+    return {"train": train, "eval": evals, "accuracy": accuracy, "rewards": rewards}
+
+
+def _model(cfg: GRPOConfig, inputs: dict[str, Any], progress: bool) -> tuple[Any, Any, dict[str, Any]]:
+    """Load the user's model, or build the tiny one and warm start it (measured before and after)."""
+    from ppokit.llm.models import build_char_tokenizer, build_tiny_model, load_pretrained
+
+    if cfg.model:
+        model, tokenizer = load_pretrained(cfg.model, cfg.device)
+        return model, tokenizer, {}
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(cfg.tiny_model, tokenizer, seed=cfg.seed).to(cfg.device)
+    info: dict[str, Any] = {}
+    if cfg.warm_start.steps and inputs["accuracy"] is not None:
+        from ppokit.llm.grpo import GRPOTrainer
+        from ppokit.llm.tasks import warm_start
+
+        probe = GRPOTrainer(model, tokenizer, inputs["rewards"], inputs["train"], cfg.replace(beta=0.0),
+                            eval_prompts=inputs["eval"], accuracy_fn=inputs["accuracy"], progress=False)
+        info["warm_start_accuracy_before"] = probe.evaluate()[0]["eval/accuracy"]
+        ws = cfg.warm_start
+        stats = warm_start(model, tokenizer, inputs["train"], ws.steps, ws.batch_size, ws.learning_rate,
+                           cfg.seed, cfg.device)
+        info["warm_start_accuracy_after"] = probe.evaluate()[0]["eval/accuracy"]
+        info["warm_start_seconds"] = round(stats["warm_start/seconds"], 2)
+        info["warm_start_steps"] = ws.steps
+    return model, tokenizer, info
+
+
+def run_grpo(cfg: GRPOConfig, run_dir: str | Path, sources: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """A fresh GRPO run into ``run_dir``; returns the summary ``ppokit grpo`` prints as JSON."""
+    from ppokit.llm.grpo import GRPOTrainer
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+        raise ConfigError(f"--run-dir {str(run_dir)!r} already holds checkpoints; use --resume {run_dir} or a new dir")
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    seed_everything(cfg.seed)
+    inputs = _inputs(cfg, sources)
+    model, tokenizer, info = _model(cfg, inputs, progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / SOURCES).write_text(json.dumps(sources))
+    trainer = GRPOTrainer(model, tokenizer, inputs["rewards"], inputs["train"], cfg, eval_prompts=inputs["eval"],
+                          accuracy_fn=inputs["accuracy"], run_dir=run_dir, progress=progress)
+    summary = trainer.train()
+    return _finish(cfg, summary, info, started)
+
+
+def resume_grpo(run_dir: str | Path, overrides: list[str], max_steps: int | None, progress: bool = True
+                ) -> dict[str, Any]:
+    """Continue ``run_dir`` from its newest complete checkpoint (config from the run, plus overrides)."""
+    from ppokit.llm.grpo import GRPOTrainer
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    data = GRPOConfig.load_yaml(run_dir / "config.yaml", overrides).to_dict()
+    if max_steps is not None:
+        data = apply_overrides(data, [f"max_steps={max_steps}"])
+    cfg = GRPOConfig.from_dict(data)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    sources = json.loads((run_dir / SOURCES).read_text()) if (run_dir / SOURCES).is_file() else {}
+    inputs = _inputs(cfg, sources)
+    trainer = GRPOTrainer.resume(run_dir, inputs["rewards"], inputs["train"], cfg, eval_prompts=inputs["eval"],
+                                 accuracy_fn=inputs["accuracy"], run_dir=run_dir, progress=progress)
+    return _finish(cfg, trainer.train(), {"resumed_from_step": trainer.step}, started)
+
+
+def _finish(cfg: GRPOConfig, summary: dict[str, Any], info: dict[str, Any], started: float) -> dict[str, Any]:
+    out = {"task": cfg.task if not cfg.model else None, "model": cfg.model, **info, **summary,
+           "wall_seconds": round(time.perf_counter() - started, 2)}
+    if out.get("accuracy_before") is not None and out.get("accuracy_after") is not None:
+        out["accuracy_gain"] = round(out["accuracy_after"] - out["accuracy_before"], 4)
+    return out
