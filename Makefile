@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 # torch is pinned through constraints.txt so pip never pulls the CUDA build.
 CONSTRAINTS := -c constraints.txt
 
-.PHONY: run test install dev lint format bench clean
+.PHONY: run test install dev lint format bench clean readme
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,6 @@ test: lint
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+readme: install
+	$(BIN)/python -m ppokit.readme README.md

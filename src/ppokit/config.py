@@ -182,3 +182,11 @@ def check(cond: bool, key: str, value: Any, rule: str) -> None:
 
 
 __all__ = ["ConfigBase", "ConfigError", "apply_overrides", "check", "dataclass", "option", "parse_value"]
+
+
+def markdown_table(cls: type[ConfigBase]) -> str:
+    """The config keys of ``cls`` as a Markdown table (README's config reference is made from it)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, tp, default, help_ in cls.fields_help():
+        rows.append(f"| `{key}` | {tp} | `{default!r}` | {help_} |")
+    return "\n".join(rows)
