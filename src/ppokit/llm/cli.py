@@ -16,25 +16,45 @@ from typing import Any
 from ppokit.config import apply_overrides
 from ppokit.errors import ConfigError
 
-SOURCES = "sources.json"  # where a run remembers its prompts file and reward specs (for --resume)
-
 
 def register(sub: Any) -> None:
     """Add the ``grpo`` subcommand to the ``ppokit`` sub-parsers."""
-    p = sub.add_parser("grpo", help="GRPO for a causal LM (default: the built-in addition task, CPU, no download).",
-                       description="Group Relative Policy Optimization. With no arguments: build a tiny "
-                                   "transformer and character tokenizer, warm-start it briefly, run GRPO on "
-                                   "multi-digit addition, print one JSON line with accuracy before/after.")
-    p.add_argument("--task", metavar="NAME", help="Built-in task for prompts, rewards and accuracy (default: addition).")
-    p.add_argument("--model", metavar="DIR", help="Local directory of an HF causal LM (save_pretrained format).")
-    p.add_argument("--prompts", metavar="FILE.jsonl", help="Prompts, one JSON object per line with a 'prompt' key.")
-    p.add_argument("--eval-prompts", metavar="FILE.jsonl", help="Held-out prompts for the greedy eval reward.")
-    p.add_argument("--reward", action="append", default=[], metavar="MODULE:FN",
-                   help="Reward function module:function or file.py:function; repeatable.")
+    p = sub.add_parser(
+        "grpo",
+        help="GRPO for a causal LM (default: the built-in addition task, CPU, no download).",
+        description="Group Relative Policy Optimization. With no arguments: build a tiny "
+        "transformer and character tokenizer, warm-start it briefly, run GRPO on "
+        "multi-digit addition, print one JSON line with accuracy before/after.",
+    )
+    p.add_argument(
+        "--task", metavar="NAME", help="Built-in task for prompts, rewards and accuracy (default: addition)."
+    )
+    p.add_argument(
+        "--model", metavar="DIR", help="Local directory of an HF causal LM (save_pretrained format)."
+    )
+    p.add_argument(
+        "--prompts", metavar="FILE.jsonl", help="Prompts, one JSON object per line with a 'prompt' key."
+    )
+    p.add_argument(
+        "--eval-prompts", metavar="FILE.jsonl", help="Held-out prompts for the greedy eval reward."
+    )
+    p.add_argument(
+        "--reward",
+        action="append",
+        default=[],
+        metavar="MODULE:FN",
+        help="Reward function module:function or file.py:function; repeatable.",
+    )
     p.add_argument("--run-dir", metavar="DIR", help="Run directory (default runs/<task>-grpo-<timestamp>).")
     p.add_argument("--config", metavar="FILE.yaml", help="YAML config file (keys as in docs/grpo.md).")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="Override a config key (dotted for sections, e.g. generation.temperature=0.7); repeatable.")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a config key (dotted for sections, e.g. generation.temperature=0.7); repeatable.",
+    )
     p.add_argument("--max-steps", type=int, metavar="N", help="GRPO steps (overrides max_steps).")
     p.add_argument("--seed", type=int, metavar="N", help="Random seed.")
     p.add_argument("--device", metavar="DEV", help="Torch device: cpu, cuda, cuda:N.")
@@ -68,22 +88,25 @@ def resolve_config(args: argparse.Namespace) -> Any:
     import yaml
 
     from ppokit.llm.config import GRPOConfig
-    from ppokit.llm.tasks import TASKS
+    from ppokit.llm.tasks import PRESETS, TASKS
 
     data: dict[str, Any] = {}
     task = args.task or "addition"
     if task not in TASKS:
         raise ConfigError(f"--task {task!r} is not a built-in task; choose one of {sorted(TASKS)}")
     if not args.model:
-        data = json.loads(json.dumps(TASKS[task](digits=1, num_eval=1).preset))
+        data = json.loads(json.dumps(PRESETS[task]))  # a deep copy
     if args.config:
-        cfg_file = GRPOConfig.load_yaml(args.config)  # validates the file on its own first
-        del cfg_file
+        GRPOConfig.load_yaml(args.config)  # a bad file fails here, naming the file and the key
         data = _merge(data, yaml.safe_load(Path(args.config).read_text()) or {})
     data["task"] = task
     data = apply_overrides(data, args.overrides)
-    for key, value in (("model", args.model), ("max_steps", args.max_steps), ("seed", args.seed),
-                       ("device", args.device)):
+    for key, value in (
+        ("model", args.model),
+        ("max_steps", args.max_steps),
+        ("seed", args.seed),
+        ("device", args.device),
+    ):
         if value is not None:
             data[key] = value
     return GRPOConfig.from_dict(data)
@@ -104,8 +127,10 @@ def grpo_command(args: argparse.Namespace) -> int:
         summary = resume_grpo(args.resume, args.overrides, args.max_steps, progress=not args.no_progress)
     else:
         cfg = resolve_config(args)
-        run_dir = Path(args.run_dir or f"runs/{cfg.task if not args.prompts else 'custom'}-grpo-"
-                                       f"{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = Path(
+            args.run_dir
+            or f"runs/{cfg.task if not args.prompts else 'custom'}-grpo-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
         sources = {"prompts": args.prompts, "eval_prompts": args.eval_prompts, "reward": args.reward}
         if args.prompts and not args.reward:
             raise ConfigError("--prompts needs at least one --reward module:function to score completions")

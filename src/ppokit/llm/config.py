@@ -34,8 +34,12 @@ class GenerationConfig(ConfigBase):
     def validate(self) -> None:
         super().validate()
         check(self.max_prompt_length >= 1, "max_prompt_length", self.max_prompt_length, "must be >= 1")
-        check(self.max_completion_length >= 1, "max_completion_length", self.max_completion_length,
-              "must be >= 1")
+        check(
+            self.max_completion_length >= 1,
+            "max_completion_length",
+            self.max_completion_length,
+            "must be >= 1",
+        )
         check(self.temperature > 0, "temperature", self.temperature, "must be > 0")
         check(0 < self.top_p <= 1, "top_p", self.top_p, "must lie in (0, 1]")
         check(self.top_k >= 0, "top_k", self.top_k, "must be >= 0")
@@ -55,8 +59,12 @@ class TinyModelConfig(ConfigBase):
         super().validate()
         for key in ("n_layer", "n_embd", "n_head", "n_positions"):
             check(getattr(self, key) >= 1, f"tiny_model.{key}", getattr(self, key), "must be >= 1")
-        check(self.n_embd % self.n_head == 0, "tiny_model.n_head", self.n_head,
-              f"must divide tiny_model.n_embd={self.n_embd}")
+        check(
+            self.n_embd % self.n_head == 0,
+            "tiny_model.n_head",
+            self.n_head,
+            f"must divide tiny_model.n_embd={self.n_embd}",
+        )
 
 
 @dataclass
@@ -78,9 +86,13 @@ class WarmStartConfig(ConfigBase):
 class GRPOConfig(ConfigBase):
     """Group Relative Policy Optimization for causal LMs. Field names follow TRL's GRPOConfig."""
 
-    task: str = option("addition", "Built-in task (prompts, reward, held-out accuracy) when no prompts are given.")
+    task: str = option(
+        "addition", "Built-in task (prompts, reward, held-out accuracy) when no prompts are given."
+    )
     task_digits: int = option(2, "Digits per operand of the built-in addition task.")
-    model: str | None = option(None, "Local directory of an HF causal LM (None: build the task's tiny model).")
+    model: str | None = option(
+        None, "Local directory of an HF causal LM (None: build the task's tiny model)."
+    )
     seed: int = option(0, "Seed for torch, Python and the prompt order.")
     device: str = option("cpu", "Torch device: cpu, cuda, cuda:N, mps.")
     torch_threads: int = option(0, "torch.set_num_threads (0: leave torch's default).")
@@ -92,19 +104,28 @@ class GRPOConfig(ConfigBase):
     generation: GenerationConfig = option(GenerationConfig(), "Sampling.")
 
     learning_rate: float = option(1e-6, "AdamW learning rate (TRL's default; tiny models need ~1e-3).")
-    lr_schedule: str = option("constant", "Learning-rate schedule after warm-up.", choices=("constant", "linear"))
+    lr_schedule: str = option(
+        "constant", "Learning-rate schedule after warm-up.", choices=("constant", "linear")
+    )
     warmup_steps: int = option(0, "Linear learning-rate warm-up steps.")
     adam_betas: list[float] = option([0.9, 0.999], "AdamW (beta1, beta2).")
     weight_decay: float = option(0.0, "AdamW weight decay.")
     max_grad_norm: float | None = option(1.0, "Clip the global gradient norm (null: no clipping).")
 
-    beta: float = option(0.04, "KL coefficient to the frozen reference model (0: no reference model is built).")
+    beta: float = option(
+        0.04, "KL coefficient to the frozen reference model (0: no reference model is built)."
+    )
     epsilon: float = option(0.2, "Lower clip range: the ratio is clipped below at 1 - epsilon.")
-    epsilon_high: float | None = option(None, "Upper clip range (null: = epsilon; DAPO's clip-higher uses 0.28).")
+    epsilon_high: float | None = option(
+        None, "Upper clip range (null: = epsilon; DAPO's clip-higher uses 0.28)."
+    )
     num_iterations: int = option(1, "Updates per generation batch (mu); old log-probs are computed once.")
     loss_type: str = option("grpo", "Token-loss aggregation.", choices=LOSS_TYPES)
-    scale_rewards: str = option("group", "Divide centred rewards by the group's std, the batch's, or nothing.",
-                                choices=("group", "batch", "none"))
+    scale_rewards: str = option(
+        "group",
+        "Divide centred rewards by the group's std, the batch's, or nothing.",
+        choices=("group", "batch", "none"),
+    )
     adv_eps: float = option(1e-4, "Epsilon added to the std when scaling rewards.")
     mask_truncated_completions: bool = option(False, "Leave completions without EOS out of the loss (DAPO).")
     reward_weights: list[float] | None = option(None, "One weight per reward function (null: all 1).")
@@ -128,31 +149,69 @@ class GRPOConfig(ConfigBase):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("max_steps", "prompts_per_step", "num_generations", "num_iterations", "log_every",
-                    "keep_checkpoints", "eval_prompts", "task_digits"):
+        for key in (
+            "max_steps",
+            "prompts_per_step",
+            "num_generations",
+            "num_iterations",
+            "log_every",
+            "keep_checkpoints",
+            "eval_prompts",
+            "task_digits",
+        ):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
-        for key in ("micro_batch_size", "warmup_steps", "eval_every", "checkpoint_every", "num_samples",
-                    "torch_threads"):
+        for key in (
+            "micro_batch_size",
+            "warmup_steps",
+            "eval_every",
+            "checkpoint_every",
+            "num_samples",
+            "torch_threads",
+        ):
             check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
-        check(self.num_generations >= 2 or self.scale_rewards == "none" or self.beta > 0, "num_generations",
-              self.num_generations, "a group of one has no relative advantage; use >= 2")
+        check(
+            self.num_generations >= 2 or self.scale_rewards == "none" or self.beta > 0,
+            "num_generations",
+            self.num_generations,
+            "a group of one has no relative advantage; use >= 2",
+        )
         check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
         check(self.beta >= 0, "beta", self.beta, "must be >= 0")
         check(0 < self.epsilon < 1, "epsilon", self.epsilon, "must lie in (0, 1)")
-        check(self.epsilon_high is None or self.epsilon_high > 0, "epsilon_high", self.epsilon_high,
-              "must be > 0 or null")
+        check(
+            self.epsilon_high is None or self.epsilon_high > 0,
+            "epsilon_high",
+            self.epsilon_high,
+            "must be > 0 or null",
+        )
         check(self.adv_eps > 0, "adv_eps", self.adv_eps, "must be > 0")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         check(self.max_seconds >= 0, "max_seconds", self.max_seconds, "must be >= 0")
-        check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm,
-              "must be > 0 or null")
-        check(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "adam_betas",
-              self.adam_betas, "give two numbers in [0, 1)")
-        check(self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
-              "device", self.device, "use cpu, cuda, cuda:N or mps")
+        check(
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            "max_grad_norm",
+            self.max_grad_norm,
+            "must be > 0 or null",
+        )
+        check(
+            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+            "adam_betas",
+            self.adam_betas,
+            "give two numbers in [0, 1)",
+        )
+        check(
+            self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
+            "device",
+            self.device,
+            "use cpu, cuda, cuda:N or mps",
+        )
         if self.micro_batch_size:
-            check(self.batch_size % self.micro_batch_size == 0, "micro_batch_size", self.micro_batch_size,
-                  f"must divide prompts_per_step * num_generations = {self.batch_size}")
+            check(
+                self.batch_size % self.micro_batch_size == 0,
+                "micro_batch_size",
+                self.micro_batch_size,
+                f"must divide prompts_per_step * num_generations = {self.batch_size}",
+            )
         self.generation.validate()
         self.tiny_model.validate()
         self.warm_start.validate()

@@ -28,16 +28,21 @@ class Completions:
     ended: torch.Tensor
 
 
-def encode_prompts(tokenizer: Any, prompts: list[Any], max_prompt_length: int, device: str = "cpu"
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(
+    tokenizer: Any, prompts: list[Any], max_prompt_length: int, device: str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenise prompts into left-padded ``(ids [B, P], mask [B, P])``.
 
     A prompt is a string, or a list of chat messages (``[{"role": ..., "content": ...}]``) rendered with
     the tokenizer's chat template and a generation prompt. Prompts longer than ``max_prompt_length``
     keep their *last* tokens: the end of a prompt is what the completion continues.
     """
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-             if isinstance(p, list) else p for p in prompts]
+    texts = [
+        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        if isinstance(p, list)
+        else p
+        for p in prompts
+    ]
     enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
     enc = [ids[-max_prompt_length:] for ids in enc]
     width = max(len(ids) for ids in enc)
@@ -46,8 +51,8 @@ def encode_prompts(tokenizer: Any, prompts: list[Any], max_prompt_length: int, d
     mask = torch.zeros((len(enc), width), dtype=torch.long)
     for i, row in enumerate(enc):
         if row:
-            ids[i, width - len(row):] = torch.tensor(row)
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
     return ids.to(device), mask.to(device)
 
 
@@ -56,8 +61,14 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                greedy: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Sample one token per row from ``logits [B, V]`` with temperature, top-k and nucleus filtering."""
     if greedy:
         return logits.argmax(-1)
@@ -78,9 +89,19 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
 
 
 @torch.no_grad()
-def generate(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
-             eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             greedy: bool = False, generator: torch.Generator | None = None) -> Completions:
+def generate(
+    model: Any,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_ids: list[int],
+    pad_id: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> Completions:
     """Sample completions for left-padded prompts ``[B, P]`` in one batched pass with a KV cache.
 
     Each step feeds only the newest token; the loop stops as soon as every row has produced an EOS
@@ -106,8 +127,13 @@ def generate(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, ma
         if bool(done.all()) or step == max_new_tokens - 1:
             break
         attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, past_key_values=past,
-                    use_cache=True)
+        out = model(
+            input_ids=tok[:, None],
+            attention_mask=attn,
+            position_ids=next_pos,
+            past_key_values=past,
+            use_cache=True,
+        )
         past, logits = out.past_key_values, out.logits[:, -1]
         next_pos = next_pos + 1
     model.train(was_training)
@@ -116,9 +142,15 @@ def generate(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, ma
     return Completions(tokens=ids, mask=mask, ended=ended)
 
 
-def completion_logprobs(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                        completion_ids: torch.Tensor, completion_mask_: torch.Tensor, temperature: float = 1.0,
-                        with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def completion_logprobs(
+    model: Any,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask_: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs ``[B, L]`` of the completion tokens under ``model`` (and entropies if asked).
 
     The logits are divided by the sampling ``temperature`` first, so the log-probs are those of the
@@ -129,8 +161,13 @@ def completion_logprobs(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch
     ids = torch.cat([prompt_ids, completion_ids], dim=1)
     attn = torch.cat([prompt_mask.long(), completion_mask_.long()], dim=1)
     length = completion_ids.shape[1]
-    out = model(input_ids=ids, attention_mask=attn, position_ids=positions_from_mask(attn), use_cache=False,
-                logits_to_keep=length + 1)
+    out = model(
+        input_ids=ids,
+        attention_mask=attn,
+        position_ids=positions_from_mask(attn),
+        use_cache=False,
+        logits_to_keep=length + 1,
+    )
     logits = out.logits[:, :-1].float() / temperature  # position t predicts token t + 1
     logp = selective_log_softmax(logits, completion_ids)
     entropy = None

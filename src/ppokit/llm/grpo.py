@@ -39,18 +39,18 @@ AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
 class Rollout:
     """One generation batch, ``B = prompts_per_step * G`` rows, groups of G consecutive rows."""
 
-    rows: list[dict[str, Any]]        # prompt rows, each repeated G times
-    prompt_ids: torch.Tensor          # [B, P] left-padded
-    prompt_mask: torch.Tensor         # [B, P]
-    completion_ids: torch.Tensor      # [B, L] pad after EOS
-    mask: torch.Tensor                # [B, L] tokens that enter the loss
-    ended: torch.Tensor               # [B] an EOS was produced
-    lengths: torch.Tensor             # [B] completion tokens up to and including the first EOS
-    texts: list[str]                  # decoded completions
-    rewards: torch.Tensor             # [B] weighted sum (NaN: no function scored it)
-    per_fn: torch.Tensor              # [B, F]
-    advantages: torch.Tensor          # [B]
-    zero_std: torch.Tensor            # [B] the row's group had equal rewards
+    rows: list[dict[str, Any]]  # prompt rows, each repeated G times
+    prompt_ids: torch.Tensor  # [B, P] left-padded
+    prompt_mask: torch.Tensor  # [B, P]
+    completion_ids: torch.Tensor  # [B, L] pad after EOS
+    mask: torch.Tensor  # [B, L] tokens that enter the loss
+    ended: torch.Tensor  # [B] an EOS was produced
+    lengths: torch.Tensor  # [B] completion tokens up to and including the first EOS
+    texts: list[str]  # decoded completions
+    rewards: torch.Tensor  # [B] weighted sum (NaN: no function scored it)
+    per_fn: torch.Tensor  # [B, F]
+    advantages: torch.Tensor  # [B]
+    zero_std: torch.Tensor  # [B] the row's group had equal rewards
 
 
 def _as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
@@ -70,10 +70,20 @@ class GRPOTrainer:
     writes config.yaml, metrics.csv, tb/, plots/, samples.md and checkpoints/ there.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, reward_funcs: RewardFn | Sequence[RewardFn],
-                 train_prompts: Sequence[Any], config: GRPOConfig | None = None, *,
-                 eval_prompts: Sequence[Any] | None = None, accuracy_fn: AccuracyFn | None = None,
-                 ref_model: Any = None, run_dir: str | Path | None = None, progress: bool = True):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        reward_funcs: RewardFn | Sequence[RewardFn],
+        train_prompts: Sequence[Any],
+        config: GRPOConfig | None = None,
+        *,
+        eval_prompts: Sequence[Any] | None = None,
+        accuracy_fn: AccuracyFn | None = None,
+        ref_model: Any = None,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+    ):
         self.config = cfg = config or GRPOConfig()
         cfg.validate()
         self.device = torch.device(cfg.device)
@@ -94,8 +104,9 @@ class GRPOTrainer:
             self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
             self.ref_model.eval().requires_grad_(False)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas),
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
+        )
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(cfg.seed))
         self.cursor = 0
@@ -113,8 +124,9 @@ class GRPOTrainer:
         while len(out) < self.config.prompts_per_step:
             if self.cursor >= len(self.order):
                 self.epoch += 1
-                self.order = torch.randperm(len(self.rows),
-                                            generator=torch.Generator().manual_seed(self.config.seed + self.epoch))
+                self.order = torch.randperm(
+                    len(self.rows), generator=torch.Generator().manual_seed(self.config.seed + self.epoch)
+                )
                 self.cursor = 0
             out.append(self.rows[int(self.order[self.cursor])])
             self.cursor += 1
@@ -124,15 +136,28 @@ class GRPOTrainer:
     def _rollout(self, rows: list[dict[str, Any]]) -> Rollout:
         cfg, gen, G = self.config, self.config.generation, self.config.num_generations
         rows = [r for r in rows for _ in range(G)]  # groups of G consecutive rows
-        prompt_ids, prompt_mask = encode_prompts(self.tokenizer, [r["prompt"] for r in rows],
-                                                 gen.max_prompt_length, str(self.device))
-        out = generate(self.model, prompt_ids, prompt_mask, gen.max_completion_length, self.eos_ids,
-                       self.tokenizer.pad_token_id, gen.temperature, gen.top_k, gen.top_p, generator=self.generator)
-        texts = self.tokenizer.batch_decode(out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id),
-                                            skip_special_tokens=True)
+        prompt_ids, prompt_mask = encode_prompts(
+            self.tokenizer, [r["prompt"] for r in rows], gen.max_prompt_length, str(self.device)
+        )
+        out = generate(
+            self.model,
+            prompt_ids,
+            prompt_mask,
+            gen.max_completion_length,
+            self.eos_ids,
+            self.tokenizer.pad_token_id,
+            gen.temperature,
+            gen.top_k,
+            gen.top_p,
+            generator=self.generator,
+        )
+        texts = self.tokenizer.batch_decode(
+            out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id), skip_special_tokens=True
+        )
         # ---------------------------------------------------------- 2. advantage
-        rewards, per_fn = score_completions(self.reward_funcs, cfg.reward_weights, [r["prompt"] for r in rows],
-                                            texts, repeat_columns(rows, 1))
+        rewards, per_fn = score_completions(
+            self.reward_funcs, cfg.reward_weights, [r["prompt"] for r in rows], texts, repeat_columns(rows, 1)
+        )
         unscored = torch.isnan(rewards)
         grouped = rewards.view(-1, G)
         # A completion no function scored is left out of the loss; for the group statistics it takes
@@ -143,8 +168,20 @@ class GRPOTrainer:
         mask = out.mask & ~unscored[:, None]
         if cfg.mask_truncated_completions:  # DAPO's overlong filtering: no signal from cut-off text
             mask &= out.ended[:, None]
-        return Rollout(rows, prompt_ids, prompt_mask, out.tokens, mask, out.ended, out.mask.sum(1), texts, rewards, per_fn,
-                       advantages.to(self.device), zero_std)
+        return Rollout(
+            rows,
+            prompt_ids,
+            prompt_mask,
+            out.tokens,
+            mask,
+            out.ended,
+            out.mask.sum(1),
+            texts,
+            rewards,
+            per_fn,
+            advantages.to(self.device),
+            zero_std,
+        )
 
     # ------------------------------------------------------------------ 3 + 4. KL and loss
     def _chunks(self, n: int) -> list[slice]:
@@ -154,33 +191,61 @@ class GRPOTrainer:
     @torch.no_grad()
     def _logprobs(self, model: Any, ro: Rollout) -> torch.Tensor:
         temp = self.config.generation.temperature
-        parts = [completion_logprobs(model, ro.prompt_ids[s], ro.prompt_mask[s], ro.completion_ids[s],
-                                     ro.mask[s], temp)[0] for s in self._chunks(len(ro.rows))]
+        parts = [
+            completion_logprobs(
+                model, ro.prompt_ids[s], ro.prompt_mask[s], ro.completion_ids[s], ro.mask[s], temp
+            )[0]
+            for s in self._chunks(len(ro.rows))
+        ]
         return torch.cat(parts)
 
-    def _loss(self, ro: Rollout, s: slice, logp_old: torch.Tensor | None, logp_ref: torch.Tensor | None,
-              num_tokens: float, n_chunks: int, with_entropy: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(
+        self,
+        ro: Rollout,
+        s: slice,
+        logp_old: torch.Tensor | None,
+        logp_ref: torch.Tensor | None,
+        num_tokens: float,
+        n_chunks: int,
+        with_entropy: bool,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch (already scaled for gradient accumulation) and its diagnostics."""
         cfg = self.config
-        logp, entropy = completion_logprobs(self.model, ro.prompt_ids[s], ro.prompt_mask[s], ro.completion_ids[s],
-                                            ro.mask[s], cfg.generation.temperature, with_entropy)
+        logp, entropy = completion_logprobs(
+            self.model,
+            ro.prompt_ids[s],
+            ro.prompt_mask[s],
+            ro.completion_ids[s],
+            ro.mask[s],
+            cfg.generation.temperature,
+            with_entropy,
+        )
         # num_iterations == 1: the policy that sampled is the current one, so the detached current
         # log-probs are the old ones (ratio = 1, gradient of r*A = A * grad logp) - no extra forward.
         old = logp.detach() if logp_old is None else logp_old[s]
         ratio = torch.exp(logp - old)
         mask = ro.mask[s]
-        per_token, is_low, is_high = clipped_surrogate(ratio, ro.advantages[s, None], cfg.epsilon, cfg.epsilon_high)
-        stats = {"clip_ratio/low_mean": masked_mean(is_low.float(), mask).item(),
-                 "clip_ratio/high_mean": masked_mean(is_high.float(), mask).item(),
-                 "clip_ratio/region_mean": masked_mean((is_low | is_high).float(), mask).item()}
+        per_token, is_low, is_high = clipped_surrogate(
+            ratio, ro.advantages[s, None], cfg.epsilon, cfg.epsilon_high
+        )
+        stats = {
+            "clip_ratio/low_mean": masked_mean(is_low.float(), mask).item(),
+            "clip_ratio/high_mean": masked_mean(is_high.float(), mask).item(),
+            "clip_ratio/region_mean": masked_mean((is_low | is_high).float(), mask).item(),
+        }
         if logp_ref is not None:
             kl = kl_k3(logp, logp_ref[s])  # KL(pi || pi_ref), samples from pi (DeepSeekMath eq. 4)
             per_token = per_token + cfg.beta * kl
             stats["kl"] = masked_mean(kl.detach(), mask).item()
         if entropy is not None:
             stats["entropy"] = masked_mean(entropy, mask).item()
-        loss = aggregate_token_loss(per_token, mask, cfg.loss_type, cfg.generation.max_completion_length,
-                                    num_items_in_batch=num_tokens)
+        loss = aggregate_token_loss(
+            per_token,
+            mask,
+            cfg.loss_type,
+            cfg.generation.max_completion_length,
+            num_items_in_batch=num_tokens,
+        )
         # dapo already divides by the whole batch's token count; the others average micro-batches.
         if cfg.loss_type != "dapo":
             loss = loss / n_chunks
@@ -220,8 +285,10 @@ class GRPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self._bad_steps += 1
         if self._bad_steps >= 5:
-            raise NonFiniteError("GRPO loss or gradient norm was non-finite 5 updates in a row; lower "
-                                 "learning_rate or check the reward functions for inf/NaN")
+            raise NonFiniteError(
+                "GRPO loss or gradient norm was non-finite 5 updates in a row; lower "
+                "learning_rate or check the reward functions for inf/NaN"
+            )
 
     def _lr(self) -> float:
         cfg = self.config
@@ -246,44 +313,67 @@ class GRPOTrainer:
         self.num_tokens += int(ro.prompt_mask.sum()) + int(completion_tokens)
         step_time = time.perf_counter() - start
         grouped = torch.nan_to_num(ro.rewards).view(-1, self.config.num_generations)
-        metrics.update({
-            "step": self.step,
-            "reward": float(ro.rewards.nanmean()),
-            "reward_std": float(grouped.std(dim=1).mean()) if grouped.shape[1] > 1 else 0.0,
-            "frac_reward_zero_std": float(ro.zero_std.float().mean()),
-            "completions/mean_length": float(lengths.mean()),
-            "completions/clipped_ratio": float((~ro.ended).float().mean()),
-            "num_tokens": self.num_tokens,
-            "learning_rate": self._lr(),
-            "step_time": step_time,
-            "generation_time": gen_time,
-            "completion_tokens_per_s": completion_tokens / step_time,
-        })
+        metrics.update(
+            {
+                "step": self.step,
+                "reward": float(ro.rewards.nanmean()),
+                "reward_std": float(grouped.std(dim=1).mean()) if grouped.shape[1] > 1 else 0.0,
+                "frac_reward_zero_std": float(ro.zero_std.float().mean()),
+                "completions/mean_length": float(lengths.mean()),
+                "completions/clipped_ratio": float((~ro.ended).float().mean()),
+                "num_tokens": self.num_tokens,
+                "learning_rate": self._lr(),
+                "step_time": step_time,
+                "generation_time": gen_time,
+                "completion_tokens_per_s": completion_tokens / step_time,
+            }
+        )
         for j, name in enumerate(self.reward_names):
             col = ro.per_fn[:, j]
             metrics[f"rewards/{name}/mean"] = float(col.nanmean())
         return metrics
 
     @torch.no_grad()
-    def evaluate(self, rows: Sequence[dict[str, Any]] | None = None, batch_size: int = 256
-                 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    def evaluate(
+        self, rows: Sequence[dict[str, Any]] | None = None, batch_size: int = 256
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Greedy completions for held-out rows: ``({"eval/accuracy", "eval/reward"}, per-row records)``."""
         rows = list(rows if rows is not None else self.eval_rows)
         if not rows:
             return {}, []
         texts: list[str] = []
         for i in range(0, len(rows), batch_size):
-            chunk = rows[i:i + batch_size]
-            ids, mask = encode_prompts(self.tokenizer, [r["prompt"] for r in chunk],
-                                       self.config.generation.max_prompt_length, str(self.device))
-            out = generate(self.model, ids, mask, self.config.generation.max_completion_length, self.eos_ids,
-                           self.tokenizer.pad_token_id, greedy=True)
-            texts += self.tokenizer.batch_decode(out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id),
-                                                 skip_special_tokens=True)
-        rewards, _ = score_completions(self.reward_funcs, self.config.reward_weights, [r["prompt"] for r in rows],
-                                       texts, repeat_columns(rows, 1))
+            chunk = rows[i : i + batch_size]
+            ids, mask = encode_prompts(
+                self.tokenizer,
+                [r["prompt"] for r in chunk],
+                self.config.generation.max_prompt_length,
+                str(self.device),
+            )
+            out = generate(
+                self.model,
+                ids,
+                mask,
+                self.config.generation.max_completion_length,
+                self.eos_ids,
+                self.tokenizer.pad_token_id,
+                greedy=True,
+            )
+            texts += self.tokenizer.batch_decode(
+                out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id), skip_special_tokens=True
+            )
+        rewards, _ = score_completions(
+            self.reward_funcs,
+            self.config.reward_weights,
+            [r["prompt"] for r in rows],
+            texts,
+            repeat_columns(rows, 1),
+        )
         result = {"eval/reward": float(rewards.nanmean())}
-        records = [{"prompt": r["prompt"], "completion": t, "reward": float(x)} for r, t, x in zip(rows, texts, rewards)]
+        records = [
+            {"prompt": r["prompt"], "completion": t, "reward": float(x)}
+            for r, t, x in zip(rows, texts, rewards)
+        ]
         if self.accuracy_fn is not None:
             correct = [bool(c) for c in self.accuracy_fn(rows, texts)]
             result["eval/accuracy"] = sum(correct) / len(correct)
@@ -308,11 +398,19 @@ class GRPOTrainer:
         tensors["prompt_order"] = self.order.clone()
         if self.ref_model is not None:
             tensors.update({f"ref.{k}": v for k, v in self.ref_model.state_dict().items()})
-        meta = {"step": self.step, "num_tokens": self.num_tokens, "cursor": self.cursor, "epoch": self.epoch,
-                "accuracy_before": self.accuracy_before, "optimizer": optim_tree, "python_rng": py_state,
-                "config": self.config.to_dict()}
-        return ckpt.save_llm_checkpoint(root, self.step, self.model, self.tokenizer, tensors, meta,
-                                        keep=self.config.keep_checkpoints)
+        meta = {
+            "step": self.step,
+            "num_tokens": self.num_tokens,
+            "cursor": self.cursor,
+            "epoch": self.epoch,
+            "accuracy_before": self.accuracy_before,
+            "optimizer": optim_tree,
+            "python_rng": py_state,
+            "config": self.config.to_dict(),
+        }
+        return ckpt.save_llm_checkpoint(
+            root, self.step, self.model, self.tokenizer, tensors, meta, keep=self.config.keep_checkpoints
+        )
 
     def load_state(self, path: str | Path) -> Path:
         """Restore optimizer, reference model, RNGs and counters from a checkpoint (model weights are
@@ -331,8 +429,14 @@ class GRPOTrainer:
         return path
 
     @classmethod
-    def resume(cls, path: str | Path, reward_funcs: RewardFn | Sequence[RewardFn], train_prompts: Sequence[Any],
-               config: GRPOConfig | None = None, **kwargs: Any) -> GRPOTrainer:
+    def resume(
+        cls,
+        path: str | Path,
+        reward_funcs: RewardFn | Sequence[RewardFn],
+        train_prompts: Sequence[Any],
+        config: GRPOConfig | None = None,
+        **kwargs: Any,
+    ) -> GRPOTrainer:
         """A trainer continued from the newest complete checkpoint under ``path`` (a run dir or step dir)."""
         from ppokit.llm.models import load_pretrained
 
@@ -358,9 +462,20 @@ class GRPOTrainer:
         ro = self.last_rollout
         if ro is not None:
             n = min(self.config.num_samples, len(ro.rows))
-            sections.append((f"Last training batch (step {self.step}), sampled", [
-                {"prompt": ro.rows[i]["prompt"], "completion": ro.texts[i], "reward": float(ro.rewards[i]),
-                 "advantage": float(ro.advantages[i])} for i in range(n)]))
+            sections.append(
+                (
+                    f"Last training batch (step {self.step}), sampled",
+                    [
+                        {
+                            "prompt": ro.rows[i]["prompt"],
+                            "completion": ro.texts[i],
+                            "reward": float(ro.rewards[i]),
+                            "advantage": float(ro.advantages[i]),
+                        }
+                        for i in range(n)
+                    ],
+                )
+            )
         write_samples(run_dir / "samples.md", sections, title=f"Samples - {run_dir.name}")
         return plot_llm_run(run_dir)
 

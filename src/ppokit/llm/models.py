@@ -47,8 +47,15 @@ def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> Any:
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()  # concatenate characters back without spaces
     tf = _transformers()
-    tok = tf.PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, bos_token=BOS,
-                                     unk_token=UNK, padding_side="left", model_max_length=4096)
+    tok = tf.PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        eos_token=EOS,
+        bos_token=BOS,
+        unk_token=UNK,
+        padding_side="left",
+        model_max_length=4096,
+    )
     return tok
 
 
@@ -61,17 +68,36 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer: Any, seed: int | None = No
     tf = _transformers()
     if seed is not None:
         torch.manual_seed(seed)
-    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    ids = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if cfg.architecture == "gpt2":
-        config = tf.GPT2Config(n_positions=cfg.n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                               n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **ids)
+        config = tf.GPT2Config(
+            n_positions=cfg.n_positions,
+            n_embd=cfg.n_embd,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **ids,
+        )
         model = tf.GPT2LMHeadModel(config)
     else:
-        config = tf.Qwen2Config(hidden_size=cfg.n_embd, intermediate_size=4 * cfg.n_embd,
-                                num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
-                                num_key_value_heads=cfg.n_head, max_position_embeddings=cfg.n_positions,
-                                tie_word_embeddings=True, attention_dropout=0.0, **ids)
+        config = tf.Qwen2Config(
+            hidden_size=cfg.n_embd,
+            intermediate_size=4 * cfg.n_embd,
+            num_hidden_layers=cfg.n_layer,
+            num_attention_heads=cfg.n_head,
+            num_key_value_heads=cfg.n_head,
+            max_position_embeddings=cfg.n_positions,
+            tie_word_embeddings=True,
+            attention_dropout=0.0,
+            **ids,
+        )
         model = tf.Qwen2ForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -86,7 +112,9 @@ def load_pretrained(model_dir: str | Path, device: str = "cpu") -> tuple[Any, An
     """
     path = Path(model_dir)
     if not (path / "config.json").is_file():
-        raise CheckpointError(f"model directory {str(path)!r} has no config.json (expected save_pretrained output)")
+        raise CheckpointError(
+            f"model directory {str(path)!r} has no config.json (expected save_pretrained output)"
+        )
     tf = _transformers()
     try:
         tokenizer = tf.AutoTokenizer.from_pretrained(str(path), local_files_only=True)

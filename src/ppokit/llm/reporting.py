@@ -23,7 +23,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_samples(path: str | Path, sections: list[tuple[str, list[dict[str, Any]]]], title: str = "Samples") -> Path:
+def write_samples(
+    path: str | Path, sections: list[tuple[str, list[dict[str, Any]]]], title: str = "Samples"
+) -> Path:
     """Write ``samples.md``: one markdown table per ``(heading, rows)`` section."""
     path = Path(path)
     parts = [f"# {title}\n"]
@@ -39,20 +41,34 @@ def plot_llm_run(run_dir: str | Path) -> list[Path]:
     cols = read_csv(run_dir / "metrics.csv")
     fn_means = sorted(k for k in cols if k.startswith("rewards/") and k.endswith("/mean"))
     figures = {
-        "reward.png": [("mean reward of the sampled completions", ["reward", *fn_means]),
-                       ("mean within-group reward std", ["reward_std"]),
-                       ("fraction of completions in groups of equal rewards", ["frac_reward_zero_std"])],
-        "accuracy.png": [("held-out exact-match accuracy (greedy)", ["eval/accuracy"]),
-                         ("held-out mean reward (greedy)", ["eval/reward"])],
-        "kl.png": [("KL(policy || reference), k3 estimate per token", ["kl"]),
-                   ("policy entropy per token", ["entropy"])],
-        "completion_length.png": [("completion length (tokens, incl. EOS)", ["completions/mean_length"]),
-                                  ("fraction truncated (no EOS)", ["completions/clipped_ratio"])],
+        "reward.png": [
+            ("mean reward of the sampled completions", ["reward", *fn_means]),
+            ("mean within-group reward std", ["reward_std"]),
+            ("fraction of completions in groups of equal rewards", ["frac_reward_zero_std"]),
+        ],
+        "accuracy.png": [
+            ("held-out exact-match accuracy (greedy)", ["eval/accuracy"]),
+            ("held-out mean reward (greedy)", ["eval/reward"]),
+        ],
+        "kl.png": [
+            ("KL(policy || reference), k3 estimate per token", ["kl"]),
+            ("policy entropy per token", ["entropy"]),
+        ],
+        "completion_length.png": [
+            ("completion length (tokens, incl. EOS)", ["completions/mean_length"]),
+            ("fraction truncated (no EOS)", ["completions/clipped_ratio"]),
+        ],
     }
     written = []
     for name, panels in figures.items():
-        out = plot_panels(cols, "step", panels, run_dir / "plots" / name, title=f"{name[:-4]} - {run_dir.name}",
-                          x_label="GRPO step")
+        out = plot_panels(
+            cols,
+            "step",
+            panels,
+            run_dir / "plots" / name,
+            title=f"{name[:-4]} - {run_dir.name}",
+            x_label="GRPO step",
+        )
         if out is not None:
             written.append(out)
     return written

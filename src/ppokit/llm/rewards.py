@@ -53,8 +53,13 @@ def load_reward_function(spec: str) -> RewardFn:
     return fn
 
 
-def score_completions(reward_funcs: Sequence[RewardFn], weights: Sequence[float] | None, prompts: list[Any],
-                      completions: list[str], columns: dict[str, list[Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+def score_completions(
+    reward_funcs: Sequence[RewardFn],
+    weights: Sequence[float] | None,
+    prompts: list[Any],
+    completions: list[str],
+    columns: dict[str, list[Any]],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Call every reward function; return ``(total [B], per_function [B, F])``.
 
     ``per_function`` holds NaN where a function returned None. ``total`` is the weighted sum over the
@@ -63,13 +68,17 @@ def score_completions(reward_funcs: Sequence[RewardFn], weights: Sequence[float]
     """
     weights = list(weights) if weights is not None else [1.0] * len(reward_funcs)
     if len(weights) != len(reward_funcs):
-        raise ConfigError(f"reward_weights has {len(weights)} entries for {len(reward_funcs)} reward functions")
+        raise ConfigError(
+            f"reward_weights has {len(weights)} entries for {len(reward_funcs)} reward functions"
+        )
     cols = []
     for fn in reward_funcs:
         values = list(fn(prompts=prompts, completions=completions, **columns))
         if len(values) != len(completions):
-            raise ConfigError(f"reward function {reward_name(fn)!r} returned {len(values)} values "
-                              f"for {len(completions)} completions")
+            raise ConfigError(
+                f"reward function {reward_name(fn)!r} returned {len(values)} values "
+                f"for {len(completions)} completions"
+            )
         cols.append([math.nan if v is None else float(v) for v in values])
     per_fn = torch.tensor(cols, dtype=torch.float32).T.reshape(len(completions), len(reward_funcs))
     w = torch.tensor(weights, dtype=torch.float32)
@@ -79,8 +88,9 @@ def score_completions(reward_funcs: Sequence[RewardFn], weights: Sequence[float]
     return total, per_fn
 
 
-def repeat_columns(rows: list[dict[str, Any]], times: int, skip: tuple[str, ...] = ("prompt",)
-                   ) -> dict[str, list[Any]]:
+def repeat_columns(
+    rows: list[dict[str, Any]], times: int, skip: tuple[str, ...] = ("prompt",)
+) -> dict[str, list[Any]]:
     """Column-wise view of prompt rows, each row repeated ``times`` (once per completion of its group)."""
     keys = [k for k in (rows[0] if rows else {}) if k not in skip]
     return {k: [row.get(k) for row in rows for _ in range(times)] for k in keys}

@@ -42,7 +42,9 @@ def run_training(trainer: Any) -> dict[str, Any]:
         summary["reward_before"] = before.get("eval/reward")
         _log(tracker, 0, before)
     start, start_step, last_eval, metrics = time.perf_counter(), trainer.step, {}, {}
-    bar = ProgressBar(cfg.max_steps, description="grpo", metric_name="reward", enabled=trainer.progress, unit="steps")
+    bar = ProgressBar(
+        cfg.max_steps, description="grpo", metric_name="reward", enabled=trainer.progress, unit="steps"
+    )
     with bar:
         bar.update(trainer.step, done_since_start=0)
         while trainer.step < cfg.max_steps:
@@ -64,10 +66,21 @@ def run_training(trainer: Any) -> dict[str, Any]:
         final, records = trainer.evaluate()
         if last_eval.get("eval_step") != trainer.step:
             _log(tracker, trainer.step, {**metrics, **final})
-        summary.update({"accuracy_before": trainer.accuracy_before, "accuracy_after": final.get("eval/accuracy"),
-                        "reward_after": final.get("eval/reward")})
-    summary.update({"steps": trainer.step, "train_seconds": round(train_seconds, 2),
-                    "last_reward": metrics.get("reward"), "num_tokens": trainer.num_tokens})
+        summary.update(
+            {
+                "accuracy_before": trainer.accuracy_before,
+                "accuracy_after": final.get("eval/accuracy"),
+                "reward_after": final.get("eval/reward"),
+            }
+        )
+    summary.update(
+        {
+            "steps": trainer.step,
+            "train_seconds": round(train_seconds, 2),
+            "last_reward": metrics.get("reward"),
+            "num_tokens": trainer.num_tokens,
+        }
+    )
     if tracker is not None:
         tracker.close()
         summary["checkpoint"] = str(trainer.save_checkpoint())

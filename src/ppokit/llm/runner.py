@@ -33,8 +33,10 @@ def _inputs(cfg: GRPOConfig, sources: dict[str, Any]) -> dict[str, Any]:
         train, evals, accuracy = task.train_rows, task.eval_rows, task.accuracy_fn
     rewards = [load_reward_function(s) for s in sources.get("reward") or []] or task.reward_funcs
     if cfg.reward_weights is not None and len(cfg.reward_weights) != len(rewards):
-        raise ConfigError(f"reward_weights={cfg.reward_weights!r} is not allowed; give one weight per reward "
-                          f"function ({len(rewards)}: {[getattr(f, '__name__', f) for f in rewards]})")
+        raise ConfigError(
+            f"reward_weights={cfg.reward_weights!r} is not allowed; give one weight per reward "
+            f"function ({len(rewards)}: {[getattr(f, '__name__', f) for f in rewards]})"
+        )
     return {"train": train, "eval": evals, "accuracy": accuracy, "rewards": rewards}
 
 
@@ -52,26 +54,39 @@ def _model(cfg: GRPOConfig, inputs: dict[str, Any], progress: bool) -> tuple[Any
         from ppokit.llm.grpo import GRPOTrainer
         from ppokit.llm.tasks import warm_start
 
-        probe = GRPOTrainer(model, tokenizer, inputs["rewards"], inputs["train"], cfg.replace(beta=0.0),
-                            eval_prompts=inputs["eval"], accuracy_fn=inputs["accuracy"], progress=False)
+        probe = GRPOTrainer(
+            model,
+            tokenizer,
+            inputs["rewards"],
+            inputs["train"],
+            cfg.replace(beta=0.0),
+            eval_prompts=inputs["eval"],
+            accuracy_fn=inputs["accuracy"],
+            progress=False,
+        )
         info["warm_start_accuracy_before"] = probe.evaluate()[0]["eval/accuracy"]
         ws = cfg.warm_start
-        stats = warm_start(model, tokenizer, inputs["train"], ws.steps, ws.batch_size, ws.learning_rate,
-                           cfg.seed, cfg.device)
+        stats = warm_start(
+            model, tokenizer, inputs["train"], ws.steps, ws.batch_size, ws.learning_rate, cfg.seed, cfg.device
+        )
         info["warm_start_accuracy_after"] = probe.evaluate()[0]["eval/accuracy"]
         info["warm_start_seconds"] = round(stats["warm_start/seconds"], 2)
         info["warm_start_steps"] = ws.steps
     return model, tokenizer, info
 
 
-def run_grpo(cfg: GRPOConfig, run_dir: str | Path, sources: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+def run_grpo(
+    cfg: GRPOConfig, run_dir: str | Path, sources: dict[str, Any], progress: bool = True
+) -> dict[str, Any]:
     """A fresh GRPO run into ``run_dir``; returns the summary ``ppokit grpo`` prints as JSON."""
     from ppokit.llm.grpo import GRPOTrainer
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        raise ConfigError(f"--run-dir {str(run_dir)!r} already holds checkpoints; use --resume {run_dir} or a new dir")
+        raise ConfigError(
+            f"--run-dir {str(run_dir)!r} already holds checkpoints; use --resume {run_dir} or a new dir"
+        )
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
@@ -79,14 +94,24 @@ def run_grpo(cfg: GRPOConfig, run_dir: str | Path, sources: dict[str, Any], prog
     model, tokenizer, info = _model(cfg, inputs, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SOURCES).write_text(json.dumps(sources))
-    trainer = GRPOTrainer(model, tokenizer, inputs["rewards"], inputs["train"], cfg, eval_prompts=inputs["eval"],
-                          accuracy_fn=inputs["accuracy"], run_dir=run_dir, progress=progress)
+    trainer = GRPOTrainer(
+        model,
+        tokenizer,
+        inputs["rewards"],
+        inputs["train"],
+        cfg,
+        eval_prompts=inputs["eval"],
+        accuracy_fn=inputs["accuracy"],
+        run_dir=run_dir,
+        progress=progress,
+    )
     summary = trainer.train()
     return _finish(cfg, summary, info, started)
 
 
-def resume_grpo(run_dir: str | Path, overrides: list[str], max_steps: int | None, progress: bool = True
-                ) -> dict[str, Any]:
+def resume_grpo(
+    run_dir: str | Path, overrides: list[str], max_steps: int | None, progress: bool = True
+) -> dict[str, Any]:
     """Continue ``run_dir`` from its newest complete checkpoint (config from the run, plus overrides)."""
     from ppokit.llm.grpo import GRPOTrainer
 
@@ -100,14 +125,28 @@ def resume_grpo(run_dir: str | Path, overrides: list[str], max_steps: int | None
         torch.set_num_threads(cfg.torch_threads)
     sources = json.loads((run_dir / SOURCES).read_text()) if (run_dir / SOURCES).is_file() else {}
     inputs = _inputs(cfg, sources)
-    trainer = GRPOTrainer.resume(run_dir, inputs["rewards"], inputs["train"], cfg, eval_prompts=inputs["eval"],
-                                 accuracy_fn=inputs["accuracy"], run_dir=run_dir, progress=progress)
-    return _finish(cfg, trainer.train(), {"resumed_from_step": trainer.step}, started)
+    trainer = GRPOTrainer.resume(
+        run_dir,
+        inputs["rewards"],
+        inputs["train"],
+        cfg,
+        eval_prompts=inputs["eval"],
+        accuracy_fn=inputs["accuracy"],
+        run_dir=run_dir,
+        progress=progress,
+    )
+    resumed_from = trainer.step
+    return _finish(cfg, trainer.train(), {"resumed_from_step": resumed_from}, started)
 
 
 def _finish(cfg: GRPOConfig, summary: dict[str, Any], info: dict[str, Any], started: float) -> dict[str, Any]:
-    out = {"task": cfg.task if not cfg.model else None, "model": cfg.model, **info, **summary,
-           "wall_seconds": round(time.perf_counter() - started, 2)}
+    out = {
+        "task": cfg.task if not cfg.model else None,
+        "model": cfg.model,
+        **info,
+        **summary,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
     if out.get("accuracy_before") is not None and out.get("accuracy_after") is not None:
         out["accuracy_gain"] = round(out["accuracy_after"] - out["accuracy_before"], 4)
     return out

@@ -58,8 +58,15 @@ def find_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"no complete checkpoint under {str(path)!r}")
 
 
-def save_llm_checkpoint(root: str | Path, step: int, model: Any, tokenizer: Any,
-                        tensors: dict[str, torch.Tensor], meta: dict[str, Any], keep: int | None = None) -> Path:
+def save_llm_checkpoint(
+    root: str | Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    keep: int | None = None,
+) -> Path:
     """Write ``root/step-{step:06d}`` atomically; keep only the ``keep`` newest complete ones."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -105,7 +112,9 @@ def rng_tensors(generator: torch.Generator | None = None) -> tuple[dict[str, tor
     return tensors, [version, list(internal), gauss]
 
 
-def restore_rng(tensors: dict[str, torch.Tensor], python_state: list, generator: torch.Generator | None) -> None:
+def restore_rng(
+    tensors: dict[str, torch.Tensor], python_state: list, generator: torch.Generator | None
+) -> None:
     """Inverse of ``rng_tensors``."""
     torch.set_rng_state(tensors["rng.torch"])
     if generator is not None and "rng.generator" in tensors:

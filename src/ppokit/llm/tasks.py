@@ -59,8 +59,8 @@ class Task:
 # The built-in task's settings; a user's --config / --set still override them (see docs/grpo.md for
 # how they were chosen on a 2-core CPU).
 ADDITION_PRESET: dict[str, Any] = {
-    "learning_rate": 1e-3,
-    "max_steps": 400,
+    "learning_rate": 1e-4,
+    "max_steps": 2000,
     "max_seconds": 480.0,
     "prompts_per_step": 16,
     "num_generations": 8,
@@ -68,7 +68,7 @@ ADDITION_PRESET: dict[str, Any] = {
     "reward_weights": [1.0, 0.5],
     "eval_every": 25,
     "generation": {"max_prompt_length": 16, "max_completion_length": 8},
-    "warm_start": {"steps": 60, "batch_size": 64, "learning_rate": 1e-3},
+    "warm_start": {"steps": 300, "batch_size": 64, "learning_rate": 1e-3},
     "tiny_model": {"architecture": "gpt2", "n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": 32},
 }
 
@@ -93,11 +93,17 @@ def addition_task(digits: int = 2, seed: int = 0, num_eval: int = 200, max_train
     train = [(a, b) for a, b in pairs if not _held_out(a, b)][:max_train]
     held = [(a, b) for a, b in pairs if _held_out(a, b)][:num_eval]
     row = lambda a, b: {"prompt": f"{a}+{b}=", "answer": str(a + b)}
-    return Task("addition", [row(a, b) for a, b in train], [row(a, b) for a, b in held],
-                [exact_match, digit_match], dict(ADDITION_PRESET))
+    return Task(
+        "addition",
+        [row(a, b) for a, b in train],
+        [row(a, b) for a, b in held],
+        [exact_match, digit_match],
+        PRESETS["addition"],
+    )
 
 
 TASKS = {"addition": addition_task}
+PRESETS = {"addition": ADDITION_PRESET}
 
 
 def make_task(name: str, digits: int, seed: int, num_eval: int) -> Task:
@@ -107,8 +113,16 @@ def make_task(name: str, digits: int, seed: int, num_eval: int) -> Task:
     return TASKS[name](digits=digits, seed=seed, num_eval=num_eval)
 
 
-def warm_start(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], steps: int, batch_size: int,
-               learning_rate: float, seed: int = 0, device: str = "cpu") -> dict[str, float]:
+def warm_start(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, float]:
     """Supervised cross-entropy on ``prompt + answer + EOS``, loss on the answer tokens only.
 
     A short warm start teaches the output format and some of the skill, so that GRPO starts from a
@@ -125,18 +139,23 @@ def warm_start(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], steps
         ids, mask, labels = _sft_batch(tokenizer, [rows[i] for i in idx], device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, :-1]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                                                 ignore_index=-100)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss_value = float(loss.detach())
-    return {"warm_start/loss": loss_value, "warm_start/seconds": time.perf_counter() - start,
-            "warm_start/steps": steps}
+    return {
+        "warm_start/loss": loss_value,
+        "warm_start/seconds": time.perf_counter() - start,
+        "warm_start/steps": steps,
+    }
 
 
-def _sft_batch(tokenizer: Any, rows: Sequence[dict[str, Any]], device: str
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _sft_batch(
+    tokenizer: Any, rows: Sequence[dict[str, Any]], device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
     answers = tokenizer([r["answer"] for r in rows], add_special_tokens=False)["input_ids"]
     seqs = [p + a + [tokenizer.eos_token_id] for p, a in zip(prompts, answers)]
@@ -148,5 +167,5 @@ def _sft_batch(tokenizer: Any, rows: Sequence[dict[str, Any]], device: str
         off = width - len(s)  # left padding, like generation
         ids[i, off:] = torch.tensor(s)
         mask[i, off:] = 1
-        labels[i, off + len(p):] = torch.tensor(s[len(p):])
+        labels[i, off + len(p) :] = torch.tensor(s[len(p) :])
     return ids.to(device), mask.to(device), labels.to(device)
