@@ -8,7 +8,8 @@ DeepSeekMath (Shao et al. 2024, https://arxiv.org/abs/2402.03300), section 4.1. 
 4. loss       -min(r*A, clip(r, 1-eps_low, 1+eps_high)*A) + beta*KL, aggregated by ``loss_type``,
               ``num_iterations`` updates per generation batch                  (``_update``)
 
-The maths lives in ``ppokit.functional`` (shared with Gymnasium PPO); this file is the loop.
+The maths lives in ``ppokit.functional`` (shared with Gymnasium PPO); prompts, evaluation,
+checkpoints and the report live in ``ppokit.llm.base.LMTrainer``; this file is the algorithm.
 """
 
 from __future__ import annotations
@@ -16,23 +17,18 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.functional import aggregate_token_loss, clipped_surrogate, group_normalize, kl_k3, masked_mean
-from ppokit.llm import state as ckpt
+from ppokit.llm.base import AccuracyFn, LMTrainer
 from ppokit.llm.config import GRPOConfig
 from ppokit.llm.generation import completion_logprobs, encode_prompts, generate
-from ppokit.llm.models import eos_token_ids, prepare_tokenizer
-from ppokit.llm.reporting import plot_llm_run, write_samples
-from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
-
-AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
+from ppokit.llm.rewards import RewardFn, repeat_columns, score_completions
 
 
 @dataclass
@@ -53,22 +49,18 @@ class Rollout:
     zero_std: torch.Tensor  # [B] the row's group had equal rewards
 
 
-def _as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
-    rows = [p if isinstance(p, dict) else {"prompt": p} for p in prompts]
-    if not rows or any("prompt" not in r for r in rows):
-        raise ConfigError("train_prompts must be a non-empty list of strings or of dicts with a 'prompt' key")
-    return rows
-
-
-class GRPOTrainer:
+class GRPOTrainer(LMTrainer):
     """``GRPOTrainer(model, tokenizer, reward_funcs, train_prompts, config).train()``.
 
     ``model`` is any HF causal LM (``AutoModelForCausalLM``), ``reward_funcs`` one function or a list
     (see ``ppokit.llm.rewards``), ``train_prompts`` strings or dicts with a ``prompt`` key plus
     columns passed to the reward functions. ``eval_prompts`` and ``accuracy_fn(rows, completions) ->
     list[bool]`` add a held-out exact-match accuracy (greedy decoding). With ``run_dir`` the trainer
-    writes config.yaml, metrics.csv, tb/, plots/, samples.md and checkpoints/ there.
+    writes config.yaml, metrics.csv, tb/, plots/, samples.md and checkpoints/ there. ``ref_model``
+    defaults to a frozen copy of ``model`` taken here (none at all when ``beta == 0``).
     """
+
+    algo = "grpo"
 
     def __init__(
         self,
@@ -84,54 +76,41 @@ class GRPOTrainer:
         run_dir: str | Path | None = None,
         progress: bool = True,
     ):
-        self.config = cfg = config or GRPOConfig()
-        cfg.validate()
-        self.device = torch.device(cfg.device)
-        self.model = model.to(self.device)
-        self.model.train()
-        self.tokenizer = prepare_tokenizer(tokenizer)
-        self.reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-        self.reward_names = [reward_name(f) for f in self.reward_funcs]
-        self.rows = _as_rows(train_prompts)
-        self.eval_rows = _as_rows(eval_prompts) if eval_prompts else []
-        self.accuracy_fn = accuracy_fn
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress = progress
-        self.eos_ids = eos_token_ids(model, tokenizer)
+        super().__init__(
+            model,
+            tokenizer,
+            reward_funcs,
+            train_prompts,
+            config or GRPOConfig(),
+            eval_prompts=eval_prompts,
+            accuracy_fn=accuracy_fn,
+            run_dir=run_dir,
+            progress=progress,
+        )
         # beta = 0 needs no reference: skip the copy and its forward passes entirely.
         self.ref_model = None
-        if cfg.beta > 0:
+        if self.config.beta > 0:
             self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
             self.ref_model.eval().requires_grad_(False)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
-        )
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(cfg.seed))
-        self.cursor = 0
-        self.epoch = 0
-        self.step = 0
-        self.num_tokens = 0
-        self.accuracy_before: float | None = None
         self.last_rollout: Rollout | None = None
-        self._bad_steps = 0
+
+    @classmethod
+    def config_class(cls) -> type[GRPOConfig]:
+        """``GRPOConfig``."""
+        return GRPOConfig
+
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        # The reference is the policy GRPO started from; saved so a resume keeps the same KL anchor.
+        if self.ref_model is None:
+            return {}
+        return {f"ref.{k}": v for k, v in self.ref_model.state_dict().items()}
+
+    def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        ref = {k[4:]: v for k, v in tensors.items() if k.startswith("ref.")}
+        if self.ref_model is not None and ref:
+            self.ref_model.load_state_dict(ref)
 
     # ------------------------------------------------------------------ 1. generate
-    def _next_rows(self) -> list[dict[str, Any]]:
-        """The next ``prompts_per_step`` prompts of a seeded shuffle; reshuffled every epoch."""
-        out = []
-        while len(out) < self.config.prompts_per_step:
-            if self.cursor >= len(self.order):
-                self.epoch += 1
-                self.order = torch.randperm(
-                    len(self.rows), generator=torch.Generator().manual_seed(self.config.seed + self.epoch)
-                )
-                self.cursor = 0
-            out.append(self.rows[int(self.order[self.cursor])])
-            self.cursor += 1
-        return out
-
     @torch.no_grad()
     def _rollout(self, rows: list[dict[str, Any]]) -> Rollout:
         cfg, gen, G = self.config, self.config.generation, self.config.num_generations
@@ -184,10 +163,6 @@ class GRPOTrainer:
         )
 
     # ------------------------------------------------------------------ 3 + 4. KL and loss
-    def _chunks(self, n: int) -> list[slice]:
-        size = self.config.micro_batch_size or n
-        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
     @torch.no_grad()
     def _logprobs(self, model: Any, ro: Rollout) -> torch.Tensor:
         temp = self.config.generation.temperature
@@ -281,24 +256,6 @@ class GRPOTrainer:
             sums.setdefault("grad_norm", []).append(float(norm))
         return {k: sum(v) / len(v) for k, v in sums.items()}
 
-    def _skip_bad_update(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self._bad_steps += 1
-        if self._bad_steps >= 5:
-            raise NonFiniteError(
-                "GRPO loss or gradient norm was non-finite 5 updates in a row; lower "
-                "learning_rate or check the reward functions for inf/NaN"
-            )
-
-    def _lr(self) -> float:
-        cfg = self.config
-        factor = 1.0
-        if cfg.warmup_steps and self.step < cfg.warmup_steps:
-            factor = (self.step + 1) / cfg.warmup_steps
-        elif cfg.lr_schedule == "linear":
-            factor = max(0.0, 1.0 - (self.step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-        return cfg.learning_rate * factor
-
     # ------------------------------------------------------------------ one step, metrics
     def train_step(self) -> dict[str, float]:
         """Generate, score and update once; returns the step's metrics (TRL's names)."""
@@ -308,6 +265,10 @@ class GRPOTrainer:
         metrics = self._update(ro)
         self.step += 1
         self.last_rollout = ro
+        self.last_samples = [
+            {"prompt": r["prompt"], "completion": t, "reward": float(x), "advantage": float(a)}
+            for r, t, x, a in zip(ro.rows, ro.texts, ro.rewards, ro.advantages)
+        ]
         lengths = ro.lengths.float()
         completion_tokens = float(lengths.sum())
         self.num_tokens += int(ro.prompt_mask.sum()) + int(completion_tokens)
@@ -332,152 +293,6 @@ class GRPOTrainer:
             col = ro.per_fn[:, j]
             metrics[f"rewards/{name}/mean"] = float(col.nanmean())
         return metrics
-
-    @torch.no_grad()
-    def evaluate(
-        self, rows: Sequence[dict[str, Any]] | None = None, batch_size: int = 256
-    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-        """Greedy completions for held-out rows: ``({"eval/accuracy", "eval/reward"}, per-row records)``."""
-        rows = list(rows if rows is not None else self.eval_rows)
-        if not rows:
-            return {}, []
-        texts: list[str] = []
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i : i + batch_size]
-            ids, mask = encode_prompts(
-                self.tokenizer,
-                [r["prompt"] for r in chunk],
-                self.config.generation.max_prompt_length,
-                str(self.device),
-            )
-            out = generate(
-                self.model,
-                ids,
-                mask,
-                self.config.generation.max_completion_length,
-                self.eos_ids,
-                self.tokenizer.pad_token_id,
-                greedy=True,
-            )
-            texts += self.tokenizer.batch_decode(
-                out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id), skip_special_tokens=True
-            )
-        rewards, _ = score_completions(
-            self.reward_funcs,
-            self.config.reward_weights,
-            [r["prompt"] for r in rows],
-            texts,
-            repeat_columns(rows, 1),
-        )
-        result = {"eval/reward": float(rewards.nanmean())}
-        records = [
-            {"prompt": r["prompt"], "completion": t, "reward": float(x)}
-            for r, t, x in zip(rows, texts, rewards)
-        ]
-        if self.accuracy_fn is not None:
-            correct = [bool(c) for c in self.accuracy_fn(rows, texts)]
-            result["eval/accuracy"] = sum(correct) / len(correct)
-            for rec, c in zip(records, correct):
-                rec["correct"] = c
-        return result, records
-
-    # ------------------------------------------------------------------ the loop
-    def train(self) -> dict[str, Any]:
-        """Run GRPO to ``max_steps`` (or ``max_seconds``); returns a summary (accuracy before/after, ...)."""
-        from ppokit.llm.runloop import run_training  # the bookkeeping loop lives apart from the algorithm
-
-        return run_training(self)
-
-    # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, root: str | Path | None = None) -> Path:
-        """Write ``checkpoints/step-N`` (model + tokenizer via save_pretrained, trainer state)."""
-        root = Path(root) if root is not None else self._require_run_dir() / "checkpoints"
-        tensors, optim_tree = ckpt.optimizer_tensors(self.optimizer)
-        rng, py_state = ckpt.rng_tensors(self.generator)
-        tensors.update(rng)
-        tensors["prompt_order"] = self.order.clone()
-        if self.ref_model is not None:
-            tensors.update({f"ref.{k}": v for k, v in self.ref_model.state_dict().items()})
-        meta = {
-            "step": self.step,
-            "num_tokens": self.num_tokens,
-            "cursor": self.cursor,
-            "epoch": self.epoch,
-            "accuracy_before": self.accuracy_before,
-            "optimizer": optim_tree,
-            "python_rng": py_state,
-            "config": self.config.to_dict(),
-        }
-        return ckpt.save_llm_checkpoint(
-            root, self.step, self.model, self.tokenizer, tensors, meta, keep=self.config.keep_checkpoints
-        )
-
-    def load_state(self, path: str | Path) -> Path:
-        """Restore optimizer, reference model, RNGs and counters from a checkpoint (model weights are
-        loaded by the caller with ``from_pretrained``, see ``GRPOTrainer.resume``)."""
-        path = ckpt.find_checkpoint(path)
-        tensors, meta = ckpt.load_trainer_state(path)
-        ckpt.restore_optimizer(self.optimizer, meta["optimizer"], tensors)
-        ckpt.restore_rng(tensors, meta["python_rng"], self.generator)
-        if self.ref_model is not None:
-            ref = {k[4:]: v for k, v in tensors.items() if k.startswith("ref.")}
-            if ref:
-                self.ref_model.load_state_dict(ref)
-        self.order, self.cursor, self.epoch = tensors["prompt_order"], meta["cursor"], meta["epoch"]
-        self.step, self.num_tokens = meta["step"], meta["num_tokens"]
-        self.accuracy_before = meta.get("accuracy_before")
-        return path
-
-    @classmethod
-    def resume(
-        cls,
-        path: str | Path,
-        reward_funcs: RewardFn | Sequence[RewardFn],
-        train_prompts: Sequence[Any],
-        config: GRPOConfig | None = None,
-        **kwargs: Any,
-    ) -> GRPOTrainer:
-        """A trainer continued from the newest complete checkpoint under ``path`` (a run dir or step dir)."""
-        from ppokit.llm.models import load_pretrained
-
-        found = ckpt.find_checkpoint(path)
-        _, meta = ckpt.load_trainer_state(found)
-        config = config or GRPOConfig.from_dict(meta["config"])
-        model, tokenizer = load_pretrained(found / "model", config.device)
-        trainer = cls(model, tokenizer, reward_funcs, train_prompts, config, **kwargs)
-        trainer.load_state(found)
-        return trainer
-
-    def _require_run_dir(self) -> Path:
-        if self.run_dir is None:
-            raise ConfigError("this needs run_dir: pass GRPOTrainer(..., run_dir='runs/my-run')")
-        return self.run_dir
-
-    def write_report(self, eval_records: list[dict[str, Any]] | None = None) -> list[Path]:
-        """samples.md (held-out and last training batch) and the plots, in the run directory."""
-        run_dir = self._require_run_dir()
-        sections = []
-        if eval_records:
-            sections.append(("Held-out prompts, greedy decoding", eval_records[: self.config.num_samples]))
-        ro = self.last_rollout
-        if ro is not None:
-            n = min(self.config.num_samples, len(ro.rows))
-            sections.append(
-                (
-                    f"Last training batch (step {self.step}), sampled",
-                    [
-                        {
-                            "prompt": ro.rows[i]["prompt"],
-                            "completion": ro.texts[i],
-                            "reward": float(ro.rewards[i]),
-                            "advantage": float(ro.advantages[i]),
-                        }
-                        for i in range(n)
-                    ],
-                )
-            )
-        write_samples(run_dir / "samples.md", sections, title=f"Samples - {run_dir.name}")
-        return plot_llm_run(run_dir)
 
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "Rollout"]

@@ -1,0 +1,245 @@
+"""``LMTrainer``: what every language-model trainer of ppokit shares, apart from its algorithm.
+
+Model/tokenizer set-up, the prompt stream, greedy held-out evaluation, the learning-rate schedule,
+non-finite guards, checkpoints (save/load/resume) and the run report. ``GRPOTrainer`` adds the four
+GRPO steps; a PPO-for-RLHF trainer would add its value head, per-token GAE and KL penalty and keep
+all of this (its value head goes into ``_extra_state`` / ``_load_extra_state``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppokit.errors import ConfigError, NonFiniteError
+from ppokit.llm import state as ckpt
+from ppokit.llm.generation import encode_prompts, generate
+from ppokit.llm.models import eos_token_ids, prepare_tokenizer
+from ppokit.llm.reporting import plot_llm_run, write_samples
+from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
+
+AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
+
+
+def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
+    """Prompt rows: strings become ``{"prompt": s}``; dicts must have a ``prompt`` key."""
+    rows = [p if isinstance(p, dict) else {"prompt": p} for p in prompts]
+    if not rows or any("prompt" not in r for r in rows):
+        raise ConfigError("train_prompts must be a non-empty list of strings or of dicts with a 'prompt' key")
+    return rows
+
+
+class LMTrainer:
+    """Shared state and plumbing; subclasses implement ``train_step() -> dict`` (one step's metrics)."""
+
+    algo = "lm"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        reward_funcs: RewardFn | Sequence[RewardFn],
+        train_prompts: Sequence[Any],
+        config: Any,
+        *,
+        eval_prompts: Sequence[Any] | None = None,
+        accuracy_fn: AccuracyFn | None = None,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+    ):
+        self.config = cfg = config
+        cfg.validate()
+        self.device = torch.device(cfg.device)
+        self.model = model.to(self.device)
+        self.model.train()
+        self.tokenizer = prepare_tokenizer(tokenizer)
+        self.reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        self.reward_names = [reward_name(f) for f in self.reward_funcs]
+        self.rows = as_rows(train_prompts)
+        self.eval_rows = as_rows(eval_prompts) if eval_prompts else []
+        self.accuracy_fn = accuracy_fn
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
+        )
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(cfg.seed))
+        self.cursor = self.epoch = self.step = self.num_tokens = 0
+        self.accuracy_before: float | None = None
+        self.last_samples: list[dict[str, Any]] = []
+        self._bad_steps = 0
+
+    def train_step(self) -> dict[str, float]:  # pragma: no cover - abstract
+        """One step of the algorithm; returns its metrics."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ prompts, schedule, guards
+    def _next_rows(self) -> list[dict[str, Any]]:
+        """The next ``prompts_per_step`` prompts of a seeded shuffle; reshuffled every epoch."""
+        out = []
+        while len(out) < self.config.prompts_per_step:
+            if self.cursor >= len(self.order):
+                self.epoch += 1
+                gen = torch.Generator().manual_seed(self.config.seed + self.epoch)
+                self.order, self.cursor = torch.randperm(len(self.rows), generator=gen), 0
+            out.append(self.rows[int(self.order[self.cursor])])
+            self.cursor += 1
+        return out
+
+    def _chunks(self, n: int) -> list[slice]:
+        size = self.config.micro_batch_size or n
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def _lr(self) -> float:
+        cfg = self.config
+        factor = 1.0
+        if cfg.warmup_steps and self.step < cfg.warmup_steps:
+            factor = (self.step + 1) / cfg.warmup_steps
+        elif cfg.lr_schedule == "linear":
+            factor = max(0.0, 1.0 - (self.step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        return cfg.learning_rate * factor
+
+    def _skip_bad_update(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._bad_steps += 1
+        if self._bad_steps >= 5:
+            raise NonFiniteError(
+                f"{self.algo} loss or gradient norm was non-finite 5 updates in a row; lower "
+                "learning_rate or check the reward functions for inf/NaN"
+            )
+
+    # ------------------------------------------------------------------ evaluation, loop
+    @torch.no_grad()
+    def evaluate(
+        self, rows: Sequence[dict[str, Any]] | None = None, batch_size: int = 256
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Greedy completions for held-out rows: ``({"eval/accuracy", "eval/reward"}, per-row records)``."""
+        rows = list(rows if rows is not None else self.eval_rows)
+        if not rows:
+            return {}, []
+        gen, texts = self.config.generation, []
+        for i in range(0, len(rows), batch_size):
+            prompts = [r["prompt"] for r in rows[i : i + batch_size]]
+            ids, mask = encode_prompts(self.tokenizer, prompts, gen.max_prompt_length, str(self.device))
+            pad = self.tokenizer.pad_token_id
+            out = generate(self.model, ids, mask, gen.max_completion_length, self.eos_ids, pad, greedy=True)
+            texts += self.tokenizer.batch_decode(
+                out.tokens.masked_fill(~out.mask, pad), skip_special_tokens=True
+            )
+        prompts = [r["prompt"] for r in rows]
+        cols = repeat_columns(rows, 1)
+        rewards, _ = score_completions(self.reward_funcs, self.config.reward_weights, prompts, texts, cols)
+        result = {"eval/reward": float(rewards.nanmean())}
+        records = [
+            {"prompt": r["prompt"], "completion": t, "reward": float(x)}
+            for r, t, x in zip(rows, texts, rewards)
+        ]
+        if self.accuracy_fn is not None:
+            correct = [bool(c) for c in self.accuracy_fn(rows, texts)]
+            result["eval/accuracy"] = sum(correct) / len(correct)
+            for rec, c in zip(records, correct):
+                rec["correct"] = c
+        return result, records
+
+    def train(self) -> dict[str, Any]:
+        """Train to ``max_steps`` (or ``max_seconds``); returns a summary (accuracy before/after, ...)."""
+        from ppokit.llm.runloop import run_training
+
+        return run_training(self)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        """Tensors a subclass adds to its checkpoints (e.g. a reference model, a value head)."""
+        return {}
+
+    def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Inverse of ``_extra_state``."""
+
+    def save_checkpoint(self, root: str | Path | None = None) -> Path:
+        """Write ``checkpoints/step-N`` (model + tokenizer via save_pretrained, trainer state)."""
+        root = Path(root) if root is not None else self._require_run_dir() / "checkpoints"
+        tensors, optim_tree = ckpt.optimizer_tensors(self.optimizer)
+        rng, py_state = ckpt.rng_tensors(self.generator)
+        tensors.update(rng)
+        tensors["prompt_order"] = self.order.clone()
+        tensors.update(self._extra_state())
+        meta = {
+            "algo": self.algo,
+            "step": self.step,
+            "num_tokens": self.num_tokens,
+            "cursor": self.cursor,
+            "epoch": self.epoch,
+            "accuracy_before": self.accuracy_before,
+            "optimizer": optim_tree,
+            "python_rng": py_state,
+            "config": self.config.to_dict(),
+        }
+        keep = self.config.keep_checkpoints
+        return ckpt.save_llm_checkpoint(root, self.step, self.model, self.tokenizer, tensors, meta, keep=keep)
+
+    def load_state(self, path: str | Path) -> Path:
+        """Restore optimizer, extra state, RNGs and counters from a checkpoint (the model weights are
+        loaded with ``from_pretrained`` by ``resume``)."""
+        path = ckpt.find_checkpoint(path)
+        tensors, meta = ckpt.load_trainer_state(path)
+        if meta.get("algo", self.algo) != self.algo:
+            raise ConfigError(f"checkpoint {str(path)!r} was written by {meta['algo']}, not {self.algo}")
+        ckpt.restore_optimizer(self.optimizer, meta["optimizer"], tensors)
+        ckpt.restore_rng(tensors, meta["python_rng"], self.generator)
+        self._load_extra_state(tensors)
+        self.order, self.cursor, self.epoch = tensors["prompt_order"], meta["cursor"], meta["epoch"]
+        self.step, self.num_tokens = meta["step"], meta["num_tokens"]
+        self.accuracy_before = meta.get("accuracy_before")
+        return path
+
+    @classmethod
+    def resume(
+        cls,
+        path: str | Path,
+        reward_funcs: RewardFn | Sequence[RewardFn],
+        train_prompts: Sequence[Any],
+        config: Any = None,
+        **kwargs: Any,
+    ) -> LMTrainer:
+        """A trainer continued from the newest complete checkpoint under ``path`` (a run or step dir).
+
+        ``config`` defaults to the one stored in the checkpoint (pass one to change e.g. max_steps).
+        """
+        from ppokit.llm.models import load_pretrained
+
+        found = ckpt.find_checkpoint(path)
+        _, meta = ckpt.load_trainer_state(found)
+        config = config or cls.config_class().from_dict(meta["config"])
+        model, tokenizer = load_pretrained(found / "model", config.device)
+        trainer = cls(model, tokenizer, reward_funcs, train_prompts, config, **kwargs)
+        trainer.load_state(found)
+        return trainer
+
+    @classmethod
+    def config_class(cls) -> Any:  # pragma: no cover - abstract
+        """The config dataclass of this trainer."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ report
+    def _require_run_dir(self) -> Path:
+        if self.run_dir is None:
+            raise ConfigError(f"this needs run_dir: pass {type(self).__name__}(..., run_dir='runs/my-run')")
+        return self.run_dir
+
+    def write_report(self, eval_records: list[dict[str, Any]] | None = None) -> list[Path]:
+        """samples.md (held-out prompts and the last training batch) and the plots, in the run dir."""
+        run_dir = self._require_run_dir()
+        n = self.config.num_samples
+        sections = []
+        if eval_records:
+            sections.append(("Held-out prompts, greedy decoding", eval_records[:n]))
+        if self.last_samples:
+            sections.append((f"Last training batch (step {self.step}), sampled", self.last_samples[:n]))
+        write_samples(run_dir / "samples.md", sections, title=f"Samples - {run_dir.name}")
+        return plot_llm_run(run_dir)

@@ -1,0 +1,166 @@
+"""GRPOTrainer behaviour: zero-signal groups, forward-pass budget, None rewards, resume, learning."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from ppokit.errors import ConfigError
+from ppokit.llm.config import GRPOConfig, TinyModelConfig
+from ppokit.llm.grpo import GRPOTrainer
+from ppokit.llm.models import build_char_tokenizer, build_tiny_model
+from ppokit.llm.state import find_checkpoint
+from ppokit.plotting import read_csv
+
+PROMPTS = ["1+1=", "2+3=", "11+5=", "9+9=", "40+2=", "7+70="]
+
+
+def tiny(seed: int = 0):
+    tok = build_char_tokenizer()
+    return build_tiny_model(TinyModelConfig(n_layer=1, n_embd=32, n_head=2), tok, seed), tok
+
+
+def config(**kw) -> GRPOConfig:
+    base = dict(
+        learning_rate=1e-3, max_steps=2, prompts_per_step=2, num_generations=4, seed=0, tensorboard=False
+    )
+    cfg = GRPOConfig.from_dict({**base, **kw})
+    cfg.generation.max_completion_length = 6
+    return cfg
+
+
+def spread_reward(prompts, completions, **_):
+    return [float(sum(ord(ch) % 3 for ch in c)) for c in completions]
+
+
+def constant_reward(prompts, completions, **_):
+    return [1.0] * len(completions)
+
+
+def digit_fraction(prompts, completions, **_):
+    """Dense: the fraction of completion characters that are digits (about 1 in 8 at random init)."""
+    return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+
+def test_groups_of_equal_rewards_give_no_policy_gradient():
+    model, tok = tiny()
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = GRPOTrainer(model, tok, constant_reward, PROMPTS, config(beta=0.0), progress=False)
+    ro = trainer._rollout(trainer._next_rows())
+    assert torch.equal(ro.advantages, torch.zeros_like(ro.advantages)) and ro.zero_std.all()
+    metrics = trainer._update(ro)
+    assert metrics["grad_norm"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize(("iterations", "policy_calls"), [(1, 1), (2, 3), (3, 4)])
+def test_old_logprobs_are_computed_once_and_not_at_all_when_mu_is_one(iterations, policy_calls):
+    model, tok = tiny()
+    trainer = GRPOTrainer(
+        model, tok, spread_reward, PROMPTS, config(num_iterations=iterations), progress=False
+    )
+    calls = {"policy": 0, "ref": 0}
+    model.register_forward_pre_hook(lambda *_: calls.__setitem__("policy", calls["policy"] + 1))
+    trainer.ref_model.register_forward_pre_hook(lambda *_: calls.__setitem__("ref", calls["ref"] + 1))
+    ro = trainer._rollout(trainer._next_rows())
+    calls.update(policy=0, ref=0)
+    metrics = trainer._update(ro)
+    assert calls == {"policy": policy_calls, "ref": 1}
+    if iterations == 1:  # ratio is exactly 1: nothing can be clipped
+        assert metrics["clip_ratio/region_mean"] == 0.0
+
+
+def test_beta_zero_builds_no_reference_model():
+    model, tok = tiny()
+    trainer = GRPOTrainer(model, tok, spread_reward, PROMPTS, config(beta=0.0), progress=False)
+    assert trainer.ref_model is None
+    assert "kl" not in trainer.train_step()
+
+
+def test_unscored_completions_are_left_out():
+    def picky(prompts, completions, **_):
+        return [None if p == "1+1=" else float(len(c)) for p, c in zip(prompts, completions)]
+
+    model, tok = tiny()
+    trainer = GRPOTrainer(model, tok, [picky, spread_reward], ["1+1=", "2+3="], config(), progress=False)
+    ro = trainer._rollout(trainer._next_rows())
+    skipped = torch.tensor([r["prompt"] == "1+1=" for r in ro.rows])
+    assert torch.isnan(ro.per_fn[skipped, 0]).all() and not torch.isnan(ro.rewards).any()
+
+    def none_at_all(prompts, completions, **_):
+        return [None if p == "1+1=" else 1.0 for p in prompts]
+
+    trainer = GRPOTrainer(model, tok, none_at_all, ["1+1=", "2+3="], config(), progress=False)
+    ro = trainer._rollout(trainer._next_rows())
+    skipped = torch.tensor([r["prompt"] == "1+1=" for r in ro.rows])
+    assert torch.isnan(ro.rewards[skipped]).all() and not ro.mask[skipped].any()
+    assert math.isfinite(trainer._update(ro)["loss"])
+
+
+def test_reward_weights_must_match(tmp_path):
+    model, tok = tiny()
+    trainer = GRPOTrainer(
+        model, tok, [spread_reward], PROMPTS, config(reward_weights=[1.0, 2.0]), progress=False
+    )
+    with pytest.raises(ConfigError, match="reward_weights"):
+        trainer.train_step()
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="epsilon=1.5"):
+        GRPOConfig(epsilon=1.5).validate()
+    with pytest.raises(ConfigError, match="loss_type"):
+        GRPOConfig.from_dict({"loss_type": "mean"})
+    with pytest.raises(ConfigError, match="micro_batch_size"):
+        GRPOConfig.from_dict({"prompts_per_step": 2, "num_generations": 4, "micro_batch_size": 3})
+
+
+def test_micro_batches_give_the_same_gradient_as_one_batch():
+    grads = []
+    for micro in (0, 2):
+        model, tok = tiny()
+        trainer = GRPOTrainer(
+            model, tok, spread_reward, PROMPTS, config(micro_batch_size=micro), progress=False
+        )
+        ro = trainer._rollout(trainer._next_rows())
+        trainer.optimizer.step = lambda: None  # keep the gradient, skip the update
+        trainer._update(ro)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_resume_continues_exactly(tmp_path):
+    def run(steps, run_dir, resume=False):
+        cfg = config(max_steps=steps, checkpoint_every=2)
+        if resume:
+            return GRPOTrainer.resume(run_dir, spread_reward, PROMPTS, cfg, run_dir=run_dir, progress=False)
+        model, tok = tiny()
+        return GRPOTrainer(model, tok, spread_reward, PROMPTS, cfg, run_dir=run_dir, progress=False)
+
+    straight = run(4, tmp_path / "a")
+    straight.train()
+    first = run(2, tmp_path / "b")
+    first.train()
+    assert find_checkpoint(tmp_path / "b").name == "step-000002"
+    resumed = run(4, tmp_path / "b", resume=True)
+    assert resumed.step == 2
+    resumed.train()
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert read_csv(tmp_path / "b" / "metrics.csv")["step"] == [1.0, 2.0, 3.0, 4.0]
+    assert {p.name for p in (tmp_path / "b" / "plots").iterdir()} >= {"reward.png", "kl.png"}
+
+
+def test_dense_reward_rises_within_a_minute():
+    torch.manual_seed(0)
+    model, tok = tiny(seed=3)
+    cfg = config(learning_rate=3e-3, prompts_per_step=4, num_generations=8, beta=0.0, max_steps=40)
+    trainer = GRPOTrainer(model, tok, digit_fraction, PROMPTS, cfg, progress=False)
+    start = time.perf_counter()
+    rewards = [trainer.train_step()["reward"] for _ in range(cfg.max_steps)]
+    assert time.perf_counter() - start < 60
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.3, (first, last)
