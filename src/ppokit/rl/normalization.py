@@ -6,6 +6,19 @@ import numpy as np
 import torch
 
 
+def merge_moments(parts: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(mean, var, count)`` of the union of disjoint samples given by their moments."""
+    mean, var, count = parts[0]
+    for m, v, c in parts[1:]:
+        total = count + c
+        if total == 0:
+            continue
+        delta = m - mean
+        m2 = var * count + v * c + delta**2 * count * c / total
+        mean, var, count = mean + delta * c / total, m2 / total, total
+    return mean, var, count
+
+
 class RunningMeanStd:
     """Mean and variance of a stream, merged batch by batch with Chan et al.'s parallel formula
     (https://en.wikipedia.org/wiki/Algorithms_for_calculating_variance#Parallel_algorithm).
@@ -15,20 +28,33 @@ class RunningMeanStd:
         self.mean = np.zeros(shape, np.float64)
         self.var = np.ones(shape, np.float64)
         self.count = epsilon  # a tiny prior count keeps the first merge well defined, as in SB3
+        # Moments of the data seen since the last cross-rank sync (only used with several ranks).
+        self.fresh: tuple[np.ndarray, np.ndarray, float] | None = None
+        self.synced: tuple[np.ndarray, np.ndarray, float] = (self.mean.copy(), self.var.copy(), self.count)
 
     def update(self, batch: np.ndarray) -> None:
         """Fold a batch ``[B, *shape]`` into the statistics."""
         batch = np.asarray(batch, np.float64)
-        self.merge(batch.mean(axis=0), batch.var(axis=0), batch.shape[0])
+        moments = (batch.mean(axis=0), batch.var(axis=0), float(batch.shape[0]))
+        self.merge(*moments)
+        self.fresh = moments if self.fresh is None else merge_moments([self.fresh, moments])
+
+    def sync(self) -> None:
+        """Merge all ranks' data since the last sync into the statistics every rank shared then;
+        afterwards every rank holds the statistics of all ranks' data (torch.distributed)."""
+        from ppokit import distributed
+
+        fresh = self.fresh or (np.zeros_like(self.mean), np.ones_like(self.var), 0.0)
+        parts = distributed.all_gather_objects(fresh)
+        self.mean, self.var, self.count = merge_moments([self.synced, *parts])
+        self.synced = (self.mean.copy(), self.var.copy(), self.count)
+        self.fresh = None
 
     def merge(self, mean: np.ndarray, var: np.ndarray, count: float) -> None:
         """Fold in statistics ``(mean, var, count)`` of another sample."""
-        delta = mean - self.mean
-        total = self.count + count
-        self.mean = self.mean + delta * count / total
-        m2 = self.var * self.count + var * count + delta**2 * self.count * count / total
-        self.var = m2 / total
-        self.count = total
+        self.mean, self.var, self.count = merge_moments(
+            [(self.mean, self.var, self.count), (mean, var, count)]
+        )
 
     def state_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         """Tensors for a checkpoint."""
@@ -43,6 +69,8 @@ class RunningMeanStd:
         self.mean = tensors[f"{prefix}mean"].numpy().astype(np.float64)
         self.var = tensors[f"{prefix}var"].numpy().astype(np.float64)
         self.count = float(tensors[f"{prefix}count"])
+        self.synced = (self.mean.copy(), self.var.copy(), self.count)
+        self.fresh = None
 
 
 class ObsNormalizer:

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ppokit import distributed
 from ppokit.config import ConfigError
+from ppokit.errors import NonFiniteError
 from ppokit.functional import approx_kl, explained_variance, gae, normalize, policy_loss, value_loss
 from ppokit.rl import state
 from ppokit.rl.config import PPOConfig
@@ -62,6 +64,7 @@ class PPO:
         self.env_spec: EnvSpec = env if env is not None else cfg.env_id
         torch.set_num_threads(cfg.torch_threads)
         self.np_rng = seed_everything(cfg.seed)
+        self.dist = distributed.init(cfg.device)
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device!r} is not allowed; CUDA is not available on this machine")
@@ -71,13 +74,18 @@ class PPO:
         self.action_space = self.venv.single_action_space
         obs_shape = self.observation_space.shape
         self.policy = ActorCritic(int(np.prod(obs_shape)), self.action_space, cfg.network).to(self.device)
+        distributed.broadcast_parameters(self.policy)  # every rank starts from rank 0's networks
+        # Each rank samples and steps its own environments with a seed derived from the run seed.
+        rank_seed = cfg.seed + 100_003 * self.dist.rank
+        if self.dist.enabled:
+            self.np_rng = seed_everything(rank_seed)
         self.optimizers = self._make_optimizers()
         self.obs_norm = ObsNormalizer(obs_shape, cfg.obs_clip) if cfg.normalize_obs else None
         self.reward_scaler = (
             RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
         )
         self.collector = Collector(
-            self.venv, self.policy, self.device, cfg.seed, self.obs_norm, self.reward_scaler
+            self.venv, self.policy, self.device, rank_seed, self.obs_norm, self.reward_scaler, cfg.nan_policy
         )
         box = self.policy.kind == "box"
         action_shape = self.action_space.shape if self.policy.kind != "discrete" else ()
@@ -92,7 +100,12 @@ class PPO:
         self.kl_beta = cfg.kl_beta
         self.num_timesteps = 0
         self.num_updates = 0
-        self.nonfinite_skipped = 0
+        self.nonfinite_skipped = 0  # optimizer steps skipped for a non-finite loss or gradient
+        self.nonfinite_in_a_row = 0
+        self.target_timesteps: int | None = None  # the `total` of the current run (schedules need it)
+        self.stop_requested: int | None = None  # a signal number: stop cleanly after this update
+        self.last_checkpoint_step = 0
+        self.resume_info: dict[str, Any] | None = None  # set by PPO.resume: what was restored
         self.run_dir: Path | None = None
         self.tracker = None
         if run_dir is not None:
@@ -139,19 +152,27 @@ class PPO:
         callback: Callable[[PPO, dict], bool | None] | None = None,
     ) -> PPO:
         """Train until ``total_timesteps`` env steps (counted over the whole run, as SB3 with
-        ``reset_num_timesteps=False``). ``callback(ppo, metrics)`` runs after each update; returning
-        False stops training."""
+        ``reset_num_timesteps=False``; a resumed model defaults to its run's total, so schedules
+        continue exactly). ``callback(ppo, metrics)`` runs after each update; returning False stops
+        training, and so does ``stop_requested`` (set by the CLI's signal handler). Reliability
+        (docs/reliability.md): ``nonfinite_stop_after`` non-finite optimizer steps in a row raise
+        ``NonFiniteError`` after an emergency checkpoint (with a run directory)."""
         from ppokit.tracking import ProgressBar
 
-        total = total_timesteps if total_timesteps is not None else self.config.total_timesteps
+        total = total_timesteps or self.target_timesteps or self.config.total_timesteps
+        self.target_timesteps = total
         start_steps, start_time = self.num_timesteps, time.time()
         with ProgressBar(total, f"PPO {state.env_label(self)}", "return", enabled=progress_bar) as bar:
             bar.update(self.num_timesteps, done_since_start=0)
-            while self.num_timesteps < total:
+            while self.num_timesteps < total and self.stop_requested is None:
                 clip_range = self._set_schedules(total)
                 self.collector.collect(self.buffer)
-                self.num_timesteps += self.config.rollout_size
-                metrics = self.update(clip_range)
+                self._sync_normalizers()
+                self.num_timesteps += self.config.rollout_size * self.dist.world_size
+                try:
+                    metrics = self.update(clip_range)
+                except NonFiniteError as e:
+                    raise state.emergency_stop(self, e) from None
                 fps = (self.num_timesteps - start_steps) / max(time.time() - start_time, 1e-9)
                 metrics.update(self._rollout_metrics(fps))
                 self._log(metrics)
@@ -165,15 +186,30 @@ class PPO:
                     break
         return self
 
+    def _sync_normalizers(self) -> None:
+        """With several ranks, merge every rank's new normalisation statistics (identical after)."""
+        if self.dist.enabled:
+            for rms in (getattr(self.obs_norm, "rms", None), getattr(self.reward_scaler, "rms", None)):
+                if rms is not None:
+                    rms.sync()
+
     def _rollout_metrics(self, fps: float) -> dict[str, float]:
         ep = self.collector.episodes
+        mean_return, mean_length = ep.mean_return(), ep.mean_length()
+        if self.dist.enabled:  # episode statistics over all ranks' recent episodes
+            parts = distributed.all_gather_objects(list(ep.recent))
+            recent = [x for part in parts for x in part]
+            if recent:
+                mean_return = float(np.mean([r for r, _ in recent]))
+                mean_length = float(np.mean([n for _, n in recent]))
         return {
-            "rollout/ep_rew_mean": ep.mean_return(),
-            "rollout/ep_len_mean": ep.mean_length(),
+            "rollout/ep_rew_mean": mean_return,
+            "rollout/ep_len_mean": mean_length,
             "time/fps": fps,
             "time/total_timesteps": self.num_timesteps,
             "time/elapsed_s": time.time() - PROCESS_START,
             "time/iterations": self.num_updates,
+            "rollout/nonfinite_skipped": self.collector.skipped_nonfinite,
         }
 
     def _log(self, metrics: dict[str, float]) -> None:
@@ -211,7 +247,7 @@ class PPO:
         """
         cfg = self.config
         logp, entropy, values = self.policy.evaluate(mb["obs"], mb["actions"])
-        adv = normalize(mb["advantages"]) if cfg.normalize_advantage else mb["advantages"]
+        adv = self._normalize_advantages(mb["advantages"]) if cfg.normalize_advantage else mb["advantages"]
         pg, ratio, kl = policy_loss(logp, mb["logp_old"], adv, cfg.objective, clip_range, self.kl_beta)
         vf, vf_clipped = value_loss(
             values, mb["returns"], mb["values_old"], cfg.vf_clip_range, cfg.value_loss, cfg.huber_delta
@@ -231,6 +267,13 @@ class PPO:
         }
         return total, {k: v.detach() for k, v in terms.items()}
 
+    def _normalize_advantages(self, adv: torch.Tensor) -> torch.Tensor:
+        """Per-minibatch normalisation; with several ranks, over the union of their minibatches."""
+        if not self.dist.enabled:
+            return normalize(adv)
+        mean, std, n = distributed.global_mean_std(adv)
+        return adv if n <= 1 else (adv - mean) / (std + 1e-8)
+
     def update(self, clip_range: float) -> dict[str, float]:
         """Several epochs of minibatch gradient steps on the latest rollout (the update)."""
         cfg = self.config
@@ -242,15 +285,22 @@ class PPO:
         for _epoch in range(cfg.n_epochs):
             perm = torch.randperm(n, device=self.device)
             for idx in torch.tensor_split(perm, n_minibatches):
-                if idx.numel() == 0:
+                if not distributed.all_agree(idx.numel() > 0):  # ranks step together or not at all
                     continue
                 mb = {k: v[idx] for k, v in data.items()}
                 loss, terms = self.loss(mb, clip_range)
                 # Target-KL early stop, checked before this minibatch's step (SB3's 1.5 * target_kl rule).
-                if cfg.target_kl is not None and terms["approx_kl"] > 1.5 * cfg.target_kl:
-                    stop = True
-                    break
-                self._step(loss)
+                if cfg.target_kl is not None:
+                    kl_now = (
+                        distributed.all_reduce_mean(terms["approx_kl"])
+                        if self.dist.enabled
+                        else terms["approx_kl"]
+                    )
+                    if kl_now > 1.5 * cfg.target_kl:
+                        stop = True
+                        break
+                if not self._step(loss):
+                    continue  # a skipped step: its non-finite terms stay out of the averages
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 count += 1
@@ -258,6 +308,10 @@ class PPO:
                 break
         self.num_updates += 1
         metrics = {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
+        if self.dist.enabled and metrics:  # the logged losses are the mean over ranks
+            keys = sorted(metrics)
+            means = distributed.all_reduce_mean(torch.tensor([metrics[k] for k in keys], dtype=torch.float64))
+            metrics = dict(zip(keys, means.tolist()))
         metrics["train/kl_beta"] = self.kl_beta
         if cfg.objective == "kl_adaptive":
             self.kl_beta = adaptive_beta(self.kl_beta, self._kl_after_update(data), cfg.kl_target)
@@ -274,28 +328,39 @@ class PPO:
         )
         return metrics
 
-    def _step(self, loss: torch.Tensor) -> None:
-        """One optimizer step; a non-finite loss or gradient skips the step and is counted."""
+    def _step(self, loss: torch.Tensor) -> bool:
+        """One optimizer step; returns whether it was taken. A non-finite loss or gradient skips
+        the step (parameters and Adam moments stay untouched) and is counted; after
+        ``nonfinite_stop_after`` in a row, ``NonFiniteError``."""
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        finite = distributed.all_agree(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            distributed.average_gradients(list(self.policy.parameters()))
+            params = [p for p in self.policy.parameters() if p.grad is not None]
+            max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
+            finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+        if not finite:
             self.nonfinite_skipped += 1
-            return
-        loss.backward()
-        params = [p for p in self.policy.parameters() if p.grad is not None]
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if not torch.isfinite(norm):
-            self.nonfinite_skipped += 1
-            return
+            self.nonfinite_in_a_row += 1
+            if self.nonfinite_in_a_row >= self.config.nonfinite_stop_after:
+                raise NonFiniteError(
+                    f"the loss or its gradient was non-finite in {self.nonfinite_in_a_row} optimizer steps "
+                    f"in a row (update {self.num_updates + 1}, step {self.num_timesteps}; "
+                    f"nonfinite_stop_after={self.config.nonfinite_stop_after})"
+                )
+            return False
+        self.nonfinite_in_a_row = 0
         for opt in self.optimizers:
             opt.step()
+        return True
 
     @torch.no_grad()
     def _kl_after_update(self, data: dict[str, torch.Tensor]) -> float:
         """Mean KL(pi_old || pi_new) over the whole rollout, for the adaptive-beta rule."""
         logp, _, _ = self.policy.evaluate(data["obs"], data["actions"])
-        return float(approx_kl(logp, data["logp_old"]))
+        return float(distributed.all_reduce_mean(approx_kl(logp, data["logp_old"])))
 
     # -- using the policy ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -327,6 +392,16 @@ class PPO:
     def load(cls, path: str | Path, env: EnvSpec | None = None, **overrides: Any) -> PPO:
         """Load a model saved by ``save`` (or a checkpoint directory); ``env`` defaults to the saved id."""
         return state.load_model(cls, Path(path), env, **overrides)
+
+    @classmethod
+    def resume(cls, path: str | Path, env: EnvSpec | None = None, run_dir: str | Path | None = None) -> PPO:
+        """Continue a run from a training checkpoint (or a run directory's newest complete one).
+
+        Restores networks, optimizers, normaliser statistics, counters, the schedules' total, RNG
+        states, episode statistics and, where the environments allow it, their exact state (see
+        ``resume_info`` and docs/reliability.md). Logs and checkpoints go on in ``run_dir``.
+        """
+        return state.resume(cls, Path(path), env, run_dir)
 
     def close(self) -> None:
         """Close the environments and the metric writers."""

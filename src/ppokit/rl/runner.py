@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -91,30 +92,70 @@ def new_run_dir(cfg: PPOConfig, given: str | None) -> Path:
     return path
 
 
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM behaves like Ctrl-C: the run writes a checkpoint and exits cleanly."""
+class _StopOnSignal:
+    """Ctrl-C (SIGINT) or SIGTERM asks the run to stop after the current update, so the checkpoint
+    it then writes sits on an update boundary and resumes exactly. A second signal stops at once,
+    keeping the newest complete checkpoint (a half-done update is not worth saving)."""
 
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, handler)
+    def __init__(self, model: Any):
+        self.model = model
+        self.previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.model.stop_requested is not None:
+            raise KeyboardInterrupt
+        self.model.stop_requested = signum
+        print(f"{signal.Signals(signum).name}: stopping after this update (again: stop now)", file=sys.stderr)
+
+    def __enter__(self) -> _StopOnSignal:
+        self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: int) -> int | None:
+    """Learn; on a stop request write a checkpoint and return the exit code (None: finished)."""
+    from ppokit.checkpoint import latest_checkpoint
+    from ppokit.rl import state
+
+    with _StopOnSignal(model):
+        try:
+            model.learn(total, progress_bar=model.dist.is_main and not args.no_progress)
+        except KeyboardInterrupt:
+            newest = latest_checkpoint(model.run_dir / "checkpoints") if model.run_dir else None
+            print(f"stopped at once at step {model.num_timesteps}; newest complete checkpoint: {newest}")
+            model.close()
+            return 130
+        except BaseException:
+            model.close()  # environment workers must not outlive a failed run
+            raise
+    if model.stop_requested is None:
+        return None
+    ckpt = state.save_training_checkpoint(model)
+    print(
+        f"interrupted by {signal.Signals(model.stop_requested).name} at step {model.num_timesteps}; "
+        f"checkpoint {ckpt}; continue with `ppokit resume {model.run_dir}`"
+    )
+    model.close()
+    return 128 + int(model.stop_requested)
 
 
 def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
     """Learn with checkpoint-on-interrupt, then save, plot and evaluate; print the outcome."""
     from ppokit.rl import state
 
-    _sigterm_as_interrupt()
-    try:
-        model.learn(total, progress_bar=not args.no_progress)
-    except KeyboardInterrupt:
-        ckpt = state.save_training_checkpoint(model)
-        print(
-            f"interrupted at step {model.num_timesteps}; checkpoint {ckpt}; continue with "
-            f"`ppokit resume {model.run_dir}`"
-        )
+    main = model.dist.is_main
+    stopped = _learn_until_done_or_stopped(model, args, total)
+    if stopped is not None:
+        return stopped
+    if not main:  # with torchrun, only rank 0 writes the model, plots and evaluation
         model.close()
-        return 130
+        return 0
     state.save_training_checkpoint(model)
     model.save(model.run_dir / "model")
     model.close()
@@ -132,36 +173,39 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     """``ppokit train``."""
+    from ppokit import distributed
     from ppokit.rl.ppo import PPO
 
     cfg = resolve_config(args)
-    run_dir = new_run_dir(cfg, args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save_yaml(run_dir / "config.yaml")
+    dist = distributed.init(cfg.device)
+    run_dir = None
+    if dist.is_main:  # only rank 0 owns the run directory
+        run_dir = new_run_dir(cfg, args.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save_yaml(run_dir / "config.yaml")
     model = PPO(cfg.env_id, cfg, run_dir=run_dir)
-    return _train_and_finish(model, args, cfg.total_timesteps)
+    try:
+        return _train_and_finish(model, args, cfg.total_timesteps)
+    finally:
+        distributed.shutdown()
 
 
 def resume_command(args: argparse.Namespace) -> int:
     """``ppokit resume RUN_DIR``: continue from the newest complete checkpoint."""
-    from ppokit.checkpoint import latest_checkpoint, load_checkpoint
-    from ppokit.rl import state
     from ppokit.rl.ppo import PPO
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise CheckpointError(f"{args.run_dir!r} is not a run directory (no config.yaml)")
-    cfg = PPOConfig.load_yaml(run_dir / "config.yaml")
-    ckpt = latest_checkpoint(run_dir / "checkpoints")
-    if ckpt is None:
-        raise CheckpointError(f"{args.run_dir!r} has no complete checkpoint to resume from")
-    tensors, meta = load_checkpoint(ckpt)
-    model = PPO(cfg.env_id, cfg.replace(seed=cfg.seed + meta["num_timesteps"]))
-    model.config = cfg
-    state.restore(model, tensors, meta, ckpt)
-    model.set_run_dir(run_dir, append=True)
-    print(f"resuming {run_dir} from {ckpt.name} (step {model.num_timesteps})")
-    return _train_and_finish(model, args, args.total_timesteps or cfg.total_timesteps)
+    model = PPO.resume(run_dir)
+    info = model.resume_info
+    how = (
+        "environment state restored exactly"
+        if info["env_state_restored"]
+        else f"environments reset, their state could not be saved: {info['env_state_missing']}"
+    )
+    print(f"resuming {run_dir} from {Path(info['checkpoint']).name} (step {model.num_timesteps}; {how})")
+    return _train_and_finish(model, args, args.total_timesteps or model.target_timesteps)
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -170,7 +214,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes={args.episodes} is not allowed; must be >= 1")
-    model = PPO.load(Path(args.run_dir), tensorboard=False)
+    model = PPO.load(Path(args.run_dir), env=getattr(args, "env", None), tensorboard=False)
     result = model.evaluate(args.episodes, deterministic=not args.stochastic, seed=args.seed)
     model.close()
     run_dir = Path(args.run_dir)

@@ -1,0 +1,127 @@
+"""Data-parallel training on torch.distributed, as launched by ``torchrun``.
+
+``torchrun --nproc_per_node N -m ppokit train ...`` starts N processes with RANK/WORLD_SIZE set;
+each steps its own environments and all of them take the same optimizer steps, because gradients
+are averaged over ranks after every minibatch's backward pass. Gloo is used on CPU and NCCL on
+CUDA. Without those variables (or with WORLD_SIZE=1) every function here is a no-op, so the
+single-process path pays nothing.
+
+Batch semantics: ``num_envs``, ``n_steps`` and ``batch_size`` are per rank; one optimizer step
+averages ``world_size * batch_size`` samples; ``total_timesteps`` counts all ranks' steps together.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: its rank and the number of processes."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main rank writes logs, plots, checkpoints and the run directory."""
+        return self.rank == 0
+
+
+def init(device: str = "cpu") -> DistInfo:
+    """Join the process group torchrun describes in the environment (idempotent)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def info() -> DistInfo:
+    """The current process group's ``DistInfo`` (single process when none is initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo()
+
+
+def broadcast_parameters(module: torch.nn.Module) -> None:
+    """Copy rank 0's parameters to every rank, so all start identical."""
+    if info().enabled:
+        for p in module.state_dict().values():
+            dist.broadcast(p.data if isinstance(p, torch.nn.Parameter) else p, src=0)
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Replace each gradient by its mean over ranks (one flat all-reduce; missing grads count as 0)."""
+    world = info().world_size
+    if world == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise mean over ranks (a copy; the input is untouched)."""
+    out = values.detach().clone().float()
+    if info().enabled:
+        dist.all_reduce(out)
+        out /= info().world_size
+    return out
+
+
+def all_agree(flag: bool | torch.Tensor) -> bool:
+    """True only if ``flag`` holds on every rank (used so all ranks skip or stop together)."""
+    t = torch.tensor([1.0 if bool(flag) else 0.0])
+    if info().enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0)
+
+
+def global_mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean, unbiased std and count of ``x`` over all ranks' elements (for advantage normalisation:
+    with it, N ranks with minibatch B normalise exactly like one process with minibatch N*B)."""
+    stats = torch.stack([x.sum(), (x * x).sum(), torch.tensor(float(x.numel()))]).double()
+    if info().enabled:
+        dist.all_reduce(stats)
+    s, sq, n = stats.tolist()
+    mean = s / n
+    var = max(sq - n * mean * mean, 0.0) / max(n - 1, 1)
+    return torch.tensor(mean, dtype=x.dtype), torch.tensor(var**0.5, dtype=x.dtype), int(n)
+
+
+def all_gather_objects(obj: object) -> list[object]:
+    """Every rank's ``obj`` (small Python objects: statistics, episode returns)."""
+    if not info().enabled:
+        return [obj]
+    out: list[object] = [None] * info().world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if info().enabled:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group (end of a torchrun job)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
