@@ -55,6 +55,7 @@ def save_checkpoint(
     """Write ``root/name`` atomically; keep only the ``keep`` newest complete checkpoints."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale(root)
     final = root / name
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -68,14 +69,35 @@ def save_checkpoint(
     (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files}))
     _fsync_path(tmp / MANIFEST)
     _fsync_path(tmp)
-    if final.exists():
-        shutil.rmtree(final)
+    old = root / f".old-{name}-{os.getpid()}"
+    if final.exists():  # rewriting a name: move the old one aside first (a directory rename is atomic)
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
     os.replace(tmp, final)
     _fsync_path(root)
+    shutil.rmtree(old, ignore_errors=True)
     if keep is not None:
         for old in list_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale(root: Path) -> None:
+    """Delete ``.tmp-*``/``.old-*`` leftovers of writers that died (killed mid-write)."""
+    for p in root.iterdir():
+        m = re.fullmatch(r"\.(tmp|old)-.*-(\d+)", p.name)
+        if m and not _pid_alive(int(m.group(2))):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def is_complete(path: str | Path) -> bool:

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="Print exactly one JSON object with the result.")
     p.add_argument("--seed", type=int, default=10_000, metavar="N", help="Seed of the evaluation episodes.")
+    p.add_argument(
+        "--env", metavar="ID", help="Evaluate on this Gymnasium id instead (same spaces required)."
+    )
     p.set_defaults(func=lambda a: __import__("ppokit.rl.runner", fromlist=["x"]).eval_command(a))
 
     p = sub.add_parser("plot", help="(Re)draw a run's plots from its CSV files.")
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"ppokit {args.command}: error: {e}", file=sys.stderr)
+        if getattr(e, "details", None):  # e.g. the traceback of a failed environment worker
+            print(e.details.rstrip(), file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"ppokit {args.command}: interrupted", file=sys.stderr)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,6 +54,13 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _accepts_float(tp: Any) -> bool:
+    return tp is float or (typing.get_origin(tp) is not None and float in typing.get_args(tp))
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -80,6 +89,9 @@ class ConfigBase:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, _prefix: str = "") -> Any:
         """Build from a plain dict, rejecting unknown keys (with a suggestion) and wrong types."""
+        if data is not None and not isinstance(data, dict):
+            where = f"section {_prefix[:-1]!r}" if _prefix else "a config"
+            raise ConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
         data = dict(data or {})
         hints = typing.get_type_hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]
@@ -87,17 +99,20 @@ class ConfigBase:
         for key, value in data.items():
             full = f"{_prefix}{key}"
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f"; did you mean {_prefix}{close[0]!r}?" if close else f"; known keys: {names}"
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f"; did you mean {_prefix + close[0]!r}?" if close else f"; known keys: {names}"
                 raise ConfigError(f"unknown config key {full!r}{hint}")
             tp = hints[key]
             if dataclasses.is_dataclass(tp) and isinstance(value, dict):
                 value = tp.from_dict(value, _prefix=f"{full}.")
+            elif isinstance(value, str) and _accepts_float(tp) and _FLOAT_RE.fullmatch(value.strip()):
+                # YAML 1.1 reads `learning_rate: 3e-4` as the string "3e-4"; the user means a number.
+                value = float(value)
             elif not _type_ok(value, tp):
                 raise ConfigError(
                     f"{full}={value!r} has type {type(value).__name__}; expected {_type_name(tp)}"
                 )
-            elif tp is float or (typing.get_origin(tp) is not None and float in typing.get_args(tp)):
+            elif _accepts_float(tp):
                 value = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
             if isinstance(value, tuple):
                 value = list(value)
@@ -139,6 +154,9 @@ class ConfigBase:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name}={value!r} is not allowed; choose one of {list(choices)}")
+            # NaN passes no comparison-based rule by accident, and Inf turns every update into NaN.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name}={value!r} is not allowed; must be a finite number")
             if isinstance(value, ConfigBase):
                 value.validate()
 

@@ -13,8 +13,21 @@ class EnvError(PPOKitError):
     """An environment id, space or step result that ppokit cannot use."""
 
 
+class EnvConfigError(EnvError, ConfigError):
+    """A config value that names an environment ppokit cannot use (unknown id, unsupported space,
+    a vectorization it does not offer, keyword arguments it rejects)."""
+
+
 class EnvStepError(EnvError):
-    """An environment produced a non-finite observation or reward, or raised while stepping."""
+    """An environment produced a non-finite observation or reward, or raised while stepping.
+
+    ``details`` holds the worker process's traceback when the environment ran in one; the CLI
+    prints it under the one-line message.
+    """
+
+    def __init__(self, message: str, details: str | None = None):
+        super().__init__(message)
+        self.details = details
 
 
 class NonFiniteError(PPOKitError):

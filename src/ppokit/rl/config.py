@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ppokit.config import ConfigBase, check, option
@@ -102,6 +103,18 @@ class PPOConfig(ConfigBase):
 
     network: NetworkConfig = option(NetworkConfig(), "Actor and critic networks.")
 
+    nan_policy: str = option(
+        "raise",
+        "What a NaN/Inf observation or reward does: raise stops the run naming the env index, step and "
+        "field; skip drops that transition from the update and counts it (rollout/nonfinite_skipped).",
+        choices=("raise", "skip"),
+    )
+    nonfinite_stop_after: int = option(
+        10,
+        "Optimizer steps with a non-finite loss or gradient are skipped and counted; after this many in "
+        "a row the run stops (NonFiniteError) with an emergency checkpoint.",
+    )
+
     eval_episodes: int = option(20, "Episodes of the deterministic evaluation at the end of `ppokit train`.")
     checkpoint_every: int = option(0, "Write a checkpoint every this many steps (0: only at the end).")
     keep_checkpoints: int = option(3, "Keep this many newest checkpoints.")
@@ -125,8 +138,10 @@ class PPOConfig(ConfigBase):
             "keep_checkpoints",
             "log_every",
             "torch_threads",
+            "nonfinite_stop_after",
         ):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
+        check(0 <= self.seed < 2**63, "seed", self.seed, "must lie in [0, 2**63)")
         check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "must be >= 0")
         check(
             self.batch_size <= self.rollout_size,
@@ -164,9 +179,9 @@ class PPOConfig(ConfigBase):
             value = getattr(self, key)
             check(value is None or value > 0, key, value, "must be > 0 or null")
         check(
-            self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
+            self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
             "device",
             self.device,
-            "use cpu, cuda, cuda:N or mps",
+            "use cpu, cuda or cuda:N",
         )
         self.network.validate()

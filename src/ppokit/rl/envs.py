@@ -3,39 +3,66 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
+from gymnasium.vector.async_vector_env import AsyncState
 
-from ppokit.errors import EnvError
+from ppokit.errors import EnvConfigError, EnvError, EnvStepError
 
 EnvSpec = str | Callable[[], gym.Env]
 
 
 def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The registered spec of ``env_id``; an unknown id raises EnvError with the closest names."""
+    """The registered spec of ``env_id``; an unknown id raises EnvConfigError with the closest names."""
     try:
         return gym.spec(env_id)
     except gym.error.Error:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise EnvError(f"env_id={env_id!r} is not a registered Gymnasium environment{hint}") from None
+        raise EnvConfigError(
+            f"env_id={env_id!r} is not allowed: it is not a registered Gymnasium environment{hint}"
+        ) from None
 
 
-def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
-    """Raise EnvError unless observations are a Box and actions Discrete, MultiDiscrete or Box."""
+def check_spaces(observation_space: gym.Space, action_space: gym.Space, env: str = "env") -> None:
+    """Raise EnvConfigError unless observations are a Box and actions Discrete, MultiDiscrete or 1-D Box."""
     if not isinstance(observation_space, gym.spaces.Box):
-        raise EnvError(
-            f"observation space {observation_space} is not supported; ppokit needs a Box "
+        raise EnvConfigError(
+            f"{env}: observation space {observation_space} is not supported; ppokit needs a Box "
             "(wrap dict/tuple spaces with gymnasium.wrappers.FlattenObservation)"
         )
     if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box)):
-        raise EnvError(f"action space {action_space} is not supported; use Discrete, MultiDiscrete or Box")
+        raise EnvConfigError(
+            f"{env}: action space {action_space} is not supported; use Discrete, MultiDiscrete or Box"
+        )
     if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1:
-        raise EnvError(f"Box action space of shape {action_space.shape} is not supported; it must be 1-D")
+        raise EnvConfigError(
+            f"{env}: Box action space of shape {action_space.shape} is not supported; it must be 1-D"
+        )
+
+
+def _worker_env(factory: Callable[[], gym.Env], main_pid: int) -> gym.Env:
+    """Build a sub-environment; inside an async worker process, leave Ctrl-C to the main process.
+
+    A terminal's Ctrl-C reaches every process of the group: a worker that died of it would make the
+    main process's clean stop (checkpoint, then exit) fail. SIGTERM keeps its default so that
+    ``close(terminate=True)`` still ends the worker.
+    """
+    if os.getpid() != main_pid:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return factory()
+
+
+def _make_registered(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    return gym.make(env_id, **env_kwargs)
 
 
 def make_vec_env(
@@ -46,32 +73,92 @@ def make_vec_env(
     ``auto`` uses the environment's numpy-vectorised entry point when it registers one (CartPole:
     one numpy call steps all copies) and ``sync`` otherwise. ``sync``/``async`` use SAME_STEP
     autoreset (the final observation comes in ``info["final_obs"]``); vector entry points keep their
-    own mode, which the rollout reads from ``metadata["autoreset_mode"]``.
+    own mode, which the rollout reads from ``metadata["autoreset_mode"]``. ``async`` gives a
+    ``CheckedAsyncVectorEnv`` (worker errors name the env index and carry the worker's traceback).
     """
     env_kwargs = dict(env_kwargs or {})
+    label = f"env_id={env!r}" if isinstance(env, str) else env_name(env)
     if isinstance(env, str):
         spec = check_env_id(env)
         if vectorization == "auto":
             vectorization = "vector_entry_point" if spec.vector_entry_point else "sync"
         if vectorization == "vector_entry_point" and not spec.vector_entry_point:
-            raise EnvError(f"env_id={env!r} has no vector entry point; use vectorization sync or async")
-        if vectorization == "vector_entry_point":
-            venv = gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
-        else:
-            venv = gym.make_vec(
-                env,
-                num_envs=num_envs,
-                vectorization_mode=vectorization,
-                vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-                **env_kwargs,
+            raise EnvConfigError(
+                f"vectorization='vector_entry_point' is not allowed for env_id={env!r}: it has no "
+                "vector entry point; use auto, sync or async"
             )
+        factory: Callable[[], gym.Env] = functools.partial(_make_registered, env, env_kwargs)
     else:
-        if vectorization in ("auto", "vector_entry_point", "sync"):
-            venv = gym.vector.SyncVectorEnv([env] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-        else:
-            venv = gym.vector.AsyncVectorEnv([env] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-    check_spaces(venv.single_observation_space, venv.single_action_space)
+        factory = env
+    try:
+        venv = _build(env, factory, num_envs, vectorization, env_kwargs)
+    except TypeError as e:
+        if not env_kwargs:
+            raise
+        raise EnvConfigError(f"env_kwargs={env_kwargs!r} is not allowed for {label}: {e}") from None
+    try:
+        check_spaces(venv.single_observation_space, venv.single_action_space, label)
+    except EnvConfigError:
+        venv.close()
+        raise
     return venv
+
+
+def _build(
+    env: EnvSpec, factory: Callable[[], gym.Env], num_envs: int, vectorization: str, kwargs: dict
+) -> gym.vector.VectorEnv:
+    if vectorization == "vector_entry_point":
+        return gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    fns = [functools.partial(_worker_env, factory, os.getpid())] * num_envs
+    if vectorization == "async":
+        return CheckedAsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+class CheckedAsyncVectorEnv(gym.vector.AsyncVectorEnv):
+    """Gymnasium's AsyncVectorEnv with worker failures that say which environment failed and why.
+
+    Gymnasium 1.4 re-raises a worker's exception as ``type(value)`` with the traceback only logged,
+    and a worker that died outright (``os._exit``, a signal, a segfault) shows as a bare
+    ``EOFError`` from its pipe. Here both become ``EnvStepError`` naming the env index, with the
+    worker's traceback (or exit code) in ``details``; every worker is terminated first, so no child
+    process outlives the error.
+    """
+
+    def step_wait(self, timeout: float | None = None):  # noqa: D102 (gymnasium's docstring applies)
+        try:
+            return super().step_wait(timeout)
+        except (EOFError, ConnectionError, BrokenPipeError):
+            raise self._dead_worker_error() from None
+
+    def reset_wait(self, timeout: float | None = None):  # noqa: D102
+        try:
+            return super().reset_wait(timeout)
+        except (EOFError, ConnectionError, BrokenPipeError):
+            raise self._dead_worker_error() from None
+
+    def _dead_worker_error(self) -> EnvStepError:
+        dead = [(i, p.exitcode) for i, p in enumerate(self.processes) if not p.is_alive()]
+        self._terminate()
+        where = ", ".join(f"environment {i} (exit code {code})" for i, code in dead) or "a worker"
+        return EnvStepError(f"{where} died in its worker process without reporting an error")
+
+    def _terminate(self) -> None:
+        # A failed call leaves unread replies in the other pipes: nothing to wait for, end them all.
+        self._state = AsyncState.DEFAULT
+        self.close(terminate=True)
+
+    def _raise_if_errors(self, successes) -> None:
+        if all(successes):
+            return
+        errors = [self.error_queue.get() for _ in range(self.num_envs - sum(successes))]
+        self._terminate()
+        index, exctype, value, trace = errors[0]
+        others = f" (and {len(errors) - 1} more environments)" if len(errors) > 1 else ""
+        raise EnvStepError(
+            f"environment {index} raised {exctype.__name__}: {value} in its worker process{others}",
+            details="".join(f"worker traceback of environment {i}:\n{t}" for i, _, _, t in errors),
+        )
 
 
 def autoreset_mode(venv: gym.vector.VectorEnv) -> AutoresetMode:

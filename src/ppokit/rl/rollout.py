@@ -121,7 +121,8 @@ class Collector:
         self.steps = 0  # env steps taken (all envs together)
         venv.action_space.seed(seed)
         raw, _ = venv.reset(seed=seed)
-        self._check_finite(raw, "observation", -1)
+        self._check_finite(raw, "observation", 0)
+        self.raw_obs = raw  # kept so that a resumed run can re-normalise it with restored statistics
         self.obs = self._normalize(raw, update=True)
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
 
@@ -178,6 +179,7 @@ class Collector:
             buf.terminated[t] = torch.as_tensor(terminated, device=self.device)
             buf.done[t] = torch.as_tensor(done, device=self.device)
             buf.valid[t] = torch.as_tensor(valid, device=self.device)
+            self.raw_obs = raw
             self.obs = self._normalize(raw, update=True)
             if self.same_step and truncated.any():
                 idx = np.flatnonzero(truncated)
