@@ -41,3 +41,8 @@ clean:
 
 readme: install
 	$(BIN)/python -m ppokit.readme README.md
+
+# Side-by-side benchmark against Stable-Baselines3 (peers go into benchmarks/.peers); writes
+# docs/benchmarks.md. Full set ~1 h on 2 cores; BENCH_ARGS=--quick is a smoke test of the harness.
+bench: install
+	$(BIN)/python benchmarks/side_by_side.py $(BENCH_ARGS)
