@@ -28,7 +28,9 @@ TARGETS = {"CartPole-v1": 475.0, "Pendulum-v1": -250.0, "HalfCheetah-v5": 1500.0
 PACKAGES = ["ppokit", "torch", "gymnasium", "mujoco", "numpy"]
 
 
-def summarise(run_dir: Path, env: str, seed: int, wall_s: float | None, command: str) -> dict:
+def summarise(
+    run_dir: Path, env: str, seed: int, wall_s: float | None, command: str, commit: str, note: str
+) -> dict:
     """One result record from a finished run directory."""
     result = json.loads((run_dir / "eval.json").read_text())
     metrics = read_csv(run_dir / "metrics.csv")
@@ -39,7 +41,8 @@ def summarise(run_dir: Path, env: str, seed: int, wall_s: float | None, command:
         "date": today(),
         "machine": machine(),
         "versions": versions(PACKAGES),
-        "commit": git_commit(),
+        "commit": commit,
+        "note": note,
         "total_timesteps": int(metrics["time/total_timesteps"][-1]),
         "train_s": metrics["time/elapsed_s"][-1],
         "wall_s": wall_s,
@@ -52,15 +55,16 @@ def summarise(run_dir: Path, env: str, seed: int, wall_s: float | None, command:
     }
 
 
-def run_preset(env: str, seed: int) -> dict:
-    run_dir = OUT / "preset-runs" / f"{env}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+def run_preset(env: str, seed: int, note: str) -> dict:
+    commit = git_commit()
+    run_dir = (OUT / "preset-runs" / f"{env}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}").relative_to(ROOT)
     cmd = ["ppokit", "train", "--env", env, "--seed", str(seed), "--run-dir", str(run_dir), "--no-progress"]
     start = time.time()
     subprocess.run([sys.executable, "-m", "ppokit", *cmd[1:]], check=True, cwd=ROOT)
-    return summarise(run_dir, env, seed, time.time() - start, " ".join(cmd))
+    return summarise(ROOT / run_dir, env, seed, time.time() - start, " ".join(cmd), commit, note)
 
 
-def adopt(run_dir: Path) -> dict:
+def adopt(run_dir: Path, note: str) -> dict:
     """Record a finished run made with a preset (its config must equal the preset but for the seed)."""
     cfg = PPOConfig.load_yaml(run_dir / "config.yaml")
     preset = PPOConfig.from_dict(
@@ -69,7 +73,7 @@ def adopt(run_dir: Path) -> dict:
     if preset != cfg:
         raise SystemExit(f"{run_dir}: config differs from configs/{cfg.env_id}.yaml; not a preset run")
     command = f"ppokit train --env {cfg.env_id} --seed {cfg.seed} --run-dir {run_dir} --no-progress"
-    return summarise(run_dir, cfg.env_id, cfg.seed, None, command)
+    return summarise(run_dir, cfg.env_id, cfg.seed, None, command, git_commit(), note)
 
 
 def write_markdown(path: Path) -> None:
@@ -95,7 +99,10 @@ def write_markdown(path: Path) -> None:
         )
     lines += ["", "Machines and versions:", ""]
     for r in records:
-        lines.append(f"- {r['env']} seed {r['seed']}: {r['machine']}; {r['versions']}; commit {r['commit']}")
+        note = f" Note: {r['note']}" if r.get("note") else ""
+        lines.append(
+            f"- {r['env']} seed {r['seed']}: {r['machine']}; {r['versions']}; commit {r['commit']}.{note}"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -104,12 +111,13 @@ def main() -> None:
     p.add_argument("--envs", nargs="*", default=list(TARGETS), help="Presets to run.")
     p.add_argument("--seeds", nargs="*", type=int, default=[0], help="Seeds to run.")
     p.add_argument("--adopt", type=Path, help="Record this finished preset run instead of training.")
+    p.add_argument("--note", default="", help="A remark stored with the results (e.g. machine load).")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md", help="Markdown file to write.")
     args = p.parse_args()
     if args.adopt:
-        records = [adopt(args.adopt)]
+        records = [adopt(args.adopt, args.note)]
     else:
-        records = [run_preset(env, seed) for env in args.envs for seed in args.seeds]
+        records = [run_preset(env, seed, args.note) for env in args.envs for seed in args.seeds]
     for r in records:
         save_json(OUT / "presets" / f"{r['env']}-s{r['seed']}.json", r)
     write_markdown(args.out)
