@@ -89,3 +89,32 @@ def test_top_k_and_top_p_filtering():
     assert set(sample_next(logits, top_p=0.4, generator=gen).tolist()) == {0}
     assert sample_next(logits[:1], greedy=True).item() == 0
     assert len(set(sample_next(logits, generator=gen).tolist())) == 4
+
+
+def test_shared_prompt_prefix_gives_the_same_logprobs_and_gradients():
+    tok = build_char_tokenizer()
+    for arch in ("gpt2", "qwen2"):
+        model = build_tiny_model(TinyModelConfig(architecture=arch, n_layer=2, n_embd=32, n_head=2), tok, 0)
+        ids, mask = encode_prompts(tok, ["1+2=", "30+45=", "7+7="], 32)
+        g = 4
+        out = generate(
+            model,
+            ids,
+            mask,
+            6,
+            [tok.eos_token_id],
+            tok.pad_token_id,
+            num_return_sequences=g,
+            generator=torch.Generator().manual_seed(0),
+        )
+        assert out.tokens.shape[0] == 3 * g
+        rep_ids, rep_mask = ids.repeat_interleave(g, 0), mask.repeat_interleave(g, 0)
+        results = []
+        for group in (1, g):
+            logp, _ = completion_logprobs(
+                model, rep_ids, rep_mask, out.tokens, out.mask, 0.7, group_size=group
+            )
+            grads = torch.autograd.grad((logp * out.mask).sum(), list(model.parameters()))
+            results.append((logp[out.mask], grads))
+        assert torch.allclose(results[0][0], results[1][0], atol=1e-5), arch
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(results[0][1], results[1][1])), arch

@@ -100,6 +100,11 @@ class GRPOConfig(ConfigBase):
     max_steps: int = option(200, "GRPO steps; one step = one generation batch and num_iterations updates.")
     prompts_per_step: int = option(16, "Distinct prompts per generation batch.")
     num_generations: int = option(8, "Completions sampled per prompt (the group size G).")
+    share_prompt_prefix: bool = option(
+        True,
+        "Run each prompt once per group and share its KV cache across the G completions, in sampling "
+        "and in the loss (same numbers, fewer FLOPs). Needs a model whose cache supports it.",
+    )
     micro_batch_size: int = option(0, "Completions per forward/backward chunk (0: the whole batch at once).")
     generation: GenerationConfig = option(GenerationConfig(), "Sampling.")
 
@@ -211,6 +216,13 @@ class GRPOConfig(ConfigBase):
                 "micro_batch_size",
                 self.micro_batch_size,
                 f"must divide prompts_per_step * num_generations = {self.batch_size}",
+            )
+            check(
+                not self.share_prompt_prefix or self.micro_batch_size % self.num_generations == 0,
+                "micro_batch_size",
+                self.micro_batch_size,
+                f"must be a multiple of num_generations={self.num_generations} with share_prompt_prefix "
+                "(a micro-batch holds whole groups)",
             )
         self.generation.validate()
         self.tiny_model.validate()

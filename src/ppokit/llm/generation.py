@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ppokit.errors import ConfigError
 from ppokit.functional.losses import entropy_from_logits
 from ppokit.functional.tokens import completion_mask, selective_log_softmax
 
@@ -43,17 +44,25 @@ def encode_prompts(
         else p
         for p in prompts
     ]
-    enc = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    enc = [ids[-max_prompt_length:] for ids in enc]
-    width = max(len(ids) for ids in enc)
+    unique = list(dict.fromkeys(texts))  # GRPO repeats each prompt G times: tokenise it once
+    lookup = dict(zip(unique, tokenizer(unique, add_special_tokens=False)["input_ids"]))
+    enc = [lookup[t][-max_prompt_length:] for t in texts]
+    width = max(len(row) for row in enc)
     pad = tokenizer.pad_token_id
-    ids = torch.full((len(enc), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(enc), width), dtype=torch.long)
-    for i, row in enumerate(enc):
-        if row:
-            ids[i, width - len(row) :] = torch.tensor(row)
-            mask[i, width - len(row) :] = 1
+    ids = torch.tensor([[pad] * (width - len(row)) + row for row in enc], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in enc], dtype=torch.long)
     return ids.to(device), mask.to(device)
+
+
+def repeat_cache(past: Any, repeats: int) -> Any:
+    """Repeat every row of an HF KV cache ``repeats`` times (rows stay in groups), in place."""
+    if not hasattr(past, "batch_repeat_interleave"):
+        raise ConfigError(
+            f"this model's cache ({type(past).__name__}) cannot be shared across a group; "
+            "set share_prompt_prefix=false"
+        )
+    past.batch_repeat_interleave(repeats)
+    return past
 
 
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -101,20 +110,27 @@ def generate(
     top_p: float = 1.0,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    num_return_sequences: int = 1,
 ) -> Completions:
-    """Sample completions for left-padded prompts ``[B, P]`` in one batched pass with a KV cache.
+    """Sample completions for left-padded prompts ``[N, P]`` in one batched pass with a KV cache.
 
-    Each step feeds only the newest token; the loop stops as soon as every row has produced an EOS
-    (so a batch of short answers costs a few forward passes, not ``max_new_tokens``). Tokens after a
-    row's EOS are ``pad_id``.
+    With ``num_return_sequences = G`` each prompt is run through the model once and its KV cache is
+    repeated G times, so a group of G completions pays for its prompt once; rows come back in
+    groups of G consecutive rows, ``[N * G, L]``. Each step feeds only the newest token; the loop
+    stops as soon as every row has produced an EOS (so a batch of short answers costs a few forward
+    passes, not ``max_new_tokens``). Tokens after a row's EOS are ``pad_id``.
     """
     was_training = model.training
     model.eval()
-    batch = prompt_ids.shape[0]
     attn = prompt_mask.long()
     pos = positions_from_mask(attn)
     out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
     past, logits = out.past_key_values, out.logits[:, -1]
+    if num_return_sequences > 1:
+        g = num_return_sequences
+        past = repeat_cache(past, g)
+        logits, attn, pos = (t.repeat_interleave(g, dim=0) for t in (logits, attn, pos))
+    batch = logits.shape[0]
     next_pos = pos[:, -1:] + 1
     eos = torch.tensor(eos_ids, device=prompt_ids.device)
     done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
@@ -150,25 +166,48 @@ def completion_logprobs(
     completion_mask_: torch.Tensor,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    group_size: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs ``[B, L]`` of the completion tokens under ``model`` (and entropies if asked).
 
     The logits are divided by the sampling ``temperature`` first, so the log-probs are those of the
-    distribution the tokens were drawn from (as TRL does). Only the last ``L + 1`` positions' logits
-    are computed (``logits_to_keep``): the prompt's logits are not needed. Gradients flow unless the
-    caller wraps this in ``torch.no_grad()``.
+    distribution the tokens were drawn from (as TRL does). Only the completion positions' logits are
+    computed (``logits_to_keep``). Gradients flow unless the caller wraps this in ``torch.no_grad()``.
+
+    ``group_size = G > 1`` says rows come in groups of G with the same prompt: each prompt then goes
+    through the model once, its KV cache (with its autograd graph) is repeated G times and only the
+    completions are run on top. Same log-probs and gradients as the plain pass, computed on
+    ``N * P + B * L`` tokens instead of ``B * (P + L)``.
     """
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attn = torch.cat([prompt_mask.long(), completion_mask_.long()], dim=1)
     length = completion_ids.shape[1]
-    out = model(
-        input_ids=ids,
-        attention_mask=attn,
-        position_ids=positions_from_mask(attn),
-        use_cache=False,
-        logits_to_keep=length + 1,
-    )
-    logits = out.logits[:, :-1].float() / temperature  # position t predicts token t + 1
+    attn = torch.cat([prompt_mask.long(), completion_mask_.long()], dim=1)
+    pos = positions_from_mask(attn)
+    if group_size > 1:
+        g, width = group_size, prompt_ids.shape[1]
+        head = model(
+            input_ids=prompt_ids[::g],
+            attention_mask=prompt_mask[::g].long(),
+            position_ids=pos[::g, :width],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = head.logits[:, -1:].repeat_interleave(g, dim=0)  # predicts each row's first token
+        if length > 1:  # the last completion token predicts nothing we need
+            past = repeat_cache(head.past_key_values, g)
+            tail = model(
+                input_ids=completion_ids[:, :-1],
+                attention_mask=attn[:, :-1],
+                position_ids=pos[:, width:-1],
+                past_key_values=past,
+                use_cache=True,
+            )
+            logits = torch.cat([logits, tail.logits], dim=1)
+    else:
+        ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        logits = model(
+            input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, logits_to_keep=length + 1
+        ).logits[:, :-1]  # position t predicts token t + 1
+    logits = logits.float() / temperature
     logp = selective_log_softmax(logits, completion_ids)
     entropy = None
     if with_entropy:

@@ -93,6 +93,8 @@ class GRPOTrainer(LMTrainer):
             self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
             self.ref_model.eval().requires_grad_(False)
         self.last_rollout: Rollout | None = None
+        # Rows come in groups of G with one prompt: run each prompt once per group (generation and loss).
+        self._group = self.config.num_generations if self.config.share_prompt_prefix else 1
 
     @classmethod
     def config_class(cls) -> type[GRPOConfig]:
@@ -118,10 +120,11 @@ class GRPOTrainer(LMTrainer):
         prompt_ids, prompt_mask = encode_prompts(
             self.tokenizer, [r["prompt"] for r in rows], gen.max_prompt_length, str(self.device)
         )
+        shared = self._group  # 1 when prompts are not shared across a group
         out = generate(
             self.model,
-            prompt_ids,
-            prompt_mask,
+            prompt_ids[::shared],
+            prompt_mask[::shared],
             gen.max_completion_length,
             self.eos_ids,
             self.tokenizer.pad_token_id,
@@ -129,6 +132,7 @@ class GRPOTrainer(LMTrainer):
             gen.top_k,
             gen.top_p,
             generator=self.generator,
+            num_return_sequences=shared,
         )
         texts = self.tokenizer.batch_decode(
             out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id), skip_special_tokens=True
@@ -168,7 +172,13 @@ class GRPOTrainer(LMTrainer):
         temp = self.config.generation.temperature
         parts = [
             completion_logprobs(
-                model, ro.prompt_ids[s], ro.prompt_mask[s], ro.completion_ids[s], ro.mask[s], temp
+                model,
+                ro.prompt_ids[s],
+                ro.prompt_mask[s],
+                ro.completion_ids[s],
+                ro.mask[s],
+                temp,
+                group_size=self._group,
             )[0]
             for s in self._chunks(len(ro.rows))
         ]
@@ -194,6 +204,7 @@ class GRPOTrainer(LMTrainer):
             ro.mask[s],
             cfg.generation.temperature,
             with_entropy,
+            group_size=self._group,
         )
         # num_iterations == 1: the policy that sampled is the current one, so the detached current
         # log-probs are the old ones (ratio = 1, gradient of r*A = A * grad logp) - no extra forward.

@@ -81,6 +81,7 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer: Any, seed: int | None = No
             n_layer=cfg.n_layer,
             n_head=cfg.n_head,
             resid_pdrop=0.0,
+            activation_function="gelu_pytorch_tanh",  # fused; the default "gelu_new" is several ops in Python
             embd_pdrop=0.0,
             attn_pdrop=0.0,
             **ids,

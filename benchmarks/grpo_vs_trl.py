@@ -1,0 +1,316 @@
+"""GRPO side by side: ppokit's GRPOTrainer and TRL's GRPOTrainer on the same tiny model and task.
+
+Same model weights (a tiny GPT-2 built in code and warm-started on addition, saved to a local
+directory), same prompts in the same order, same G, lengths, beta, learning rate, loss aggregation,
+optimiser and number of steps. Each engine runs in its own process; ppokit in this repository's
+``.venv``, TRL in ``benchmarks/.peers`` (install with
+``python3 -m venv benchmarks/.peers && benchmarks/.peers/bin/pip install -c constraints.txt trl``).
+Nothing is downloaded: the model, tokenizer and prompts are made here.
+
+    .venv/bin/python benchmarks/grpo_vs_trl.py --steps 100          # both engines, then the report
+    .venv/bin/python benchmarks/grpo_vs_trl.py --engine ppokit ...   # one engine (used internally)
+
+Writes ``benchmarks/out/grpo/{ppokit,trl}.json``, ``report.md`` and ``rewards.png``. Measured: seconds
+per GRPO step (generation + scoring + update), completion tokens (up to and including EOS) per
+second, the reward curve, and held-out greedy accuracy after training (evaluated by the same code
+for both models).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # the peers' venv has no ppokit installed; tasks.py is plain torch
+OUT = ROOT / "benchmarks" / "out" / "grpo"
+
+# The settings both engines share. loss_type "grpo" and beta 0.04 are ppokit's defaults; TRL's
+# defaults differ (dapo, 0.0) so they are set explicitly on both sides.
+SHARED = {
+    "num_generations": 8,
+    "prompts_per_step": 16,
+    "max_completion_length": 8,
+    "beta": 0.04,
+    "learning_rate": 1e-4,
+    "loss_type": "grpo",
+    "epsilon": 0.2,
+    "temperature": 1.0,
+    "reward_weights": [1.0, 0.5],
+    "max_grad_norm": 1.0,
+    "seed": 0,
+}
+
+
+def prepare(out: Path, warm_steps: int) -> None:
+    """Build the tiny model + tokenizer, warm-start it, save it, and write the prompt order."""
+    import torch
+
+    from ppokit.llm.config import TinyModelConfig
+    from ppokit.llm.models import build_char_tokenizer, build_tiny_model, save_pretrained
+    from ppokit.llm.tasks import PRESETS, addition_task, warm_start
+
+    torch.manual_seed(0)
+    task = addition_task(digits=2, seed=0, num_eval=200)
+    tok = build_char_tokenizer()
+    model = build_tiny_model(TinyModelConfig.from_dict(PRESETS["addition"]["tiny_model"]), tok, seed=0)
+    warm_start(model, tok, task.train_rows, warm_steps, 64, 1e-3, seed=0)
+    save_pretrained(model, tok, out / "model")
+    (out / "prompts.jsonl").write_text("\n".join(json.dumps(r) for r in task.train_rows))
+    (out / "eval.jsonl").write_text("\n".join(json.dumps(r) for r in task.eval_rows))
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _ordered_prompts(out: Path, steps: int) -> list[dict]:
+    # Both engines see exactly these prompts in this order (TRL's shuffling is switched off).
+    rows = _rows(out / "prompts.jsonl")
+    return rows[: steps * SHARED["prompts_per_step"]]
+
+
+def run_ppokit(out: Path, steps: int) -> dict:
+    """ppokit's GRPOTrainer; per-step wall time, completion tokens and rewards."""
+    import torch
+
+    from ppokit.llm.config import GRPOConfig
+    from ppokit.llm.grpo import GRPOTrainer
+    from ppokit.llm.models import load_pretrained
+    from ppokit.llm.tasks import digit_match, exact_match
+
+    model, tok = load_pretrained(out / "model")
+    s = SHARED
+    cfg = GRPOConfig.from_dict(
+        {
+            "max_steps": steps,
+            "prompts_per_step": s["prompts_per_step"],
+            "num_generations": s["num_generations"],
+            "beta": s["beta"],
+            "learning_rate": s["learning_rate"],
+            "loss_type": s["loss_type"],
+            "epsilon": s["epsilon"],
+            "reward_weights": s["reward_weights"],
+            "max_grad_norm": s["max_grad_norm"],
+            "seed": s["seed"],
+            "tensorboard": False,
+            "generation": {
+                "max_completion_length": s["max_completion_length"],
+                "temperature": s["temperature"],
+            },
+        }
+    )
+    trainer = GRPOTrainer(
+        model, tok, [exact_match, digit_match], _ordered_prompts(out, steps), cfg, progress=False
+    )
+    trainer.order = torch.arange(len(trainer.rows))  # the shared order, no shuffle
+    records = []
+    for _ in range(steps):
+        m = trainer.train_step()
+        records.append(
+            {
+                "step_time": m["step_time"],
+                "completion_tokens": m["completions/mean_length"] * cfg.batch_size,
+                "reward": m["reward"],
+            }
+        )
+    model.save_pretrained(out / "ppokit-model")
+    tok.save_pretrained(out / "ppokit-model")
+    return {"engine": "ppokit", "records": records}
+
+
+def run_trl(out: Path, steps: int) -> dict:
+    """TRL's GRPOTrainer with the same settings; step times from a callback around each step."""
+    import trl
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from ppokit.llm.tasks import digit_match, exact_match
+
+    s = SHARED
+    tok = AutoTokenizer.from_pretrained(out / "model", local_files_only=True)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(out / "model", local_files_only=True)
+    times: list[float] = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t)
+
+    args = trl.GRPOConfig(
+        output_dir=str(out / "trl-tmp"),
+        max_steps=steps,
+        per_device_train_batch_size=s["prompts_per_step"] * s["num_generations"],
+        num_generations=s["num_generations"],
+        max_completion_length=s["max_completion_length"],
+        beta=s["beta"],
+        learning_rate=s["learning_rate"],
+        loss_type=s["loss_type"],
+        epsilon=s["epsilon"],
+        temperature=s["temperature"],
+        reward_weights=s["reward_weights"],
+        max_grad_norm=s["max_grad_norm"],
+        seed=s["seed"],
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,  # TRL 1.x turns it on by default; ppokit does not recompute activations
+        shuffle_dataset=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        scale_rewards="group",
+        top_p=1.0,
+        top_k=0,
+        num_iterations=1,
+    )
+    dataset = Dataset.from_list(_ordered_prompts(out, steps))
+    trainer = trl.GRPOTrainer(
+        model=model,
+        reward_funcs=[exact_match, digit_match],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tok,
+        callbacks=[Timer()],
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    batch = s["prompts_per_step"] * s["num_generations"]
+    records = [
+        {"step_time": t, "completion_tokens": h["completions/mean_length"] * batch, "reward": h["reward"]}
+        for t, h in zip(times, logs)
+    ]
+    trainer.save_model(str(out / "trl-model"))
+    tok.save_pretrained(out / "trl-model")
+    return {"engine": "trl", "trl_version": trl.__version__, "records": records}
+
+
+def accuracy(model_dir: Path, eval_rows: list[dict]) -> float:
+    """Held-out greedy exact match, the same evaluator for both engines' models."""
+    from ppokit.llm.config import GRPOConfig
+    from ppokit.llm.grpo import GRPOTrainer
+    from ppokit.llm.models import load_pretrained
+    from ppokit.llm.tasks import addition_task, digit_match, exact_match
+
+    model, tok = load_pretrained(model_dir)
+    cfg = GRPOConfig.from_dict(
+        {"beta": 0.0, "generation": {"max_completion_length": SHARED["max_completion_length"]}}
+    )
+    trainer = GRPOTrainer(
+        model,
+        tok,
+        [exact_match, digit_match],
+        eval_rows,
+        cfg,
+        eval_prompts=eval_rows,
+        accuracy_fn=addition_task(2, num_eval=1).accuracy_fn,
+        progress=False,
+    )
+    return trainer.evaluate()[0]["eval/accuracy"]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / max(len(xs), 1)
+
+
+def summarise(result: dict, skip: int) -> dict:
+    """Seconds per step and completion tokens per second, leaving out ``skip`` warm-up steps."""
+    recs = result["records"][skip:]
+    seconds = sum(r["step_time"] for r in recs)
+    tokens = sum(r["completion_tokens"] for r in recs)
+    return {
+        "sec_per_step": seconds / len(recs),
+        "tokens_per_s": tokens / seconds,
+        "steps_timed": len(recs),
+        "reward_first10": _mean([r["reward"] for r in result["records"][:10]]),
+        "reward_last10": _mean([r["reward"] for r in result["records"][-10:]]),
+    }
+
+
+def report(out: Path, skip: int) -> str:
+    """Compare the two JSON results: a markdown table (printed and saved) and the reward plot."""
+    from ppokit.plotting import plt
+
+    res = {
+        e: json.loads((out / f"{e}.json").read_text())
+        for e in ("ppokit", "trl")
+        if (out / f"{e}.json").exists()
+    }
+    eval_rows = _rows(out / "eval.jsonl")
+    lines = [
+        "| engine | s / step | completion tokens / s | mean reward, first 10 steps | last 10 steps | "
+        "held-out accuracy after |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines.append(f"| warm-started model (before GRPO) | | | | | {accuracy(out / 'model', eval_rows):.3f} |")
+    for engine, r in res.items():
+        s = summarise(r, skip)
+        r["summary"] = s
+        acc = accuracy(out / f"{engine}-model", eval_rows)
+        lines.append(
+            f"| {engine} | {s['sec_per_step']:.3f} | {s['tokens_per_s']:.0f} | {s['reward_first10']:.3f} | "
+            f"{s['reward_last10']:.3f} | {acc:.3f} |"
+        )
+    if len(res) == 2:
+        ratio = res["ppokit"]["summary"]["tokens_per_s"] / res["trl"]["summary"]["tokens_per_s"]
+        lines.append(f"\nppokit / TRL completion tokens per second: **{ratio:.2f}x**")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for engine, r in res.items():
+        ax.plot([x["reward"] for x in r["records"]], label=engine, linewidth=1.2)
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean reward of the sampled completions")
+    ax.set_title("GRPO on addition: same model, prompts and settings")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "rewards.png", dpi=110)
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=100, help="GRPO steps per engine.")
+    p.add_argument(
+        "--warm-steps", type=int, default=300, help="Supervised warm-start steps of the shared model."
+    )
+    p.add_argument("--skip", type=int, default=3, help="Warm-up steps left out of the timing.")
+    p.add_argument("--engine", choices=("ppokit", "trl"), help="Run one engine only (internal).")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
+    p.add_argument(
+        "--trl-python",
+        default=str(ROOT / "benchmarks" / ".peers" / "bin" / "python"),
+        help="Python of the venv with TRL.",
+    )
+    a = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    OUT.mkdir(parents=True, exist_ok=True)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    if a.engine:
+        result = (run_ppokit if a.engine == "ppokit" else run_trl)(OUT, a.steps)
+        (OUT / f"{a.engine}.json").write_text(json.dumps(result))
+        return
+    prepare(OUT, a.warm_steps)
+    common = ["--steps", str(a.steps), "--threads", str(a.threads)]
+    subprocess.run([sys.executable, __file__, "--engine", "ppokit", *common], check=True)
+    subprocess.run([a.trl_python, __file__, "--engine", "trl", *common], check=True)
+    print(report(OUT, a.skip))
+
+
+if __name__ == "__main__":
+    main()
