@@ -6,6 +6,7 @@ import difflib
 import functools
 import os
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -138,6 +139,10 @@ class CheckedAsyncVectorEnv(gym.vector.AsyncVectorEnv):
             raise self._dead_worker_error() from None
 
     def _dead_worker_error(self) -> EnvStepError:
+        # The pipe closes a moment before the dying process can be reaped: wait (briefly) for it.
+        deadline = time.monotonic() + 5.0
+        while all(p.is_alive() for p in self.processes) and time.monotonic() < deadline:
+            time.sleep(0.01)
         dead = [(i, p.exitcode) for i, p in enumerate(self.processes) if not p.is_alive()]
         self._terminate()
         where = ", ".join(f"environment {i} (exit code {code})" for i, code in dead) or "a worker"

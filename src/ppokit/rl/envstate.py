@@ -108,7 +108,8 @@ def capture(venv: gym.vector.VectorEnv, prefix: str = "env.") -> tuple[dict, dic
                     try:
                         attrs[name] = _encode(value, f"{prefix}{i}.{name}", tensors)
                     except NotCapturable as e:
-                        raise NotCapturable(f"{type(layer).__name__}.{name}: {e}") from None
+                        where = str(e).removeprefix(f"{prefix}{i}.")
+                        raise NotCapturable(f"{type(layer).__name__}.{where}") from None
             tree.append({"type": type(layer).__qualname__, "attrs": attrs})
     except NotCapturable as e:
         return {}, None, str(e)

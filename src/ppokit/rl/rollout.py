@@ -141,6 +141,22 @@ class Collector:
             )
         return bad
 
+    def _drop_nonfinite_final(
+        self, final: np.ndarray, idx: np.ndarray, buf: RolloutBuffer, t: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Check the final observations of truncated episodes (they feed the bootstrap value)."""
+        bad = ~np.isfinite(np.asarray(final, np.float64).reshape(len(idx), -1)).all(axis=1)
+        if not bad.any():
+            return final, idx
+        if self.nan_policy == "raise":
+            raise EnvStepError(
+                f"environment {int(idx[bad][0])} returned a non-finite final observation (info['final_obs']) "
+                f"at step {self.steps} (set nan_policy=skip to skip and count such transitions)"
+            )
+        self.skipped_nonfinite += int(bad.sum())
+        buf.valid[t, torch.as_tensor(idx[bad], device=buf.valid.device)] = False
+        return final[~bad], idx[~bad]
+
     @torch.inference_mode()
     def collect(self, buf: RolloutBuffer) -> None:
         """Fill ``buf`` with ``T`` steps of every env (the rollout)."""
@@ -184,6 +200,7 @@ class Collector:
             if self.same_step and truncated.any():
                 idx = np.flatnonzero(truncated)
                 final = np.stack([info["final_obs"][i] for i in idx])
+                final, idx = self._drop_nonfinite_final(final, idx, buf, t)
                 final_values[t, idx] = self.policy.value(self._normalize(final, update=False))
                 has_final[t, idx] = True
             # NEXT_STEP: the step after an ending step is the env's reset step (see module docstring)
