@@ -3,4 +3,4 @@
 from ppokit.cli import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())  # the exit code of the verb (2: user error, 130/143: interrupted)

@@ -77,8 +77,11 @@ def save_checkpoint(
     _fsync_path(root)
     shutil.rmtree(old, ignore_errors=True)
     if keep is not None:
-        for old in list_checkpoints(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        for stale in list_checkpoints(root)[:-keep]:
+            # Rename first: a writer killed while deleting leaves a dot-directory readers skip.
+            trash = root / f".old-{stale.name}-{os.getpid()}"
+            os.replace(stale, trash)
+            shutil.rmtree(trash, ignore_errors=True)
     return final
 
 
@@ -105,7 +108,7 @@ def is_complete(path: str | Path) -> bool:
     path = Path(path)
     try:
         manifest = json.loads((path / MANIFEST).read_text())
-        if manifest.get("format") != FORMAT:
+        if manifest.get("format") != FORMAT or not {TENSORS, META} <= set(manifest["files"]):
             return False
         for fname, info in manifest["files"].items():
             f = path / fname
