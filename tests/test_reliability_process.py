@@ -171,20 +171,34 @@ def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, m
     assert latest_checkpoint(run / "checkpoints").name == f"step_{2 * ROLLOUT:012d}"
 
 
-def test_sigterm_to_a_real_training_process_exits_cleanly(tmp_path):
+@pytest.mark.parametrize(
+    ("sig", "vectorization", "to_group"),
+    [(signal.SIGTERM, "sync", False), (signal.SIGINT, "async", True)],
+    ids=["SIGTERM-to-the-process", "Ctrl-C-to-the-group-with-async-workers"],
+)
+def test_a_real_training_process_stops_cleanly(tmp_path, sig, vectorization, to_group):
+    # A terminal's Ctrl-C reaches the whole process group, async env workers included: they must
+    # leave the stop to the main process, which checkpoints and then ends them.
     run = tmp_path / "run"
     args = [sys.executable, "-m", "ppokit", "train", "--run-dir", str(run), *TRAIN[:-2]]
     args[args.index("--total-timesteps") + 1] = str(10**8)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args += ["--set", f"vectorization={vectorization}"]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 120  # waiting for the first metrics row, not a timing assertion
     while not (run / "metrics.csv").exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert len(workers) == (4 if vectorization == "async" else 0)
+    os.killpg(proc.pid, sig) if to_group else proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "Traceback" not in err and "interrupted by SIGTERM" in out
-    step = int(out.split("interrupted by SIGTERM at step ")[1].split(";")[0])
+    assert proc.returncode == 128 + sig, err
+    name = signal.Signals(sig).name
+    assert "Traceback" not in err and f"interrupted by {name}" in out, err
+    step = int(out.split(f"interrupted by {name} at step ")[1].split(";")[0])
     assert load_checkpoint(latest_checkpoint(run / "checkpoints"))[1]["num_timesteps"] == step
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
 
 
 # -- memory stays flat ------------------------------------------------------------------------------

@@ -96,7 +96,9 @@ def test_resume_trims_logs_written_after_the_checkpoint(tmp_path):
     a = PPO("CartPole-v1", run_dir=run, **SMALL, checkpoint_every=2 * ROLLOUT).learn(3 * ROLLOUT)
     a.close()
     assert read_csv(run / "metrics.csv")["time/total_timesteps"] == [64, 128, 192]
-    b = PPO.resume(run)  # the newest checkpoint is at step 128: the row of step 192 is lost work
+    # As if the process had died before its final checkpoint (step 192): back to step 128.
+    shutil.rmtree(run / "checkpoints" / f"step_{3 * ROLLOUT:012d}")
+    b = PPO.resume(run)
     assert b.num_timesteps == 128
     b.learn(4 * ROLLOUT)
     b.close()
@@ -131,6 +133,14 @@ def test_a_damaged_newest_checkpoint_is_ignored_for_the_previous_one(tmp_path, d
     with pytest.raises(CheckpointError, match="incomplete, corrupt or not a ppokit checkpoint"):
         load_checkpoint(newest)
     assert PPO.resume(tmp_path).num_timesteps == 2 * ROLLOUT
+
+
+def test_checkpoints_every_n_steps_and_at_the_end(tmp_path):
+    PPO("CartPole-v1", run_dir=tmp_path, **SMALL, checkpoint_every=2 * ROLLOUT, keep_checkpoints=5).learn(
+        5 * ROLLOUT
+    )
+    steps = [load_checkpoint(p)[1]["num_timesteps"] for p in list_checkpoints(tmp_path / "checkpoints")]
+    assert steps == [2 * ROLLOUT, 4 * ROLLOUT, 5 * ROLLOUT]
 
 
 def test_keep_k_and_leftovers_of_killed_writers(tmp_path):
@@ -207,7 +217,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     PPO("CartPole-v1", run_dir=run, **SMALL).learn(ROLLOUT).save(run / "model")
     err = _cli_error(capsys, "eval", str(run), "--env", "Acrobot-v1")  # 6-d observations, 3 actions
     assert "was trained on spaces" in err
-    (run / "config.yaml").write_text("n_steps: 16\n")
-    assert "no run directory with a complete checkpoint" in _cli_error(capsys, "resume", str(run))
+    fresh = tmp_path / "fresh"  # a run that died before its first checkpoint
+    fresh.mkdir()
+    (fresh / "config.yaml").write_text("n_steps: 16\n")
+    assert "no run directory with a complete checkpoint" in _cli_error(capsys, "resume", str(fresh))
     with pytest.raises(CheckpointError):  # --debug shows the traceback instead
         main(["--debug", "eval", str(missing)])

@@ -105,6 +105,7 @@ class PPO:
         self.target_timesteps: int | None = None  # the `total` of the current run (schedules need it)
         self.stop_requested: int | None = None  # a signal number: stop cleanly after this update
         self.last_checkpoint_step = 0
+        self.last_checkpoint_path: Path | None = None
         self.resume_info: dict[str, Any] | None = None  # set by PPO.resume: what was restored
         self.run_dir: Path | None = None
         self.tracker = None
@@ -184,6 +185,7 @@ class PPO:
                 state.maybe_checkpoint(self)
                 if callback is not None and callback(self, metrics) is False:
                     break
+        state.checkpoint_now(self)  # with a run directory, training always ends on a checkpoint
         return self
 
     def _sync_normalizers(self) -> None:

@@ -136,7 +136,7 @@ def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: in
             raise
     if model.stop_requested is None:
         return None
-    ckpt = state.save_training_checkpoint(model)
+    ckpt = state.checkpoint_now(model)
     print(
         f"interrupted by {signal.Signals(model.stop_requested).name} at step {model.num_timesteps}; "
         f"checkpoint {ckpt}; continue with `ppokit resume {model.run_dir}`"
@@ -156,7 +156,7 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
     if not main:  # with torchrun, only rank 0 writes the model, plots and evaluation
         model.close()
         return 0
-    state.save_training_checkpoint(model)
+    state.checkpoint_now(model)
     model.save(model.run_dir / "model")
     model.close()
     plot_rl_run(model.run_dir)

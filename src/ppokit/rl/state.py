@@ -186,21 +186,29 @@ def save_training_checkpoint(ppo: PPO) -> Path | None:
         return None
     tensors, meta = training_tensors(ppo)
     ppo.last_checkpoint_step = ppo.num_timesteps
-    return save_checkpoint(
+    ppo.last_checkpoint_path = save_checkpoint(
         ppo.run_dir / "checkpoints",
         f"step_{ppo.num_timesteps:012d}",
         tensors,
         meta,
         keep=ppo.config.keep_checkpoints,
     )
+    return ppo.last_checkpoint_path
+
+
+def checkpoint_now(ppo: PPO) -> Path | None:
+    """A checkpoint of the current state: the last one if it is of this very step, else a new one."""
+    last = ppo.last_checkpoint_path
+    if last is not None and ppo.last_checkpoint_step == ppo.num_timesteps and last.exists():
+        return last
+    return save_training_checkpoint(ppo)
 
 
 def maybe_checkpoint(ppo: PPO) -> None:
     """Checkpoint when the step count crossed a multiple of ``checkpoint_every``."""
     every = ppo.config.checkpoint_every
     if every and ppo.run_dir is not None:
-        last = getattr(ppo, "last_checkpoint_step", 0)
-        if ppo.num_timesteps // every > last // every:
+        if ppo.num_timesteps // every > ppo.last_checkpoint_step // every:
             save_training_checkpoint(ppo)
 
 
