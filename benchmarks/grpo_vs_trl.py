@@ -225,52 +225,68 @@ def _mean(xs: list[float]) -> float:
 
 
 def summarise(result: dict, skip: int) -> dict:
-    """Seconds per step and completion tokens per second, leaving out ``skip`` warm-up steps."""
+    """Seconds per step and completion tokens per second, leaving out ``skip`` warm-up steps.
+
+    Both as totals (tokens / seconds) and as medians over steps: on a CPU shared with other jobs a
+    few stalled steps move the totals a lot and the medians little.
+    """
     recs = result["records"][skip:]
     seconds = sum(r["step_time"] for r in recs)
     tokens = sum(r["completion_tokens"] for r in recs)
+    per_step = sorted(r["step_time"] for r in recs)
+    rates = sorted(r["completion_tokens"] / r["step_time"] for r in recs)
     return {
         "sec_per_step": seconds / len(recs),
         "tokens_per_s": tokens / seconds,
+        "median_sec_per_step": per_step[len(per_step) // 2],
+        "median_tokens_per_s": rates[len(rates) // 2],
         "steps_timed": len(recs),
         "reward_first10": _mean([r["reward"] for r in result["records"][:10]]),
         "reward_last10": _mean([r["reward"] for r in result["records"][-10:]]),
     }
 
 
-def report(out: Path, skip: int) -> str:
-    """Compare the two JSON results: a markdown table (printed and saved) and the reward plot."""
+def report(out: Path, skip: int, rounds: int) -> str:
+    """Compare the JSON results: a markdown table (printed and saved) and the reward plot."""
     from ppokit.plotting import plt
 
-    res = {
-        e: json.loads((out / f"{e}.json").read_text())
-        for e in ("ppokit", "trl")
-        if (out / f"{e}.json").exists()
-    }
     eval_rows = _rows(out / "eval.jsonl")
     lines = [
-        "| engine | s / step | completion tokens / s | mean reward, first 10 steps | last 10 steps | "
-        "held-out accuracy after |",
-        "|---|---|---|---|---|---|",
+        "| round | engine | s / step | completion tokens / s | median s / step | median tokens / s "
+        "| mean reward, first 10 steps | last 10 steps |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    lines.append(f"| warm-started model (before GRPO) | | | | | {accuracy(out / 'model', eval_rows):.3f} |")
-    for engine, r in res.items():
-        s = summarise(r, skip)
-        r["summary"] = s
-        acc = accuracy(out / f"{engine}-model", eval_rows)
-        lines.append(
-            f"| {engine} | {s['sec_per_step']:.3f} | {s['tokens_per_s']:.0f} | {s['reward_first10']:.3f} | "
-            f"{s['reward_last10']:.3f} | {acc:.3f} |"
+    ratios, curves = [], {}
+    for r in range(rounds):
+        res = {e: json.loads((out / f"{e}-r{r}.json").read_text()) for e in ("ppokit", "trl")}
+        for engine, result in res.items():
+            s = result["summary"] = summarise(result, skip)
+            curves.setdefault(engine, [x["reward"] for x in result["records"]])
+            lines.append(
+                f"| {r + 1} | {engine} | {s['sec_per_step']:.3f} | {s['tokens_per_s']:.0f} | "
+                f"{s['median_sec_per_step']:.3f} | {s['median_tokens_per_s']:.0f} | "
+                f"{s['reward_first10']:.3f} | {s['reward_last10']:.3f} |"
+            )
+        p, t = res["ppokit"]["summary"], res["trl"]["summary"]
+        ratios.append(
+            (p["tokens_per_s"] / t["tokens_per_s"], p["median_tokens_per_s"] / t["median_tokens_per_s"])
         )
-    if len(res) == 2:
-        ratio = res["ppokit"]["summary"]["tokens_per_s"] / res["trl"]["summary"]["tokens_per_s"]
-        lines.append(f"\nppokit / TRL completion tokens per second: **{ratio:.2f}x**")
+    lines.append(
+        "\nppokit / TRL completion tokens per second, per round (totals; medians): "
+        + ", ".join(f"**{a:.2f}x**; {b:.2f}x" for a, b in ratios)
+    )
+    lines.append("\n| model | held-out greedy exact match (200 prompts) |\n|---|---|")
+    lines.append(f"| warm-started model, before GRPO | {accuracy(out / 'model', eval_rows):.3f} |")
+    for engine in ("ppokit", "trl"):
+        lines.append(
+            f"| after {engine} GRPO (last round) | {accuracy(out / f'{engine}-model', eval_rows):.3f} |"
+        )
     fig, ax = plt.subplots(figsize=(8, 4))
-    for engine, r in res.items():
-        ax.plot([x["reward"] for x in r["records"]], label=engine, linewidth=1.2)
+    for engine, curve in curves.items():
+        ax.plot(curve, label=engine, linewidth=1.2)
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean reward of the sampled completions")
-    ax.set_title("GRPO on addition: same model, prompts and settings")
+    ax.set_title("GRPO on addition: same model, prompts and settings (round 1)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -290,6 +306,10 @@ def main() -> None:
     p.add_argument("--engine", choices=("ppokit", "trl"), help="Run one engine only (internal).")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
     p.add_argument(
+        "--rounds", type=int, default=2, help="Alternate ppokit/TRL this many times (shared CPUs)."
+    )
+    p.add_argument("--tag", default="", help="Suffix of the result file (internal).")
+    p.add_argument(
         "--trl-python",
         default=str(ROOT / "benchmarks" / ".peers" / "bin" / "python"),
         help="Python of the venv with TRL.",
@@ -303,13 +323,16 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     if a.engine:
         result = (run_ppokit if a.engine == "ppokit" else run_trl)(OUT, a.steps)
-        (OUT / f"{a.engine}.json").write_text(json.dumps(result))
+        (OUT / f"{a.engine}{a.tag}.json").write_text(json.dumps(result))
         return
+    print(f"load average before: {os.getloadavg()}", flush=True)
     prepare(OUT, a.warm_steps)
     common = ["--steps", str(a.steps), "--threads", str(a.threads)]
-    subprocess.run([sys.executable, __file__, "--engine", "ppokit", *common], check=True)
-    subprocess.run([a.trl_python, __file__, "--engine", "trl", *common], check=True)
-    print(report(OUT, a.skip))
+    for r in range(a.rounds):  # alternate, so a neighbour's load hits both engines alike
+        subprocess.run([sys.executable, __file__, "--engine", "ppokit", f"--tag=-r{r}", *common], check=True)
+        subprocess.run([a.trl_python, __file__, "--engine", "trl", f"--tag=-r{r}", *common], check=True)
+    print(report(OUT, a.skip, a.rounds))
+    print(f"load average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

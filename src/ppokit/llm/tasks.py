@@ -59,6 +59,9 @@ class Task:
 # The built-in task's settings; a user's --config / --set still override them (see docs/grpo.md for
 # how they were chosen on a 2-core CPU).
 ADDITION_PRESET: dict[str, Any] = {
+    # One thread: this model's matrices are too small to split, and with a second thread torch's
+    # workers spin-wait; on a shared 2-core machine that made steps 6x slower (docs/grpo.md).
+    "torch_threads": 1,
     "learning_rate": 1e-4,
     "max_steps": 2000,
     "max_seconds": 480.0,
