@@ -8,6 +8,7 @@ not of two torch builds (an unpinned torch would also pull gigabytes of CUDA whe
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from common import ROOT
 
 PEERS = ROOT / "benchmarks" / ".peers"
 CONSTRAINTS = ROOT / "constraints.txt"
-CLEANRL_VENV = PEERS / "cleanrl-venv"  # apart from .peers: cleanrl drags in old gym and wandb
+CLEANRL_VENV = PEERS / "cleanrl-venv"  # a venv of its own: cleanrl drags in old gym and wandb
 CLEANRL_CHECK = PEERS / "cleanrl_check.json"
 
 
@@ -72,7 +73,16 @@ def check_cleanrl() -> dict:
             cmd += ["--cuda", "false"]
             ran = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=600)
         result["runs"] = ran.returncode == 0
-        lines = (ran.stderr or ran.stdout).strip().splitlines()
-        result["detail"] = "ppo.py ran" if result["runs"] else f"python -m cleanrl.ppo failed: {lines[-1]}"
+        last = ((ran.stderr or ran.stdout).strip().splitlines() or ["(no output)"])[-1]
+        last = re.sub(r" \(/[^)]*\)", "", last)  # drop the local site-packages path from the message
+        result["detail"] = "ppo.py ran" if result["runs"] else f"`python -m cleanrl.ppo` fails with `{last}`"
+    newer = subprocess.run(
+        [str(python), "-m", "pip", "install", "--dry-run", "--no-deps", "cleanrl>=1"],
+        capture_output=True,
+        text=True,
+    )
+    needs = re.findall(r"([0-9][0-9.]*) Requires-Python ([^;\n]+)", newer.stderr)
+    if newer.returncode != 0 and needs:  # pip names the releases it skipped for this Python
+        result["newer"] = f"cleanrl {needs[-1][0]} needs Python {needs[-1][1].strip()}"
     CLEANRL_CHECK.write_text(json.dumps(result, indent=1))
     return result

@@ -5,15 +5,16 @@
     python benchmarks/side_by_side.py --groups cartpole --seeds 0 1 2
     python benchmarks/side_by_side.py --report-only benchmarks/out/bench-YYYYmmdd-HHMMSS
 
-What runs (each a separate process, every library timed the same way, see README of this folder
-in docs/benchmarks.md): for every seed in turn, one run of every contestant, so a change in machine
-load over the session touches all of them alike.
+What runs (each a separate process, every library timed the same way, as docs/benchmarks.md
+explains): for every seed in turn, one run of every contestant, so a change in machine load over
+the session touches all of them alike.
 
 - ``cartpole``: ppokit's CartPole preset, ppokit with rl-baselines3-zoo's hyperparameters (skipped
   when the preset *is* those), ppokit's fast preset, SB3 with the zoo's hyperparameters, SB3 with
   its defaults (1 env), and a CleanRL-style single-file PPO written by us (CleanRL's own ``ppo.py``
   does not run here; the harness re-checks and reports why).
-- ``halfcheetah``: ppokit's HalfCheetah preset and SB3's defaults for the same number of steps.
+- ``halfcheetah``: ppokit's HalfCheetah preset, ppokit with SB3's default hyperparameters, and SB3
+  with its defaults, all for the same number of steps.
 - ``growth``: steps/s of ppokit and SB3 against ``num_envs`` (1 to 1024, CartPole) and against the
   hidden width, on the first seed only (throughput, not learning).
 
@@ -34,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
-from common import OUT, ROOT
+from common import OUT, ROOT, git_commit
 from parse import parse_run
 from peers_setup import check_cleanrl, ensure_peers
 from report import write_report
@@ -57,6 +58,16 @@ ZOO_CARTPOLE = {
     "clip_range": 0.2,
     "clip_range_schedule": "linear",
     "ent_coef": 0.0,
+}
+
+# SB3 PPO's defaults (n_steps 2048, batch 64, 10 epochs, 64-64 tanh, 1 env); every other ppokit
+# default already is SB3's (lr 3e-4, gamma 0.99, lambda 0.95, clip 0.2, Adam eps 1e-5, grad norm 0.5).
+SB3_DEFAULTS_CHEETAH = {
+    "env_id": "HalfCheetah-v5",
+    "num_envs": 1,
+    "n_steps": 2048,
+    "batch_size": 64,
+    "n_epochs": 10,
 }
 
 # Step budgets and sweep points; --quick makes a smoke test that exercises every code path.
@@ -116,63 +127,29 @@ def sb3_job(
 
 def cartpole_jobs(plan: dict, seed: int, run: Path, peers_py: Path, zoo_yaml: Path) -> list[Job]:
     """Every CartPole contestant for one seed."""
-    ckpt = plan["cartpole_ckpt"]
+    ckpt, d = plan["cartpole_ckpt"], run / "cartpole"
     budget = lambda own: str(own if plan["cartpole_steps"] is None else plan["cartpole_steps"])
     curve = ["--set", f"checkpoint_every={ckpt}", "--set", "keep_checkpoints=100000"]
-    d = run / "cartpole"
     preset = yaml.safe_load((ROOT / "configs" / "CartPole-v1.yaml").read_text())
+    ppokit_runs = [("ppokit preset", "preset", ["--env", "CartPole-v1"], budget(preset["total_timesteps"]))]
+    if {k: v for k, v in preset.items() if k != "seed"} != ZOO_CARTPOLE:  # else the preset row is it
+        zoo_steps = budget(ZOO_CARTPOLE["total_timesteps"])
+        ppokit_runs.append(("ppokit zoo-HP", "zoo", ["--config", str(zoo_yaml)], zoo_steps))
+    fast = ROOT / "configs" / "CartPole-v1-fast.yaml"
+    if fast.exists():  # its own budget even in --quick: seconds, and the smoke test covers a solved run
+        fast_steps = str(yaml.safe_load(fast.read_text())["total_timesteps"])
+        ppokit_runs.append(("ppokit fast preset", "fast", ["--config", str(fast)], fast_steps))
     jobs = [
         ppokit_job(
-            "cartpole",
-            "ppokit preset",
-            seed,
-            d / f"ppokit-preset-s{seed}",
-            ["--env", "CartPole-v1", "--total-timesteps", budget(preset["total_timesteps"]), *curve],
+            "cartpole", label, seed, d / f"ppokit-{tag}-s{seed}", [*src, "--total-timesteps", steps, *curve]
         )
+        for label, tag, src, steps in ppokit_runs
     ]
-    if {k: v for k, v in preset.items() if k != "seed"} != ZOO_CARTPOLE:  # else the preset row is it
-        jobs.append(
-            ppokit_job(
-                "cartpole",
-                "ppokit zoo-HP",
-                seed,
-                d / f"ppokit-zoo-s{seed}",
-                [
-                    "--config",
-                    str(zoo_yaml),
-                    "--total-timesteps",
-                    budget(ZOO_CARTPOLE["total_timesteps"]),
-                    *curve,
-                ],
-            )
-        )
-    fast = ROOT / "configs" / "CartPole-v1-fast.yaml"
-    if fast.exists():
-        fast_steps = budget(yaml.safe_load(fast.read_text())["total_timesteps"])
-        jobs.append(
-            ppokit_job(
-                "cartpole",
-                "ppokit fast preset",
-                seed,
-                d / f"ppokit-fast-s{seed}",
-                ["--config", str(fast), "--total-timesteps", fast_steps, *curve],
-            )
-        )
-    sb3_curve = ["--checkpoint-every", str(ckpt), "--total-timesteps", budget(100_000)]
-    jobs += [
-        sb3_job(
-            peers_py, "cartpole", "SB3 zoo-HP", seed, d / f"sb3-zoo-s{seed}", ["--hparams", "zoo", *sb3_curve]
-        ),
-        sb3_job(
-            peers_py,
-            "cartpole",
-            "SB3 defaults",
-            seed,
-            d / f"sb3-defaults-s{seed}",
-            ["--hparams", "defaults", *sb3_curve],
-        ),
-    ]
-    out = d / f"cleanrl-style-s{seed}"
+    sb3_args = ["--checkpoint-every", str(ckpt), "--total-timesteps", budget(100_000)]
+    for label, hparams in (("SB3 zoo-HP", "zoo"), ("SB3 defaults", "defaults")):
+        out = d / f"sb3-{hparams}-s{seed}"
+        jobs.append(sb3_job(peers_py, "cartpole", label, seed, out, ["--hparams", hparams, *sb3_args]))
+    out, steps = d / f"cleanrl-style-s{seed}", plan["cleanrl_steps"]
     cmd = [
         str(peers_py),
         str(BENCH / "peers" / "cleanrl_style_ppo.py"),
@@ -181,27 +158,32 @@ def cartpole_jobs(plan: dict, seed: int, run: Path, peers_py: Path, zoo_yaml: Pa
         "--out",
         str(out),
     ]
-    cmd += [
-        "--total-timesteps",
-        str(plan["cleanrl_steps"]),
-        "--checkpoint-every",
-        str(plan["cleanrl_steps"] // 10),
-    ]
+    cmd += ["--total-timesteps", str(steps), "--checkpoint-every", str(steps // 10)]
     jobs.append(Job("cartpole", "CleanRL-style (ours)", "cleanrl-style (ours)", seed, cmd, str(out)))
     return jobs
 
 
 def halfcheetah_jobs(plan: dict, seed: int, run: Path, peers_py: Path) -> list[Job]:
-    """ppokit's HalfCheetah preset and SB3's defaults, for the same number of steps."""
+    """ppokit's HalfCheetah preset, ppokit with SB3's default hyperparameters (the same work as SB3,
+    so the ratio of steps/s is the implementations' alone) and SB3's defaults, for the same steps."""
     steps, ckpt, d = plan["cheetah_steps"], plan["cheetah_ckpt"], run / "halfcheetah"
+    sb3_defaults = run / "HalfCheetah-v5-sb3-defaults.yaml"
+    sb3_defaults.write_text(yaml.safe_dump(SB3_DEFAULTS_CHEETAH, sort_keys=False))
+    curve = ["--set", f"checkpoint_every={ckpt}", "--set", "keep_checkpoints=100000"]
     return [
         ppokit_job(
             "halfcheetah",
             "ppokit preset",
             seed,
             d / f"ppokit-preset-s{seed}",
-            ["--env", "HalfCheetah-v5", "--total-timesteps", str(steps)]
-            + ["--set", f"checkpoint_every={ckpt}", "--set", "keep_checkpoints=100000"],
+            ["--env", "HalfCheetah-v5", "--total-timesteps", str(steps), *curve],
+        ),
+        ppokit_job(
+            "halfcheetah",
+            "ppokit SB3-defaults-HP",
+            seed,
+            d / f"ppokit-sb3defaults-s{seed}",
+            ["--config", str(sb3_defaults), "--total-timesteps", str(steps), *curve],
         ),
         sb3_job(
             peers_py,
@@ -318,6 +300,7 @@ def main() -> None:
     meta = {"mode": mode, "seeds": seeds, "groups": args.groups, "plan": plan, "cleanrl_check": cleanrl}
     meta["command"] = " ".join(["python benchmarks/side_by_side.py", *sys.argv[1:]])
     meta["started"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    meta["commit"] = git_commit()
     for i, job in enumerate(jobs, 1):
         print(f"[{i}/{len(jobs)}] {job.group:12s} {job.label:22s} seed {job.seed} x={job.x}", flush=True)
         launch(job, plan["timeout_s"])
