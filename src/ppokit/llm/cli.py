@@ -2,7 +2,8 @@
 loaded inside the command), so ``ppokit --help`` stays fast and works without the ``llm`` extra.
 
 Config precedence, lowest first: GRPOConfig defaults < the built-in task's preset (only when ppokit
-builds the tiny model) < ``--config FILE`` < ``--set key=value`` < the explicit flags.
+builds the tiny model) < ``--config FILE`` < the flags (``--max-steps`` ...) < ``--set key=value``,
+the same order as ``ppokit train``.
 """
 
 from __future__ import annotations
@@ -100,7 +101,6 @@ def resolve_config(args: argparse.Namespace) -> Any:
         GRPOConfig.load_yaml(args.config)  # a bad file fails here, naming the file and the key
         data = _merge(data, yaml.safe_load(Path(args.config).read_text()) or {})
     data["task"] = task
-    data = apply_overrides(data, args.overrides)
     for key, value in (
         ("model", args.model),
         ("max_steps", args.max_steps),
@@ -109,6 +109,7 @@ def resolve_config(args: argparse.Namespace) -> Any:
     ):
         if value is not None:
             data[key] = value
+    data = apply_overrides(data, args.overrides)  # last, as in `ppokit train`
     return GRPOConfig.from_dict(data)
 
 
