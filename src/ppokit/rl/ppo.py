@@ -98,14 +98,11 @@ class PPO:
             self.device,
         )
         self.kl_beta = cfg.kl_beta
-        self.num_timesteps = 0
-        self.num_updates = 0
-        self.nonfinite_skipped = 0  # optimizer steps skipped for a non-finite loss or gradient
-        self.nonfinite_in_a_row = 0
+        self.num_timesteps = self.num_updates = 0
+        self.nonfinite_skipped = self.nonfinite_in_a_row = 0  # optimizer steps with a non-finite loss
         self.target_timesteps: int | None = None  # the `total` of the current run (schedules need it)
         self.stop_requested: int | None = None  # a signal number: stop cleanly after this update
-        self.last_checkpoint_step = 0
-        self.last_checkpoint_path: Path | None = None
+        self.last_checkpoint_step, self.last_checkpoint_path = 0, None
         self.resume_info: dict[str, Any] | None = None  # set by PPO.resume: what was restored
         self.run_dir: Path | None = None
         self.tracker = None
@@ -155,12 +152,12 @@ class PPO:
         """Train until ``total_timesteps`` env steps (counted over the whole run, as SB3 with
         ``reset_num_timesteps=False``; a resumed model defaults to its run's total, so schedules
         continue exactly). ``callback(ppo, metrics)`` runs after each update; returning False stops
-        training, and so does ``stop_requested`` (set by the CLI's signal handler). Reliability
-        (docs/reliability.md): ``nonfinite_stop_after`` non-finite optimizer steps in a row raise
-        ``NonFiniteError`` after an emergency checkpoint (with a run directory)."""
+        training, and so does ``stop_requested``. See docs/reliability.md for checkpoints and faults."""
         from ppokit.tracking import ProgressBar
 
-        total = total_timesteps or self.target_timesteps or self.config.total_timesteps
+        total = next(
+            t for t in (total_timesteps, self.target_timesteps, self.config.total_timesteps) if t is not None
+        )
         self.target_timesteps = total
         start_steps, start_time = self.num_timesteps, time.time()
         with ProgressBar(total, f"PPO {state.env_label(self)}", "return", enabled=progress_bar) as bar:
@@ -397,12 +394,8 @@ class PPO:
 
     @classmethod
     def resume(cls, path: str | Path, env: EnvSpec | None = None, run_dir: str | Path | None = None) -> PPO:
-        """Continue a run from a training checkpoint (or a run directory's newest complete one).
-
-        Restores networks, optimizers, normaliser statistics, counters, the schedules' total, RNG
-        states, episode statistics and, where the environments allow it, their exact state (see
-        ``resume_info`` and docs/reliability.md). Logs and checkpoints go on in ``run_dir``.
-        """
+        """Continue a run from a training checkpoint or a run directory's newest complete one: all
+        training state and, where possible, the envs' (``resume_info``; docs/reliability.md)."""
         return state.resume(cls, Path(path), env, run_dir)
 
     def close(self) -> None:
