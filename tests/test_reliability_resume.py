@@ -205,7 +205,7 @@ def _cli_error(capsys, *argv):
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     missing = tmp_path / "missing"
     assert "does not exist" in _cli_error(capsys, "eval", str(missing))
-    assert "not a run directory" in _cli_error(capsys, "resume", str(missing))
+    assert "does not exist or is not a directory" in _cli_error(capsys, "resume", str(missing))
     junk = tmp_path / "model.pt"
     junk.write_bytes(b"\x80\x04not a model")
     assert "holds no model" in _cli_error(capsys, "eval", str(junk))

@@ -195,9 +195,7 @@ def resume_command(args: argparse.Namespace) -> int:
     from ppokit.rl.ppo import PPO
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise CheckpointError(f"{args.run_dir!r} is not a run directory (no config.yaml)")
-    model = PPO.resume(run_dir)
+    model = PPO.resume(run_dir)  # the config comes with the checkpoint
     info = model.resume_info
     how = (
         "environment state restored exactly"

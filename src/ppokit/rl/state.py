@@ -239,13 +239,12 @@ def load_model(cls: type[PPO], path: Path, env: Any = None, **overrides: Any) ->
 
 
 def find_training_checkpoint(path: Path) -> tuple[Path, Path | None]:
-    """``(checkpoint, run_dir)`` for a run directory (its newest complete checkpoint) or a
-    checkpoint directory (``run_dir`` is the run holding it, if any)."""
+    """``(checkpoint, run_dir)`` for a run directory (its newest complete checkpoint, and itself) or
+    a checkpoint directory (itself, and no run directory: logging is the caller's choice)."""
     if not path.is_dir():
         raise CheckpointError(f"{str(path)!r} does not exist or is not a directory")
     if (path / "manifest.json").exists():
-        run = path.parent.parent
-        return path, (run if (run / "config.yaml").is_file() else None)
+        return path, None
     newest = latest_checkpoint(path / "checkpoints")
     if newest is None:
         what = "run directory" if (path / "config.yaml").is_file() else "ppokit run directory or checkpoint"
@@ -254,7 +253,11 @@ def find_training_checkpoint(path: Path) -> tuple[Path, Path | None]:
 
 
 def resume(cls: type[PPO], path: Path, env: Any = None, run_dir: str | Path | None = None) -> PPO:
-    """Rebuild a PPO from a training checkpoint to continue learning (see ``PPO.resume``)."""
+    """Rebuild a PPO from a training checkpoint to continue learning (see ``PPO.resume``).
+
+    Logs and checkpoints go on in ``run_dir``; by default, when ``path`` is a run directory, in that
+    run (its rows after the checkpoint's step are dropped first: that work was lost).
+    """
     where, own_run = find_training_checkpoint(path)
     tensors, meta = load_checkpoint(where)
     if meta.get("kind") != MODEL_KIND or "training" not in meta:
