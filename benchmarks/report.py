@@ -232,8 +232,8 @@ each run and marks the report as contended when they used more than a quarter of
   training (about 10 per run; the saving is inside the timed run for every library) after the
   training has finished.
 - **Budgets**: in full mode every CartPole contestant trains for its own budget (the zoo's 100k
-  steps, each preset's own, CleanRL's default 500k); HalfCheetah runs the same number of steps
-  for both libraries; `--quick` cuts every budget down but the fast preset's (seconds).
+  steps, each preset's own, CleanRL's default 500k); on HalfCheetah every contestant runs the same
+  number of steps; `--quick` cuts every budget down but the fast preset's (seconds).
 - torch runs on one thread in every library (ppokit's default `torch_threads: 1`).
 """
 

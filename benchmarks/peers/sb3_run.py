@@ -128,6 +128,8 @@ def main() -> None:
     (args.out / "checkpoints").mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)  # as ppokit's default torch_threads=1 (small MLPs: one thread is fastest)
 
+    if args.hparams == "zoo" and args.env not in ZOO:
+        p.error(f"--hparams zoo is written down here for {', '.join(ZOO)} only, not {args.env}")
     hp = ZOO[args.env] if args.hparams == "zoo" else {"n_envs": 1, "kwargs": {}}
     kwargs = dict(hp["kwargs"])
     n_envs = args.num_envs or hp["n_envs"]
