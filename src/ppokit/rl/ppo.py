@@ -11,6 +11,7 @@ References: Schulman et al. 2017 (PPO, https://arxiv.org/abs/1707.06347); Huang 
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -182,8 +183,15 @@ class PPO:
                 state.maybe_checkpoint(self)
                 if callback is not None and callback(self, metrics) is False:
                     break
+                self._agree_on_stop()
         state.checkpoint_now(self)  # with a run directory, training always ends on a checkpoint
         return self
+
+    def _agree_on_stop(self) -> None:
+        """Under torchrun a signal reaches the ranks at different moments: if any rank was asked to
+        stop, all stop after this same update (SIGTERM stands in for the signal they did not get)."""
+        if self.dist.enabled and not distributed.all_agree(self.stop_requested is None):
+            self.stop_requested = self.stop_requested or int(signal.SIGTERM)
 
     def _sync_normalizers(self) -> None:
         """With several ranks, merge every rank's new normalisation statistics (identical after)."""
