@@ -148,7 +148,7 @@ class GRPOTrainer(LMTrainer):
         fill = torch.nan_to_num(grouped.nanmean(dim=1, keepdim=True)).expand_as(grouped).reshape(-1)
         filled = torch.where(unscored, fill, rewards)
         advantages, zero_std = group_normalize(filled, G, cfg.scale_rewards, cfg.adv_eps)
-        mask = out.mask & ~unscored[:, None]
+        mask = out.mask & ~unscored.to(out.mask.device)[:, None]
         if cfg.mask_truncated_completions:  # DAPO's overlong filtering: no signal from cut-off text
             mask &= out.ended[:, None]
         return Rollout(

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ppokit.errors import CheckpointError
+from ppokit.errors import CheckpointError, ConfigError
 from ppokit.llm.config import TinyModelConfig
 
 PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
@@ -24,7 +24,12 @@ DEFAULT_CHARS = "0123456789+-*=()., abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQR
 
 def _transformers() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download, whatever a caller passes
-    import transformers
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError(
+            "the language-model side needs transformers: pip install -c constraints.txt -e '.[llm]'"
+        ) from None
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # no per-shard bars in the middle of our own
