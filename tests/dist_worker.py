@@ -65,7 +65,7 @@ def grad(out: Path, total: int = 64) -> None:
     mine = {k: v[info.rank * share : (info.rank + 1) * share] for k, v in data.items()}
     loss, _ = model.loss(mine, 0.2)
     loss.backward()
-    distributed.average_gradients(list(model.policy.parameters()))
+    distributed.average_gradients([opt.flat_grad for opt in model.optimizers])
     grads = {k: p.grad.clone() for k, p in model.policy.named_parameters()}
     save_file(grads, str(out / f"grad{info.world_size}-rank{info.rank}.safetensors"))
 

@@ -26,10 +26,6 @@ def _params(model):
     return torch.cat([p.detach().flatten() for p in model.policy.parameters()])
 
 
-def _adam_moments(model):
-    return torch.cat([v.flatten() for s in model.optimizers[0].state.values() for v in s.values()])
-
-
 EXACT = [
     # numpy-vectorised CartPole (NEXT_STEP autoreset), both normalisers, linear schedules
     (
@@ -52,10 +48,8 @@ def test_resume_at_an_update_boundary_is_exact(tmp_path, env_id, extra):
     b.learn()  # the run's own total: the linear schedules end where they would have
     assert torch.equal(_params(a), _params(b))
     for opt_a, opt_b in zip(a.optimizers, b.optimizers):
-        assert torch.equal(
-            torch.cat([v.flatten() for s in opt_a.state.values() for v in s.values()]),
-            torch.cat([v.flatten() for s in opt_b.state.values() for v in s.values()]),
-        )
+        assert opt_a.steps == opt_b.steps > 0
+        assert torch.equal(opt_a.exp_avg, opt_b.exp_avg) and torch.equal(opt_a.exp_avg_sq, opt_b.exp_avg_sq)
     assert np.array_equal(a.obs_norm.rms.mean, b.obs_norm.rms.mean)
     assert a.kl_beta == b.kl_beta and a.num_updates == b.num_updates
     assert list(a.collector.episodes.recent) == list(b.collector.episodes.recent)

@@ -60,7 +60,8 @@ def save_checkpoint(
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+    # clone: parameters may be views of one flat buffer (FlatAdam), and safetensors refuses shared storage
+    save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
     (tmp / META).write_text(json.dumps(meta, indent=1))
     files = {}
     for fname in (TENSORS, META):

@@ -62,20 +62,15 @@ def broadcast_parameters(module: torch.nn.Module) -> None:
             dist.broadcast(p.data if isinstance(p, torch.nn.Parameter) else p, src=0)
 
 
-def average_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Replace each gradient by its mean over ranks (one flat all-reduce; missing grads count as 0)."""
+def average_gradients(grads: list[torch.Tensor]) -> None:
+    """Replace each gradient tensor, in place, by its mean over ranks (in place keeps FlatAdam's
+    gradient views attached)."""
     world = info().world_size
     if world == 1:
         return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
-        offset += n
+    for g in grads:
+        dist.all_reduce(g)
+        g /= world
 
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from ppokit import distributed
 from ppokit.config import ConfigError
 from ppokit.errors import NonFiniteError
 from ppokit.functional import approx_kl, explained_variance, gae, normalize, policy_loss, value_loss
+from ppokit.optim import FlatAdam, clip_grad_norm
 from ppokit.rl import state
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.envs import EnvSpec, autoreset_mode, make_vec_env
@@ -118,15 +119,17 @@ class PPO:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.tracker = Tracker(self.run_dir, tensorboard=self.config.tensorboard, append=append)
 
-    def _make_optimizers(self) -> list[torch.optim.Optimizer]:
+    def _make_optimizers(self) -> list[FlatAdam]:
+        """One Adam over all parameters, or one for the actor and one for the critic (FlatAdam: see
+        ``ppokit/optim.py`` for why not torch.optim.Adam)."""
         cfg = self.config
         kw = {"betas": tuple(cfg.adam_betas), "eps": cfg.adam_eps}
         if not cfg.separate_optimizers:
-            return [torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, **kw)]
+            return [FlatAdam(list(self.policy.parameters()), lr=cfg.learning_rate, **kw)]
         critic_lr = cfg.critic_learning_rate or cfg.learning_rate
         return [
-            torch.optim.Adam(self.policy.actor_parameters(), lr=cfg.learning_rate, **kw),
-            torch.optim.Adam(self.policy.critic_parameters(), lr=critic_lr, **kw),
+            FlatAdam(self.policy.actor_parameters(), lr=cfg.learning_rate, **kw),
+            FlatAdam(self.policy.critic_parameters(), lr=critic_lr, **kw),
         ]
 
     # -- schedules ---------------------------------------------------------------------------------
@@ -340,14 +343,13 @@ class PPO:
         the step (parameters and Adam moments stay untouched) and is counted; after
         ``nonfinite_stop_after`` in a row, ``NonFiniteError``."""
         for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
         finite = distributed.all_agree(torch.isfinite(loss))
         if finite:
             loss.backward()
-            distributed.average_gradients(list(self.policy.parameters()))
-            params = [p for p in self.policy.parameters() if p.grad is not None]
+            distributed.average_gradients([opt.flat_grad for opt in self.optimizers])
             max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
-            finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+            finite = bool(torch.isfinite(clip_grad_norm(self.optimizers, max_norm)))
         if not finite:
             self.nonfinite_skipped += 1
             self.nonfinite_in_a_row += 1

@@ -1,0 +1,56 @@
+"""FlatAdam does exactly what torch.optim.Adam (+ clip_grad_norm_) does."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ppokit.optim import FlatAdam, clip_grad_norm
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+
+
+def test_flat_adam_matches_torch_adam_with_clipping():
+    a, b = _net(), _net()
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    ours = FlatAdam(list(a.parameters()), lr=3e-2, betas=(0.8, 0.99), eps=1e-5)
+    ref = torch.optim.Adam(b.parameters(), lr=3e-2, betas=(0.8, 0.99), eps=1e-5)
+    x = torch.randn(16, 3)
+    for i in range(8):
+        for net, opt in ((a, ours), (b, ref)):
+            opt.zero_grad()
+            (net(x * (i + 1)).pow(2).sum()).backward()
+        norm_ours = clip_grad_norm([ours], 0.5)
+        norm_ref = torch.nn.utils.clip_grad_norm_(list(b.parameters()), 0.5)
+        assert torch.allclose(norm_ours, norm_ref, rtol=1e-5)
+        ours.step()
+        ref.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), (p, q)
+    assert not torch.allclose(list(a.parameters())[0], list(_net().parameters())[0])
+
+
+def test_state_dict_round_trip_continues_identically():
+    a = _net()
+    opt = FlatAdam(list(a.parameters()), lr=1e-2)
+    x = torch.randn(4, 3)
+    for _ in range(3):
+        opt.zero_grad()
+        a(x).sum().backward()
+        opt.step()
+    b = _net()
+    b.load_state_dict(a.state_dict())
+    opt_b = FlatAdam(list(b.parameters()), lr=1.0)
+    opt_b.load_state_dict(opt.state_dict())
+    assert opt_b.param_groups[0]["lr"] == 1e-2
+    for net, o in ((a, opt), (b, opt_b)):
+        o.zero_grad()
+        net(x).sum().backward()
+        o.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
