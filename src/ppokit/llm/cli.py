@@ -63,6 +63,10 @@ def register(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="No live progress bar.")
     p.set_defaults(func=grpo_command)
 
+    from ppokit.llm.rlhf_cli import register_rlhf_ppo  # PPO for RLHF: same options style
+
+    register_rlhf_ppo(sub)
+
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
     p = Path(path)

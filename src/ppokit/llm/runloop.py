@@ -42,8 +42,13 @@ def run_training(trainer: Any) -> dict[str, Any]:
         summary["reward_before"] = before.get("eval/reward")
         _log(tracker, 0, before)
     start, start_step, last_eval, metrics = time.perf_counter(), trainer.step, {}, {}
+    headline = getattr(trainer, "progress_metric", "reward")  # the metric the bar shows
     bar = ProgressBar(
-        cfg.max_steps, description="grpo", metric_name="reward", enabled=trainer.progress, unit="steps"
+        cfg.max_steps,
+        description=getattr(trainer, "algo", "grpo"),
+        metric_name=headline,
+        enabled=trainer.progress,
+        unit="steps",
     )
     with bar:
         bar.update(trainer.step, done_since_start=0)
@@ -59,7 +64,7 @@ def run_training(trainer: Any) -> dict[str, Any]:
                 _log(tracker, trainer.step, metrics)
             if tracker is not None and cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0:
                 trainer.save_checkpoint()
-            bar.update(trainer.step, metrics.get("reward"), done_since_start=trainer.step - start_step)
+            bar.update(trainer.step, metrics.get(headline), done_since_start=trainer.step - start_step)
     train_seconds = time.perf_counter() - start
     records: list[dict[str, Any]] = []
     if has_eval:
@@ -77,7 +82,7 @@ def run_training(trainer: Any) -> dict[str, Any]:
         {
             "steps": trainer.step,
             "train_seconds": round(train_seconds, 2),
-            "last_reward": metrics.get("reward"),
+            "last_reward": metrics.get(headline),
             "num_tokens": trainer.num_tokens,
         }
     )

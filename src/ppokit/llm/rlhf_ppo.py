@@ -1,0 +1,376 @@
+"""PPO for causal language models with a learned critic: the RLHF recipe of Ziegler et al. 2019 and
+Ouyang et al. 2022, in five steps per batch.
+
+1. rollout   one completion per prompt, one batched pass with a KV cache, scored by the reward
+             functions and/or a reward model                                          (``_rollout``)
+2. score     log-probs under the sampling policy (pi_old) and the frozen reference, and one value
+             per token from the value head                                            (``_score``)
+3. rewards   r_t = -kl_coef * KL_t on every token, plus the score at the last token (Ziegler eq. 2)
+4. GAE       over tokens (gamma = 1, lambda = 0.95), advantages whitened over valid tokens
+5. update    num_ppo_epochs passes of num_mini_batches minibatches: clipped surrogate plus
+             vf_coef * clipped value loss, both averaged over valid tokens             (``_update``)
+
+then the adaptive rule moves ``kl_coef`` towards its target (Ziegler et al. 2019, section 2.2).
+The losses, GAE and KL estimators are ``ppokit.functional`` (shared with Gymnasium PPO); the token
+layout is ``ppokit.llm.rlhf_math``; prompts, evaluation, checkpoints and the run loop are
+``ppokit.llm.base.LMTrainer``. Implementation choices follow Huang et al., "The N+ implementation
+details of RLHF with PPO" (2024), and TRL's PPOTrainer where they agree.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppokit.functional import (
+    clipped_surrogate,
+    explained_variance,
+    kl_estimate,
+    kl_k3,
+    masked_sum,
+    value_loss,
+)
+from ppokit.functional.losses import entropy_from_logits
+from ppokit.functional.tokens import selective_log_softmax
+from ppokit.llm.base import AccuracyFn, LMTrainer
+from ppokit.llm.generation import encode_prompts, generate, positions_from_mask
+from ppokit.llm.rewards import RewardFn, repeat_columns, score_completions
+from ppokit.llm.rlhf_config import RLHFPPOConfig
+from ppokit.llm.rlhf_math import AdaptiveKLController, masked_whiten, per_token_rewards, token_gae
+from ppokit.llm.value_head import ValueHead, hidden_size
+
+
+@dataclass
+class PPOBatch:
+    """One rollout batch of ``B = prompts_per_step`` completions; ``[B, L]`` tensors are 0 on padding."""
+
+    rows: list[dict[str, Any]]
+    prompt_ids: torch.Tensor  # [B, P] left-padded
+    prompt_mask: torch.Tensor  # [B, P]
+    completion_ids: torch.Tensor  # [B, L] pad after EOS
+    mask: torch.Tensor  # [B, L] tokens that enter the loss (up to and including the first EOS)
+    ended: torch.Tensor  # [B] an EOS was produced
+    texts: list[str]
+    scores: torch.Tensor  # [B] weighted reward (after the missing-EOS penalty; 0 where unscored)
+    per_fn: torch.Tensor  # [B, F]
+    logp_old: torch.Tensor  # [B, L] log-probs under the policy that sampled
+    values_old: torch.Tensor  # [B, L]
+    kl: torch.Tensor  # [B, L] per-token KL(pi || pi_ref) estimate
+    rewards: torch.Tensor  # [B, L]
+    advantages: torch.Tensor  # [B, L] whitened
+    returns: torch.Tensor  # [B, L] critic targets
+
+
+class RLHFPPOTrainer(LMTrainer):
+    """``RLHFPPOTrainer(model, tokenizer, reward_funcs, train_prompts, config).train()``.
+
+    Arguments as ``GRPOTrainer``'s: ``model`` any HF causal LM, ``reward_funcs`` one function or a list
+    with TRL's signature (a ``ppokit.llm.value_head.RewardModel`` is one too), ``train_prompts``
+    strings or dicts with a ``prompt`` key. The value head sits on the policy's trunk or, with
+    ``value_model="separate"``, on a copy of the initial model's trunk. ``ref_model`` defaults to a
+    frozen copy of ``model`` taken here (none when ``kl_coef == 0`` and the rule is not adaptive).
+    """
+
+    algo = "rlhf_ppo"
+    progress_metric = "objective/scores"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        reward_funcs: RewardFn | Sequence[RewardFn],
+        train_prompts: Sequence[Any],
+        config: RLHFPPOConfig | None = None,
+        *,
+        eval_prompts: Sequence[Any] | None = None,
+        accuracy_fn: AccuracyFn | None = None,
+        ref_model: Any = None,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+    ):
+        super().__init__(
+            model,
+            tokenizer,
+            reward_funcs,
+            train_prompts,
+            config or RLHFPPOConfig(),
+            eval_prompts=eval_prompts,
+            accuracy_fn=accuracy_fn,
+            run_dir=run_dir,
+            progress=progress,
+        )
+        cfg = self.config
+        self.ref_model = None
+        if cfg.kl_coef > 0:
+            self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
+            self.ref_model.eval().requires_grad_(False)
+        # A separate critic starts as a copy of the policy's trunk (TRL starts it from the reward
+        # model; we cannot assume one exists). It shares no parameter with the policy.
+        self.critic = copy.deepcopy(self.model.base_model).train() if cfg.value_model == "separate" else None
+        with torch.random.fork_rng(devices=[]):  # the head's init depends on the seed only
+            torch.manual_seed(cfg.seed)
+            self.value_head = ValueHead(hidden_size(model)).to(self.device)
+        critic_params = list(self.value_head.parameters())
+        critic_params += list(self.critic.parameters()) if self.critic is not None else []
+        self.optimizer.add_param_group(
+            {"params": critic_params, "lr": self._critic_lr_scale() * cfg.learning_rate}
+        )
+        self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+        self.last_batch: PPOBatch | None = None
+
+    @classmethod
+    def config_class(cls) -> type[RLHFPPOConfig]:
+        """``RLHFPPOConfig``."""
+        return RLHFPPOConfig
+
+    def _critic_lr_scale(self) -> float:
+        cfg = self.config
+        return (cfg.critic_learning_rate or cfg.learning_rate) / cfg.learning_rate
+
+    # ------------------------------------------------------------------ checkpoints
+    def _extra_state(self) -> dict[str, torch.Tensor]:
+        # Everything a resume cannot rebuild: the KL anchor, the critic, the adapted coefficient.
+        out = {f"value_head.{k}": v for k, v in self.value_head.state_dict().items()}
+        if self.ref_model is not None:
+            out.update({f"ref.{k}": v for k, v in self.ref_model.state_dict().items()})
+        if self.critic is not None:
+            out.update({f"critic.{k}": v for k, v in self.critic.state_dict().items()})
+        out["kl_coef"] = torch.tensor([self.kl_ctl.value], dtype=torch.float64)
+        return out
+
+    def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        part = lambda prefix: {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        self.value_head.load_state_dict(part("value_head."))
+        if self.ref_model is not None and part("ref."):
+            self.ref_model.load_state_dict(part("ref."))
+        if self.critic is not None:
+            self.critic.load_state_dict(part("critic."))
+        if "kl_coef" in tensors:
+            self.kl_ctl.value = float(tensors["kl_coef"][0])
+
+    # ------------------------------------------------------------------ forward passes
+    def _forward(
+        self, b: PPOBatch, idx: Any, model: Any = None, value: bool = True, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(logp [n, L], values [n, L] or None, entropy [n, L] or None)`` for the rows ``idx``.
+
+        Logits and values come from the same positions: position ``P - 1 + t`` sees the prompt and
+        tokens ``< t``, predicts token t and values the state before it. Log-probs use the sampling
+        temperature, as the tokens were drawn at it.
+        """
+        model = self.model if model is None else model
+        prompt, completion = b.prompt_ids[idx], b.completion_ids[idx]
+        width, length = prompt.shape[1], completion.shape[1]
+        ids = torch.cat([prompt, completion], dim=1)
+        attn = torch.cat([b.prompt_mask[idx].long(), b.mask[idx].long()], dim=1)
+        pos = positions_from_mask(attn)
+        shared = value and self.critic is None
+        out = model(
+            input_ids=ids,
+            attention_mask=attn,
+            position_ids=pos,
+            use_cache=False,
+            output_hidden_states=shared,
+            logits_to_keep=length + 1,
+        )
+        logits = out.logits[:, :-1].float() / self.config.generation.temperature
+        logp = selective_log_softmax(logits, completion)
+        entropy = None
+        if with_entropy:
+            with torch.no_grad():
+                entropy = entropy_from_logits(logits)
+        values = None
+        if value:
+            if shared:
+                hidden = out.hidden_states[-1]
+            else:
+                hidden = self.critic(input_ids=ids, attention_mask=attn, position_ids=pos).last_hidden_state
+            values = self.value_head(hidden[:, width - 1 : width + length - 1])
+        return logp, values, entropy
+
+    @torch.no_grad()
+    def _score(self, b: PPOBatch) -> None:
+        """Fill ``logp_old``, ``values_old`` and the per-token KL of a fresh batch, chunk by chunk."""
+        logp, values, kl = [], [], []
+        for s in self._chunks(len(b.rows)):
+            lp, v, _ = self._forward(b, s)
+            logp.append(lp)
+            values.append(v)
+            if self.ref_model is not None:
+                lp_ref = self._forward(b, s, model=self.ref_model, value=False)[0]
+                # KL(pi || pi_ref) with tokens sampled from pi: k1 = logp - logp_ref (TRL's default).
+                kl.append(kl_estimate(lp, lp_ref, self.config.kl_estimator))
+        m = b.mask.float()
+        b.logp_old, b.values_old = torch.cat(logp) * m, torch.cat(values) * m
+        b.kl = torch.cat(kl) * m if kl else torch.zeros_like(m)
+
+    # ------------------------------------------------------------------ 1-4. rollout and advantages
+    @torch.no_grad()
+    def _rollout(self, rows: list[dict[str, Any]]) -> PPOBatch:
+        cfg, gen = self.config, self.config.generation
+        prompts = [r["prompt"] for r in rows]
+        prompt_ids, prompt_mask = encode_prompts(
+            self.tokenizer, prompts, gen.max_prompt_length, str(self.device)
+        )
+        pad = self.tokenizer.pad_token_id
+        out = generate(
+            self.model,
+            prompt_ids,
+            prompt_mask,
+            gen.max_completion_length,
+            self.eos_ids,
+            pad,
+            gen.temperature,
+            gen.top_k,
+            gen.top_p,
+            generator=self.generator,
+        )
+        texts = self.tokenizer.batch_decode(out.tokens.masked_fill(~out.mask, pad), skip_special_tokens=True)
+        scores, per_fn = score_completions(
+            self.reward_funcs, cfg.reward_weights, prompts, texts, repeat_columns(rows, 1)
+        )
+        unscored = torch.isnan(scores)  # no function scored it: it stays out of the update
+        scores = torch.nan_to_num(scores).to(self.device)
+        if cfg.missing_eos_penalty is not None:  # TRL's missing_eos_penalty
+            scores = scores - cfg.missing_eos_penalty * (~out.ended).float()
+        mask = out.mask & ~unscored.to(self.device)[:, None]
+        zeros = torch.zeros(mask.shape, device=self.device)
+        b = PPOBatch(rows, prompt_ids, prompt_mask, out.tokens, mask, out.ended, texts, scores, per_fn,
+                     *(zeros,) * 6)  # fmt: skip
+        self._score(b)
+        b.rewards = per_token_rewards(scores, b.kl, mask, self.kl_ctl.value)
+        if cfg.whiten_rewards:
+            b.rewards = masked_whiten(b.rewards, mask, shift_mean=False)
+        advantages, b.returns = token_gae(b.rewards, b.values_old, mask, cfg.gamma, cfg.lam)
+        # Whitened over the whole batch's valid tokens, once (Huang et al. 2024; TRL does the same).
+        b.advantages = masked_whiten(advantages, mask) if cfg.whiten_advantages else advantages
+        return b
+
+    # ------------------------------------------------------------------ 5. update
+    def _loss(
+        self, b: PPOBatch, idx: torch.Tensor, num_tokens: float, with_entropy: bool
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one chunk, already divided by the minibatch's token count, and its diagnostics."""
+        cfg = self.config
+        logp, values, entropy = self._forward(b, idx, with_entropy=with_entropy)
+        mask = b.mask[idx]
+        ratio = torch.exp(logp - b.logp_old[idx])
+        pg, is_low, is_high = clipped_surrogate(ratio, b.advantages[idx], cfg.cliprange)
+        vf, vf_clipped = value_loss(values, b.returns[idx], b.values_old[idx], cfg.cliprange_value)
+        pg_sum, vf_sum = masked_sum(pg, mask), masked_sum(vf, mask)
+        loss = (pg_sum + cfg.vf_coef * vf_sum) / num_tokens  # token mean over the minibatch
+        per_token = lambda x: float(masked_sum(x.detach().float(), mask)) / num_tokens
+        stats = {
+            "loss/policy_avg": per_token(pg),
+            "loss/value_avg": per_token(vf),
+            "policy/approxkl_avg": per_token(kl_k3(b.logp_old[idx], logp)),  # KL(pi_old || pi)
+            "policy/clipfrac_avg": per_token(is_low | is_high),
+            "val/clipfrac_avg": per_token(vf_clipped),
+            "val/ratio": per_token(ratio),
+        }
+        if entropy is not None:
+            stats["policy/entropy_avg"] = per_token(entropy)
+        return loss, stats
+
+    def _update(self, b: PPOBatch) -> dict[str, float]:
+        cfg = self.config
+        lr = self._lr()
+        self.optimizer.param_groups[0]["lr"] = lr
+        self.optimizer.param_groups[1]["lr"] = lr * self._critic_lr_scale()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        n, size = len(b.rows), cfg.mini_batch_size
+        micro = cfg.micro_batch_size or size
+        sums: dict[str, list[float]] = {}
+        for epoch in range(cfg.num_ppo_epochs):
+            order = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.device)
+            for start in range(0, n, size):
+                idx = order[start : start + size]
+                num_tokens = float(b.mask[idx].sum().clamp(min=1))
+                self.optimizer.zero_grad(set_to_none=True)
+                step: dict[str, float] = {}
+                for j in range(0, len(idx), micro):
+                    loss, stats = self._loss(b, idx[j : j + micro], num_tokens, with_entropy=epoch == 0)
+                    loss.backward()
+                    for k, v in stats.items():  # each chunk's share of the minibatch's token mean
+                        step[k] = step.get(k, 0.0) + v
+                norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+                if not (math.isfinite(norm) and all(math.isfinite(v) for v in step.values())):
+                    self._skip_bad_update()
+                    continue
+                self._bad_steps = 0
+                self.optimizer.step()
+                step["grad_norm"] = norm
+                for k, v in step.items():
+                    sums.setdefault(k, []).append(v)
+        return {k: sum(v) / len(v) for k, v in sums.items()}
+
+    # ------------------------------------------------------------------ one step, metrics
+    def train_step(self) -> dict[str, float]:
+        """Roll out, score and update once, then adapt kl_coef; returns the step's metrics (TRL's names)."""
+        start = time.perf_counter()
+        b = self._rollout(self._next_rows())
+        rollout_time = time.perf_counter() - start
+        kl_coef = self.kl_ctl.value
+        metrics = self._update(b)
+        kl_seq = b.kl.sum(1)  # KL per completion, summed over its tokens (as Ziegler et al. and TRL)
+        mean_kl = float(kl_seq.mean())
+        if self.config.adaptive_kl:
+            self.kl_ctl.update(mean_kl, len(b.rows))
+        self.step += 1
+        self.last_batch = b
+        lengths = b.mask.sum(1).float()
+        valid = b.mask.bool()
+        self.last_samples = [
+            {"prompt": r["prompt"], "completion": t, "score": float(s), "kl": float(k), "value_0": float(v)}
+            for r, t, s, k, v in zip(b.rows, b.texts, b.scores, kl_seq, b.values_old[:, 0])
+        ]
+        self.num_tokens += int(b.prompt_mask.sum()) + int(lengths.sum())
+        step_time = time.perf_counter() - start
+        metrics.update(
+            {
+                "objective/kl": mean_kl,
+                "objective/entropy": float((-b.logp_old).sum(1).mean()),
+                "objective/non_score_reward": float((-kl_coef * kl_seq).mean()),
+                "objective/rlhf_reward": float((b.scores - kl_coef * kl_seq).mean()),
+                "objective/scores": float(b.scores.mean()),
+                "objective/kl_coef": kl_coef,
+                "val/explained_variance": float(explained_variance(b.values_old[valid], b.returns[valid])),
+                "val/num_eos_tokens": int(b.ended.sum()),
+                "completions/mean_length": float(lengths.mean()),
+                "completions/clipped_ratio": float((~b.ended).float().mean()),
+                "episode": self.step * len(b.rows),
+                "lr": self._lr(),
+                "num_tokens": self.num_tokens,
+                "step_time": step_time,
+                "generation_time": rollout_time,
+            }
+        )
+        for j, name in enumerate(self.reward_names):
+            metrics[f"rewards/{name}/mean"] = float(b.per_fn[:, j].nanmean())
+        return metrics
+
+    # ------------------------------------------------------------------ report
+    def write_report(self, eval_records: list[dict[str, Any]] | None = None) -> list[Path]:
+        """samples.md and the PPO plots (objective, policy, value, accuracy, lengths) in the run dir."""
+        from ppokit.llm.reporting import write_samples
+        from ppokit.llm.rlhf_report import plot_rlhf_run
+
+        run_dir = self._require_run_dir()
+        n = self.config.num_samples
+        sections = []
+        if eval_records:
+            sections.append(("Held-out prompts, greedy decoding", eval_records[:n]))
+        if self.last_samples:
+            sections.append((f"Last training batch (step {self.step}), sampled", self.last_samples[:n]))
+        write_samples(run_dir / "samples.md", sections, title=f"Samples - {run_dir.name}")
+        return plot_rlhf_run(run_dir)
+
+
+__all__ = ["PPOBatch", "RLHFPPOConfig", "RLHFPPOTrainer"]
