@@ -18,7 +18,6 @@ import yaml
 
 from ppokit.config import apply_overrides
 from ppokit.errors import CheckpointError, ConfigError
-from ppokit.plotting import plot_rl_run
 from ppokit.rl.config import PPOConfig
 
 DEFAULT_ENV = "CartPole-v1"
@@ -159,6 +158,8 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
     state.checkpoint_now(model)
     model.save(model.run_dir / "model")
     model.close()
+    from ppokit.plotting import plot_rl_run  # matplotlib costs ~0.4-0.8 s to import: only when plotting
+
     plot_rl_run(model.run_dir)
     print(f"run directory: {model.run_dir}")
     if not args.no_eval:
@@ -234,6 +235,8 @@ def plot_command(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "metrics.csv").is_file():
         raise CheckpointError(f"{args.run_dir!r} has no metrics.csv to plot")
+    from ppokit.plotting import plot_rl_run
+
     for path in plot_rl_run(run_dir):
         print(path)
     return 0
