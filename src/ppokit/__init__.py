@@ -19,6 +19,8 @@ _LAZY = {
     "NetworkConfig": ("ppokit.rl.config", "NetworkConfig"),
     "GRPOTrainer": ("ppokit.llm.grpo", "GRPOTrainer"),
     "GRPOConfig": ("ppokit.llm.config", "GRPOConfig"),
+    "RLHFPPOTrainer": ("ppokit.llm.rlhf_ppo", "RLHFPPOTrainer"),
+    "RLHFPPOConfig": ("ppokit.llm.rlhf_config", "RLHFPPOConfig"),
 }
 
 

@@ -22,6 +22,9 @@ def tables() -> dict[str, str]:
         from ppokit.llm.config import GRPOConfig
 
         out["grpo-config-table"] = markdown_table(GRPOConfig)
+        from ppokit.llm.rlhf_config import RLHFPPOConfig
+
+        out["rlhf-ppo-config-table"] = markdown_table(RLHFPPOConfig)
     except ImportError:
         pass
     return out
