@@ -40,7 +40,7 @@ def _inputs(cfg: GRPOConfig, sources: dict[str, Any]) -> dict[str, Any]:
     return {"train": train, "eval": evals, "accuracy": accuracy, "rewards": rewards}
 
 
-def _model(cfg: GRPOConfig, inputs: dict[str, Any], progress: bool) -> tuple[Any, Any, dict[str, Any]]:
+def _model(cfg: GRPOConfig, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """Load the user's model, or build the tiny one and warm start it (measured before and after)."""
     from ppokit.llm.models import build_char_tokenizer, build_tiny_model, load_pretrained
 
@@ -91,7 +91,7 @@ def run_grpo(
         torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
     inputs = _inputs(cfg, sources)
-    model, tokenizer, info = _model(cfg, inputs, progress)
+    model, tokenizer, info = _model(cfg, inputs)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SOURCES).write_text(json.dumps(sources))
     trainer = GRPOTrainer(
