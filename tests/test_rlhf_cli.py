@@ -123,3 +123,16 @@ def test_builtin_demo_gains_30_points_within_10_minutes(tmp_path):
     assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.30, summary
     assert elapsed < 600, elapsed
     assert (tmp_path / "run" / "plots" / "accuracy.png").is_file()
+
+
+def test_docs_config_table_is_current():
+    from pathlib import Path
+
+    from ppokit.readme import render
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "rlhf_ppo.md"
+    text = doc.read_text()
+    assert "| `kl_coef` |" in text
+    assert render(text) == text, (
+        "docs/rlhf_ppo.md config table is stale: python -m ppokit.readme docs/rlhf_ppo.md"
+    )

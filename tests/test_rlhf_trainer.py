@@ -101,6 +101,17 @@ def test_first_minibatch_of_one_epoch_sees_ratio_one():
     assert m["policy/approxkl_avg"] < 1e-8 and abs(m["val/ratio"] - 1.0) < 1e-5
 
 
+def test_dropout_is_off_so_the_first_ratio_is_one_even_for_a_model_with_dropout():
+    model, tok = tiny()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.5
+    cfg = config(num_ppo_epochs=1, num_mini_batches=1)
+    t = RLHFPPOTrainer(model, tok, digit_fraction, PROMPTS, cfg, progress=False)
+    m = t.train_step()
+    assert m["policy/approxkl_avg"] < 1e-8 and m["policy/clipfrac_avg"] == 0.0
+
+
 def test_rollout_rewards_are_kl_terms_plus_the_score_at_the_last_token():
     t = trainer_for(kl_coef=0.3, missing_eos_penalty=2.0)
     b = t._rollout(t._next_rows())

@@ -107,13 +107,16 @@ class RLHFPPOTrainer(LMTrainer):
             progress=progress,
         )
         cfg = self.config
+        # Dropout off in every forward (eval mode; gradients still flow): with dropout pi_old and pi
+        # disagree on identical weights, so the first ratios would not be 1 (TRL disables it too).
+        self.model.eval()
         self.ref_model = None
         if cfg.kl_coef > 0:
             self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
             self.ref_model.eval().requires_grad_(False)
         # A separate critic starts as a copy of the policy's trunk (TRL starts it from the reward
         # model; we cannot assume one exists). It shares no parameter with the policy.
-        self.critic = copy.deepcopy(self.model.base_model).train() if cfg.value_model == "separate" else None
+        self.critic = copy.deepcopy(self.model.base_model) if cfg.value_model == "separate" else None
         with torch.random.fork_rng(devices=[]):  # the head's init depends on the seed only
             torch.manual_seed(cfg.seed)
             self.value_head = ValueHead(hidden_size(model)).to(self.device)
