@@ -6,13 +6,17 @@ PIP := $(BIN)/python -m pip
 # torch is pinned through constraints.txt so pip never pulls the CUDA build.
 CONSTRAINTS := -c constraints.txt
 
-.PHONY: run test install dev lint format bench clean readme
+.PHONY: run test install dev lint format bench clean readme grpo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install $(CONSTRAINTS) -e .
+	touch $@
+
+$(VENV)/.llm-installed: $(VENV)/.installed
+	$(PIP) install $(CONSTRAINTS) -e ".[llm]"
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed
@@ -24,6 +28,10 @@ dev: $(VENV)/.dev-installed
 
 run: install
 	$(BIN)/ppokit train
+
+# The language-model demo (GRPO on 2-digit addition, a tiny model built in code): needs the llm extra.
+grpo: $(VENV)/.llm-installed
+	$(BIN)/ppokit grpo
 
 lint: dev
 	$(BIN)/ruff check .

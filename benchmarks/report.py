@@ -24,6 +24,7 @@ from common import ROOT, git_commit, machine, versions  # noqa: E402
 
 PLOTS = ROOT / "docs" / "benchmarks"
 NOTES = ROOT / "benchmarks" / "notes.md"  # hand-written (fast preset check, profile), included as is
+SECTIONS = [ROOT / "docs" / "benchmarks_grpo.md", ROOT / "docs" / "benchmarks_distributed.md"]
 CONTENDED_CORES = 0.25  # other processes using more than this many cores on average: contended
 PPOKIT_PACKAGES = ["ppokit", "torch", "gymnasium", "mujoco", "numpy"]
 # One colour per contestant in every plot (ppokit blue/orange/purple, SB3 green/red, ours brown).
@@ -369,6 +370,10 @@ def write_report(bench_dir: Path, md: Path) -> None:
         lines += growth_section(meta, done)
     if NOTES.exists():
         lines += [NOTES.read_text().strip(), ""]
+    # Sections written by the other benchmark scripts (GRPO vs TRL, torchrun scaling), included as is.
+    for section in SECTIONS:
+        if section.exists():
+            lines += [section.read_text().strip(), ""]
     where = bench_dir.relative_to(ROOT) if bench_dir.is_relative_to(ROOT) else bench_dir
     lines += [f"Raw records: `{where}/records.json` (not committed)."]
     md.write_text("\n".join(lines) + "\n")

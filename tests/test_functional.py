@@ -157,3 +157,17 @@ def test_functional_imports_torch_only():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_k3_is_never_negative_for_nearly_equal_log_probs():
+    logp = torch.linspace(-5, -0.1, 1000, dtype=torch.float64)
+    for delta in (1e-12, 1e-9, -1e-12, -1e-9):
+        assert (kl_k3(logp, logp + delta) >= 0).all()
+
+
+def test_group_normalize_equal_rewards_give_zero_even_without_eps():
+    from ppokit.functional import group_normalize
+
+    adv, zero_std = group_normalize(t(1.0, 1.0, 0.0, 2.0), 2, "group", eps=0.0)
+    assert adv[:2].tolist() == [0.0, 0.0] and zero_std.tolist() == [True, True, False, False]
+    assert torch.isfinite(adv).all()

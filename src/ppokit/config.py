@@ -206,5 +206,6 @@ def markdown_table(cls: type[ConfigBase]) -> str:
     """The config keys of ``cls`` as a Markdown table (README's config reference is made from it)."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, tp, default, help_ in cls.fields_help():
+        tp = tp.replace("|", "\\|")  # "float | None" must not split the Markdown row
         rows.append(f"| `{key}` | {tp} | `{default!r}` | {help_} |")
     return "\n".join(rows)

@@ -80,6 +80,7 @@ def group_normalize(
     zero_std = (std.expand_as(grouped) < 1e-12).reshape(-1)
     if scale == "group":
         adv = centred / (std.expand_as(grouped).reshape(-1) + eps)
+        adv = torch.where(zero_std, torch.zeros_like(adv), adv)  # stays 0 (not 0/0) even with eps=0
     elif scale == "batch":
         adv = centred / (rewards.std() + eps) if rewards.numel() > 1 else centred
     elif scale == "none":

@@ -31,7 +31,8 @@ def kl_k2(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 def kl_k3(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     """k3 estimator of KL(p || q): ``exp(logq - logp) - (logq - logp) - 1`` (>= 0, zero when equal)."""
     log_r = logq - logp
-    return torch.exp(log_r) - log_r - 1.0
+    # expm1 keeps the result >= 0 when the log-probs are nearly equal (exp(x) - 1 would round below 0)
+    return torch.expm1(log_r) - log_r
 
 
 _ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
