@@ -86,3 +86,19 @@ def test_two_ranks_with_batch_b_match_one_rank_with_batch_2b(tmp_path):
         two = load_file(str(tmp_path / f"grad2-rank{rank}.safetensors"))
         for k in one:
             assert torch.allclose(one[k], two[k], atol=1e-6, rtol=1e-5), k
+
+
+@pytest.mark.parametrize("scale", ["group", "batch"])
+def test_grpo_two_ranks_shard_prompts_and_stay_identical(tmp_path, scale):
+    import json
+
+    torchrun(2, str(WORKER.with_name("dist_grpo_worker.py")), str(tmp_path), scale)
+    r0, r1 = (load_file(str(tmp_path / f"grpo-rank{r}.safetensors")) for r in (0, 1))
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    p0, p1 = (json.loads((tmp_path / f"grpo-rank{r}.json").read_text())["prompts"] for r in (0, 1))
+    assert len(p0) == len(p1) == 3 * 2 and not set(p0) & set(p1)  # disjoint shares of the prompts
+    assert (tmp_path / "run" / "metrics.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["run", "grpo-rank0.safetensors", "grpo-rank1.safetensors", "grpo-rank0.json", "grpo-rank1.json"]
+    )

@@ -82,6 +82,18 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def aggregate_metrics(metrics: dict[str, float], summed: tuple[str, ...] = ()) -> dict[str, float]:
+    """Metrics averaged over ranks (those named in ``summed`` are totals: summed); unchanged alone."""
+    if not info().enabled:
+        return metrics
+    keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
+    means = all_reduce_mean(torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64))
+    out = dict(metrics)
+    for k, v in zip(keys, means.tolist()):
+        out[k] = v * info().world_size if k in summed else v
+    return out
+
+
 def all_agree(flag: bool | torch.Tensor) -> bool:
     """True only if ``flag`` holds on every rank (used so all ranks skip or stop together)."""
     t = torch.tensor([1.0 if bool(flag) else 0.0])

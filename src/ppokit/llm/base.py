@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ppokit import distributed
 from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.llm import state as ckpt
 from ppokit.llm.generation import encode_prompts, generate
@@ -52,8 +53,14 @@ class LMTrainer:
     ):
         self.config = cfg = config
         cfg.validate()
+        # torchrun: every rank trains on its own share of the prompts; only rank 0 evaluates, shows
+        # progress and writes the run directory (see ppokit/distributed.py).
+        self.dist = distributed.init(cfg.device)
+        if not self.dist.is_main:
+            eval_prompts, run_dir, progress = None, None, False
         self.device = torch.device(cfg.device)
         self.model = model.to(self.device)
+        distributed.broadcast_parameters(self.model)
         self.model.train()
         self.tokenizer = prepare_tokenizer(tokenizer)
         self.reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
@@ -68,7 +75,8 @@ class LMTrainer:
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
         )
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        # each rank samples its own completions (the prompt order below is shared by all ranks)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 100_003 * self.dist.rank)
         self.order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(cfg.seed))
         self.cursor = self.epoch = self.step = self.num_tokens = 0
         self.accuracy_before: float | None = None
@@ -81,16 +89,19 @@ class LMTrainer:
 
     # ------------------------------------------------------------------ prompts, schedule, guards
     def _next_rows(self) -> list[dict[str, Any]]:
-        """The next ``prompts_per_step`` prompts of a seeded shuffle; reshuffled every epoch."""
+        """This rank's ``prompts_per_step`` prompts of a seeded shuffle (reshuffled every epoch). With
+        N ranks the step takes N * prompts_per_step prompts and rank r keeps the r-th share, so each
+        group is generated and normalised whole on one rank."""
+        n, world, rank = self.config.prompts_per_step, self.dist.world_size, self.dist.rank
         out = []
-        while len(out) < self.config.prompts_per_step:
+        while len(out) < n * world:
             if self.cursor >= len(self.order):
                 self.epoch += 1
                 gen = torch.Generator().manual_seed(self.config.seed + self.epoch)
                 self.order, self.cursor = torch.randperm(len(self.rows), generator=gen), 0
             out.append(self.rows[int(self.order[self.cursor])])
             self.cursor += 1
-        return out
+        return out[rank * n : (rank + 1) * n]
 
     def _chunks(self, n: int) -> list[slice]:
         size = self.config.micro_batch_size or n

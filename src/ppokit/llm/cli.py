@@ -140,5 +140,9 @@ def grpo_command(args: argparse.Namespace) -> int:
         if args.prompts and not args.reward:
             raise ConfigError("--prompts needs at least one --reward module:function to score completions")
         summary = run_grpo(cfg, run_dir, sources, progress=not args.no_progress)
-    print(json.dumps(summary))
+    from ppokit import distributed
+
+    if distributed.info().is_main:  # under torchrun: one JSON line, from rank 0
+        print(json.dumps(summary))
+    distributed.shutdown()
     return 0

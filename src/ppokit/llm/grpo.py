@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ppokit import distributed
 from ppokit.functional import aggregate_token_loss, clipped_surrogate, group_normalize, kl_k3, masked_mean
 from ppokit.llm.base import AccuracyFn, LMTrainer
 from ppokit.llm.config import GRPOConfig
@@ -147,7 +148,13 @@ class GRPOTrainer(LMTrainer):
         # its group's mean, so it shifts neither the mean nor (much) the std of the others.
         fill = torch.nan_to_num(grouped.nanmean(dim=1, keepdim=True)).expand_as(grouped).reshape(-1)
         filled = torch.where(unscored, fill, rewards)
-        advantages, zero_std = group_normalize(filled, G, cfg.scale_rewards, cfg.adv_eps)
+        if self.dist.enabled and cfg.scale_rewards == "batch":  # the batch std is over every rank's groups
+            everyone = torch.cat(distributed.all_gather_objects(filled))
+            adv_all, zero_all = group_normalize(everyone, G, "batch", cfg.adv_eps)
+            mine = slice(self.dist.rank * len(filled), (self.dist.rank + 1) * len(filled))
+            advantages, zero_std = adv_all[mine], zero_all[mine]
+        else:
+            advantages, zero_std = group_normalize(filled, G, cfg.scale_rewards, cfg.adv_eps)
         mask = out.mask & ~unscored.to(out.mask.device)[:, None]
         if cfg.mask_truncated_completions:  # DAPO's overlong filtering: no signal from cut-off text
             mask &= out.ended[:, None]
@@ -244,6 +251,8 @@ class GRPOTrainer(LMTrainer):
         logp_ref = self._logprobs(self.ref_model, ro) if self.ref_model is not None else None
         logp_old = self._logprobs(self.model, ro) if cfg.num_iterations > 1 else None  # computed once
         num_tokens = float(ro.mask.sum().clamp(min=1))
+        if self.dist.enabled:  # dapo: the whole generation batch's tokens, divided by the ranks that average
+            num_tokens = float(distributed.all_reduce_mean(torch.tensor(num_tokens)))
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         sums: dict[str, list[float]] = {}
@@ -256,9 +265,15 @@ class GRPOTrainer(LMTrainer):
                 loss_total += stats.pop("loss")
                 for k, v in stats.items():
                     sums.setdefault(k, []).append(v)
+            if self.dist.enabled:  # data parallel: every rank steps with the mean gradient
+                trainable = [p for p in self.model.parameters() if p.requires_grad]
+                for p in trainable:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                distributed.average_gradients([p.grad for p in trainable])
             params = [p for p in self.model.parameters() if p.grad is not None]
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-            if not (math.isfinite(float(norm)) and math.isfinite(loss_total)):
+            if not distributed.all_agree(math.isfinite(float(norm)) and math.isfinite(loss_total)):
                 self._skip_bad_update()
                 continue
             self._bad_steps = 0
@@ -303,7 +318,7 @@ class GRPOTrainer(LMTrainer):
         for j, name in enumerate(self.reward_names):
             col = ro.per_fn[:, j]
             metrics[f"rewards/{name}/mean"] = float(col.nanmean())
-        return metrics
+        return distributed.aggregate_metrics(metrics, summed=("num_tokens", "completion_tokens_per_s"))
 
 
 __all__ = ["GRPOConfig", "GRPOTrainer", "Rollout"]

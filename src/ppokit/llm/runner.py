@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ppokit import distributed
 from ppokit.config import apply_overrides
 from ppokit.errors import ConfigError
 from ppokit.llm.config import GRPOConfig
@@ -92,8 +93,9 @@ def run_grpo(
     seed_everything(cfg.seed)
     inputs = _inputs(cfg, sources)
     model, tokenizer, info = _model(cfg, inputs)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / SOURCES).write_text(json.dumps(sources))
+    if distributed.init(cfg.device).is_main:  # under torchrun only rank 0 writes the run directory
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / SOURCES).write_text(json.dumps(sources))
     trainer = GRPOTrainer(
         model,
         tokenizer,
