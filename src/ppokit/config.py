@@ -132,16 +132,7 @@ class ConfigBase:
     @classmethod
     def load_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Any:
         """Read a YAML file (a missing file or bad YAML raises ConfigError), apply overrides."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
-        return cls.from_dict(apply_overrides(data, overrides or []))
+        return cls.from_dict(apply_overrides(read_yaml_mapping(path), overrides or []))
 
     def replace(self, **changes: Any) -> Any:
         """A validated copy with some fields changed."""
@@ -159,6 +150,20 @@ class ConfigBase:
                 raise ConfigError(f"{f.name}={value!r} is not allowed; must be a finite number")
             if isinstance(value, ConfigBase):
                 value.validate()
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds; ConfigError for a missing file, bad YAML or a non-mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+    return data
 
 
 def parse_value(text: str) -> Any:

@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ppokit.config import apply_overrides
+from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.rl.config import PPOConfig
 
@@ -36,18 +34,6 @@ def find_preset(env_id: str) -> Path | None:
     return None
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys to values")
-    return data
-
-
 def resolve_config(args: argparse.Namespace) -> PPOConfig:
     """Merge preset, config file, flags and overrides into one validated ``PPOConfig``."""
     data: dict[str, Any] = {}
@@ -55,10 +41,10 @@ def resolve_config(args: argparse.Namespace) -> PPOConfig:
     if env_id:
         preset = find_preset(env_id)
         if preset is not None:
-            data.update(_read_yaml(preset))
+            data.update(read_yaml_mapping(preset))
         data["env_id"] = env_id
     if args.config:
-        data.update(_read_yaml(Path(args.config)))
+        data.update(read_yaml_mapping(Path(args.config)))
         if args.env:
             data["env_id"] = args.env
     for flag, key in (
