@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from ppokit.functional import adaptive_beta
 from ppokit.rl.config import NetworkConfig
 from ppokit.rl.networks import ActorCritic
-from ppokit.rl.ppo import PPO, adaptive_beta
+from ppokit.rl.ppo import PPO
 
 SPACES = [
     gym.spaces.Discrete(3),

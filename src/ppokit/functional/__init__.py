@@ -5,7 +5,7 @@ This package imports torch only (a test enforces it): losses are unreduced, the 
 
 from ppokit.functional.advantages import discounted_returns, gae, group_normalize, normalize
 from ppokit.functional.diagnostics import approx_kl, clip_fraction, explained_variance
-from ppokit.functional.kl import kl_estimate, kl_k1, kl_k2, kl_k3
+from ppokit.functional.kl import adaptive_beta, kl_estimate, kl_k1, kl_k2, kl_k3
 from ppokit.functional.losses import (
     clipped_surrogate,
     entropy_from_logits,
@@ -17,6 +17,7 @@ from ppokit.functional.losses import (
 from ppokit.functional.reductions import aggregate_token_loss, masked_mean, masked_sum, masked_var
 
 __all__ = [
+    "adaptive_beta",
     "aggregate_token_loss",
     "approx_kl",
     "clip_fraction",

@@ -45,3 +45,13 @@ def kl_estimate(logp: torch.Tensor, logq: torch.Tensor, estimator: str = "k3") -
     except KeyError:
         raise ValueError(f"estimator={estimator!r}; allowed: {sorted(_ESTIMATORS)}") from None
     return fn(logp, logq)
+
+
+def adaptive_beta(beta: float, kl: float, kl_target: float) -> float:
+    """The PPO paper's adaptive KL-penalty rule (Schulman et al. 2017, section 4), applied once per
+    policy update: halve beta when KL < d_targ / 1.5, double it when KL > 1.5 * d_targ, else keep it."""
+    if kl < kl_target / 1.5:
+        return beta / 2.0
+    if kl > kl_target * 1.5:
+        return beta * 2.0
+    return beta

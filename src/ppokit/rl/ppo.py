@@ -23,7 +23,15 @@ import torch
 from ppokit import distributed
 from ppokit.config import ConfigError
 from ppokit.errors import NonFiniteError
-from ppokit.functional import approx_kl, explained_variance, gae, normalize, policy_loss, value_loss
+from ppokit.functional import (
+    adaptive_beta,
+    approx_kl,
+    explained_variance,
+    gae,
+    normalize,
+    policy_loss,
+    value_loss,
+)
 from ppokit.optim import FlatAdam, clip_grad_norm
 from ppokit.rl import state
 from ppokit.rl.config import PPOConfig
@@ -33,16 +41,6 @@ from ppokit.rl.normalization import ObsNormalizer, RewardScaler
 from ppokit.rl.rollout import Collector, RolloutBuffer
 from ppokit.seeding import seed_everything
 from ppokit.tracking import PROCESS_START
-
-
-def adaptive_beta(beta: float, kl: float, kl_target: float) -> float:
-    """The PPO paper's adaptive KL rule (section 4), applied once per policy update:
-    halve beta when KL < d_targ / 1.5, double it when KL > 1.5 * d_targ, else keep it."""
-    if kl < kl_target / 1.5:
-        return beta / 2.0
-    if kl > kl_target * 1.5:
-        return beta * 2.0
-    return beta
 
 
 class PPO:
@@ -317,11 +315,8 @@ class PPO:
             if stop:
                 break
         self.num_updates += 1
-        metrics = {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
-        if self.dist.enabled and metrics:  # the logged losses are the mean over ranks
-            keys = sorted(metrics)
-            means = distributed.all_reduce_mean(torch.tensor([metrics[k] for k in keys], dtype=torch.float64))
-            metrics = dict(zip(keys, means.tolist()))
+        # the logged losses are the mean over ranks (every rank has the same keys: they step together)
+        metrics = distributed.aggregate_metrics({f"train/{k}": v / max(count, 1) for k, v in sums.items()})
         metrics["train/kl_beta"] = self.kl_beta
         if cfg.objective == "kl_adaptive":
             self.kl_beta = adaptive_beta(self.kl_beta, self._kl_after_update(data), cfg.kl_target)
