@@ -4,9 +4,10 @@ accuracy against wall-clock, one plot.
 Each algorithm runs with its own built-in preset (what a user gets with no flags): the same tiny
 GPT-2, the same 300-step supervised warm start from the same seed (so both start from the same
 weights and the same accuracy), the same two rewards and the same held-out prompts, then
-``max_seconds`` of RL. For every seed the two commands run at the same time, one thread each, so they
-share whatever else loads the machine. The x axis is ``time/elapsed_s`` of each run's metrics.csv:
-seconds since the run's training loop started (after the warm start), evaluations included.
+``max_seconds`` of RL (``max_steps`` lifted so time is the only limit). For every seed the two
+commands run at the same time, one thread each, so they share whatever else loads the machine.
+The x axis is ``time/elapsed_s`` of each run's metrics.csv: seconds since the run's training loop
+started (after the warm start), evaluations included.
 
     .venv/bin/python benchmarks/rlhf_vs_grpo.py --seconds 240 --seeds 0 1
 
@@ -42,6 +43,7 @@ def launch(algo: str, seed: int, seconds: float) -> tuple[subprocess.Popen, Path
         shutil.rmtree(run_dir)
     cmd = [sys.executable, "-m", "ppokit", ALGOS[algo], "--run-dir", str(run_dir), "--seed", str(seed)]
     cmd += ["--no-progress", "--set", f"max_seconds={seconds}", "--set", "tensorboard=false"]
+    cmd += ["--set", "max_steps=1000000"]  # time is the only limit (both presets stop at 2000 steps)
     log = open(OUT / f"{algo}-s{seed}.log", "w")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), run_dir
 
