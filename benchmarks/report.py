@@ -359,6 +359,7 @@ def write_report(bench_dir: Path, md: Path) -> None:
         lines += [
             "Goal 3, steps/s ppokit preset / SB3 defaults: "
             f"{ratio(cheetah, 'ppokit preset', 'SB3 defaults', 'fps')}; "
+            f"fast preset / SB3 defaults: {ratio(cheetah, 'ppokit fast preset', 'SB3 defaults', 'fps')}; "
             "with SB3's default hyperparameters in both (the same work): "
             f"{ratio(cheetah, 'ppokit SB3-defaults-HP', 'SB3 defaults', 'fps')}. Target ≥ 5×, at an equal "
             "or better evaluation return after the same number of steps.",

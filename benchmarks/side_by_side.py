@@ -170,7 +170,17 @@ def halfcheetah_jobs(plan: dict, seed: int, run: Path, peers_py: Path) -> list[J
     sb3_defaults = run / "HalfCheetah-v5-sb3-defaults.yaml"
     sb3_defaults.write_text(yaml.safe_dump(SB3_DEFAULTS_CHEETAH, sort_keys=False))
     curve = ["--set", f"checkpoint_every={ckpt}", "--set", "keep_checkpoints=100000"]
-    return [
+    fast = ROOT / "configs" / "HalfCheetah-v5-fast.yaml"  # the wall-clock preset, for goal 3
+    fast_jobs = [
+        ppokit_job(
+            "halfcheetah",
+            "ppokit fast preset",
+            seed,
+            d / f"ppokit-fast-s{seed}",
+            ["--config", str(fast), "--total-timesteps", str(steps), *curve],
+        )
+    ]
+    return fast_jobs * fast.exists() + [
         ppokit_job(
             "halfcheetah",
             "ppokit preset",
