@@ -35,8 +35,9 @@ class RLHFPPOConfig(ConfigBase):
     )
     reward_model: str | None = option(
         None,
-        "Local directory of an HF sequence-classification reward model (num_labels=1); its score of "
-        "prompt + completion is added to the reward functions' (null: reward functions only).",
+        "Local directory of an HF sequence-classification reward model (num_labels=1) that scores "
+        "prompt + completion, read by `ppokit rlhf-ppo` (in Python, pass RewardModel(dir) among "
+        "reward_funcs); with it the task's own reward functions are not used (null: none).",
     )
     seed: int = option(0, "Seed for torch, Python and the prompt order.")
     device: str = option("cpu", "Torch device: cpu, cuda, cuda:N, mps.")
