@@ -293,8 +293,8 @@ class PPO:
         for _epoch in range(cfg.n_epochs):
             perm = torch.randperm(n, device=self.device)
             for idx in torch.tensor_split(perm, n_minibatches):
-                if not distributed.all_agree(idx.numel() > 0):  # ranks step together or not at all
-                    continue
+                if idx.numel() == 0 and not self.dist.enabled:
+                    continue  # with several ranks an empty share still takes part: see _step
                 mb = {k: v[idx] for k, v in data.items()}
                 loss, terms = self.loss(mb, clip_range)
                 # Target-KL early stop, checked before this minibatch's step (SB3's 1.5 * target_kl rule).
@@ -339,12 +339,15 @@ class PPO:
         ``nonfinite_stop_after`` in a row, ``NonFiniteError``."""
         for opt in self.optimizers:
             opt.zero_grad()
-        finite = distributed.all_agree(torch.isfinite(loss))
-        if finite:
+        if torch.isfinite(loss):
             loss.backward()
-            distributed.average_gradients([opt.flat_grad for opt in self.optimizers])
-            max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
-            finite = bool(torch.isfinite(clip_grad_norm(self.optimizers, max_norm)))
+        else:  # a NaN gradient instead: through the all-reduce every rank sees it and skips this step too
+            for opt in self.optimizers:
+                opt.flat_grad.fill_(math.nan)
+        # One collective per step: ranks agree on skipping because they share the averaged gradient.
+        distributed.average_gradients([opt.flat_grad for opt in self.optimizers])
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm is not None else math.inf
+        finite = bool(torch.isfinite(clip_grad_norm(self.optimizers, max_norm)))
         if not finite:
             self.nonfinite_skipped += 1
             self.nonfinite_in_a_row += 1
