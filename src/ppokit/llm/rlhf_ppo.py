@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ppokit import distributed
 from ppokit.functional import (
     clipped_surrogate,
     explained_variance,
@@ -120,6 +121,7 @@ class RLHFPPOTrainer(LMTrainer):
         with torch.random.fork_rng(devices=[]):  # the head's init depends on the seed only
             torch.manual_seed(cfg.seed)
             self.value_head = ValueHead(hidden_size(model)).to(self.device)
+        distributed.broadcast_parameters(self.value_head)  # torchrun: every rank starts identical
         critic_params = list(self.value_head.parameters())
         critic_params += list(self.critic.parameters()) if self.critic is not None else []
         self.optimizer.add_param_group(
@@ -250,11 +252,19 @@ class RLHFPPOTrainer(LMTrainer):
         self._score(b)
         b.rewards = per_token_rewards(scores, b.kl, mask, self.kl_ctl.value)
         if cfg.whiten_rewards:
-            b.rewards = masked_whiten(b.rewards, mask, shift_mean=False)
+            b.rewards = self._whiten(b.rewards, mask, shift_mean=False)
         advantages, b.returns = token_gae(b.rewards, b.values_old, mask, cfg.gamma, cfg.lam)
         # Whitened over the whole batch's valid tokens, once (Huang et al. 2024; TRL does the same).
-        b.advantages = masked_whiten(advantages, mask) if cfg.whiten_advantages else advantages
+        b.advantages = self._whiten(advantages, mask) if cfg.whiten_advantages else advantages
         return b
+
+    def _whiten(self, x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+        """``masked_whiten`` over this batch, or over every rank's batch under torchrun."""
+        if not self.dist.enabled:
+            return masked_whiten(x, mask, shift_mean)
+        mean, std, _ = distributed.global_mean_std(x[mask.bool()])
+        out = (x - mean) / (std + 1e-8) + (0.0 if shift_mean else mean)
+        return out * mask.to(x.dtype)
 
     # ------------------------------------------------------------------ 5. update
     def _loss(
@@ -296,6 +306,8 @@ class RLHFPPOTrainer(LMTrainer):
             for start in range(0, n, size):
                 idx = order[start : start + size]
                 num_tokens = float(b.mask[idx].sum().clamp(min=1))
+                if self.dist.enabled:  # the ranks' mean: averaged gradients = the global token mean
+                    num_tokens = float(distributed.all_reduce_mean(torch.tensor(num_tokens)))
                 self.optimizer.zero_grad(set_to_none=True)
                 step: dict[str, float] = {}
                 for j in range(0, len(idx), micro):
@@ -303,8 +315,13 @@ class RLHFPPOTrainer(LMTrainer):
                     loss.backward()
                     for k, v in stats.items():  # each chunk's share of the minibatch's token mean
                         step[k] = step.get(k, 0.0) + v
+                if self.dist.enabled:  # data parallel: every rank steps with the mean gradient
+                    for p in params:
+                        p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+                    distributed.average_gradients([p.grad for p in params])
                 norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
-                if not (math.isfinite(norm) and all(math.isfinite(v) for v in step.values())):
+                finite = math.isfinite(norm) and all(math.isfinite(v) for v in step.values())
+                if not distributed.all_agree(finite):
                     self._skip_bad_update()
                     continue
                 self._bad_steps = 0
@@ -323,9 +340,9 @@ class RLHFPPOTrainer(LMTrainer):
         kl_coef = self.kl_ctl.value
         metrics = self._update(b)
         kl_seq = b.kl.sum(1)  # KL per completion, summed over its tokens (as Ziegler et al. and TRL)
-        mean_kl = float(kl_seq.mean())
+        mean_kl = float(distributed.all_reduce_mean(kl_seq.mean()))  # over every rank's completions
         if self.config.adaptive_kl:
-            self.kl_ctl.update(mean_kl, len(b.rows))
+            self.kl_ctl.update(mean_kl, len(b.rows) * self.dist.world_size)
         self.step += 1
         self.last_batch = b
         lengths = b.mask.sum(1).float()
@@ -357,7 +374,7 @@ class RLHFPPOTrainer(LMTrainer):
         )
         for j, name in enumerate(self.reward_names):
             metrics[f"rewards/{name}/mean"] = float(b.per_fn[:, j].nanmean())
-        return metrics
+        return distributed.aggregate_metrics(metrics, summed=("num_tokens", "episode", "val/num_eos_tokens"))
 
     # ------------------------------------------------------------------ report
     def write_report(self, eval_records: list[dict[str, Any]] | None = None) -> list[Path]:
