@@ -145,11 +145,12 @@ def _model(cfg: Any, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
             model, tokenizer, inputs["rewards"], inputs["train"], cfg,
             eval_prompts=inputs["eval"], accuracy_fn=inputs["accuracy"], progress=False,
         )  # fmt: skip
-        info["warm_start_accuracy_before"] = probe.evaluate()[0]["eval/accuracy"]
+        # .get: under torchrun only rank 0 holds held-out prompts (the others get no figure)
+        info["warm_start_accuracy_before"] = probe.evaluate()[0].get("eval/accuracy")
         stats = warm_start(
             model, tokenizer, inputs["train"], ws.steps, ws.batch_size, ws.learning_rate, cfg.seed, cfg.device
         )
-        info["warm_start_accuracy_after"] = probe.evaluate()[0]["eval/accuracy"]
+        info["warm_start_accuracy_after"] = probe.evaluate()[0].get("eval/accuracy")
         info["warm_start_seconds"] = round(stats["warm_start/seconds"], 2)
         info["warm_start_steps"] = ws.steps
     return model, tokenizer, info
@@ -161,6 +162,7 @@ def run_rlhf_ppo(
     """A fresh PPO run into ``run_dir``; returns the summary ``ppokit rlhf-ppo`` prints as JSON."""
     import torch
 
+    from ppokit import distributed
     from ppokit.llm.rlhf_ppo import RLHFPPOTrainer
     from ppokit.llm.runner import _finish
     from ppokit.seeding import seed_everything
@@ -176,8 +178,9 @@ def run_rlhf_ppo(
     seed_everything(cfg.seed)
     inputs = _inputs(cfg, sources)
     model, tokenizer, info = _model(cfg, inputs)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / SOURCES).write_text(json.dumps(sources))
+    if distributed.init(cfg.device).is_main:  # under torchrun only rank 0 writes the run directory
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / SOURCES).write_text(json.dumps(sources))
     trainer = RLHFPPOTrainer(
         model, tokenizer, inputs["rewards"], inputs["train"], cfg, eval_prompts=inputs["eval"],
         accuracy_fn=inputs["accuracy"], run_dir=run_dir, progress=progress,
