@@ -230,5 +230,9 @@ def rlhf_ppo_command(args: argparse.Namespace) -> int:
         if args.prompts and not (args.reward or cfg.reward_model):
             raise ConfigError("--prompts needs a --reward module:function or a --reward-model DIR")
         summary = run_rlhf_ppo(cfg, run_dir, sources, progress=not args.no_progress)
-    print(json.dumps(summary))
+    from ppokit import distributed
+
+    if distributed.info().is_main:  # under torchrun: one JSON line, from rank 0
+        print(json.dumps(summary))
+    distributed.shutdown()
     return 0

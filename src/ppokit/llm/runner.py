@@ -65,12 +65,13 @@ def _model(cfg: GRPOConfig, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str,
             accuracy_fn=inputs["accuracy"],
             progress=False,
         )
-        info["warm_start_accuracy_before"] = probe.evaluate()[0]["eval/accuracy"]
+        # under torchrun only rank 0 evaluates (the others get {}), hence .get
+        info["warm_start_accuracy_before"] = probe.evaluate()[0].get("eval/accuracy")
         ws = cfg.warm_start
         stats = warm_start(
             model, tokenizer, inputs["train"], ws.steps, ws.batch_size, ws.learning_rate, cfg.seed, cfg.device
         )
-        info["warm_start_accuracy_after"] = probe.evaluate()[0]["eval/accuracy"]
+        info["warm_start_accuracy_after"] = probe.evaluate()[0].get("eval/accuracy")
         info["warm_start_seconds"] = round(stats["warm_start/seconds"], 2)
         info["warm_start_steps"] = ws.steps
     return model, tokenizer, info
