@@ -20,6 +20,14 @@ from common import OUT, ROOT, git_commit, machine, save_json, today, versions
 
 from ppokit.plotting import read_csv
 
+EXPLAIN = (
+    "Each process runs one torch thread and its own environments; every minibatch step waits for an "
+    "all-reduce of the gradients over gloo (and one of three numbers for advantage normalisation). On a "
+    "2-core machine the second process takes the core the first one's collectives and environments "
+    "would use, so a ratio below 1 means: on this machine, raise num_envs in one process instead; "
+    "torchrun pays off with more cores, GPUs or machines."
+)
+
 
 def run(env: str, nproc: int, steps: int, device: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,6 +96,7 @@ def main() -> None:
             f"| {r['env']} | {r['nproc']} | {r['device']} | {r['steps']:,} | {r['fps']:,.0f} | "
             f"{r['fps'] / base[r['env']]:.2f}x | `{r['command']}` |"
         )
+    lines += ["", EXPLAIN]
     args.out.write_text("\n".join(lines) + "\n")
     print(args.out.read_text())
 
