@@ -124,9 +124,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, help="Override the minibatch size (growth sweep).")
     p.add_argument("--eval-episodes", type=int, default=20, help="0: no final evaluation.")
     p.add_argument("--checkpoint-every", type=int, default=0, help="Steps between curve checkpoints.")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default, as SB3 ships).")
     args = p.parse_args()
     (args.out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)  # as ppokit's default torch_threads=1 (small MLPs: one thread is fastest)
+    if args.threads:  # 1 by default, as ppokit's torch_threads=1 (small MLPs: one thread is fastest)
+        torch.set_num_threads(args.threads)
 
     if args.hparams == "zoo" and args.env not in ZOO:
         p.error(f"--hparams zoo is written down here for {', '.join(ZOO)} only, not {args.env}")
