@@ -16,6 +16,7 @@ Defaults and where they come from (see docs/grpo.md for the reasoning):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ppokit.config import ConfigBase, check, option
 from ppokit.functional.reductions import LOSS_TYPES
@@ -80,6 +81,30 @@ class WarmStartConfig(ConfigBase):
         check(self.steps >= 0, "warm_start.steps", self.steps, "must be >= 0")
         check(self.batch_size >= 1, "warm_start.batch_size", self.batch_size, "must be >= 1")
         check(self.learning_rate > 0, "warm_start.learning_rate", self.learning_rate, "must be > 0")
+
+
+def check_optimizer_fields(cfg: Any) -> None:
+    """The checks every language-model trainer config shares (optimizer, time limit, device)."""
+    check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "must be >= 0")
+    check(cfg.max_seconds >= 0, "max_seconds", cfg.max_seconds, "must be >= 0")
+    check(
+        cfg.max_grad_norm is None or cfg.max_grad_norm > 0,
+        "max_grad_norm",
+        cfg.max_grad_norm,
+        "must be > 0 or null",
+    )
+    check(
+        len(cfg.adam_betas) == 2 and all(0 <= b < 1 for b in cfg.adam_betas),
+        "adam_betas",
+        cfg.adam_betas,
+        "give two numbers in [0, 1)",
+    )
+    check(
+        cfg.device == "cpu" or cfg.device.startswith("cuda") or cfg.device == "mps",
+        "device",
+        cfg.device,
+        "use cpu, cuda, cuda:N or mps",
+    )
 
 
 @dataclass
@@ -190,26 +215,7 @@ class GRPOConfig(ConfigBase):
             "must be > 0 or null",
         )
         check(self.adv_eps > 0, "adv_eps", self.adv_eps, "must be > 0")
-        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
-        check(self.max_seconds >= 0, "max_seconds", self.max_seconds, "must be >= 0")
-        check(
-            self.max_grad_norm is None or self.max_grad_norm > 0,
-            "max_grad_norm",
-            self.max_grad_norm,
-            "must be > 0 or null",
-        )
-        check(
-            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-            "adam_betas",
-            self.adam_betas,
-            "give two numbers in [0, 1)",
-        )
-        check(
-            self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
-            "device",
-            self.device,
-            "use cpu, cuda, cuda:N or mps",
-        )
+        check_optimizer_fields(self)
         if self.micro_batch_size:
             check(
                 self.batch_size % self.micro_batch_size == 0,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppokit.config import ConfigBase, check, option
-from ppokit.llm.config import GenerationConfig, TinyModelConfig, WarmStartConfig
+from ppokit.llm.config import GenerationConfig, TinyModelConfig, WarmStartConfig, check_optimizer_fields
 
 
 @dataclass
@@ -152,26 +152,7 @@ class RLHFPPOConfig(ConfigBase):
             self.kl_coef,
             "the adaptive rule multiplies kl_coef, so it must start > 0",
         )
-        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
-        check(self.max_seconds >= 0, "max_seconds", self.max_seconds, "must be >= 0")
-        check(
-            self.max_grad_norm is None or self.max_grad_norm > 0,
-            "max_grad_norm",
-            self.max_grad_norm,
-            "must be > 0 or null",
-        )
-        check(
-            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-            "adam_betas",
-            self.adam_betas,
-            "give two numbers in [0, 1)",
-        )
-        check(
-            self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
-            "device",
-            self.device,
-            "use cpu, cuda, cuda:N or mps",
-        )
+        check_optimizer_fields(self)
         check(
             self.prompts_per_step % self.num_mini_batches == 0,
             "num_mini_batches",
