@@ -71,12 +71,12 @@ class NaNLoss(PPO):
 
     bad_steps: set[int] = set()
 
-    def loss(self, mb, clip_range):
-        loss, terms = super().loss(mb, clip_range)
+    def _loss_and_backward(self, mb, clip_range):
+        loss, terms, backward = super()._loss_and_backward(mb, clip_range)
         self.calls = getattr(self, "calls", -1) + 1
         if self.calls in self.bad_steps:
             loss = loss * float("nan")
-        return loss, terms
+        return loss, terms, backward
 
 
 def test_nonfinite_loss_skips_the_step_and_counts_it():
@@ -99,12 +99,12 @@ def test_nonfinite_loss_skips_the_step_and_counts_it():
 def _skipping(model, skip):
     step, calls = model._step, iter(range(10**6))
 
-    def wrapped(loss):
+    def wrapped(loss, backward):
         if next(calls) in skip:
             for opt in model.optimizers:
                 opt.zero_grad(set_to_none=True)
             return False
-        return step(loss)
+        return step(loss, backward)
 
     return wrapped
 

@@ -36,6 +36,7 @@ from ppokit.optim import FlatAdam, clip_grad_norm
 from ppokit.rl import state
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.envs import EnvSpec, autoreset_mode, make_vec_env
+from ppokit.rl.manual_grad import ManualGrad, loss_and_grads
 from ppokit.rl.networks import ActorCritic
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler
 from ppokit.rl.rollout import Collector, RolloutBuffer
@@ -80,6 +81,7 @@ class PPO:
         if self.dist.enabled:
             self.np_rng = seed_everything(rank_seed)
         self.optimizers = self._make_optimizers()
+        self.manual_grad = ManualGrad(self.policy) if cfg.manual_grad else None
         self.obs_norm = ObsNormalizer(obs_shape, cfg.obs_clip) if cfg.normalize_obs else None
         self.reward_scaler = (
             RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
@@ -246,15 +248,20 @@ class PPO:
         }
 
     def loss(
-        self, mb: dict[str, torch.Tensor], clip_range: float
+        self,
+        mb: dict[str, torch.Tensor],
+        clip_range: float,
+        outputs: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The PPO loss on one minibatch: ``policy - ent_coef * entropy + vf_coef * value``.
 
         Returns the scalar loss and detached terms/diagnostics. The minus sign on the entropy makes
-        the bonus *raise* entropy when the loss is minimised.
+        the bonus *raise* entropy when the loss is minimised. ``outputs`` are the networks' (policy
+        output, value) when already computed (the manual-gradient path); by default, ``policy(obs)``.
         """
         cfg = self.config
-        logp, entropy, values = self.policy.evaluate(mb["obs"], mb["actions"])
+        out, values = outputs if outputs is not None else self.policy(mb["obs"])
+        logp, entropy = self.policy.log_prob_entropy(out, mb["actions"])
         adv = self._normalize_advantages(mb["advantages"]) if cfg.normalize_advantage else mb["advantages"]
         pg, ratio, kl = policy_loss(logp, mb["logp_old"], adv, cfg.objective, clip_range, self.kl_beta)
         vf, vf_clipped = value_loss(
@@ -296,7 +303,7 @@ class PPO:
                 if idx.numel() == 0 and not self.dist.enabled:
                     continue  # with several ranks an empty share still takes part: see _step
                 mb = {k: v[idx] for k, v in data.items()}
-                loss, terms = self.loss(mb, clip_range)
+                loss, terms, backward = self._loss_and_backward(mb, clip_range)
                 # Target-KL early stop, checked before this minibatch's step (SB3's 1.5 * target_kl rule).
                 if cfg.target_kl is not None:
                     kl_now = (
@@ -307,7 +314,7 @@ class PPO:
                     if kl_now > 1.5 * cfg.target_kl:
                         stop = True
                         break
-                if not self._step(loss):
+                if not self._step(loss, backward):
                     continue  # a skipped step: its non-finite terms stay out of the averages
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
@@ -333,14 +340,35 @@ class PPO:
         )
         return metrics
 
-    def _step(self, loss: torch.Tensor) -> bool:
+    def _loss_and_backward(
+        self, mb: dict[str, torch.Tensor], clip_range: float
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Callable[[], None]]:
+        """The minibatch loss, its terms, and the function that fills the parameters' gradients:
+        autograd's ``loss.backward``, or (``manual_grad``) autograd from the loss to the network
+        outputs followed by the hand-written backward through the networks."""
+        if self.manual_grad is None:
+            loss, terms = self.loss(mb, clip_range)
+            return loss, terms, loss.backward
+        out, values, saved = self.manual_grad.forward(mb["obs"])
+        cfg = self.config
+        adv = self._normalize_advantages(mb["advantages"]) if cfg.normalize_advantage else mb["advantages"]
+        loss, terms, grads = loss_and_grads(self.policy, cfg, mb, adv, out, values, clip_range, self.kl_beta)
+
+        def backward() -> None:
+            if "log_std" in grads:
+                self.policy.actor_log_std.grad.copy_(grads["log_std"])
+            self.manual_grad.backward(saved, grads["out"], grads["value"])
+
+        return loss, terms, backward
+
+    def _step(self, loss: torch.Tensor, backward: Callable[[], None]) -> bool:
         """One optimizer step; returns whether it was taken. A non-finite loss or gradient skips
         the step (parameters and Adam moments stay untouched) and is counted; after
         ``nonfinite_stop_after`` in a row, ``NonFiniteError``."""
         for opt in self.optimizers:
             opt.zero_grad()
         if torch.isfinite(loss):
-            loss.backward()
+            backward()
         else:  # a NaN gradient instead: through the all-reduce every rank sees it and skips this step too
             for opt in self.optimizers:
                 opt.flat_grad.fill_(math.nan)

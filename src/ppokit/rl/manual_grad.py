@@ -1,0 +1,222 @@
+"""The PPO loss's gradient written out by hand, for the update's gradient steps.
+
+Why: with small MLPs on a CPU, a gradient step is bound by per-op bookkeeping, not arithmetic. Through
+autograd a 64-64 actor-critic step at batch 256 cost ~1 ms on the 2-core dev machine (the profile is in
+docs/benchmarks.md); rl-zoo's CartPole settings take 20 such steps per 256 env steps, so the update was
+80% of the run. Autograd is general; these two functions are the same derivatives for the one
+graph PPO has, in ~5x fewer tensor ops:
+
+- ``loss_and_grads``: the loss of ``PPO.loss`` (same terms, same values) and its gradient with respect
+  to the network outputs: logits or Gaussian mean, value, log-std.
+- ``ManualGrad``: the MLPs' forward keeping activations, and their backward, a dozen matrix products
+  written straight into the optimizer's flat gradient (``out=`` views). For a layer ``h = act(z)``,
+  ``z = x W^T + b`` and upstream ``dh``: ``dz = dh * act'(z)``, ``dW = dz^T x``, ``db = sum dz``,
+  ``dx = dz W``, with act' from the output: tanh' = 1 - h^2, relu' = [h > 0], elu' = h + 1 where h <= 0.
+
+``PPO.loss`` (autograd) is the definition; ``manual_grad: false`` uses it throughout, and
+tests/test_rl_manual_grad.py checks loss, terms and every parameter gradient against it for every
+objective, value loss, value clipping, entropy bonus, action space and network shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ppokit.functional import clipped_surrogate, kl_k3
+from ppokit.rl.config import PPOConfig
+from ppokit.rl.networks import ActorCritic
+
+_LOG_2PI = math.log(2 * math.pi)
+
+Layer = tuple[nn.Parameter, nn.Parameter]  # (weight [out, in], bias [out])
+
+
+def _linears(seq: nn.Sequential | None) -> list[Layer]:
+    return [(m.weight, m.bias) for m in seq if isinstance(m, nn.Linear)] if seq is not None else []
+
+
+class ManualGrad:
+    """Forward with saved activations, and the backward that writes every parameter's gradient."""
+
+    def __init__(self, policy: ActorCritic):
+        self.policy = policy
+        self.activation = policy.cfg.activation
+        self.trunk = _linears(policy.trunk)
+        self.actor_body = _linears(policy.actor_body)
+        self.critic_body = _linears(policy.critic_body)
+        self.actor_head: Layer = (policy.actor_head.weight, policy.actor_head.bias)
+        self.critic_head: Layer = (policy.critic_head.weight, policy.critic_head.bias)
+
+    # -- forward -------------------------------------------------------------------------------
+    def _act(self, z: torch.Tensor) -> torch.Tensor:
+        """The activation, in place on the fresh pre-activation ``z`` (same values as networks.py)."""
+        if self.activation == "tanh":
+            return z.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)  # tanh = 2 sigmoid(2z) - 1 (networks.tanh)
+        if self.activation == "relu":
+            return z.relu_()
+        return torch.nn.functional.elu_(z)
+
+    def _body(self, x: torch.Tensor, layers: list[Layer]) -> list[torch.Tensor]:
+        """The inputs of every layer, then the body's output: ``[x, h1, ..., hL]``."""
+        hs = [x]
+        for w, b in layers:
+            hs.append(self._act(torch.addmm(b, hs[-1], w.t())))
+        return hs
+
+    @torch.no_grad()
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """``(policy output, value, saved activations)``; the outputs are detached leaves."""
+        x = obs.reshape(obs.shape[0], -1)
+        if self.trunk:
+            hs = self._body(x, self.trunk)
+            saved = {"trunk": hs}
+            ha = hc = hs[-1]
+        else:
+            ha_s, hc_s = self._body(x, self.actor_body), self._body(x, self.critic_body)
+            saved = {"actor": ha_s, "critic": hc_s}
+            ha, hc = ha_s[-1], hc_s[-1]
+        out = torch.addmm(self.actor_head[1], ha, self.actor_head[0].t())
+        value = torch.addmm(self.critic_head[1], hc, self.critic_head[0].t()).squeeze(-1)
+        return out, value, saved
+
+    # -- backward ------------------------------------------------------------------------------
+    def _act_grad(self, dh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """``dz = dh * act'(z)`` from the activation's output ``h``."""
+        if self.activation == "tanh":
+            return torch.addcmul(dh, dh, h * h, value=-1.0)  # dh * (1 - h^2)
+        if self.activation == "relu":
+            return dh * (h > 0)
+        return dh * (h.clamp(max=0.0) + 1.0)
+
+    @staticmethod
+    def _linear_grad(dz: torch.Tensor, x: torch.Tensor, layer: Layer, need_dx: bool) -> torch.Tensor | None:
+        w, b = layer
+        torch.mm(dz.t(), x, out=w.grad)
+        torch.sum(dz, 0, out=b.grad)
+        return torch.mm(dz, w) if need_dx else None
+
+    def _body_grad(self, dh: torch.Tensor, hs: list[torch.Tensor], layers: list[Layer]) -> None:
+        for i in range(len(layers) - 1, -1, -1):
+            dz = self._act_grad(dh, hs[i + 1])
+            dh = self._linear_grad(dz, hs[i], layers[i], need_dx=i > 0)
+
+    @torch.no_grad()
+    def backward(self, saved: dict, d_out: torch.Tensor, d_value: torch.Tensor) -> None:
+        """Write the gradients of the loss into every network parameter's ``.grad`` (overwriting),
+        given the loss's gradients with respect to the policy output ``[B, out]`` and value ``[B]``."""
+        d_value = d_value.unsqueeze(-1)
+        if self.trunk:
+            h = saved["trunk"][-1]
+            dh = self._linear_grad(d_out, h, self.actor_head, True)
+            dh += self._linear_grad(d_value, h, self.critic_head, True)
+            self._body_grad(dh, saved["trunk"], self.trunk)
+            return
+        ha, hc = saved["actor"], saved["critic"]
+        dha = self._linear_grad(d_out, ha[-1], self.actor_head, bool(self.actor_body))
+        dhc = self._linear_grad(d_value, hc[-1], self.critic_head, bool(self.critic_body))
+        self._body_grad(dha, ha, self.actor_body)
+        self._body_grad(dhc, hc, self.critic_body)
+
+
+@torch.no_grad()
+def loss_and_grads(
+    policy: ActorCritic,
+    cfg: PPOConfig,
+    mb: dict[str, torch.Tensor],
+    adv: torch.Tensor,
+    out: torch.Tensor,
+    values: torch.Tensor,
+    clip_range: float,
+    kl_beta: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``PPO.loss``'s loss and terms, plus its gradients ``{"out", "value", "log_std"}`` (log-std only
+    for Gaussian policies) for the (already normalised) advantages ``adv``."""
+    n = out.shape[0]
+    grads: dict[str, torch.Tensor] = {}
+    # -- log pi(a|s) and entropy, keeping what their derivatives need ------------------------------
+    if policy.kind == "box":
+        log_std = policy.log_std()
+        inv_std = torch.exp(-log_std)
+        z = (mb["actions"] - out) * inv_std
+        logp = (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)
+        entropy = (log_std + 0.5 * (1.0 + _LOG_2PI)).sum()  # the same for every sample
+    else:
+        actions = mb["actions"].long().view(n, -1)
+        parts = list(torch.split(out, policy.nvec, dim=-1))
+        log_probs = [torch.log_softmax(x, -1) for x in parts]
+        probs = [lp.exp() for lp in log_probs]
+        logp = sum(lp.gather(-1, actions[:, i : i + 1]) for i, lp in enumerate(log_probs)).squeeze(-1)
+        ent_parts = [-(p * lp).sum(-1, keepdim=True) for p, lp in zip(probs, log_probs)]
+        entropy = sum(ent_parts).mean()
+    # -- the policy objective and d loss / d logp (the mean over the minibatch included) -----------
+    ratio = torch.exp(logp - mb["logp_old"])
+    kl = kl_k3(mb["logp_old"], logp)
+    ratio_adv = ratio * adv
+    if cfg.objective == "clip":
+        pg, is_low, is_high = clipped_surrogate(ratio, adv, clip_range)
+        # the clip removes the gradient exactly where clipped_surrogate's masks say
+        d_logp = torch.where(is_low | is_high, 0.0, -ratio_adv)
+    elif cfg.objective == "none":
+        pg, d_logp = -ratio_adv, -ratio_adv
+    else:  # kl_penalty / kl_adaptive: -(r A) + beta * k3, and d k3 / d logp = r - 1
+        pg = kl_beta * kl - ratio_adv
+        d_logp = kl_beta * (ratio - 1.0) - ratio_adv
+    d_logp = d_logp / n
+    # -- chain to the policy output (and the log-std) -----------------------------------------------
+    if policy.kind == "box":
+        grads["out"] = d_logp.unsqueeze(-1) * z * inv_std  # d logp / d mean = z / std
+        d_log_std = (d_logp.unsqueeze(-1) * (z * z - 1.0)).sum(0) - cfg.ent_coef  # entropy: d/dlog_std = 1
+        raw = policy.actor_log_std
+        inside = (raw >= policy.cfg.log_std_min) & (raw <= policy.cfg.log_std_max)  # the clamp's gradient
+        grads["log_std"] = d_log_std * inside
+    else:
+        d_parts = []
+        for i, (p, lp) in enumerate(zip(probs, log_probs)):
+            d = p * -d_logp.unsqueeze(-1)  # d logp / d logits = onehot(a) - p
+            d.scatter_add_(-1, actions[:, i : i + 1], d_logp.unsqueeze(-1))
+            if cfg.ent_coef != 0.0:  # d H / d logits = -p (log p + H); the loss has -ent_coef * mean H
+                d.addcmul_(p, lp + ent_parts[i], value=cfg.ent_coef / n)
+            d_parts.append(d)
+        grads["out"] = d_parts[0] if len(d_parts) == 1 else torch.cat(d_parts, -1)
+    # -- the critic ----------------------------------------------------------------------------------
+    vf, d_v, vf_clipped = _value_loss_grad(values, mb["returns"], mb["values_old"], cfg)
+    grads["value"] = d_v * (cfg.vf_coef / n)
+    pg_mean, vf_mean = pg.mean(), vf.mean()
+    terms = {
+        "policy_loss": pg_mean,
+        "value_loss": vf_mean,
+        "entropy": entropy,
+        "loss": pg_mean - cfg.ent_coef * entropy + cfg.vf_coef * vf_mean,
+        "kl": kl.mean(),
+        "approx_kl": kl.mean(),
+        "clip_fraction": ((ratio - 1.0).abs() > clip_range).float().mean(),
+        "value_clip_fraction": vf_clipped.float().mean(),
+        "ratio_mean": ratio.mean(),
+    }
+    return terms["loss"], terms, grads
+
+
+def _value_loss_grad(
+    values: torch.Tensor, returns: torch.Tensor, values_old: torch.Tensor, cfg: PPOConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``functional.value_loss`` (per sample), its derivative in ``values`` and the clipped mask."""
+
+    def loss_and_slope(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        err = v - returns
+        if cfg.value_loss == "mse":
+            return 0.5 * err * err, err
+        huber = torch.nn.functional.huber_loss(v, returns, reduction="none", delta=cfg.huber_delta)
+        return huber, err.clamp(-cfg.huber_delta, cfg.huber_delta)  # quadratic inside delta, linear out
+
+    loss, slope = loss_and_slope(values)
+    if cfg.vf_clip_range is None:
+        return loss, slope, torch.zeros_like(loss, dtype=torch.bool)
+    delta = values - values_old
+    clipped_delta = delta.clamp(-cfg.vf_clip_range, cfg.vf_clip_range)
+    loss_c, slope_c = loss_and_slope(values_old + clipped_delta)
+    slope_c = slope_c * (delta.abs() <= cfg.vf_clip_range)  # the clamp passes the gradient only inside
+    use_clipped = loss_c > loss
+    return torch.where(use_clipped, loss_c, loss), torch.where(use_clipped, slope_c, slope), use_clipped
