@@ -18,7 +18,7 @@ def _collect(mode, T=8, max_steps=3, terminate_at=None):
     torch.manual_seed(0)
     policy = ActorCritic(1, venv.single_action_space, NetworkConfig())
     col = Collector(venv, policy, torch.device("cpu"), 0, None, None)
-    buf = RolloutBuffer.allocate(T, 2, (1,), (), torch.long, torch.device("cpu"))
+    buf = RolloutBuffer.allocate(T, 2, (1,), (), torch.long)
     col.collect(buf)
     return buf, policy, col
 
@@ -75,6 +75,6 @@ def test_nonfinite_observation_names_env_step_and_field():
     venv = gym.vector.SyncVectorEnv([CountingEnv, NaNEnv], autoreset_mode=AutoresetMode.SAME_STEP)
     policy = ActorCritic(1, venv.single_action_space, NetworkConfig())
     col = Collector(venv, policy, torch.device("cpu"), 0, None, None)
-    buf = RolloutBuffer.allocate(4, 2, (1,), (), torch.long, torch.device("cpu"))
+    buf = RolloutBuffer.allocate(4, 2, (1,), (), torch.long)
     with pytest.raises(EnvStepError, match="environment 1 returned a non-finite observation at step 4"):
         col.collect(buf)

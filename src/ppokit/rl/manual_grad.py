@@ -34,53 +34,21 @@ _LOG_2PI = math.log(2 * math.pi)
 Layer = tuple[nn.Parameter, nn.Parameter]  # (weight [out, in], bias [out])
 
 
-def _linears(seq: nn.Sequential | None) -> list[Layer]:
-    return [(m.weight, m.bias) for m in seq if isinstance(m, nn.Linear)] if seq is not None else []
-
-
 class ManualGrad:
-    """Forward with saved activations, and the backward that writes every parameter's gradient."""
+    """The backward through the actor-critic's MLPs; the forward is ``ActorCritic.infer``."""
 
     def __init__(self, policy: ActorCritic):
         self.policy = policy
         self.activation = policy.cfg.activation
-        self.trunk = _linears(policy.trunk)
-        self.actor_body = _linears(policy.actor_body)
-        self.critic_body = _linears(policy.critic_body)
+        self.trunk = policy.linears("trunk")
+        self.actor_body = policy.linears("actor")
+        self.critic_body = policy.linears("critic")
         self.actor_head: Layer = (policy.actor_head.weight, policy.actor_head.bias)
         self.critic_head: Layer = (policy.critic_head.weight, policy.critic_head.bias)
 
-    # -- forward -------------------------------------------------------------------------------
-    def _act(self, z: torch.Tensor) -> torch.Tensor:
-        """The activation, in place on the fresh pre-activation ``z`` (same values as networks.py)."""
-        if self.activation == "tanh":
-            return z.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)  # tanh = 2 sigmoid(2z) - 1 (networks.tanh)
-        if self.activation == "relu":
-            return z.relu_()
-        return torch.nn.functional.elu_(z)
-
-    def _body(self, x: torch.Tensor, layers: list[Layer]) -> list[torch.Tensor]:
-        """The inputs of every layer, then the body's output: ``[x, h1, ..., hL]``."""
-        hs = [x]
-        for w, b in layers:
-            hs.append(self._act(torch.addmm(b, hs[-1], w.t())))
-        return hs
-
-    @torch.no_grad()
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """``(policy output, value, saved activations)``; the outputs are detached leaves."""
-        x = obs.reshape(obs.shape[0], -1)
-        if self.trunk:
-            hs = self._body(x, self.trunk)
-            saved = {"trunk": hs}
-            ha = hc = hs[-1]
-        else:
-            ha_s, hc_s = self._body(x, self.actor_body), self._body(x, self.critic_body)
-            saved = {"actor": ha_s, "critic": hc_s}
-            ha, hc = ha_s[-1], hc_s[-1]
-        out = torch.addmm(self.actor_head[1], ha, self.actor_head[0].t())
-        value = torch.addmm(self.critic_head[1], hc, self.critic_head[0].t()).squeeze(-1)
-        return out, value, saved
+        """``(policy output, value, saved activations)``, all without autograd."""
+        return self.policy.infer(obs)
 
     # -- backward ------------------------------------------------------------------------------
     def _act_grad(self, dh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ class Tanh(nn.Module):
 
 
 _ACTIVATIONS = {"tanh": Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+_MINUS_ONE = torch.tensor(-1.0)
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -87,6 +88,43 @@ class ActorCritic(nn.Module):
             self.actor_log_std = nn.Parameter(torch.full((out,), float(cfg.log_std_init)))
 
     # -- the two heads -------------------------------------------------------------------------
+    def linears(self, part: str) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        """``(weight, bias)`` of the hidden layers of ``"trunk"``, ``"actor"`` or ``"critic"``."""
+        if "_linears" not in self.__dict__:  # cached: module attribute lookups cost ~1 us each
+            seqs = {"trunk": self.trunk, "actor": self.actor_body, "critic": self.critic_body}
+            self.__dict__["_linears"] = {
+                k: [(m.weight, m.bias) for m in seq if isinstance(m, nn.Linear)] if seq is not None else []
+                for k, seq in seqs.items()
+            }
+        return self.__dict__["_linears"][part]
+
+    def _activate_(self, z: torch.Tensor) -> torch.Tensor:
+        """The activation in place on a fresh pre-activation (same values as the modules)."""
+        if self.cfg.activation == "tanh":  # 2 sigmoid(2z) - 1, as ``tanh`` above, in two in-place ops
+            return torch.add(_MINUS_ONE, z.mul_(2.0).sigmoid_(), alpha=2.0, out=z)
+        if self.cfg.activation == "relu":
+            return z.relu_()
+        return torch.nn.functional.elu_(z)
+
+    @torch.no_grad()
+    def infer(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
+        """``forward`` without autograd or module calls, for the rollout and the manual-gradient update
+        (rl/manual_grad.py): ``(policy output, value, saved)``, where ``saved`` holds every layer's input
+        and the body's output per part (``[x, h1, ..., hL]``), which the hand-written backward needs."""
+        x = obs.reshape(obs.shape[0], -1)
+        saved = {}
+        for part in ("trunk",) if self.trunk is not None else ("actor", "critic"):
+            hs = [x]
+            for w, b in self.linears(part):
+                hs.append(self._activate_(torch.addmm(b, hs[-1], w.t())))
+            saved[part] = hs
+        ha, hc = (
+            (saved["trunk"][-1],) * 2 if self.trunk is not None else (saved["actor"][-1], saved["critic"][-1])
+        )
+        out = torch.addmm(self.actor_head.bias, ha, self.actor_head.weight.t())
+        value = torch.addmm(self.critic_head.bias, hc, self.critic_head.weight.t()).squeeze(-1)
+        return out, value, saved
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(policy output [B, out], value [B])``: logits or Gaussian mean, and V(s)."""
         if self.trunk is not None:
@@ -94,10 +132,13 @@ class ActorCritic(nn.Module):
             return self.actor_head(h), self.critic_head(h).squeeze(-1)
         return self.actor_head(self.actor_body(obs)), self.critic_head(self.critic_body(obs)).squeeze(-1)
 
+    @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(s) ``[B]``."""
-        body = self.trunk if self.trunk is not None else self.critic_body
-        return self.critic_head(body(obs)).squeeze(-1)
+        """V(s) ``[B]`` (no gradient: for bootstrapping)."""
+        x = obs.reshape(obs.shape[0], -1)
+        for w, b in self.linears("trunk" if self.trunk is not None else "critic"):
+            x = self._activate_(torch.addmm(b, x, w.t()))
+        return torch.addmm(self.critic_head.bias, x, self.critic_head.weight.t()).squeeze(-1)
 
     def log_std(self) -> torch.Tensor:
         """The Gaussian log-std kept in ``[log_std_min, log_std_max]`` (avoids collapse and blow-up)."""
@@ -130,24 +171,24 @@ class ActorCritic(nn.Module):
             action = out if deterministic else out + torch.exp(self.log_std()) * torch.randn_like(out)
             return action, self.log_prob_entropy(out, action)[0]
         parts, logps = [], []
-        for logits in self._split(out):
+        for logits in self._split(out) if self.kind == "multidiscrete" else [out]:
             log_probs = torch.log_softmax(logits, -1)
             if deterministic:
                 a = log_probs.argmax(-1)
-            else:  # Gumbel-max trick: argmax(logits + Gumbel noise) ~ Categorical(logits)
-                u = torch.rand_like(log_probs).clamp_(1e-20, 1.0)
-                a = (log_probs - torch.log(-torch.log(u))).argmax(-1)
+            else:  # Gumbel-max: argmax(logits + g) with g = -log(-log(u)) ~ Gumbel is ~ Categorical(logits)
+                minus_g = torch.rand_like(log_probs).clamp_(1e-20, 1.0).log_().neg_().log_()
+                a = (log_probs - minus_g).argmax(-1)
             parts.append(a)
             logps.append(log_probs.gather(-1, a.unsqueeze(-1)).squeeze(-1))
-        logp = torch.stack(logps).sum(0)
-        action = parts[0] if self.kind == "discrete" else torch.stack(parts, dim=-1)
-        return action, logp
+        if self.kind == "discrete":
+            return parts[0], logps[0]
+        return torch.stack(parts, dim=-1), torch.stack(logps).sum(0)
 
     def act(
         self, obs: torch.Tensor, deterministic: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(action, logp, value)`` in one forward pass (used by the rollout)."""
-        out, value = self(obs)
+        """``(action, logp, value)`` in one forward pass, without gradients (used by the rollout)."""
+        out, value, _ = self.infer(obs)
         action, logp = self.sample(out, deterministic)
         return action, logp, value
 

@@ -97,7 +97,6 @@ class PPO:
             obs_shape,
             action_shape,
             torch.float32 if box else torch.long,
-            self.device,
         )
         self.kl_beta = cfg.kl_beta
         self.num_timesteps = self.num_updates = 0
@@ -232,7 +231,7 @@ class PPO:
     # -- the update ----------------------------------------------------------------------------------
     def _flatten_rollout(self) -> dict[str, torch.Tensor]:
         """GAE over ``[T, N]``, then the valid transitions flattened to ``[B]`` for minibatching."""
-        cfg, buf = self.config, self.buffer
+        cfg, buf = self.config, self.buffer.to(self.device)
         advantages, returns = gae(
             buf.rewards, buf.values, buf.next_values, buf.terminated, buf.done, cfg.gamma, cfg.gae_lambda
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import gymnasium as gym
 import numpy as np
@@ -29,7 +29,12 @@ from ppokit.rl.normalization import ObsNormalizer, RewardScaler
 
 @dataclass
 class RolloutBuffer:
-    """Storage ``[T, N, ...]``; ``next_values[t]`` is V of the observation that followed step t."""
+    """Storage ``[T, N, ...]``; ``next_values[t]`` is V of the observation that followed step t.
+
+    Kept in host memory: the rollout writes each step through numpy views of these tensors (a numpy
+    item write costs ~0.3 us against ~4 us for a torch one, and a step writes nine fields), and the
+    update moves the whole rollout to the training device in one copy per field (``to``; nothing is
+    copied on CPU)."""
 
     obs: torch.Tensor
     actions: torch.Tensor
@@ -49,9 +54,8 @@ class RolloutBuffer:
         obs_shape: tuple,
         action_shape: tuple,
         action_dtype: torch.dtype,
-        device: torch.device,
     ) -> RolloutBuffer:
-        z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=device)
+        z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype)
         T, N = n_steps, num_envs
         return cls(
             obs=z(T, N, *obs_shape),
@@ -64,6 +68,16 @@ class RolloutBuffer:
             done=z(T, N, dtype=torch.bool),
             valid=z(T, N, dtype=torch.bool),
         )
+
+    def numpy(self) -> dict[str, np.ndarray]:
+        """Writable numpy views of every field (they share memory with the tensors)."""
+        return {f.name: getattr(self, f.name).numpy() for f in fields(self)}
+
+    def to(self, device: torch.device) -> RolloutBuffer:
+        """The buffer on ``device`` (itself on CPU)."""
+        if device.type == "cpu":
+            return self
+        return RolloutBuffer(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 class EpisodeStats:
@@ -132,6 +146,8 @@ class Collector:
 
     def _check_finite(self, x: np.ndarray, field: str, step: int) -> np.ndarray:
         """Raise EnvStepError naming env index, step and field, or (nan_policy=skip) return a bad mask."""
+        if np.isfinite(x).all():  # the common case, in two numpy calls
+            return np.zeros(self.num_envs, dtype=bool)
         bad = ~np.isfinite(np.asarray(x, dtype=np.float64).reshape(self.num_envs, -1)).all(axis=1)
         if bad.any() and self.nan_policy == "raise":
             i = int(np.flatnonzero(bad)[0])
@@ -142,7 +158,7 @@ class Collector:
         return bad
 
     def _drop_nonfinite_final(
-        self, final: np.ndarray, idx: np.ndarray, buf: RolloutBuffer, t: int
+        self, final: np.ndarray, idx: np.ndarray, valid: np.ndarray, t: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Check the final observations of truncated episodes (they feed the bootstrap value)."""
         bad = ~np.isfinite(np.asarray(final, np.float64).reshape(len(idx), -1)).all(axis=1)
@@ -154,29 +170,29 @@ class Collector:
                 f"at step {self.steps} (set nan_policy=skip to skip and count such transitions)"
             )
         self.skipped_nonfinite += int(bad.sum())
-        buf.valid[t, torch.as_tensor(idx[bad], device=buf.valid.device)] = False
+        valid[t, idx[bad]] = False
         return final[~bad], idx[~bad]
 
     @torch.inference_mode()
     def collect(self, buf: RolloutBuffer) -> None:
         """Fill ``buf`` with ``T`` steps of every env (the rollout)."""
         T = buf.obs.shape[0]
-        final_values = torch.zeros_like(buf.next_values)  # V(final obs) of SAME_STEP truncations
-        has_final = torch.zeros_like(buf.done)
+        nb = buf.numpy()
+        host = lambda x: x.cpu().numpy()  # no copy on CPU
+        final_values = np.zeros_like(nb["next_values"])  # V(final obs) of SAME_STEP truncations
+        has_final = np.zeros_like(nb["done"])
         for t in range(T):
-            obs = self.obs
-            action, logp, value = self.policy.act(obs)
-            buf.obs[t] = obs
-            buf.actions[t] = action
-            buf.logp[t] = logp
-            buf.values[t] = value
+            action, logp, value = (host(x) for x in self.policy.act(self.obs))
+            nb["obs"][t] = host(self.obs)
+            nb["actions"][t] = action
+            nb["logp"][t] = logp
+            nb["values"][t] = value
             if t > 0:
-                buf.next_values[t - 1] = value  # default bootstrap: V of the obs that followed step t-1
-            env_action = action.cpu().numpy()
-            if (
-                self.box
-            ):  # the Gaussian sample is stored unclipped (its logp is exact); the env gets it clipped
-                env_action = np.clip(env_action, self.action_space.low, self.action_space.high)
+                nb["next_values"][t - 1] = value  # default bootstrap: V of the obs that followed step t-1
+            # a Gaussian sample is stored unclipped (its logp is exact); the env gets it clipped
+            env_action = (
+                np.clip(action, self.action_space.low, self.action_space.high) if self.box else action
+            )
             raw, reward, terminated, truncated, info = self.venv.step(env_action)
             self.steps += self.num_envs
             valid = ~self.prev_done
@@ -190,20 +206,19 @@ class Collector:
                 reward = np.where(bad, 0.0, reward)
             done = terminated | truncated
             self.episodes.add(np.asarray(reward, np.float64), done, valid, self.steps, time.time())
-            scaled = self.reward_scaler(reward, done) if self.reward_scaler is not None else reward
-            buf.rewards[t] = torch.as_tensor(np.asarray(scaled, np.float32), device=self.device)
-            buf.terminated[t] = torch.as_tensor(terminated, device=self.device)
-            buf.done[t] = torch.as_tensor(done, device=self.device)
-            buf.valid[t] = torch.as_tensor(valid, device=self.device)
+            nb["rewards"][t] = self.reward_scaler(reward, done) if self.reward_scaler is not None else reward
+            nb["terminated"][t] = terminated
+            nb["done"][t] = done
+            nb["valid"][t] = valid
             self.raw_obs = raw
             self.obs = self._normalize(raw, update=True)
             if self.same_step and truncated.any():
                 idx = np.flatnonzero(truncated)
                 final = np.stack([info["final_obs"][i] for i in idx])
-                final, idx = self._drop_nonfinite_final(final, idx, buf, t)
-                final_values[t, idx] = self.policy.value(self._normalize(final, update=False))
+                final, idx = self._drop_nonfinite_final(final, idx, nb["valid"], t)
+                final_values[t, idx] = host(self.policy.value(self._normalize(final, update=False)))
                 has_final[t, idx] = True
             # NEXT_STEP: the step after an ending step is the env's reset step (see module docstring)
             self.prev_done = np.zeros_like(done) if self.same_step else done
-        buf.next_values[T - 1] = self.policy.value(self.obs)
-        buf.next_values[has_final] = final_values[has_final]
+        nb["next_values"][T - 1] = host(self.policy.value(self.obs))
+        nb["next_values"][has_final] = final_values[has_final]
