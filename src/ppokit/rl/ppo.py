@@ -297,11 +297,13 @@ class PPO:
         sums: dict[str, float] = {}
         count, stop = 0, False
         for _epoch in range(cfg.n_epochs):
-            perm = torch.randperm(n, device=self.device)
-            for idx in torch.tensor_split(perm, n_minibatches):
-                if idx.numel() == 0 and not self.dist.enabled:
+            # One minibatch per epoch (the zoo's CartPole settings) is the whole rollout: its order
+            # does not change the gradient, so it is used as it is, without a permuted copy.
+            perm = torch.randperm(n, device=self.device) if n_minibatches > 1 else None
+            for idx in torch.tensor_split(perm, n_minibatches) if perm is not None else [None]:
+                if idx is not None and idx.numel() == 0 and not self.dist.enabled:
                     continue  # with several ranks an empty share still takes part: see _step
-                mb = {k: v[idx] for k, v in data.items()}
+                mb = {k: v[idx] for k, v in data.items()} if idx is not None else data
                 loss, terms, backward = self._loss_and_backward(mb, clip_range)
                 # Target-KL early stop, checked before this minibatch's step (SB3's 1.5 * target_kl rule).
                 if cfg.target_kl is not None:
