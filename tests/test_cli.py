@@ -97,3 +97,18 @@ def test_help_lists_every_option():
         assert out.returncode == 0
         for opt in options:
             assert opt in out.stdout, (verb, opt)
+
+
+def test_tensorboard_events_hold_every_logged_scalar(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ppokit.tracking import Tracker
+
+    tracker = Tracker(tmp_path)
+    tracker.log(10, {"train/loss": 0.5, "rollout/ep_rew_mean": float("nan"), "time/fps": 100})
+    tracker.log(20, {"train/loss": 0.25, "rollout/ep_rew_mean": 9.0, "time/fps": 200})
+    tracker.close()
+    acc = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert sorted(acc.Tags()["scalars"]) == ["rollout/ep_rew_mean", "time/fps", "train/loss"]
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(10, 0.5), (20, 0.25)]
+    assert [(e.step, e.value) for e in acc.Scalars("rollout/ep_rew_mean")] == [(20, 9.0)]  # NaN skipped

@@ -67,9 +67,16 @@ class Tracker:
             return
         self.csv.write(metrics)
         if self.tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(k, v, step)
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            # One event holding every scalar of the row: ``add_scalar`` per metric writes ~24 events
+            # per update, which cost ~1 ms per update (6% of a CartPole run with the zoo settings).
+            values = [
+                Summary.Value(tag=k, simple_value=float(v))
+                for k, v in metrics.items()
+                if isinstance(v, (int, float)) and math.isfinite(v)
+            ]
+            self.tb._get_file_writer().add_summary(Summary(value=values), step)
 
     def log_episodes(self, episodes: list[tuple[float, int, int, float]]) -> None:
         """Append finished training episodes ``(return, length, step, unix_time)`` to episodes.csv."""
