@@ -1,17 +1,18 @@
 """The PPO loss's gradient written out by hand, for the update's gradient steps.
 
-Why: with small MLPs on a CPU, a gradient step is bound by per-op bookkeeping, not arithmetic. Through
-autograd a 64-64 actor-critic step at batch 256 cost ~1 ms on the 2-core dev machine (the profile is in
-docs/benchmarks.md); rl-zoo's CartPole settings take 20 such steps per 256 env steps, so the update was
-80% of the run. Autograd is general; these two functions are the same derivatives for the one
-graph PPO has, in ~5x fewer tensor ops:
+Why: with small MLPs on a CPU, a gradient step is bound by per-op bookkeeping, not arithmetic.
+Through autograd a 64-64 actor-critic step at batch 256 cost ~1 ms on the 2-core dev machine
+(profile and micro-measurements: benchmarks/notes.md); rl-zoo's CartPole settings take 20 such steps
+per 256 env steps, so the update was 80% of the run. Autograd is general; these two are the same
+derivatives for the one graph PPO has, in ~5x fewer tensor ops:
 
 - ``loss_and_grads``: the loss of ``PPO.loss`` (same terms, same values) and its gradient with respect
   to the network outputs: logits or Gaussian mean, value, log-std.
-- ``ManualGrad``: the MLPs' forward keeping activations, and their backward, a dozen matrix products
-  written straight into the optimizer's flat gradient (``out=`` views). For a layer ``h = act(z)``,
-  ``z = x W^T + b`` and upstream ``dh``: ``dz = dh * act'(z)``, ``dW = dz^T x``, ``db = sum dz``,
-  ``dx = dz W``, with act' from the output: tanh' = 1 - h^2, relu' = [h > 0], elu' = h + 1 where h <= 0.
+- ``ManualGrad``: the MLPs' backward (their forward, keeping activations, is ``ActorCritic.infer``),
+  a dozen matrix products written straight into the optimizer's flat gradient (``out=`` views).
+  For a layer ``h = act(z)``, ``z = x W^T + b`` and upstream ``dh``: ``dz = dh * act'(z)``,
+  ``dW = dz^T x``, ``db = sum dz``, ``dx = dz W``, with act' from the output: tanh' = 1 - h^2,
+  relu' = [h > 0], elu' = h + 1 where h <= 0.
 
 ``PPO.loss`` (autograd) is the definition; ``manual_grad: false`` uses it throughout, and
 tests/test_rl_manual_grad.py checks loss, terms and every parameter gradient against it for every
@@ -30,6 +31,12 @@ from ppokit.rl.config import PPOConfig
 from ppokit.rl.networks import ActorCritic
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+def _sum(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Sum of the per-sub-action terms (no op for a single Discrete action)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, -1).sum(-1, keepdim=True)
+
 
 Layer = tuple[nn.Parameter, nn.Parameter]  # (weight [out, in], bias [out])
 
@@ -116,9 +123,9 @@ def loss_and_grads(
         parts = list(torch.split(out, policy.nvec, dim=-1))
         log_probs = [torch.log_softmax(x, -1) for x in parts]
         probs = [lp.exp() for lp in log_probs]
-        logp = sum(lp.gather(-1, actions[:, i : i + 1]) for i, lp in enumerate(log_probs)).squeeze(-1)
+        logp = _sum([lp.gather(-1, actions[:, i : i + 1]) for i, lp in enumerate(log_probs)]).squeeze(-1)
         ent_parts = [-(p * lp).sum(-1, keepdim=True) for p, lp in zip(probs, log_probs)]
-        entropy = sum(ent_parts).mean()
+        entropy = _sum(ent_parts).mean()
     # -- the policy objective and d loss / d logp (the mean over the minibatch included) -----------
     ratio = torch.exp(logp - mb["logp_old"])
     kl = kl_k3(mb["logp_old"], logp)
@@ -126,13 +133,12 @@ def loss_and_grads(
     if cfg.objective == "clip":
         pg, is_low, is_high = clipped_surrogate(ratio, adv, clip_range)
         # the clip removes the gradient exactly where clipped_surrogate's masks say
-        d_logp = torch.where(is_low | is_high, 0.0, -ratio_adv)
+        d_logp = torch.where(is_low | is_high, 0.0, ratio_adv * (-1.0 / n))
     elif cfg.objective == "none":
-        pg, d_logp = -ratio_adv, -ratio_adv
+        pg, d_logp = -ratio_adv, ratio_adv * (-1.0 / n)
     else:  # kl_penalty / kl_adaptive: -(r A) + beta * k3, and d k3 / d logp = r - 1
         pg = kl_beta * kl - ratio_adv
-        d_logp = kl_beta * (ratio - 1.0) - ratio_adv
-    d_logp = d_logp / n
+        d_logp = (kl_beta * (ratio - 1.0) - ratio_adv) / n
     # -- chain to the policy output (and the log-std) -----------------------------------------------
     if policy.kind == "box":
         grads["out"] = d_logp.unsqueeze(-1) * z * inv_std  # d logp / d mean = z / std
@@ -152,16 +158,16 @@ def loss_and_grads(
     # -- the critic ----------------------------------------------------------------------------------
     vf, d_v, vf_clipped = _value_loss_grad(values, mb["returns"], mb["values_old"], cfg)
     grads["value"] = d_v * (cfg.vf_coef / n)
-    pg_mean, vf_mean = pg.mean(), vf.mean()
+    pg_mean, vf_mean, kl_mean = pg.mean(), vf.mean(), kl.mean()
     terms = {
         "policy_loss": pg_mean,
         "value_loss": vf_mean,
         "entropy": entropy,
         "loss": pg_mean - cfg.ent_coef * entropy + cfg.vf_coef * vf_mean,
-        "kl": kl.mean(),
-        "approx_kl": kl.mean(),
+        "kl": kl_mean,
+        "approx_kl": kl_mean,  # the same k3 mean, under SB3's name
         "clip_fraction": ((ratio - 1.0).abs() > clip_range).float().mean(),
-        "value_clip_fraction": vf_clipped.float().mean(),
+        "value_clip_fraction": vf_clipped.float().mean() if vf_clipped is not None else vf_mean * 0.0,
         "ratio_mean": ratio.mean(),
     }
     return terms["loss"], terms, grads
@@ -169,8 +175,9 @@ def loss_and_grads(
 
 def _value_loss_grad(
     values: torch.Tensor, returns: torch.Tensor, values_old: torch.Tensor, cfg: PPOConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``functional.value_loss`` (per sample), its derivative in ``values`` and the clipped mask."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``functional.value_loss`` (per sample), its derivative in ``values`` and the clipped mask (None
+    without value clipping)."""
 
     def loss_and_slope(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         err = v - returns
@@ -181,7 +188,7 @@ def _value_loss_grad(
 
     loss, slope = loss_and_slope(values)
     if cfg.vf_clip_range is None:
-        return loss, slope, torch.zeros_like(loss, dtype=torch.bool)
+        return loss, slope, None
     delta = values - values_old
     clipped_delta = delta.clamp(-cfg.vf_clip_range, cfg.vf_clip_range)
     loss_c, slope_c = loss_and_slope(values_old + clipped_delta)

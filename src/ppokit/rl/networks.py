@@ -132,13 +132,24 @@ class ActorCritic(nn.Module):
             return self.actor_head(h), self.critic_head(h).squeeze(-1)
         return self.actor_head(self.actor_body(obs)), self.critic_head(self.critic_body(obs)).squeeze(-1)
 
+    def _head_input(self, obs: torch.Tensor, part: str) -> torch.Tensor:
+        """The output of ``part``'s hidden layers (the trunk's when shared), without autograd."""
+        x = obs.reshape(obs.shape[0], -1)
+        for w, b in self.linears("trunk" if self.trunk is not None else part):
+            x = self._activate_(torch.addmm(b, x, w.t()))
+        return x
+
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(s) ``[B]`` (no gradient: for bootstrapping)."""
-        x = obs.reshape(obs.shape[0], -1)
-        for w, b in self.linears("trunk" if self.trunk is not None else "critic"):
-            x = self._activate_(torch.addmm(b, x, w.t()))
-        return torch.addmm(self.critic_head.bias, x, self.critic_head.weight.t()).squeeze(-1)
+        """V(s) ``[B]`` (no gradient: for the rollout's values and bootstraps)."""
+        h = self._head_input(obs, "critic")
+        return torch.addmm(self.critic_head.bias, h, self.critic_head.weight.t()).squeeze(-1)
+
+    @torch.no_grad()
+    def policy_output(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits or Gaussian mean ``[B, out]`` alone (no gradient: the rollout's per-step pass)."""
+        h = self._head_input(obs, "actor")
+        return torch.addmm(self.actor_head.bias, h, self.actor_head.weight.t())
 
     def log_std(self) -> torch.Tensor:
         """The Gaussian log-std kept in ``[log_std_min, log_std_max]`` (avoids collapse and blow-up)."""

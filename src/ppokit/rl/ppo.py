@@ -256,7 +256,9 @@ class PPO:
 
         Returns the scalar loss and detached terms/diagnostics. The minus sign on the entropy makes
         the bonus *raise* entropy when the loss is minimised. ``outputs`` are the networks' (policy
-        output, value) when already computed (the manual-gradient path); by default, ``policy(obs)``.
+        output, value) when already computed; by default, ``policy(obs)``. With ``manual_grad`` (the
+        default) the update uses ``manual_grad.loss_and_grads`` instead, the same loss with its gradient
+        written out (tested equal); a subclass that changes this loss should set ``manual_grad=False``.
         """
         cfg = self.config
         out, values = outputs if outputs is not None else self.policy(mb["obs"])

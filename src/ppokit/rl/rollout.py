@@ -182,13 +182,11 @@ class Collector:
         final_values = np.zeros_like(nb["next_values"])  # V(final obs) of SAME_STEP truncations
         has_final = np.zeros_like(nb["done"])
         for t in range(T):
-            action, logp, value = (host(x) for x in self.policy.act(self.obs))
+            # the actor alone per step; the critic's values come for the whole rollout at once below
+            action, logp = (host(x) for x in self.policy.sample(self.policy.policy_output(self.obs)))
             nb["obs"][t] = host(self.obs)
             nb["actions"][t] = action
             nb["logp"][t] = logp
-            nb["values"][t] = value
-            if t > 0:
-                nb["next_values"][t - 1] = value  # default bootstrap: V of the obs that followed step t-1
             # a Gaussian sample is stored unclipped (its logp is exact); the env gets it clipped
             env_action = (
                 np.clip(action, self.action_space.low, self.action_space.high) if self.box else action
@@ -220,5 +218,12 @@ class Collector:
                 has_final[t, idx] = True
             # NEXT_STEP: the step after an ending step is the env's reset step (see module docstring)
             self.prev_done = np.zeros_like(done) if self.same_step else done
-        nb["next_values"][T - 1] = host(self.policy.value(self.obs))
+        # V of every stored observation and of the one after the last step, in one batched pass (the
+        # parameters do not change during the rollout); by default step t bootstraps with V(obs t+1)
+        all_obs = torch.cat(
+            [buf.obs.reshape(T * self.num_envs, -1).to(self.device), self.obs.reshape(self.num_envs, -1)]
+        )
+        values = host(self.policy.value(all_obs)).reshape(T + 1, self.num_envs)
+        nb["values"][:] = values[:T]
+        nb["next_values"][:] = values[1:]
         nb["next_values"][has_final] = final_values[has_final]
