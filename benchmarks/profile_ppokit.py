@@ -42,7 +42,9 @@ IMPORTS = [
 PARTS = [
     ("learn() total", "ppo.py", "(learn)", 0),
     ("rollout: Collector.collect", "rollout.py", "(collect)", 1),
-    ("policy forward + sample (act)", "networks.py", "(act)", 2),
+    ("actor forward (policy_output)", "networks.py", "(policy_output)", 2),
+    ("action sampling (sample)", "networks.py", "(sample)", 2),
+    ("critic values, one batch per rollout (value)", "networks.py", "(value)", 2),
     ("env.step (numpy CartPole)", "cartpole.py", "(step)", 2),
     ("episode stats (EpisodeStats.add)", "rollout.py", "(add)", 2),
     ("non-finite checks (_check_finite)", "rollout.py", "(_check_finite)", 2),
