@@ -119,3 +119,16 @@ def test_manual_and_autograd_training_agree():
         model.learn(128)
         params.append(torch.cat([p.detach().reshape(-1) for p in model.policy.parameters()]))
     torch.testing.assert_close(params[0], params[1], rtol=1e-4, atol=1e-5)
+
+
+def test_multidimensional_observations_take_both_paths():
+    """A [2, 3] observation is flattened alike by the autograd forward and the hand-written one."""
+    from ppokit.rl.config import NetworkConfig
+    from ppokit.rl.networks import ActorCritic
+
+    net = ActorCritic(6, gym.spaces.Discrete(3), NetworkConfig())
+    obs = torch.randn(5, 2, 3)
+    out_a, value_a = net(obs)
+    out_m, value_m, _ = net.infer(obs)
+    torch.testing.assert_close(out_m, out_a.detach())
+    torch.testing.assert_close(value_m, value_a.detach())

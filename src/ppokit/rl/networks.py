@@ -127,6 +127,7 @@ class ActorCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(policy output [B, out], value [B])``: logits or Gaussian mean, and V(s)."""
+        obs = obs.reshape(obs.shape[0], -1)  # multi-dimensional observations enter flattened, as in infer
         if self.trunk is not None:
             h = self.trunk(obs)
             return self.actor_head(h), self.critic_head(h).squeeze(-1)
