@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from ppokit.functional import clipped_surrogate, kl_k3
+from ppokit.functional import clipped_surrogate, kl_k3, value_loss
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.networks import ActorCritic
 
@@ -52,10 +52,6 @@ class ManualGrad:
         self.critic_body = policy.linears("critic")
         self.actor_head: Layer = (policy.actor_head.weight, policy.actor_head.bias)
         self.critic_head: Layer = (policy.critic_head.weight, policy.critic_head.bias)
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """``(policy output, value, saved activations)``, all without autograd."""
-        return self.policy.infer(obs)
 
     # -- backward ------------------------------------------------------------------------------
     def _act_grad(self, dh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -167,7 +163,7 @@ def loss_and_grads(
         "kl": kl_mean,
         "approx_kl": kl_mean,  # the same k3 mean, under SB3's name
         "clip_fraction": ((ratio - 1.0).abs() > clip_range).float().mean(),
-        "value_clip_fraction": vf_clipped.float().mean() if vf_clipped is not None else vf_mean * 0.0,
+        "value_clip_fraction": vf_clipped.float().mean(),
         "ratio_mean": ratio.mean(),
     }
     return terms["loss"], terms, grads
@@ -175,23 +171,20 @@ def loss_and_grads(
 
 def _value_loss_grad(
     values: torch.Tensor, returns: torch.Tensor, values_old: torch.Tensor, cfg: PPOConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``functional.value_loss`` (per sample), its derivative in ``values`` and the clipped mask (None
-    without value clipping)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``functional.value_loss`` (per sample, and which samples took the clipped loss) and its
+    derivative in ``values``."""
+    loss, use_clipped = value_loss(
+        values, returns, values_old, cfg.vf_clip_range, cfg.value_loss, cfg.huber_delta
+    )
 
-    def loss_and_slope(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        err = v - returns
-        if cfg.value_loss == "mse":
-            return 0.5 * err * err, err
-        huber = torch.nn.functional.huber_loss(v, returns, reduction="none", delta=cfg.huber_delta)
-        return huber, err.clamp(-cfg.huber_delta, cfg.huber_delta)  # quadratic inside delta, linear out
+    def slope(err: torch.Tensor) -> torch.Tensor:  # d loss / d prediction
+        return err if cfg.value_loss == "mse" else err.clamp(-cfg.huber_delta, cfg.huber_delta)
 
-    loss, slope = loss_and_slope(values)
+    d_values = slope(values - returns)
     if cfg.vf_clip_range is None:
-        return loss, slope, None
+        return loss, d_values, use_clipped
     delta = values - values_old
-    clipped_delta = delta.clamp(-cfg.vf_clip_range, cfg.vf_clip_range)
-    loss_c, slope_c = loss_and_slope(values_old + clipped_delta)
-    slope_c = slope_c * (delta.abs() <= cfg.vf_clip_range)  # the clamp passes the gradient only inside
-    use_clipped = loss_c > loss
-    return torch.where(use_clipped, loss_c, loss), torch.where(use_clipped, slope_c, slope), use_clipped
+    clipped = values_old + delta.clamp(-cfg.vf_clip_range, cfg.vf_clip_range)
+    d_clipped = slope(clipped - returns) * (delta.abs() <= cfg.vf_clip_range)  # the clamp's gradient
+    return loss, torch.where(use_clipped, d_clipped, d_values), use_clipped

@@ -106,21 +106,22 @@ class ActorCritic(nn.Module):
             return z.relu_()
         return torch.nn.functional.elu_(z)
 
+    def _hidden(self, obs: torch.Tensor, part: str) -> list[torch.Tensor]:
+        """Without autograd or module calls: the input of every hidden layer of ``part`` (the trunk's
+        when shared) and their output, ``[x, h1, ..., hL]``."""
+        hs = [obs.reshape(obs.shape[0], -1)]
+        for w, b in self.linears("trunk" if self.trunk is not None else part):
+            hs.append(self._activate_(torch.addmm(b, hs[-1], w.t())))
+        return hs
+
     @torch.no_grad()
     def infer(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
-        """``forward`` without autograd or module calls, for the rollout and the manual-gradient update
-        (rl/manual_grad.py): ``(policy output, value, saved)``, where ``saved`` holds every layer's input
-        and the body's output per part (``[x, h1, ..., hL]``), which the hand-written backward needs."""
-        x = obs.reshape(obs.shape[0], -1)
-        saved = {}
-        for part in ("trunk",) if self.trunk is not None else ("actor", "critic"):
-            hs = [x]
-            for w, b in self.linears(part):
-                hs.append(self._activate_(torch.addmm(b, hs[-1], w.t())))
-            saved[part] = hs
-        ha, hc = (
-            (saved["trunk"][-1],) * 2 if self.trunk is not None else (saved["actor"][-1], saved["critic"][-1])
-        )
+        """``forward`` without autograd, for the manual-gradient update (rl/manual_grad.py):
+        ``(policy output, value, saved)``, where ``saved`` maps each body (``trunk``, or ``actor`` and
+        ``critic``) to its layers' inputs and output, which the hand-written backward needs."""
+        parts = ("trunk",) if self.trunk is not None else ("actor", "critic")
+        saved = {part: self._hidden(obs, part) for part in parts}
+        ha, hc = saved[parts[0]][-1], saved[parts[-1]][-1]
         out = torch.addmm(self.actor_head.bias, ha, self.actor_head.weight.t())
         value = torch.addmm(self.critic_head.bias, hc, self.critic_head.weight.t()).squeeze(-1)
         return out, value, saved
@@ -133,23 +134,16 @@ class ActorCritic(nn.Module):
             return self.actor_head(h), self.critic_head(h).squeeze(-1)
         return self.actor_head(self.actor_body(obs)), self.critic_head(self.critic_body(obs)).squeeze(-1)
 
-    def _head_input(self, obs: torch.Tensor, part: str) -> torch.Tensor:
-        """The output of ``part``'s hidden layers (the trunk's when shared), without autograd."""
-        x = obs.reshape(obs.shape[0], -1)
-        for w, b in self.linears("trunk" if self.trunk is not None else part):
-            x = self._activate_(torch.addmm(b, x, w.t()))
-        return x
-
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(s) ``[B]`` (no gradient: for the rollout's values and bootstraps)."""
-        h = self._head_input(obs, "critic")
+        h = self._hidden(obs, "critic")[-1]
         return torch.addmm(self.critic_head.bias, h, self.critic_head.weight.t()).squeeze(-1)
 
     @torch.no_grad()
     def policy_output(self, obs: torch.Tensor) -> torch.Tensor:
         """Logits or Gaussian mean ``[B, out]`` alone (no gradient: the rollout's per-step pass)."""
-        h = self._head_input(obs, "actor")
+        h = self._hidden(obs, "actor")[-1]
         return torch.addmm(self.actor_head.bias, h, self.actor_head.weight.t())
 
     def log_std(self) -> torch.Tensor:
@@ -196,18 +190,11 @@ class ActorCritic(nn.Module):
             return parts[0], logps[0]
         return torch.stack(parts, dim=-1), torch.stack(logps).sum(0)
 
-    def act(
-        self, obs: torch.Tensor, deterministic: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(action, logp, value)`` in one forward pass, without gradients (used by the rollout)."""
-        out, value, _ = self.infer(obs)
-        action, logp = self.sample(out, deterministic)
-        return action, logp, value
-
     def evaluate(
         self, obs: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logp, entropy, value)`` of stored actions, with gradients (used by the update)."""
+        """``(logp, entropy, value)`` of stored actions, with gradients (the autograd update,
+        ``manual_grad: false``)."""
         out, value = self(obs)
         logp, entropy = self.log_prob_entropy(out, actions)
         return logp, entropy, value

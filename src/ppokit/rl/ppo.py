@@ -352,7 +352,7 @@ class PPO:
         if self.manual_grad is None:
             loss, terms = self.loss(mb, clip_range)
             return loss, terms, loss.backward
-        out, values, saved = self.manual_grad.forward(mb["obs"])
+        out, values, saved = self.policy.infer(mb["obs"])
         cfg = self.config
         adv = self._normalize_advantages(mb["advantages"]) if cfg.normalize_advantage else mb["advantages"]
         loss, terms, grads = loss_and_grads(self.policy, cfg, mb, adv, out, values, clip_range, self.kl_beta)
