@@ -132,3 +132,19 @@ def test_multidimensional_observations_take_both_paths():
     out_m, value_m, _ = net.infer(obs)
     torch.testing.assert_close(out_m, out_a.detach())
     torch.testing.assert_close(value_m, value_a.detach())
+
+
+def test_a_subclass_that_overrides_the_loss_is_trained_on_its_own_loss():
+    """The hand-written gradient is PPO.loss's; an override must not be silently ignored."""
+
+    class NoPolicyLoss(PPO):
+        def loss(self, mb, clip_range, outputs=None):
+            loss, terms = super().loss(mb, clip_range, outputs)
+            return loss * 0.0, terms  # a zero loss: Adam must leave every parameter where it was
+
+    model = NoPolicyLoss("CartPole-v1", num_envs=4, n_steps=16, batch_size=32, n_epochs=2, tensorboard=False)
+    assert model.manual_grad is None
+    before = torch.cat([p.detach().reshape(-1) for p in model.policy.parameters()]).clone()
+    model.learn(128)
+    after = torch.cat([p.detach().reshape(-1) for p in model.policy.parameters()])
+    assert torch.equal(before, after)

@@ -64,7 +64,8 @@ class PPOConfig(ConfigBase):
     manual_grad: bool = option(
         True,
         "Gradients of the loss by the hand-derived formulas in rl/manual_grad.py (same values, tested; "
-        "~2x faster on CPU) instead of autograd on PPO.loss (false).",
+        "~2x faster on CPU) instead of autograd on PPO.loss (false; always so for a subclass that "
+        "overrides PPO.loss).",
     )
 
     n_steps: int = option(128, "Steps per environment per rollout; rollout size = n_steps * num_envs.")
