@@ -1,13 +1,14 @@
 """``LMTrainer``: what every language-model trainer of ppokit shares, apart from its algorithm.
 
-Model/tokenizer set-up, the prompt stream, greedy held-out evaluation, the learning-rate schedule,
-non-finite guards, checkpoints (save/load/resume) and the run report. ``GRPOTrainer`` adds the four
-GRPO steps; a PPO-for-RLHF trainer would add its value head, per-token GAE and KL penalty and keep
-all of this (its value head goes into ``_extra_state`` / ``_load_extra_state``).
+Model/tokenizer set-up, the frozen reference model, the prompt stream, greedy held-out evaluation,
+the learning-rate schedule, non-finite guards, checkpoints (save/load/resume) and the run report.
+``GRPOTrainer`` adds the four GRPO steps; ``RLHFPPOTrainer`` adds its value head, per-token GAE and
+KL penalty and keeps all of this (its value head goes into ``_extra_state`` / ``_load_extra_state``).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,12 @@ def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 class LMTrainer:
-    """Shared state and plumbing; subclasses implement ``train_step() -> dict`` (one step's metrics)."""
+    """Shared state and plumbing; subclasses implement ``train_step() -> dict`` (one step's metrics),
+    ``config_class()``, and where they need them ``_kl_weight()`` and ``_setup()``.
+
+    ``config`` defaults to ``config_class()()``; ``ref_model`` defaults to a frozen copy of ``model``
+    taken here, and is built only when ``_kl_weight() > 0``.
+    """
 
     algo = "lm"
 
@@ -44,14 +50,15 @@ class LMTrainer:
         tokenizer: Any,
         reward_funcs: RewardFn | Sequence[RewardFn],
         train_prompts: Sequence[Any],
-        config: Any,
+        config: Any = None,
         *,
         eval_prompts: Sequence[Any] | None = None,
         accuracy_fn: AccuracyFn | None = None,
+        ref_model: Any = None,
         run_dir: str | Path | None = None,
         progress: bool = True,
     ):
-        self.config = cfg = config
+        self.config = cfg = config if config is not None else self.config_class()()
         cfg.validate()
         # torchrun: every rank trains on its own share of the prompts; only rank 0 evaluates, shows
         # progress and writes the run directory (see ppokit/distributed.py).
@@ -82,6 +89,20 @@ class LMTrainer:
         self.accuracy_before: float | None = None
         self.last_samples: list[dict[str, Any]] = []
         self._bad_steps = 0
+        # The KL anchor: the policy training starts from (or ``ref_model``), frozen. A KL weight of 0
+        # needs none: skip the copy and its forward passes entirely.
+        self.ref_model = None
+        if self._kl_weight() > 0:
+            self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
+            self.ref_model.eval().requires_grad_(False)
+        self._setup()
+
+    def _kl_weight(self) -> float:
+        """The weight of the algorithm's KL penalty to the reference model (0: no reference model)."""
+        return 0.0
+
+    def _setup(self) -> None:
+        """What a subclass adds to the trainer's state (a value head, ...), after the shared set-up."""
 
     def train_step(self) -> dict[str, float]:  # pragma: no cover - abstract
         """One step of the algorithm; returns its metrics."""
@@ -166,11 +187,17 @@ class LMTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict[str, torch.Tensor]:
-        """Tensors a subclass adds to its checkpoints (e.g. a reference model, a value head)."""
-        return {}
+        """Tensors beyond the model and optimizer in a checkpoint; subclasses add theirs (a value head)."""
+        # The reference is the policy training started from; saved so a resume keeps the same KL anchor.
+        if self.ref_model is None:
+            return {}
+        return {f"ref.{k}": v for k, v in self.ref_model.state_dict().items()}
 
     def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         """Inverse of ``_extra_state``."""
+        ref = {k[4:]: v for k, v in tensors.items() if k.startswith("ref.")}
+        if self.ref_model is not None and ref:
+            self.ref_model.load_state_dict(ref)
 
     def save_checkpoint(self, root: str | Path | None = None) -> Path:
         """Write ``checkpoints/step-N`` (model + tokenizer via save_pretrained, trainer state)."""
@@ -253,4 +280,8 @@ class LMTrainer:
         if self.last_samples:
             sections.append((f"Last training batch (step {self.step}), sampled", self.last_samples[:n]))
         write_samples(run_dir / "samples.md", sections, title=f"Samples - {run_dir.name}")
+        return self._plot(run_dir)
+
+    def _plot(self, run_dir: Path) -> list[Path]:
+        """The plots of this algorithm's metrics (GRPO's names; a trainer logging others overrides this)."""
         return plot_llm_run(run_dir)

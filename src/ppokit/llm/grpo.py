@@ -14,22 +14,19 @@ checkpoints and the report live in ``ppokit.llm.base.LMTrainer``; this file is t
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ppokit import distributed
 from ppokit.functional import aggregate_token_loss, clipped_surrogate, group_normalize, kl_k3, masked_mean
-from ppokit.llm.base import AccuracyFn, LMTrainer
+from ppokit.llm.base import LMTrainer
 from ppokit.llm.config import GRPOConfig
 from ppokit.llm.generation import completion_logprobs, encode_prompts, generate
-from ppokit.llm.rewards import RewardFn, repeat_columns, score_completions
+from ppokit.llm.rewards import repeat_columns, score_completions
 
 
 @dataclass
@@ -63,55 +60,18 @@ class GRPOTrainer(LMTrainer):
 
     algo = "grpo"
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        reward_funcs: RewardFn | Sequence[RewardFn],
-        train_prompts: Sequence[Any],
-        config: GRPOConfig | None = None,
-        *,
-        eval_prompts: Sequence[Any] | None = None,
-        accuracy_fn: AccuracyFn | None = None,
-        ref_model: Any = None,
-        run_dir: str | Path | None = None,
-        progress: bool = True,
-    ):
-        super().__init__(
-            model,
-            tokenizer,
-            reward_funcs,
-            train_prompts,
-            config or GRPOConfig(),
-            eval_prompts=eval_prompts,
-            accuracy_fn=accuracy_fn,
-            run_dir=run_dir,
-            progress=progress,
-        )
-        # beta = 0 needs no reference: skip the copy and its forward passes entirely.
-        self.ref_model = None
-        if self.config.beta > 0:
-            self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
-            self.ref_model.eval().requires_grad_(False)
-        self.last_rollout: Rollout | None = None
-        # Rows come in groups of G with one prompt: run each prompt once per group (generation and loss).
-        self._group = self.config.num_generations if self.config.share_prompt_prefix else 1
-
     @classmethod
     def config_class(cls) -> type[GRPOConfig]:
         """``GRPOConfig``."""
         return GRPOConfig
 
-    def _extra_state(self) -> dict[str, torch.Tensor]:
-        # The reference is the policy GRPO started from; saved so a resume keeps the same KL anchor.
-        if self.ref_model is None:
-            return {}
-        return {f"ref.{k}": v for k, v in self.ref_model.state_dict().items()}
+    def _kl_weight(self) -> float:
+        return self.config.beta
 
-    def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        ref = {k[4:]: v for k, v in tensors.items() if k.startswith("ref.")}
-        if self.ref_model is not None and ref:
-            self.ref_model.load_state_dict(ref)
+    def _setup(self) -> None:
+        self.last_rollout: Rollout | None = None
+        # Rows come in groups of G with one prompt: run each prompt once per group (generation and loss).
+        self._group = self.config.num_generations if self.config.share_prompt_prefix else 1
 
     # ------------------------------------------------------------------ 1. generate
     @torch.no_grad()

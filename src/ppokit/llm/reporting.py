@@ -59,6 +59,16 @@ def plot_llm_run(run_dir: str | Path) -> list[Path]:
             ("fraction truncated (no EOS)", ["completions/clipped_ratio"]),
         ],
     }
+    return plot_figures(run_dir, figures, x_label="GRPO step")
+
+
+def plot_figures(
+    run_dir: str | Path, figures: dict[str, list[tuple[str, list[str]]]], x_label: str
+) -> list[Path]:
+    """Draw ``{file name: [(panel title, metric columns), ...]}`` from ``run_dir/metrics.csv`` into
+    ``run_dir/plots`` (against steps); returns the files written (a figure with no data is skipped)."""
+    run_dir = Path(run_dir)
+    cols = read_csv(run_dir / "metrics.csv")
     written = []
     for name, panels in figures.items():
         out = plot_panels(
@@ -67,7 +77,7 @@ def plot_llm_run(run_dir: str | Path) -> list[Path]:
             panels,
             run_dir / "plots" / name,
             title=f"{name[:-4]} - {run_dir.name}",
-            x_label="GRPO step",
+            x_label=x_label,
         )
         if out is not None:
             written.append(out)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,12 @@ from ppokit.functional import (
 )
 from ppokit.functional.losses import entropy_from_logits
 from ppokit.functional.tokens import selective_log_softmax
-from ppokit.llm.base import AccuracyFn, LMTrainer
+from ppokit.llm.base import LMTrainer
 from ppokit.llm.generation import encode_prompts, generate, positions_from_mask
-from ppokit.llm.rewards import RewardFn, repeat_columns, score_completions
+from ppokit.llm.rewards import repeat_columns, score_completions
 from ppokit.llm.rlhf_config import RLHFPPOConfig
 from ppokit.llm.rlhf_math import AdaptiveKLController, masked_whiten, per_token_rewards, token_gae
+from ppokit.llm.rlhf_report import plot_rlhf_run
 from ppokit.llm.value_head import ValueHead, hidden_size
 
 
@@ -82,45 +82,25 @@ class RLHFPPOTrainer(LMTrainer):
     algo = "rlhf_ppo"
     progress_metric = "objective/scores"
 
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        reward_funcs: RewardFn | Sequence[RewardFn],
-        train_prompts: Sequence[Any],
-        config: RLHFPPOConfig | None = None,
-        *,
-        eval_prompts: Sequence[Any] | None = None,
-        accuracy_fn: AccuracyFn | None = None,
-        ref_model: Any = None,
-        run_dir: str | Path | None = None,
-        progress: bool = True,
-    ):
-        super().__init__(
-            model,
-            tokenizer,
-            reward_funcs,
-            train_prompts,
-            config or RLHFPPOConfig(),
-            eval_prompts=eval_prompts,
-            accuracy_fn=accuracy_fn,
-            run_dir=run_dir,
-            progress=progress,
-        )
+    @classmethod
+    def config_class(cls) -> type[RLHFPPOConfig]:
+        """``RLHFPPOConfig``."""
+        return RLHFPPOConfig
+
+    def _kl_weight(self) -> float:
+        return self.config.kl_coef
+
+    def _setup(self) -> None:
         cfg = self.config
         # Dropout off in every forward (eval mode; gradients still flow): with dropout pi_old and pi
         # disagree on identical weights, so the first ratios would not be 1 (TRL disables it too).
         self.model.eval()
-        self.ref_model = None
-        if cfg.kl_coef > 0:
-            self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
-            self.ref_model.eval().requires_grad_(False)
         # A separate critic starts as a copy of the policy's trunk (TRL starts it from the reward
         # model; we cannot assume one exists). It shares no parameter with the policy.
         self.critic = copy.deepcopy(self.model.base_model) if cfg.value_model == "separate" else None
         with torch.random.fork_rng(devices=[]):  # the head's init depends on the seed only
             torch.manual_seed(cfg.seed)
-            self.value_head = ValueHead(hidden_size(model)).to(self.device)
+            self.value_head = ValueHead(hidden_size(self.model)).to(self.device)
         distributed.broadcast_parameters(self.value_head)  # torchrun: every rank starts identical
         critic_params = list(self.value_head.parameters())
         critic_params += list(self.critic.parameters()) if self.critic is not None else []
@@ -130,31 +110,25 @@ class RLHFPPOTrainer(LMTrainer):
         self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
         self.last_batch: PPOBatch | None = None
 
-    @classmethod
-    def config_class(cls) -> type[RLHFPPOConfig]:
-        """``RLHFPPOConfig``."""
-        return RLHFPPOConfig
-
     def _critic_lr_scale(self) -> float:
         cfg = self.config
         return (cfg.critic_learning_rate or cfg.learning_rate) / cfg.learning_rate
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict[str, torch.Tensor]:
-        # Everything a resume cannot rebuild: the KL anchor, the critic, the adapted coefficient.
-        out = {f"value_head.{k}": v for k, v in self.value_head.state_dict().items()}
-        if self.ref_model is not None:
-            out.update({f"ref.{k}": v for k, v in self.ref_model.state_dict().items()})
+        # Everything a resume cannot rebuild: the KL anchor (LMTrainer's), the critic, the adapted
+        # coefficient.
+        out = super()._extra_state()
+        out.update({f"value_head.{k}": v for k, v in self.value_head.state_dict().items()})
         if self.critic is not None:
             out.update({f"critic.{k}": v for k, v in self.critic.state_dict().items()})
         out["kl_coef"] = torch.tensor([self.kl_ctl.value], dtype=torch.float64)
         return out
 
     def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        super()._load_extra_state(tensors)
         part = lambda prefix: {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         self.value_head.load_state_dict(part("value_head."))
-        if self.ref_model is not None and part("ref."):
-            self.ref_model.load_state_dict(part("ref."))
         if self.critic is not None:
             self.critic.load_state_dict(part("critic."))
         if "kl_coef" in tensors:
@@ -377,19 +351,8 @@ class RLHFPPOTrainer(LMTrainer):
         return distributed.aggregate_metrics(metrics, summed=("num_tokens", "episode", "val/num_eos_tokens"))
 
     # ------------------------------------------------------------------ report
-    def write_report(self, eval_records: list[dict[str, Any]] | None = None) -> list[Path]:
-        """samples.md and the PPO plots (objective, policy, value, accuracy, lengths) in the run dir."""
-        from ppokit.llm.reporting import write_samples
-        from ppokit.llm.rlhf_report import plot_rlhf_run
-
-        run_dir = self._require_run_dir()
-        n = self.config.num_samples
-        sections = []
-        if eval_records:
-            sections.append(("Held-out prompts, greedy decoding", eval_records[:n]))
-        if self.last_samples:
-            sections.append((f"Last training batch (step {self.step}), sampled", self.last_samples[:n]))
-        write_samples(run_dir / "samples.md", sections, title=f"Samples - {run_dir.name}")
+    def _plot(self, run_dir: Path) -> list[Path]:
+        """The PPO plots (objective, policy, value, accuracy, lengths); samples.md is LMTrainer's."""
         return plot_rlhf_run(run_dir)
 
 

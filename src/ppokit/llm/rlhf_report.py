@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ppokit.plotting import plot_panels, read_csv
+from ppokit.llm.reporting import plot_figures
 
 FIGURES = {
     "accuracy.png": [
@@ -39,18 +39,4 @@ FIGURES = {
 
 def plot_rlhf_run(run_dir: str | Path) -> list[Path]:
     """Draw the figures above (against PPO steps) into ``run_dir/plots``; returns the files written."""
-    run_dir = Path(run_dir)
-    cols = read_csv(run_dir / "metrics.csv")
-    written = []
-    for name, panels in FIGURES.items():
-        out = plot_panels(
-            cols,
-            "step",
-            panels,
-            run_dir / "plots" / name,
-            title=f"{name[:-4]} - {run_dir.name}",
-            x_label="PPO step",
-        )
-        if out is not None:
-            written.append(out)
-    return written
+    return plot_figures(run_dir, FIGURES, x_label="PPO step")
