@@ -12,6 +12,18 @@ import sys
 from ppokit.errors import PPOKitError
 
 
+def add_overrides_option(p: argparse.ArgumentParser, example: str) -> None:
+    """``--set KEY=VALUE``, repeatable, into ``args.overrides``; ``example`` shows a dotted key."""
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"Override a config key (dotted for sections, e.g. {example}); repeatable.",
+    )
+
+
 def _add_common_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--env", metavar="ID", help="Gymnasium environment id; uses configs/<ID>.yaml when it exists."
@@ -24,14 +36,7 @@ def _add_common_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-envs", type=int, metavar="N", help="Environments stepped in parallel.")
     p.add_argument("--device", metavar="DEV", help="Torch device: cpu, cuda, cuda:N.")
     p.add_argument("--run-dir", metavar="DIR", help="Run directory (default runs/<env>-ppo-<timestamp>).")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override a config key (dotted for sections, e.g. network.hidden_sizes=[64,64]); repeatable.",
-    )
+    add_overrides_option(p, "network.hidden_sizes=[64,64]")
     p.add_argument("--no-eval", action="store_true", help="Skip the final evaluation.")
     p.add_argument("--no-progress", action="store_true", help="No live progress bar.")
 

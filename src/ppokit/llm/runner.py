@@ -1,10 +1,12 @@
-"""What ``ppokit grpo`` does, as functions: build or load the model, the prompts and the rewards, warm
-start the built-in tiny model, train, and return the JSON summary."""
+"""What ``ppokit grpo`` and ``ppokit rlhf-ppo`` do, as functions of the trainer class: build or load
+the model, the prompts and the rewards, warm start the built-in tiny model, train (or resume), and
+return the JSON summary."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +15,15 @@ import torch
 from ppokit import distributed
 from ppokit.config import apply_overrides
 from ppokit.errors import ConfigError
-from ppokit.llm.config import GRPOConfig
+from ppokit.llm.base import LMTrainer
 from ppokit.seeding import seed_everything
 
 SOURCES = "sources.json"
+# (cfg, sources) -> {"train", "eval", "accuracy", "rewards"}: the run's prompts and scoring
+InputsFn = Callable[[Any, dict[str, Any]], dict[str, Any]]
 
 
-def _inputs(cfg: GRPOConfig, sources: dict[str, Any]) -> dict[str, Any]:
+def read_inputs(cfg: Any, sources: dict[str, Any]) -> dict[str, Any]:
     """Prompts, rewards, held-out rows and accuracy function, from the task or from the user's files."""
     from ppokit.llm.cli import _read_jsonl
     from ppokit.llm.rewards import load_reward_function
@@ -41,7 +45,7 @@ def _inputs(cfg: GRPOConfig, sources: dict[str, Any]) -> dict[str, Any]:
     return {"train": train, "eval": evals, "accuracy": accuracy, "rewards": rewards}
 
 
-def _model(cfg: GRPOConfig, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+def _model(cfg: Any, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """Load the user's model, or build the tiny one and warm start it (measured before and after)."""
     from ppokit.llm.models import build_char_tokenizer, build_tiny_model, load_pretrained
 
@@ -52,19 +56,10 @@ def _model(cfg: GRPOConfig, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str,
     model = build_tiny_model(cfg.tiny_model, tokenizer, seed=cfg.seed).to(cfg.device)
     info: dict[str, Any] = {}
     if cfg.warm_start.steps and inputs["accuracy"] is not None:
-        from ppokit.llm.grpo import GRPOTrainer
         from ppokit.llm.tasks import warm_start
 
-        probe = GRPOTrainer(
-            model,
-            tokenizer,
-            inputs["rewards"],
-            inputs["train"],
-            cfg.replace(beta=0.0),
-            eval_prompts=inputs["eval"],
-            accuracy_fn=inputs["accuracy"],
-            progress=False,
-        )
+        # LMTrainer's greedy evaluation alone: the algorithm (and a reference copy) is not needed here.
+        probe = LMTrainer(model, tokenizer, **_trainer_args(cfg, inputs, run_dir=None, progress=False))
         # under torchrun only rank 0 evaluates (the others get {}), hence .get
         info["warm_start_accuracy_before"] = probe.evaluate()[0].get("eval/accuracy")
         ws = cfg.warm_start
@@ -77,12 +72,31 @@ def _model(cfg: GRPOConfig, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str,
     return model, tokenizer, info
 
 
-def run_grpo(
-    cfg: GRPOConfig, run_dir: str | Path, sources: dict[str, Any], progress: bool = True
-) -> dict[str, Any]:
-    """A fresh GRPO run into ``run_dir``; returns the summary ``ppokit grpo`` prints as JSON."""
-    from ppokit.llm.grpo import GRPOTrainer
+def _trainer_args(cfg: Any, inputs: dict[str, Any], run_dir: Path | None, progress: bool) -> dict[str, Any]:
+    """The keyword arguments of a trainer, or of its ``resume``, beyond the model."""
+    return {
+        "reward_funcs": inputs["rewards"],
+        "train_prompts": inputs["train"],
+        "config": cfg,
+        "eval_prompts": inputs["eval"],
+        "accuracy_fn": inputs["accuracy"],
+        "run_dir": run_dir,
+        "progress": progress,
+    }
 
+
+def start_run(
+    trainer_cls: type[LMTrainer],
+    cfg: Any,
+    run_dir: str | Path,
+    sources: dict[str, Any],
+    progress: bool = True,
+    inputs_fn: InputsFn = read_inputs,
+) -> dict[str, Any]:
+    """A fresh run of ``trainer_cls`` into ``run_dir``; returns the summary the verb prints as JSON.
+
+    ``inputs_fn(cfg, sources)`` gives the prompts, rewards, held-out rows and accuracy function.
+    """
     started = time.perf_counter()
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
@@ -92,57 +106,43 @@ def run_grpo(
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
-    inputs = _inputs(cfg, sources)
+    inputs = inputs_fn(cfg, sources)
     model, tokenizer, info = _model(cfg, inputs)
     if distributed.init(cfg.device).is_main:  # under torchrun only rank 0 writes the run directory
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SOURCES).write_text(json.dumps(sources))
-    trainer = GRPOTrainer(
-        model,
-        tokenizer,
-        inputs["rewards"],
-        inputs["train"],
-        cfg,
-        eval_prompts=inputs["eval"],
-        accuracy_fn=inputs["accuracy"],
-        run_dir=run_dir,
-        progress=progress,
-    )
-    summary = trainer.train()
-    return _finish(cfg, summary, info, started)
+    trainer = trainer_cls(model, tokenizer, **_trainer_args(cfg, inputs, run_dir, progress))
+    return _finish(cfg, trainer.train(), info, started)
 
 
-def resume_grpo(
-    run_dir: str | Path, overrides: list[str], max_steps: int | None, progress: bool = True
+def resume_run(
+    trainer_cls: type[LMTrainer],
+    run_dir: str | Path,
+    overrides: list[str],
+    max_steps: int | None,
+    progress: bool = True,
+    inputs_fn: InputsFn = read_inputs,
 ) -> dict[str, Any]:
     """Continue ``run_dir`` from its newest complete checkpoint (config from the run, plus overrides)."""
-    from ppokit.llm.grpo import GRPOTrainer
-
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    data = GRPOConfig.load_yaml(run_dir / "config.yaml", overrides).to_dict()
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"--resume {str(run_dir)!r}: no config.yaml there (not a run directory)")
+    config_cls = trainer_cls.config_class()
+    data = config_cls.load_yaml(run_dir / "config.yaml", overrides).to_dict()
     if max_steps is not None:
         data = apply_overrides(data, [f"max_steps={max_steps}"])
-    cfg = GRPOConfig.from_dict(data)
+    cfg = config_cls.from_dict(data)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     sources = json.loads((run_dir / SOURCES).read_text()) if (run_dir / SOURCES).is_file() else {}
-    inputs = _inputs(cfg, sources)
-    trainer = GRPOTrainer.resume(
-        run_dir,
-        inputs["rewards"],
-        inputs["train"],
-        cfg,
-        eval_prompts=inputs["eval"],
-        accuracy_fn=inputs["accuracy"],
-        run_dir=run_dir,
-        progress=progress,
-    )
+    inputs = inputs_fn(cfg, sources)
+    trainer = trainer_cls.resume(run_dir, **_trainer_args(cfg, inputs, run_dir, progress))
     resumed_from = trainer.step
     return _finish(cfg, trainer.train(), {"resumed_from_step": resumed_from}, started)
 
 
-def _finish(cfg: GRPOConfig, summary: dict[str, Any], info: dict[str, Any], started: float) -> dict[str, Any]:
+def _finish(cfg: Any, summary: dict[str, Any], info: dict[str, Any], started: float) -> dict[str, Any]:
     out = {
         "task": cfg.task if not cfg.model else None,
         "model": cfg.model,
