@@ -1,7 +1,7 @@
 """``GRPOConfig`` and the shared language-model sections (generation, optimiser, tiny model, logging).
 
-The sections other than ``GRPOConfig`` itself are meant to be reused by a later PPO-for-RLHF trainer:
-generation, the optimiser and the built-in tiny model do not depend on the algorithm.
+The sections other than ``GRPOConfig`` itself, and ``check_shared_fields``, serve ``RLHFPPOConfig``
+too: generation, the optimiser and the built-in tiny model do not depend on the algorithm.
 
 Defaults and where they come from (see docs/grpo.md for the reasoning):
 
@@ -83,8 +83,28 @@ class WarmStartConfig(ConfigBase):
         check(self.learning_rate > 0, "warm_start.learning_rate", self.learning_rate, "must be > 0")
 
 
-def check_optimizer_fields(cfg: Any) -> None:
-    """The checks every language-model trainer config shares (optimizer, time limit, device)."""
+def check_shared_fields(cfg: Any) -> None:
+    """The checks of the fields every language-model trainer config has (GRPOConfig, RLHFPPOConfig):
+    step and prompt counts, logging and checkpoint intervals, optimizer, time limit, device."""
+    for key in (
+        "max_steps",
+        "prompts_per_step",
+        "log_every",
+        "keep_checkpoints",
+        "eval_prompts",
+        "task_digits",
+    ):
+        check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "must be a positive integer")
+    for key in (
+        "micro_batch_size",
+        "warmup_steps",
+        "eval_every",
+        "checkpoint_every",
+        "num_samples",
+        "torch_threads",
+    ):
+        check(getattr(cfg, key) >= 0, key, getattr(cfg, key), "must be >= 0")
+    check(cfg.learning_rate > 0, "learning_rate", cfg.learning_rate, "must be > 0")
     check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "must be >= 0")
     check(cfg.max_seconds >= 0, "max_seconds", cfg.max_seconds, "must be >= 0")
     check(
@@ -179,33 +199,15 @@ class GRPOConfig(ConfigBase):
 
     def validate(self) -> None:
         super().validate()
-        for key in (
-            "max_steps",
-            "prompts_per_step",
-            "num_generations",
-            "num_iterations",
-            "log_every",
-            "keep_checkpoints",
-            "eval_prompts",
-            "task_digits",
-        ):
+        check_shared_fields(self)
+        for key in ("num_generations", "num_iterations"):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
-        for key in (
-            "micro_batch_size",
-            "warmup_steps",
-            "eval_every",
-            "checkpoint_every",
-            "num_samples",
-            "torch_threads",
-        ):
-            check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         check(
             self.num_generations >= 2 or self.scale_rewards == "none" or self.beta > 0,
             "num_generations",
             self.num_generations,
             "a group of one has no relative advantage; use >= 2",
         )
-        check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
         check(self.beta >= 0, "beta", self.beta, "must be >= 0")
         check(0 < self.epsilon < 1, "epsilon", self.epsilon, "must lie in (0, 1)")
         check(
@@ -215,7 +217,6 @@ class GRPOConfig(ConfigBase):
             "must be > 0 or null",
         )
         check(self.adv_eps > 0, "adv_eps", self.adv_eps, "must be > 0")
-        check_optimizer_fields(self)
         if self.micro_batch_size:
             check(
                 self.batch_size % self.micro_batch_size == 0,

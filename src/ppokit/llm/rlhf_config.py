@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppokit.config import ConfigBase, check, option
-from ppokit.llm.config import GenerationConfig, TinyModelConfig, WarmStartConfig, check_optimizer_fields
+from ppokit.llm.config import GenerationConfig, TinyModelConfig, WarmStartConfig, check_shared_fields
 
 
 @dataclass
@@ -111,23 +111,9 @@ class RLHFPPOConfig(ConfigBase):
 
     def validate(self) -> None:
         super().validate()
-        positive = (
-            "max_steps",
-            "prompts_per_step",
-            "num_ppo_epochs",
-            "num_mini_batches",
-            "log_every",
-            "keep_checkpoints",
-            "eval_prompts",
-            "task_digits",
-            "kl_horizon",
-        )
-        for key in positive:
+        check_shared_fields(self)
+        for key in ("num_ppo_epochs", "num_mini_batches", "kl_horizon"):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
-        for key in ("micro_batch_size", "warmup_steps", "eval_every", "checkpoint_every", "num_samples"):
-            check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
-        check(self.torch_threads >= 0, "torch_threads", self.torch_threads, "must be >= 0")
-        check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
         check(
             self.critic_learning_rate is None or self.critic_learning_rate > 0,
             "critic_learning_rate",
@@ -152,7 +138,6 @@ class RLHFPPOConfig(ConfigBase):
             self.kl_coef,
             "the adaptive rule multiplies kl_coef, so it must start > 0",
         )
-        check_optimizer_fields(self)
         check(
             self.prompts_per_step % self.num_mini_batches == 0,
             "num_mini_batches",
