@@ -54,3 +54,13 @@ def test_state_dict_round_trip_continues_identically():
         o.step()
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def test_huge_finite_gradients_are_clipped_not_reported_non_finite():
+    """A float32 sum of squares of gradients ~1e20 overflows; the clipped norm must not."""
+    net = nn.Linear(3, 2)
+    opt = FlatAdam(list(net.parameters()), lr=1e-3)
+    opt.flat_grad.fill_(1e20)
+    norm = clip_grad_norm([opt], max_norm=0.5)
+    assert torch.isfinite(norm) and float(norm) > 1e20
+    assert abs(float(torch.linalg.vector_norm(opt.flat_grad.double())) - 0.5) < 1e-3

@@ -3,6 +3,7 @@ raise or die inside async workers (no bare EOFError, no child process left behin
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -182,3 +183,15 @@ def test_cli_async_worker_error_is_reported_and_keeps_the_last_checkpoint(tmp_pa
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     assert ckpt is not None and ckpt.name == "step_000000000064"  # the step-64 checkpoint survives
     assert load_checkpoint(ckpt)[1]["num_timesteps"] == 64
+
+
+def test_an_update_whose_steps_were_all_skipped_still_logs_every_loss_term():
+    # Every minibatch step is NaN: the update logs the same keys as any other, with NaN values.
+    NaNLoss.bad_steps = set(range(100))
+    metrics = []
+    model = NaNLoss("CartPole-v1", **SMALL, nonfinite_stop_after=1000)
+    model.learn(16, callback=lambda m, x: metrics.append(x))
+    assert metrics[0]["train/minibatch_steps"] == 0
+    for key in ("train/policy_loss", "train/value_loss", "train/entropy", "train/loss", "train/approx_kl"):
+        assert math.isnan(metrics[0][key]), key
+    NaNLoss.bad_steps = set()

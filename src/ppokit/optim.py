@@ -91,10 +91,12 @@ class FlatAdam:
 def clip_grad_norm(optimizers: list[FlatAdam], max_norm: float) -> torch.Tensor:
     """Scale all gradients together to a global norm of at most ``max_norm`` (the rule of
     ``torch.nn.utils.clip_grad_norm_``); return the norm before clipping (non-finite if any gradient is)."""
-    norms = [torch.linalg.vector_norm(o.flat_grad) for o in optimizers]
+    # In float64: a float32 sum of squares overflows to inf once gradients reach ~1e19 (e.g. a huge
+    # vf_coef), which would skip a step that clipping handles; the gradients themselves stay float32.
+    norms = [torch.linalg.vector_norm(o.flat_grad, dtype=torch.float64) for o in optimizers]
     norm = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
     if math.isfinite(max_norm):
         scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
         for o in optimizers:
             o.flat_grad.mul_(scale)
-    return norm
+    return norm.to(optimizers[0].flat_grad.dtype)

@@ -100,6 +100,7 @@ class PPOUpdate:
         n = data["obs"].shape[0]
         n_minibatches = cfg.rollout_size // cfg.batch_size
         sums: dict[str, float] = {}
+        keys: list[str] = []  # the loss terms, logged even when no step was taken
         count, stop = 0, False
         for _epoch in range(cfg.n_epochs):
             # One minibatch per epoch (the zoo's CartPole settings) is the whole rollout: its order
@@ -110,6 +111,7 @@ class PPOUpdate:
                     continue  # with several ranks an empty share still takes part: see _step
                 mb = {k: v[idx] for k, v in data.items()} if idx is not None else data
                 loss, terms, backward = self._loss_and_backward(mb, clip_range)
+                keys = list(terms)
                 # Target-KL early stop, checked before this minibatch's step (SB3's 1.5 * target_kl rule).
                 if cfg.target_kl is not None:
                     kl_now = (
@@ -129,7 +131,9 @@ class PPOUpdate:
                 break
         self.num_updates += 1
         # the logged losses are the mean over ranks (every rank has the same keys: they step together)
-        metrics = distributed.aggregate_metrics({f"train/{k}": v / max(count, 1) for k, v in sums.items()})
+        # NaN when every step was skipped or target-KL stopped before the first: the keys stay the same
+        means = {f"train/{k}": sums[k] / count if count else math.nan for k in keys}
+        metrics = distributed.aggregate_metrics(means)
         metrics["train/kl_beta"] = self.kl_beta
         if cfg.objective == "kl_adaptive":
             self.kl_beta = adaptive_beta(self.kl_beta, self._kl_after_update(data), cfg.kl_target)
