@@ -36,3 +36,8 @@ class NonFiniteError(PPOKitError):
 
 class CheckpointError(PPOKitError):
     """A checkpoint or saved model is missing, incomplete, corrupt, foreign or incompatible."""
+
+
+class MissingDependencyError(EnvConfigError):
+    """An optional package the environment needs is not installed; the message names the package and
+    the command that installs it."""

@@ -33,6 +33,7 @@ from ppokit.rl.networks import build_policy
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler
 from ppokit.rl.policy import Policy
 from ppokit.rl.rollout import Collector, RolloutBuffer
+from ppokit.rl.spaces import ObsLayout
 from ppokit.rl.update import AdaptiveKL, normalize_advantages, ppo_loss, ppo_update, rollout_batch
 from ppokit.seeding import seed_everything
 from ppokit.tracking import PROCESS_START
@@ -71,10 +72,20 @@ class PPO:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device!r} is not allowed; CUDA is not available on this machine")
         # -- the environments and the policy ----------------------------------------------------
-        self.venv = make_vec_env(self.env_spec, cfg.num_envs, cfg.vectorization, cfg.env_kwargs)
+        self.venv = make_vec_env(
+            self.env_spec, cfg.num_envs, cfg.vectorization, cfg.env_kwargs, cfg.gym_packages, cfg.env_wrappers
+        )
         autoreset_mode(self.venv)
         self.observation_space = self.venv.single_observation_space
         self.action_space = self.venv.single_action_space
+        # how observations are stored and fed to the policy (rl/spaces.py): uint8 images, packed Dicts
+        self.obs_layout = ObsLayout(self.observation_space)
+        if cfg.normalize_obs and self.obs_layout.kind != "box":
+            self.venv.close()
+            raise ConfigError(
+                f"normalize_obs=True is not allowed for {self.obs_layout.kind} observations "
+                f"({self.observation_space}); it applies to Box observations (images are scaled by 1/255)"
+            )
         self.policy = self._make_policy(policy).to(self.device)
         distributed.broadcast_parameters(self.policy)  # every rank starts from rank 0's networks
         # Each rank samples and steps its own environments with a seed derived from the run seed.
@@ -87,17 +98,24 @@ class PPO:
         # The CPU fast path (rl/fast/): used only where it computes exactly PPO.loss's gradient.
         own_loss = type(self).loss is PPO.loss
         self.manual_grad = fast.choose(self.policy, cfg, own_loss, self.device)
-        obs_shape = self.observation_space.shape
+        obs_shape = self.obs_layout.shape
         self.obs_norm = ObsNormalizer(obs_shape, cfg.obs_clip) if cfg.normalize_obs else None
         self.reward_scaler = (
             RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
         )
         self.collector = Collector(
-            self.venv, self.policy, self.device, rank_seed, self.obs_norm, self.reward_scaler, cfg.nan_policy
+            self.venv,
+            self.policy,
+            self.device,
+            rank_seed,
+            self.obs_norm,
+            self.reward_scaler,
+            cfg.nan_policy,
+            self.obs_layout,
         )
         dist = self.policy.dist
         self.buffer = RolloutBuffer.allocate(
-            cfg.n_steps, cfg.num_envs, obs_shape, dist.action_shape, dist.action_dtype
+            cfg.n_steps, cfg.num_envs, obs_shape, dist.action_shape, dist.action_dtype, self.obs_layout.dtype
         )
         self.kl = AdaptiveKL(cfg.kl_coef, cfg.adaptive_kl_target, cfg.objective == "kl_adaptive")
         self.num_timesteps = self.num_updates = 0
@@ -343,19 +361,18 @@ class PPO:
 
     # -- using the policy ----------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """SB3-style ``(action, None)`` for one observation or a batch (normalised like training)."""
-        obs = np.asarray(obs, dtype=np.float32)
-        single = obs.shape == self.observation_space.shape
-        batch = obs[None] if single else obs
+    def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """SB3-style ``(action, None)`` for one observation or a batch, exactly as the env gives them
+        (a dict for Dict spaces, an int for Discrete ones); encoded and normalised like training, and
+        the action as the env takes it (clipped or squashed Box, MultiBinary in the space's dtype)."""
+        layout = self.obs_layout
+        single = layout.is_single(obs)
+        batch = layout.encode(layout.batch_of_one(obs) if single else obs)
         if self.obs_norm is not None:
             batch = self.obs_norm(batch, update=False)
-        action, _, _ = self.policy.act(
-            torch.as_tensor(batch, device=self.device), deterministic=deterministic
-        )
-        action = action.cpu().numpy()
-        if self.policy.kind == "box":
-            action = np.clip(action, self.action_space.low, self.action_space.high)
+        x = torch.as_tensor(np.asarray(batch, dtype=layout.np_dtype), device=self.device)
+        action, _, _ = self.policy.act(x, deterministic=deterministic)
+        action = self.policy.dist.to_env(action.cpu().numpy())
         return (action[0] if single else action), None
 
     def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: int = 10_000) -> dict[str, Any]:

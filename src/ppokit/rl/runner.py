@@ -55,6 +55,8 @@ def resolve_config(args: argparse.Namespace) -> PPOConfig:
     ):
         if getattr(args, flag, None) is not None:
             data[key] = getattr(args, flag)
+    if getattr(args, "gym_packages", None):
+        data["gym_packages"] = list(data.get("gym_packages") or []) + list(args.gym_packages)
     return PPOConfig.from_dict(apply_overrides(data, args.overrides))
 
 
@@ -69,11 +71,12 @@ def new_run_dir(cfg: PPOConfig, given: str | None) -> Path:
             )
         return path
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path("runs") / f"{cfg.env_id}-ppo-{stamp}"
+    name = cfg.env_id.replace("/", "-").replace(":", "-")  # ALE/Pong-v5, module:Id: one folder
+    path = Path("runs") / f"{name}-ppo-{stamp}"
     n = 1
     while path.exists():
         n += 1
-        path = Path("runs") / f"{cfg.env_id}-ppo-{stamp}-{n}"
+        path = Path("runs") / f"{name}-ppo-{stamp}-{n}"
     return path
 
 
@@ -165,12 +168,14 @@ def train_command(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     dist = distributed.init(cfg.device)
-    run_dir = None
-    if dist.is_main:  # only rank 0 owns the run directory
-        run_dir = new_run_dir(cfg, args.run_dir)
+    run_dir = new_run_dir(cfg, args.run_dir) if dist.is_main else None  # only rank 0 owns it
+    # The run directory is created once the environments and the policy are built: a failed start
+    # (unknown id, missing package, unsupported space) leaves nothing behind.
+    model = PPO(cfg.env_id, cfg)
+    if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(run_dir / "config.yaml")
-    model = PPO(cfg.env_id, cfg, run_dir=run_dir)
+        model.set_run_dir(run_dir)
     try:
         return _train_and_finish(model, args, cfg.total_timesteps)
     finally:
