@@ -43,6 +43,21 @@ KNOWN_PACKAGES: tuple[tuple[str, str, str], ...] = (
     ("BipedalWalker", "Box2D", "gymnasium[box2d]"),
 )
 
+# Wrappers an id's family needs before ppokit can train on it, used by `ppokit train` when the config
+# names none (written to the run's config.yaml like any other key): MiniGrid's observation carries a
+# Text "mission" that no encoder reads; ImgObsWrapper keeps its 7x7x3 image.
+DEFAULT_WRAPPERS: tuple[tuple[str, list], ...] = (
+    ("MiniGrid-", ["minigrid.wrappers.ImgObsWrapper"]),
+    ("BabyAI-", ["minigrid.wrappers.ImgObsWrapper"]),
+)
+
+
+def default_wrappers(env_id: str) -> list:
+    """``env_wrappers`` that ``env_id``'s family needs (``DEFAULT_WRAPPERS``), or []."""
+    name = env_id.rpartition(":")[2]
+    return next((list(w) for prefix, w in DEFAULT_WRAPPERS if name.startswith(prefix)), [])
+
+
 # The distribution that provides an importable module, where the names differ.
 _PIP_NAMES = {
     "ale_py": "ale-py",
