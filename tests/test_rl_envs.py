@@ -226,7 +226,7 @@ def test_save_load_and_exact_resume_for_each_space(tmp_path, case):
     b.close()
 
 
-# -- Atari ----------------------------------------------------------------------------------------------------
+# -- Atari ------------------------------------------------------------------------------------------------
 def test_an_ale_id_trains_from_the_cli(tmp_path):
     pytest.importorskip("ale_py", reason="the atari extra (ale-py) is not installed")
     argv = ["train", "--env", "ALE/Pong-v5", "--total-timesteps", "2048", "--num-envs", "4", "--no-progress"]
@@ -237,7 +237,7 @@ def test_an_ale_id_trains_from_the_cli(tmp_path):
     cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert cfg["network"]["image_encoder"] == "nature" and cfg["env_kwargs"]["episodic_life"] is True
     assert json.loads((tmp_path / "run" / "eval.json").read_text())["episodes"] == 1
-    model = PPO.load(tmp_path / "run", num_envs=1)
+    model = PPO.load(tmp_path / "run")
     assert model.buffer.obs.dtype == torch.uint8 and model.obs_layout.shape == (4, 84, 84)
     assert type(model.venv).__name__ == "AtariVectorEnv"
     model.close()
