@@ -73,13 +73,19 @@ class ImageEncoder(nn.Module):
         linear = nn.Linear(n_flat, features)
         self.linear = nn.Sequential(_ortho(linear) if ortho else linear, nn.ReLU())
         self.arch, self.out_dim = arch, features
+        self.channels_last = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], *self.shape).float() * (1.0 / 255.0)  # scaled on the device
         if self.channels == "last":
-            x = x.permute(0, 3, 1, 2)
+            x = x.permute(0, 3, 1, 2)  # a view: NCHW shape, channels-last memory
         elif self.channels == "gray":
             x = x.unsqueeze(1)
+        if self.channels_last and x.shape[0] >= 32:
+            # Channels-last memory makes oneDNN's CPU convolutions faster, above all their backward
+            # (measured ~1.6x on a 256-batch NatureCNN step here, benchmarks/notes.md); worth the copy
+            # of channels-first input (ALE's frame stacks) for the update's minibatches.
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.linear(self.cnn(x))
 
 
