@@ -21,7 +21,7 @@ from space_envs import register_all
 
 from ppokit.cli import main
 from ppokit.config import ConfigError
-from ppokit.errors import MissingDependencyError
+from ppokit.errors import EnvError, MissingDependencyError
 from ppokit.rl.envfind import find_spec
 from ppokit.rl.ppo import PPO
 
@@ -140,6 +140,9 @@ def test_wrappers_from_set_are_saved_and_reapplied_by_eval_load_and_resume(tmp_p
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["mean_length"] == 3
     model = PPO.load(tmp_path / "run")
     assert isinstance(model.observation_space, gym.spaces.Box) and model.observation_space.shape == (105,)
+    raw, _ = gym.make("ppokit-test/DictObsEnv-v0").reset(seed=0)  # the unwrapped env's dict
+    with pytest.raises(EnvError, match=r"does not fit the model's observation space Box.*FlattenObservation"):
+        model.predict(raw)
     model.close()
     resumed = PPO.resume(tmp_path / "run")
     assert resumed.config.env_wrappers == saved and resumed.observation_space.shape == (105,)

@@ -23,7 +23,7 @@ import torch
 
 from ppokit import distributed
 from ppokit.config import ConfigError
-from ppokit.errors import NonFiniteError
+from ppokit.errors import EnvError, NonFiniteError
 from ppokit.functional import explained_variance
 from ppokit.optim import FlatAdam
 from ppokit.rl import fast, state
@@ -366,8 +366,16 @@ class PPO:
         (a dict for Dict spaces, an int for Discrete ones); encoded and normalised like training, and
         the action as the env takes it (clipped or squashed Box, MultiBinary in the space's dtype)."""
         layout = self.obs_layout
-        single = layout.is_single(obs)
-        batch = layout.encode(layout.batch_of_one(obs) if single else obs)
+        try:
+            single = layout.is_single(obs)
+            batch = layout.encode(layout.batch_of_one(obs) if single else obs)
+        except (TypeError, ValueError, KeyError, IndexError) as e:
+            wrapped = f" (after env_wrappers {self.config.env_wrappers})" if self.config.env_wrappers else ""
+            raise EnvError(
+                f"predict got an observation that does not fit the model's observation space "
+                f"{self.observation_space}{wrapped}: {type(e).__name__}: {e}; pass observations as that "
+                "env gives them (ppokit reads Dict, Tuple and Discrete observations without flattening)"
+            ) from None
         if self.obs_norm is not None:
             batch = self.obs_norm(batch, update=False)
         x = torch.as_tensor(np.asarray(batch, dtype=layout.np_dtype), device=self.device)
