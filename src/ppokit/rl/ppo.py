@@ -153,10 +153,23 @@ class PPO:
     def set_run_dir(self, run_dir: str | Path, append: bool = False) -> None:
         """Log metrics (CSV, TensorBoard) and write checkpoints under ``run_dir``."""
         from ppokit.tracking import Tracker
+        from ppokit.train.rundir import RunDirLock
 
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_dir is not None and Path(run_dir) == self.run_dir:
+            return
+        lock = RunDirLock(run_dir)  # one writer per run directory (docs/reliability.md)
+        self.close_run_dir()
+        self._lock, self.run_dir = lock, Path(run_dir)
         self.tracker = Tracker(self.run_dir, tensorboard=self.config.tensorboard, append=append)
+
+    def close_run_dir(self) -> None:
+        """Close the metric writers and release the run directory's lock."""
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- schedules ---------------------------------------------------------------------------------
     def _set_schedules(self, total: int) -> float:
@@ -416,7 +429,6 @@ class PPO:
         return state.resume(cls, Path(path), env, run_dir, policy)
 
     def close(self) -> None:
-        """Close the environments and the metric writers."""
+        """Close the environments, the metric writers and the run directory's lock."""
         self.venv.close()
-        if self.tracker is not None:
-            self.tracker.close()
+        self.close_run_dir()
