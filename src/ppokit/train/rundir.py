@@ -30,8 +30,8 @@ class RunDirLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise RunDirError(
-                f"run directory {str(self.path.parent)!r} is in use by another ppokit process (pid {holder}); "
-                "wait for it to finish or choose another run directory"
+                f"run directory {str(self.path.parent)!r} is in use by another ppokit process "
+                f"(pid {holder}); wait for it to finish or choose another run directory"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
