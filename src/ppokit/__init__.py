@@ -18,9 +18,10 @@ _LAZY = {
     "PPOConfig": ("ppokit.rl.config", "PPOConfig"),
     "NetworkConfig": ("ppokit.rl.config", "NetworkConfig"),
     "GRPOTrainer": ("ppokit.llm.grpo", "GRPOTrainer"),
-    "GRPOConfig": ("ppokit.llm.config", "GRPOConfig"),
+    "GRPOConfig": ("ppokit.llm.grpo_config", "GRPOConfig"),
     "RLHFPPOTrainer": ("ppokit.llm.rlhf_ppo", "RLHFPPOTrainer"),
-    "RLHFPPOConfig": ("ppokit.llm.rlhf_config", "RLHFPPOConfig"),
+    "RLHFPPOConfig": ("ppokit.llm.rlhf_ppo_config", "RLHFPPOConfig"),
+    "LMConfig": ("ppokit.llm.config", "LMConfig"),
 }
 
 
