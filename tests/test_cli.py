@@ -51,7 +51,7 @@ def test_train_eval_plot(tmp_path):
         "train/clip_fraction",
         "train/value_clip_fraction",
         "train/explained_variance",
-        "train/kl_beta",
+        "train/kl_coef",
         "time/fps",
         "time/total_timesteps",
         "time/elapsed_s",

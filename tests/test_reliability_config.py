@@ -113,7 +113,7 @@ GOOD = {
     "objective": st.sampled_from(["clip", "kl_penalty", "kl_adaptive", "none"]),
     "clip_range": st.floats(0.01, 1),
     "clip_range_schedule": st.sampled_from(["constant", "linear"]),
-    "kl_beta": st.floats(0, 10),
+    "kl_coef": st.floats(0, 10),
     "target_kl": st.one_of(st.none(), st.floats(1e-4, 1)),
     "ent_coef": st.floats(0, 0.1),
     "vf_coef": st.floats(0, 2),

@@ -15,9 +15,9 @@ import pytest
 import torch
 from faulty_envs import faulty_factory
 
-from ppokit.checkpoint import latest_checkpoint, load_checkpoint
 from ppokit.errors import EnvStepError, NonFiniteError
 from ppokit.rl.ppo import PPO
+from ppokit.train.checkpoint import latest_checkpoint, load_checkpoint
 
 SMALL = dict(num_envs=2, n_steps=8, batch_size=8, n_epochs=1, tensorboard=False)
 TESTS = Path(__file__).resolve().parent
@@ -86,19 +86,19 @@ def test_nonfinite_loss_skips_the_step_and_counts_it():
     NaNLoss.bad_steps = {1, 2}
     metrics = []
     model = NaNLoss("CartPole-v1", **cfg).learn(16, callback=lambda m, x: metrics.append(x))
-    assert model.nonfinite_skipped == 2 and model.nonfinite_in_a_row == 0
+    assert model.nonfinite_skipped == 2 and model.guard.in_a_row == 0
     assert metrics[0]["train/minibatch_steps"] == 2 and metrics[0]["train/nonfinite_skipped"] == 2
     assert np.isfinite(metrics[0]["train/loss"])  # skipped steps stay out of the averages
     # A skipped step changes nothing: the same run with those two minibatches' steps removed agrees.
     NaNLoss.bad_steps = set()
     reference = NaNLoss("CartPole-v1", **cfg)
-    reference._step = _skipping(reference, {1, 2})
+    reference.guard.step = _skipping(reference, {1, 2})
     reference.learn(16)
     assert torch.equal(_params(model), _params(reference))
 
 
 def _skipping(model, skip):
-    step, calls = model._step, iter(range(10**6))
+    step, calls = model.guard.step, iter(range(10**6))
 
     def wrapped(loss, backward):
         if next(calls) in skip:

@@ -24,10 +24,10 @@ import psutil
 import pytest
 import torch
 
-from ppokit.checkpoint import is_complete, latest_checkpoint, load_checkpoint, save_checkpoint
 from ppokit.cli import main
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.ppo import PPO
+from ppokit.train.checkpoint import is_complete, latest_checkpoint, load_checkpoint, save_checkpoint
 
 SMALL = dict(num_envs=4, n_steps=8, batch_size=32, n_epochs=1, tensorboard=False)
 ROLLOUT = 32

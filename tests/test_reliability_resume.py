@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import CountingEnv
 
-from ppokit.checkpoint import MANIFEST, TENSORS, latest_checkpoint, list_checkpoints, load_checkpoint
 from ppokit.cli import main
 from ppokit.errors import CheckpointError
 from ppokit.plotting import read_csv
 from ppokit.rl.ppo import PPO
+from ppokit.train.checkpoint import MANIFEST, TENSORS, latest_checkpoint, list_checkpoints, load_checkpoint
 
 SMALL = dict(num_envs=4, n_steps=16, batch_size=32, n_epochs=2, tensorboard=False)
 ROLLOUT = 64
@@ -51,7 +51,7 @@ def test_resume_at_an_update_boundary_is_exact(tmp_path, env_id, extra):
         assert opt_a.steps == opt_b.steps > 0
         assert torch.equal(opt_a.exp_avg, opt_b.exp_avg) and torch.equal(opt_a.exp_avg_sq, opt_b.exp_avg_sq)
     assert np.array_equal(a.obs_norm.rms.mean, b.obs_norm.rms.mean)
-    assert a.kl_beta == b.kl_beta and a.num_updates == b.num_updates
+    assert a.kl.coef == b.kl.coef and a.num_updates == b.num_updates
     assert list(a.collector.episodes.recent) == list(b.collector.episodes.recent)
     assert torch.equal(a.collector.obs, b.collector.obs)
     a.close()
@@ -72,7 +72,7 @@ def test_envs_that_cannot_be_saved_are_reset_and_the_run_goes_on(tmp_path):
     a = PPO(factory, run_dir=tmp_path / "a", **cfg).learn(4 * ROLLOUT)
     ckpt = tmp_path / "a" / "checkpoints" / f"step_{2 * ROLLOUT:012d}"
     meta = load_checkpoint(ckpt)[1]
-    assert meta["training"]["env_state_missing"] == "OpaqueStateEnv.simulator holds a builtins.object"
+    assert meta["env_state_missing"] == "OpaqueStateEnv.simulator holds a builtins.object"
     b = PPO.resume(ckpt, env=factory)
     assert not b.resume_info["env_state_restored"]
     assert "OpaqueStateEnv.simulator holds a builtins.object" in b.resume_info["env_state_missing"]

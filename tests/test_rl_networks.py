@@ -9,8 +9,21 @@ import torch
 
 from ppokit.functional import adaptive_beta
 from ppokit.rl.config import NetworkConfig
-from ppokit.rl.networks import ActorCritic
+from ppokit.rl.networks import MlpActorCritic
 from ppokit.rl.ppo import PPO
+from ppokit.rl.update import rollout_batch
+
+
+def ActorCritic(obs_dim: int, action_space: gym.Space, cfg: NetworkConfig) -> MlpActorCritic:
+    """The built-in policy on a flat ``obs_dim`` observation."""
+    obs_space = gym.spaces.Box(-1.0, 1.0, (obs_dim,), np.float32)
+    return MlpActorCritic(obs_space, action_space, cfg)
+
+
+def _batch(model: PPO) -> dict:
+    cfg = model.config
+    return rollout_batch(model.buffer, cfg.gamma, cfg.gae_lambda, model.device)
+
 
 SPACES = [
     gym.spaces.Discrete(3),
@@ -25,8 +38,8 @@ def test_log_prob_and_entropy_match_torch_distributions(space):
     net = ActorCritic(4, space, NetworkConfig(log_std_init=-0.5))
     obs = torch.randn(7, 4)
     out, value = net(obs)
-    action, logp = net.sample(out)
-    lp, ent = net.log_prob_entropy(out, action)
+    action, logp = net.dist.sample(out, net.log_std())
+    lp, ent = net.dist.log_prob_entropy(out, action, net.log_std())
     if isinstance(space, gym.spaces.Box):
         dist = torch.distributions.Normal(out, torch.exp(net.log_std()))
         ref_lp, ref_ent = dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
@@ -45,7 +58,7 @@ def test_gumbel_sampling_follows_the_softmax():
     torch.manual_seed(0)
     net = ActorCritic(1, gym.spaces.Discrete(3), NetworkConfig())
     logits = torch.tensor([[0.0, 1.0, 2.0]]).repeat(20000, 1)
-    action, _ = net.sample(logits)
+    action, _ = net.dist.sample(logits)
     freq = torch.bincount(action, minlength=3).float() / 20000
     assert torch.allclose(freq, torch.softmax(logits[0], -1), atol=0.015)
 
@@ -77,11 +90,11 @@ def test_entropy_bonus_alone_raises_entropy():
     with torch.no_grad():  # start from a peaked policy: the uniform initial one is already at maximum entropy
         model.policy.actor_head.bias.copy_(torch.tensor([2.0, -2.0]))
     model.collector.collect(model.buffer)
-    data = model._flatten_rollout()
+    data = _batch(model)
     data["advantages"] = torch.zeros_like(data["advantages"])  # only the entropy term remains
     model.config = model.config.replace(normalize_advantage=False)
     loss, before = model.loss(data, 0.2)
-    model._step(loss, loss.backward)
+    model.guard.step(loss, loss.backward)
     _, after = model.loss(data, 0.2)
     assert after["entropy"] > before["entropy"] + 1e-4
 
@@ -89,7 +102,7 @@ def test_entropy_bonus_alone_raises_entropy():
 def test_first_minibatch_sees_ratio_one_and_no_clipping():
     model = _ppo()
     model.collector.collect(model.buffer)
-    data = model._flatten_rollout()
+    data = _batch(model)
     _, terms = model.loss(data, 0.2)
     logp, _, _ = model.policy.evaluate(data["obs"], data["actions"])
     ratio = torch.exp(logp - data["logp_old"])
@@ -104,6 +117,6 @@ def test_adaptive_beta_rule(kl, expected):
 
 
 def test_adaptive_beta_applied_once_per_update():
-    model = _ppo(objective="kl_adaptive", kl_beta=1.0, kl_target=1e-9, learning_rate=1e-2)
+    model = _ppo(objective="kl_adaptive", kl_coef=1.0, adaptive_kl_target=1e-9, learning_rate=1e-2)
     model.learn(64)
-    assert model.kl_beta == 2.0  # any real update has KL far above 1.5e-9: doubled exactly once
+    assert model.kl.coef == 2.0  # any real update has KL far above 1.5e-9: doubled exactly once

@@ -9,14 +9,14 @@ from conftest import CountingEnv, counting_env
 from gymnasium.vector import AutoresetMode
 
 from ppokit.rl.config import NetworkConfig
-from ppokit.rl.networks import ActorCritic
+from ppokit.rl.networks import MlpActorCritic
 from ppokit.rl.rollout import Collector, RolloutBuffer
 
 
 def _collect(mode, T=8, max_steps=3, terminate_at=None):
     venv = gym.vector.SyncVectorEnv([counting_env(max_steps, terminate_at)] * 2, autoreset_mode=mode)
     torch.manual_seed(0)
-    policy = ActorCritic(1, venv.single_action_space, NetworkConfig())
+    policy = MlpActorCritic(venv.single_observation_space, venv.single_action_space, NetworkConfig())
     col = Collector(venv, policy, torch.device("cpu"), 0, None, None)
     buf = RolloutBuffer.allocate(T, 2, (1,), (), torch.long)
     col.collect(buf)
@@ -73,7 +73,7 @@ def test_nonfinite_observation_names_env_step_and_field():
             return (np.array([np.nan], np.float32) if self.t == 2 else obs), r, term, trunc, info
 
     venv = gym.vector.SyncVectorEnv([CountingEnv, NaNEnv], autoreset_mode=AutoresetMode.SAME_STEP)
-    policy = ActorCritic(1, venv.single_action_space, NetworkConfig())
+    policy = MlpActorCritic(venv.single_observation_space, venv.single_action_space, NetworkConfig())
     col = Collector(venv, policy, torch.device("cpu"), 0, None, None)
     buf = RolloutBuffer.allocate(4, 2, (1,), (), torch.long)
     with pytest.raises(EnvStepError, match="environment 1 returned a non-finite observation at step 4"):

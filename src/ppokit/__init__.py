@@ -1,6 +1,7 @@
 """ppokit: Proximal Policy Optimization for Gymnasium environments and causal language models.
 
-Gymnasium side: ``PPO``, ``PPOConfig``. Language-model side (optional extra ``ppokit[llm]``):
+Gymnasium side: ``PPO``, ``PPOConfig``, ``Policy`` (the policy interface, to bring your own).
+Language-model side (optional extra ``ppokit[llm]``):
 ``GRPOTrainer``, ``GRPOConfig`` and friends, imported lazily so ``import ppokit`` never loads
 transformers.
 """
@@ -17,6 +18,8 @@ _LAZY = {
     "PPO": ("ppokit.rl.ppo", "PPO"),
     "PPOConfig": ("ppokit.rl.config", "PPOConfig"),
     "NetworkConfig": ("ppokit.rl.config", "NetworkConfig"),
+    "Policy": ("ppokit.rl.policy", "Policy"),
+    "MlpActorCritic": ("ppokit.rl.networks", "MlpActorCritic"),
     "GRPOTrainer": ("ppokit.llm.grpo", "GRPOTrainer"),
     "GRPOConfig": ("ppokit.llm.grpo_config", "GRPOConfig"),
     "RLHFPPOTrainer": ("ppokit.llm.rlhf_ppo", "RLHFPPOTrainer"),

@@ -23,7 +23,7 @@ class FlatAdam:
 
     Mirrors the parts of the ``torch.optim`` API ppokit uses: ``param_groups[0]["lr"]``,
     ``zero_grad``, ``step``, ``state_dict`` and ``load_state_dict``. Gradients accumulate in place
-    into ``flat_grad``; the module function ``clip_grad_norm`` clips them with one norm.
+    into ``flat_grad`` (``train/step.py`` clips them with one norm).
     """
 
     def __init__(
@@ -86,17 +86,3 @@ class FlatAdam:
         group = dict(state["param_groups"][0])
         group["betas"] = tuple(group["betas"])
         self.param_groups = [group]
-
-
-def clip_grad_norm(optimizers: list[FlatAdam], max_norm: float) -> torch.Tensor:
-    """Scale all gradients together to a global norm of at most ``max_norm`` (the rule of
-    ``torch.nn.utils.clip_grad_norm_``); return the norm before clipping (non-finite if any gradient is)."""
-    # In float64: a float32 sum of squares overflows to inf once gradients reach ~1e19 (e.g. a huge
-    # vf_coef), which would skip a step that clipping handles; the gradients themselves stay float32.
-    norms = [torch.linalg.vector_norm(o.flat_grad, dtype=torch.float64) for o in optimizers]
-    norm = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
-    if math.isfinite(max_norm):
-        scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        for o in optimizers:
-            o.flat_grad.mul_(scale)
-    return norm.to(optimizers[0].flat_grad.dtype)

@@ -149,8 +149,8 @@ class _StopOnSignal:
 
 def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: int) -> int | None:
     """Learn; on a stop request write a checkpoint and return the exit code (None: finished)."""
-    from ppokit.checkpoint import latest_checkpoint
     from ppokit.rl import state
+    from ppokit.train.checkpoint import latest_checkpoint
 
     with _StopOnSignal(model):
         try:

@@ -25,9 +25,15 @@ from typing import Any
 
 import torch
 
-from ppokit.checkpoint import flatten_state, is_complete, load_checkpoint, save_checkpoint, unflatten_state
 from ppokit.errors import CheckpointError
 from ppokit.llm.models import save_pretrained
+from ppokit.train.checkpoint import (
+    flatten_state,
+    is_complete,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_state,
+)
 
 _STEP = re.compile(r"^step-(\d+)$")
 

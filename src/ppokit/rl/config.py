@@ -61,11 +61,12 @@ class PPOConfig(ConfigBase):
     torch_threads: int = option(
         1, "torch.set_num_threads: one suits minibatches up to ~256; two paid off at 1024 on 2 cores."
     )
-    manual_grad: bool = option(
-        True,
-        "Gradients of the loss by the hand-derived formulas in rl/manual_grad.py (same values, tested; "
-        "~2x faster on CPU) instead of autograd on PPO.loss (false; always so for a subclass that "
-        "overrides PPO.loss).",
+    manual_grad: bool | str = option(
+        "auto",
+        "The CPU fast path (rl/fast/): gradients of the built-in loss by hand-derived formulas (same values, "
+        "tested; ~2x faster on CPU). auto: use it wherever it is exactly right (the built-in MLP policy "
+        "and loss on CPU); true: require it (an error says why it cannot be used); false: autograd on "
+        "PPO.loss always. The path taken is logged as train/manual_grad (1 or 0).",
     )
 
     n_steps: int = option(128, "Steps per environment per rollout; rollout size = n_steps * num_envs.")
@@ -88,8 +89,10 @@ class PPOConfig(ConfigBase):
     objective: str = option("clip", "Policy objective (PPO paper Table 1 rows).", choices=OBJECTIVES)
     clip_range: float = option(0.2, "Clip range epsilon of the clipped objective.")
     clip_range_schedule: str = option("constant", "Clip-range schedule.", choices=("constant", "linear"))
-    kl_beta: float = option(1.0, "Initial KL penalty coefficient beta (kl_penalty, kl_adaptive).")
-    kl_target: float = option(0.01, "d_targ of the adaptive KL rule (kl_adaptive).")
+    kl_coef: float = option(1.0, "KL penalty coefficient beta (kl_penalty; initial value for kl_adaptive).")
+    adaptive_kl_target: float = option(
+        0.01, "d_targ of the adaptive KL rule (kl_adaptive): the target mean KL per sample, per update."
+    )
     target_kl: float | None = option(
         None,
         "Stop the update's epochs once a minibatch's approx KL "
@@ -180,9 +183,15 @@ class PPOConfig(ConfigBase):
         )
         check(0 <= self.gamma <= 1, "gamma", self.gamma, "must lie in [0, 1]")
         check(0 <= self.gae_lambda <= 1, "gae_lambda", self.gae_lambda, "must lie in [0, 1]")
-        for key in ("kl_beta", "ent_coef", "vf_coef"):
+        for key in ("kl_coef", "ent_coef", "vf_coef"):
             check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
-        check(self.kl_target > 0, "kl_target", self.kl_target, "must be > 0")
+        check(self.adaptive_kl_target > 0, "adaptive_kl_target", self.adaptive_kl_target, "must be > 0")
+        check(
+            self.manual_grad in (True, False, "auto"),
+            "manual_grad",
+            self.manual_grad,
+            "use auto, true or false",
+        )
         for key in ("target_kl", "vf_clip_range", "max_grad_norm"):
             value = getattr(self, key)
             check(value is None or value > 0, key, value, "must be > 0 or null")

@@ -1,6 +1,10 @@
-"""Actor-critic networks and their action distributions, written without per-call distribution
-objects: sampling and log-probabilities are a few tensor ops (the design notes measured
-``torch.distributions.Categorical`` sampling at ~350 us a call on these machines)."""
+"""The built-in policy: separate (or shared-trunk) MLP actor and critic, ``MlpActorCritic``.
+
+Besides the autograd ``forward`` every policy has, it offers no-autograd passes without module calls
+(``infer``, ``policy_output``, ``value``): the rollout's per-step actor pass and the CPU fast path's
+hand-written backward (rl/fast/) use them, because with small MLPs on a CPU each module call and
+autograd node costs more than its arithmetic (benchmarks/notes.md).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ppokit.functional.losses import entropy_from_logits
 from ppokit.rl.config import NetworkConfig
+from ppokit.rl.policy import Policy
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
@@ -29,9 +33,8 @@ class Tanh(nn.Module):
         return tanh(x)
 
 
-_ACTIVATIONS = {"tanh": Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+ACTIVATIONS = {"tanh": Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 _MINUS_ONE = torch.tensor(-1.0)
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def mlp(in_dim: int, sizes: list[int], activation: str, ortho: bool) -> nn.Sequential:
@@ -42,7 +45,7 @@ def mlp(in_dim: int, sizes: list[int], activation: str, ortho: bool) -> nn.Seque
         if ortho:  # orthogonal init with gain sqrt(2), as in OpenAI baselines / SB3 / CleanRL
             nn.init.orthogonal_(layer.weight, math.sqrt(2))
             nn.init.zeros_(layer.bias)
-        layers += [layer, _ACTIVATIONS[activation]()]
+        layers += [layer, ACTIVATIONS[activation]()]
         in_dim = size
     return nn.Sequential(*layers)
 
@@ -56,23 +59,22 @@ def head(in_dim: int, out_dim: int, gain: float, ortho: bool) -> nn.Linear:
     return layer
 
 
-class ActorCritic(nn.Module):
-    """Policy (Categorical, MultiDiscrete or diagonal Gaussian) and value function.
+class MlpActorCritic(Policy):
+    """Policy (Categorical, MultiDiscrete or diagonal Gaussian) and value function on MLPs.
 
     Separate actor and critic MLPs by default; ``shared_trunk`` shares the hidden layers.
     Attribute names say which parameters belong to whom: ``actor_*``, ``critic_*``, ``trunk``.
+    Observations of any shape enter flattened.
     """
 
-    def __init__(self, obs_dim: int, action_space: gym.Space, cfg: NetworkConfig):
-        super().__init__()
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig):
+        super().__init__(
+            observation_space, action_space, cfg.log_std_init, (cfg.log_std_min, cfg.log_std_max)
+        )
+        if cfg.activation not in ACTIVATIONS:
+            raise ValueError(f"activation {cfg.activation!r} is not one of {sorted(ACTIVATIONS)}")
         self.cfg = cfg
-        if isinstance(action_space, gym.spaces.Discrete):
-            self.kind, self.nvec, out = "discrete", [int(action_space.n)], int(action_space.n)
-        elif isinstance(action_space, gym.spaces.MultiDiscrete):
-            self.nvec = [int(n) for n in np.asarray(action_space.nvec).ravel()]
-            self.kind, out = "multidiscrete", sum(self.nvec)
-        else:
-            self.kind, out = "box", int(action_space.shape[0])
+        obs_dim = int(np.prod(observation_space.shape))
         hidden = cfg.hidden_sizes[-1]
         if cfg.shared_trunk:
             self.trunk = mlp(obs_dim, cfg.hidden_sizes, cfg.activation, cfg.ortho_init)
@@ -81,13 +83,19 @@ class ActorCritic(nn.Module):
             self.trunk = None
             self.actor_body = mlp(obs_dim, cfg.hidden_sizes, cfg.activation, cfg.ortho_init)
             self.critic_body = mlp(obs_dim, cfg.hidden_sizes, cfg.activation, cfg.ortho_init)
-        self.actor_head = head(hidden, out, 0.01, cfg.ortho_init)
+        self.actor_head = head(hidden, self.dist.out_dim, 0.01, cfg.ortho_init)
         self.critic_head = head(hidden, 1, 1.0, cfg.ortho_init)
-        if self.kind == "box":
-            # State-independent log-std (as in the PPO paper's MuJoCo setup), clamped in use.
-            self.actor_log_std = nn.Parameter(torch.full((out,), float(cfg.log_std_init)))
 
-    # -- the two heads -------------------------------------------------------------------------
+    # -- autograd (the update's loss) ------------------------------------------------------------
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(policy output [B, out], value [B])``: logits or Gaussian mean, and V(s)."""
+        obs = obs.reshape(obs.shape[0], -1)
+        if self.trunk is not None:
+            h = self.trunk(obs)
+            return self.actor_head(h), self.critic_head(h).squeeze(-1)
+        return self.actor_head(self.actor_body(obs)), self.critic_head(self.critic_body(obs)).squeeze(-1)
+
+    # -- no autograd, no module calls (the rollout and the fast path) ----------------------------
     def linears(self, part: str) -> list[tuple[nn.Parameter, nn.Parameter]]:
         """``(weight, bias)`` of the hidden layers of ``"trunk"``, ``"actor"`` or ``"critic"``."""
         if "_linears" not in self.__dict__:  # cached: module attribute lookups cost ~1 us each
@@ -100,15 +108,18 @@ class ActorCritic(nn.Module):
 
     def _activate_(self, z: torch.Tensor) -> torch.Tensor:
         """The activation in place on a fresh pre-activation (same values as the modules)."""
-        if self.cfg.activation == "tanh":  # 2 sigmoid(2z) - 1, as ``tanh`` above, in two in-place ops
+        act = self.cfg.activation
+        if act == "tanh":  # 2 sigmoid(2z) - 1, as ``tanh`` above, in two in-place ops
             return torch.add(_MINUS_ONE, z.mul_(2.0).sigmoid_(), alpha=2.0, out=z)
-        if self.cfg.activation == "relu":
+        if act == "relu":
             return z.relu_()
-        return torch.nn.functional.elu_(z)
+        if act == "elu":
+            return torch.nn.functional.elu_(z)
+        raise AssertionError(f"unreachable: activation {act!r} was refused in __init__")
 
     def _hidden(self, obs: torch.Tensor, part: str) -> list[torch.Tensor]:
-        """Without autograd or module calls: the input of every hidden layer of ``part`` (the trunk's
-        when shared) and their output, ``[x, h1, ..., hL]``."""
+        """The input of every hidden layer of ``part`` (the trunk's when shared) and their output,
+        ``[x, h1, ..., hL]``."""
         hs = [obs.reshape(obs.shape[0], -1)]
         for w, b in self.linears("trunk" if self.trunk is not None else part):
             hs.append(self._activate_(torch.addmm(b, hs[-1], w.t())))
@@ -116,9 +127,9 @@ class ActorCritic(nn.Module):
 
     @torch.no_grad()
     def infer(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[torch.Tensor]]]:
-        """``forward`` without autograd, for the manual-gradient update (rl/manual_grad.py):
+        """``forward`` without autograd, for the fast path's hand-written backward (rl/fast/):
         ``(policy output, value, saved)``, where ``saved`` maps each body (``trunk``, or ``actor`` and
-        ``critic``) to its layers' inputs and output, which the hand-written backward needs."""
+        ``critic``) to its layers' inputs and output, which the backward needs."""
         parts = ("trunk",) if self.trunk is not None else ("actor", "critic")
         saved = {part: self._hidden(obs, part) for part in parts}
         ha, hc = saved[parts[0]][-1], saved[parts[-1]][-1]
@@ -126,83 +137,25 @@ class ActorCritic(nn.Module):
         value = torch.addmm(self.critic_head.bias, hc, self.critic_head.weight.t()).squeeze(-1)
         return out, value, saved
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(policy output [B, out], value [B])``: logits or Gaussian mean, and V(s)."""
-        obs = obs.reshape(obs.shape[0], -1)  # multi-dimensional observations enter flattened, as in infer
-        if self.trunk is not None:
-            h = self.trunk(obs)
-            return self.actor_head(h), self.critic_head(h).squeeze(-1)
-        return self.actor_head(self.actor_body(obs)), self.critic_head(self.critic_body(obs)).squeeze(-1)
+    @torch.no_grad()
+    def policy_output(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits or Gaussian mean ``[B, out]`` alone (the rollout's per-step pass)."""
+        h = self._hidden(obs, "actor")[-1]
+        return torch.addmm(self.actor_head.bias, h, self.actor_head.weight.t())
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """V(s) ``[B]`` (no gradient: for the rollout's values and bootstraps)."""
+        """V(s) ``[B]`` (the rollout's values and bootstraps)."""
         h = self._hidden(obs, "critic")[-1]
         return torch.addmm(self.critic_head.bias, h, self.critic_head.weight.t()).squeeze(-1)
 
     @torch.no_grad()
-    def policy_output(self, obs: torch.Tensor) -> torch.Tensor:
-        """Logits or Gaussian mean ``[B, out]`` alone (no gradient: the rollout's per-step pass)."""
-        h = self._hidden(obs, "actor")[-1]
-        return torch.addmm(self.actor_head.bias, h, self.actor_head.weight.t())
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, None]:
+        """The actor alone per step; values None: the rollout asks ``value`` once for all its steps."""
+        action, logp = self.dist.sample(self.policy_output(obs), self.log_std(), deterministic)
+        return action, logp, None
 
-    def log_std(self) -> torch.Tensor:
-        """The Gaussian log-std kept in ``[log_std_min, log_std_max]`` (avoids collapse and blow-up)."""
-        return self.actor_log_std.clamp(self.cfg.log_std_min, self.cfg.log_std_max)
 
-    # -- distributions -------------------------------------------------------------------------
-    def _split(self, logits: torch.Tensor) -> list[torch.Tensor]:
-        return list(torch.split(logits, self.nvec, dim=-1))
-
-    def log_prob_entropy(self, out: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """log pi(a|s) ``[B]`` and the policy entropy ``[B]`` from the policy output."""
-        if self.kind == "box":
-            log_std = self.log_std()
-            z = (actions - out) * torch.exp(-log_std)
-            logp = (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)
-            entropy = (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1).expand(out.shape[0])
-            return logp, entropy
-        actions = actions.long().view(out.shape[0], -1)
-        logp = out.new_zeros(out.shape[0])
-        entropy = out.new_zeros(out.shape[0])
-        for i, logits in enumerate(self._split(out)):
-            log_probs = torch.log_softmax(logits, -1)
-            logp = logp + log_probs.gather(-1, actions[:, i : i + 1]).squeeze(-1)
-            entropy = entropy + entropy_from_logits(logits)
-        return logp, entropy
-
-    def sample(self, out: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """An action (``[B]`` discrete, ``[B, k]`` otherwise) and its log-probability ``[B]``."""
-        if self.kind == "box":
-            action = out if deterministic else out + torch.exp(self.log_std()) * torch.randn_like(out)
-            return action, self.log_prob_entropy(out, action)[0]
-        parts, logps = [], []
-        for logits in self._split(out) if self.kind == "multidiscrete" else [out]:
-            log_probs = torch.log_softmax(logits, -1)
-            if deterministic:
-                a = log_probs.argmax(-1)
-            else:  # Gumbel-max: argmax(logits + g) with g = -log(-log(u)) ~ Gumbel is ~ Categorical(logits)
-                minus_g = torch.rand_like(log_probs).clamp_(1e-20, 1.0).log_().neg_().log_()
-                a = (log_probs - minus_g).argmax(-1)
-            parts.append(a)
-            logps.append(log_probs.gather(-1, a.unsqueeze(-1)).squeeze(-1))
-        if self.kind == "discrete":
-            return parts[0], logps[0]
-        return torch.stack(parts, dim=-1), torch.stack(logps).sum(0)
-
-    def evaluate(
-        self, obs: torch.Tensor, actions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logp, entropy, value)`` of stored actions, with gradients (the autograd update,
-        ``manual_grad: false``)."""
-        out, value = self(obs)
-        logp, entropy = self.log_prob_entropy(out, actions)
-        return logp, entropy, value
-
-    def actor_parameters(self) -> list[nn.Parameter]:
-        """Parameters the policy loss should train (the trunk counts for both when shared)."""
-        return [p for n, p in self.named_parameters() if not n.startswith("critic_")]
-
-    def critic_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the critic alone (empty body when the trunk is shared)."""
-        return [p for n, p in self.named_parameters() if n.startswith("critic_")]
+def build_policy(observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig) -> Policy:
+    """The built-in policy for ``network`` settings ``cfg``."""
+    return MlpActorCritic(observation_space, action_space, cfg)

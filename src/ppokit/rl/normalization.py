@@ -56,19 +56,19 @@ class RunningMeanStd:
             [(self.mean, self.var, self.count), (mean, var, count)]
         )
 
-    def state_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
-        """Tensors for a checkpoint."""
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Mean, variance and count as float64 tensors."""
         return {
-            f"{prefix}mean": torch.tensor(np.asarray(self.mean), dtype=torch.float64),
-            f"{prefix}var": torch.tensor(np.asarray(self.var), dtype=torch.float64),
-            f"{prefix}count": torch.tensor(float(self.count), dtype=torch.float64),
+            "mean": torch.tensor(np.asarray(self.mean), dtype=torch.float64),
+            "var": torch.tensor(np.asarray(self.var), dtype=torch.float64),
+            "count": torch.tensor(float(self.count), dtype=torch.float64),
         }
 
-    def load_tensors(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
-        """Restore from ``state_tensors`` output."""
-        self.mean = tensors[f"{prefix}mean"].numpy().astype(np.float64)
-        self.var = tensors[f"{prefix}var"].numpy().astype(np.float64)
-        self.count = float(tensors[f"{prefix}count"])
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state_dict`` returned."""
+        self.mean = state["mean"].numpy().astype(np.float64)
+        self.var = state["var"].numpy().astype(np.float64)
+        self.count = float(state["count"])
         self.synced = (self.mean.copy(), self.var.copy(), self.count)
         self.fresh = None
 
@@ -85,6 +85,14 @@ class ObsNormalizer:
             self.rms.update(obs)
         out = (obs - self.rms.mean) / np.sqrt(self.rms.var + self.eps)
         return np.clip(out, -self.clip, self.clip).astype(np.float32)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The running statistics (saved with the model: predict normalises the same way)."""
+        return self.rms.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state_dict`` returned."""
+        self.rms.load_state_dict(state)
 
 
 class RewardScaler:
@@ -103,3 +111,13 @@ class RewardScaler:
             self.rms.update(self.returns)
             self.returns[done] = 0.0
         return np.clip(rewards / np.sqrt(self.rms.var + self.eps), -self.clip, self.clip).astype(np.float32)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The return statistics and each env's running discounted return."""
+        return {**self.rms.state_dict(), "returns": torch.from_numpy(self.returns.copy())}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state_dict`` returned (``returns`` is optional: a model file has none)."""
+        self.rms.load_state_dict(state)
+        if "returns" in state:
+            self.returns = state["returns"].numpy().astype(np.float64).copy()

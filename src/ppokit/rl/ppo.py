@@ -2,11 +2,12 @@
 
     PPO("CartPole-v1", PPOConfig()).learn(100_000)
 
-Sections: construction (env, networks, optimizers) -> ``learn`` (rollout, then update, then log)
--> prediction and saving (``state.py``). The rollout is ``rollout.py``; the update (GAE, epochs of
-minibatches) and the loss are ``update.py``, whose ``PPOUpdate`` this class extends.
-References: Schulman et al. 2017 (PPO, https://arxiv.org/abs/1707.06347); Huang et al. 2022,
-"The 37 Implementation Details of PPO" (https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/).
+Sections: construction (env, policy, optimizers: parts that each own their state) -> ``learn``
+(the rollout, ``rollout.py``; the update and the loss, ``update.py``; logging; checkpoints) -> using
+the policy (predict, evaluate, save, load). ``state_dict`` is the composition of the parts' states;
+``state.py`` writes it to disk. References: Schulman et al. 2017 (PPO, https://arxiv.org/abs/1707.06347);
+Huang et al. 2022, "The 37 Implementation Details of PPO"
+(https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/).
 """
 
 from __future__ import annotations
@@ -23,27 +24,35 @@ import torch
 from ppokit import distributed
 from ppokit.config import ConfigError
 from ppokit.errors import NonFiniteError
+from ppokit.functional import explained_variance
 from ppokit.optim import FlatAdam
-from ppokit.rl import state
+from ppokit.rl import fast, state
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.envs import EnvSpec, autoreset_mode, make_vec_env
-from ppokit.rl.manual_grad import ManualGrad
-from ppokit.rl.networks import ActorCritic
+from ppokit.rl.networks import build_policy
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler
+from ppokit.rl.policy import Policy
 from ppokit.rl.rollout import Collector, RolloutBuffer
-from ppokit.rl.update import PPOUpdate
+from ppokit.rl.update import AdaptiveKL, normalize_advantages, ppo_loss, ppo_update, rollout_batch
 from ppokit.seeding import seed_everything
 from ppokit.tracking import PROCESS_START
+from ppokit.train.rng import capture_rng, restore_rng
+from ppokit.train.step import GuardedStep
+
+PolicySpec = Policy | Callable[[Any, Any], Policy] | None
 
 
-class PPO(PPOUpdate):
-    """Actor-critic PPO. ``env`` is a Gymnasium id or a factory returning a ``gym.Env``."""
+class PPO:
+    """Actor-critic PPO. ``env`` is a Gymnasium id or a factory returning a ``gym.Env``; ``policy``
+    a ``Policy`` (rl/policy.py), or a callable ``(observation_space, action_space) -> Policy``, or
+    None for the built-in MLP actor-critic of ``config.network``."""
 
     def __init__(
         self,
         env: EnvSpec | None = None,
         config: PPOConfig | dict | None = None,
         run_dir: str | Path | None = None,
+        policy: PolicySpec = None,
         **overrides: Any,
     ):
         if isinstance(config, dict) or config is None:
@@ -61,22 +70,24 @@ class PPO(PPOUpdate):
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device!r} is not allowed; CUDA is not available on this machine")
+        # -- the environments and the policy ----------------------------------------------------
         self.venv = make_vec_env(self.env_spec, cfg.num_envs, cfg.vectorization, cfg.env_kwargs)
         autoreset_mode(self.venv)
         self.observation_space = self.venv.single_observation_space
         self.action_space = self.venv.single_action_space
-        obs_shape = self.observation_space.shape
-        self.policy = ActorCritic(int(np.prod(obs_shape)), self.action_space, cfg.network).to(self.device)
+        self.policy = self._make_policy(policy).to(self.device)
         distributed.broadcast_parameters(self.policy)  # every rank starts from rank 0's networks
         # Each rank samples and steps its own environments with a seed derived from the run seed.
         rank_seed = cfg.seed + 100_003 * self.dist.rank
         if self.dist.enabled:
             self.np_rng = seed_everything(rank_seed)
+        # -- the parts that own training state (each has state_dict / load_state_dict) ----------------
         self.optimizers = self._make_optimizers()
-        # The hand-written gradient is that of PPOUpdate.loss: a subclass that overrides the loss
-        # gets autograd on its own loss instead, without having to know about manual_grad.
-        own_loss = type(self).loss is PPOUpdate.loss
-        self.manual_grad = ManualGrad(self.policy) if cfg.manual_grad and own_loss else None
+        self.guard = GuardedStep(self.optimizers, cfg.max_grad_norm, cfg.nonfinite_stop_after, self._where)
+        # The CPU fast path (rl/fast/): used only where it computes exactly PPO.loss's gradient.
+        own_loss = type(self).loss is PPO.loss
+        self.manual_grad = fast.choose(self.policy, cfg, own_loss, self.device)
+        obs_shape = self.observation_space.shape
         self.obs_norm = ObsNormalizer(obs_shape, cfg.obs_clip) if cfg.normalize_obs else None
         self.reward_scaler = (
             RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
@@ -84,34 +95,38 @@ class PPO(PPOUpdate):
         self.collector = Collector(
             self.venv, self.policy, self.device, rank_seed, self.obs_norm, self.reward_scaler, cfg.nan_policy
         )
-        box = self.policy.kind == "box"
-        action_shape = self.action_space.shape if self.policy.kind != "discrete" else ()
+        dist = self.policy.dist
         self.buffer = RolloutBuffer.allocate(
-            cfg.n_steps,
-            cfg.num_envs,
-            obs_shape,
-            action_shape,
-            torch.float32 if box else torch.long,
+            cfg.n_steps, cfg.num_envs, obs_shape, dist.action_shape, dist.action_dtype
         )
-        self.kl_beta = cfg.kl_beta
+        self.kl = AdaptiveKL(cfg.kl_coef, cfg.adaptive_kl_target, cfg.objective == "kl_adaptive")
         self.num_timesteps = self.num_updates = 0
-        self.nonfinite_skipped = self.nonfinite_in_a_row = 0  # optimizer steps with a non-finite loss
         self.target_timesteps: int | None = None  # the `total` of the current run (schedules need it)
+        # -- run bookkeeping (not training state) -------------------------------------------------
         self.stop_requested: int | None = None  # a signal number: stop cleanly after this update
         self.last_checkpoint_step, self.last_checkpoint_path = 0, None
+        self.last_checkpoint_time = time.time()
         self.resume_info: dict[str, Any] | None = None  # set by PPO.resume: what was restored
         self.run_dir: Path | None = None
         self.tracker = None
         if run_dir is not None:
             self.set_run_dir(run_dir)
 
-    def set_run_dir(self, run_dir: str | Path, append: bool = False) -> None:
-        """Log metrics (CSV, TensorBoard) and write checkpoints under ``run_dir``."""
-        from ppokit.tracking import Tracker
-
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.tracker = Tracker(self.run_dir, tensorboard=self.config.tensorboard, append=append)
+    def _make_policy(self, policy: PolicySpec) -> Policy:
+        if policy is None:
+            return build_policy(self.observation_space, self.action_space, self.config.network)
+        built = (
+            policy
+            if isinstance(policy, torch.nn.Module)
+            else policy(self.observation_space, self.action_space)
+        )
+        if not isinstance(built, Policy):
+            raise ConfigError(
+                f"policy={type(built).__name__} is not allowed; pass a ppokit.Policy subclass instance "
+                "(implement forward(obs) -> (out, value)) or a callable "
+                "(observation_space, action_space) -> Policy"
+            )
+        return built
 
     def _make_optimizers(self) -> list[FlatAdam]:
         """One Adam over all parameters, or one for the actor and one for the critic (FlatAdam: see
@@ -126,19 +141,69 @@ class PPO(PPOUpdate):
             FlatAdam(self.policy.critic_parameters(), lr=critic_lr, **kw),
         ]
 
-    # -- schedules ---------------------------------------------------------------------------------
-    def _progress_remaining(self, total: int) -> float:
-        return max(0.0, 1.0 - self.num_timesteps / max(total, 1))
+    def _where(self) -> str:
+        return f"update {self.num_updates + 1}, step {self.num_timesteps}"
 
+    def set_run_dir(self, run_dir: str | Path, append: bool = False) -> None:
+        """Log metrics (CSV, TensorBoard) and write checkpoints under ``run_dir``."""
+        from ppokit.tracking import Tracker
+
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.tracker = Tracker(self.run_dir, tensorboard=self.config.tensorboard, append=append)
+
+    # -- schedules ---------------------------------------------------------------------------------
     def _set_schedules(self, total: int) -> float:
         """Set this update's learning rates; return its clip range (linear: from full to 0, as SB3)."""
-        cfg, frac = self.config, self._progress_remaining(total)
+        cfg = self.config
+        frac = max(0.0, 1.0 - self.num_timesteps / max(total, 1))
         lr_scale = frac if cfg.lr_schedule == "linear" else 1.0
         lrs = [cfg.learning_rate, cfg.critic_learning_rate or cfg.learning_rate]
         for opt, lr in zip(self.optimizers, lrs):
             for group in opt.param_groups:
                 group["lr"] = lr * lr_scale
         return cfg.clip_range * (frac if cfg.clip_range_schedule == "linear" else 1.0)
+
+    # -- the loss and the update ---------------------------------------------------------------------
+    def loss(
+        self, mb: dict[str, torch.Tensor], clip_range: float
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The PPO loss on one minibatch and its detached terms (``update.ppo_loss``). Override it to
+        re-weight or add a term: a subclass's loss is trained with autograd (the fast path is off)."""
+        return ppo_loss(self.policy, mb, clip_range, self.kl.coef, self.config)
+
+    def _loss_and_backward(self, mb: dict[str, torch.Tensor], clip_range: float) -> tuple:
+        """The minibatch loss, its terms and the function that fills the gradients: autograd's
+        ``loss.backward`` on ``self.loss``, or the fast path's hand-written backward of the same loss."""
+        if self.manual_grad is None:
+            loss, terms = self.loss(mb, clip_range)
+            return loss, terms, loss.backward
+        cfg = self.config
+        adv = normalize_advantages(mb["advantages"]) if cfg.normalize_advantage else mb["advantages"]
+        return fast.fast_loss_and_backward(self.manual_grad, cfg, mb, adv, clip_range, self.kl.coef)
+
+    def update(self, clip_range: float) -> dict[str, float]:
+        """Several epochs of minibatch gradient steps on the latest rollout (the update)."""
+        cfg = self.config
+        data = rollout_batch(self.buffer, cfg.gamma, cfg.gae_lambda, self.device)
+        n_minibatches = cfg.rollout_size // cfg.batch_size
+        metrics = ppo_update(
+            data, self._loss_and_backward, self.guard, clip_range, cfg.n_epochs, n_minibatches, cfg.target_kl
+        )
+        self.num_updates += 1
+        metrics["train/kl_coef"] = self.kl.coef
+        self.kl.update(self.policy, data)
+        metrics.update(
+            {
+                "train/explained_variance": float(explained_variance(data["values_old"], data["returns"])),
+                "train/clip_range": clip_range,
+                "train/learning_rate": self.optimizers[0].param_groups[0]["lr"],
+                "train/n_updates": self.num_updates,
+                "train/nonfinite_skipped": self.guard.skipped,
+                "train/manual_grad": float(self.manual_grad is not None),
+            }
+        )
+        return metrics
 
     # -- the loop ------------------------------------------------------------------------------------
     def learn(
@@ -223,6 +288,59 @@ class PPO(PPOUpdate):
                 self.tracker.log(self.num_timesteps, metrics)
             self.tracker.log_episodes(episodes)
 
+    # -- state: the composition of the parts' states -------------------------------------------------
+    def state_dict(self, training: bool = True) -> dict[str, Any]:
+        """Everything a model needs (policy, normalisers, counters, KL coefficient) and, with
+        ``training``, everything a resumed run needs too (optimizers, step guard, collector, RNGs)."""
+        out: dict[str, Any] = {
+            "policy": self.policy.state_dict(),
+            "counters": {"num_timesteps": self.num_timesteps, "num_updates": self.num_updates},
+            "kl": self.kl.state_dict(),
+        }
+        if self.obs_norm is not None:
+            out["obs_norm"] = self.obs_norm.state_dict()
+        if self.reward_scaler is not None:
+            out["reward_scaler"] = self.reward_scaler.state_dict()
+        if training:
+            rng_tensors, rng_tree = capture_rng(numpy_generators={"ppo": self.np_rng})
+            out["counters"]["target_timesteps"] = self.target_timesteps
+            out.update(
+                optimizers=[opt.state_dict() for opt in self.optimizers],
+                guard=self.guard.state_dict(),
+                collector=self.collector.state_dict(),
+                rng={"tensors": rng_tensors, "tree": rng_tree},
+            )
+        return out
+
+    def load_state_dict(self, sd: dict[str, Any]) -> dict[str, Any]:
+        """Restore ``state_dict`` (a model's or a training checkpoint's); returns what was restored."""
+        self.policy.load_state_dict(sd["policy"])
+        for part, key in ((self.obs_norm, "obs_norm"), (self.reward_scaler, "reward_scaler")):
+            if part is not None:
+                part.load_state_dict(sd[key])
+        self.num_timesteps = int(sd["counters"]["num_timesteps"])
+        self.num_updates = int(sd["counters"]["num_updates"])
+        self.kl.load_state_dict(sd["kl"])
+        info: dict[str, Any] = {"step": self.num_timesteps, "env_state_restored": False}
+        if "optimizers" not in sd:
+            return info
+        for opt, opt_state in zip(self.optimizers, sd["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        self.guard.load_state_dict(sd["guard"])
+        self.target_timesteps = sd["counters"]["target_timesteps"]
+        restore_rng(sd["rng"]["tensors"], sd["rng"]["tree"], numpy_generators={"ppo": self.np_rng})
+        missing = self.collector.load_state_dict(sd["collector"])
+        if missing is not None and self.reward_scaler is not None:
+            self.reward_scaler.returns[:] = 0.0  # fresh episodes: their discounted returns start at 0
+        self.last_checkpoint_step = self.num_timesteps
+        info.update(env_state_restored=missing is None, env_state_missing=missing)
+        return info
+
+    @property
+    def nonfinite_skipped(self) -> int:
+        """Optimizer steps skipped for a non-finite loss or gradient, over the run."""
+        return self.guard.skipped
+
     # -- using the policy ----------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
@@ -232,8 +350,9 @@ class PPO(PPOUpdate):
         batch = obs[None] if single else obs
         if self.obs_norm is not None:
             batch = self.obs_norm(batch, update=False)
-        out, _ = self.policy(torch.as_tensor(batch, device=self.device))
-        action, _ = self.policy.sample(out, deterministic=deterministic)
+        action, _, _ = self.policy.act(
+            torch.as_tensor(batch, device=self.device), deterministic=deterministic
+        )
         action = action.cpu().numpy()
         if self.policy.kind == "box":
             action = np.clip(action, self.action_space.low, self.action_space.high)
@@ -246,19 +365,28 @@ class PPO(PPOUpdate):
         return evaluate_policy(self, episodes, deterministic, seed)
 
     def save(self, path: str | Path) -> Path:
-        """Save networks, normalisation statistics and config (safetensors + JSON, no pickle)."""
+        """Save the policy, normalisation statistics and config (safetensors + JSON, no pickle)."""
         return state.save_model(self, Path(path))
 
     @classmethod
-    def load(cls, path: str | Path, env: EnvSpec | None = None, **overrides: Any) -> PPO:
-        """Load a model saved by ``save`` (or a checkpoint directory); ``env`` defaults to the saved id."""
-        return state.load_model(cls, Path(path), env, **overrides)
+    def load(
+        cls, path: str | Path, env: EnvSpec | None = None, policy: PolicySpec = None, **overrides: Any
+    ) -> PPO:
+        """Load a model saved by ``save`` (or a checkpoint); ``env`` defaults to the saved id, and a
+        model trained with a custom policy needs the same ``policy`` again."""
+        return state.load_model(cls, Path(path), env, policy, **overrides)
 
     @classmethod
-    def resume(cls, path: str | Path, env: EnvSpec | None = None, run_dir: str | Path | None = None) -> PPO:
+    def resume(
+        cls,
+        path: str | Path,
+        env: EnvSpec | None = None,
+        run_dir: str | Path | None = None,
+        policy: PolicySpec = None,
+    ) -> PPO:
         """Continue a run from a training checkpoint or a run directory's newest complete one: all
         training state and, where possible, the envs' (``resume_info``; docs/reliability.md)."""
-        return state.resume(cls, Path(path), env, run_dir)
+        return state.resume(cls, Path(path), env, run_dir, policy)
 
     def close(self) -> None:
         """Close the environments and the metric writers."""

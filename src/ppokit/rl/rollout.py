@@ -23,8 +23,9 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from ppokit.errors import EnvStepError
-from ppokit.rl.networks import ActorCritic
+from ppokit.rl import envstate
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler
+from ppokit.rl.policy import Policy
 
 
 @dataclass
@@ -108,14 +109,31 @@ class EpisodeStats:
         new, self.new = self.new, []
         return new
 
+    def state_dict(self) -> dict:
+        """The recent episodes and each env's running return and length."""
+        return {
+            "recent": [list(x) for x in self.recent],
+            "returns": torch.from_numpy(self.returns.copy()),
+            "lengths": torch.from_numpy(self.lengths.copy()),
+        }
+
+    def load_state_dict(self, state: dict, running: bool = True) -> None:
+        """Restore ``state_dict``; ``running=False`` keeps the current running sums (fresh episodes)."""
+        self.recent.clear()
+        self.recent.extend((float(r), int(n)) for r, n in state["recent"])
+        if running:
+            self.returns = state["returns"].numpy().copy()
+            self.lengths = state["lengths"].numpy().copy()
+
 
 class Collector:
-    """Holds the env's current observation between rollouts and fills a ``RolloutBuffer``."""
+    """Holds the env's current observation between rollouts and fills a ``RolloutBuffer``, asking the
+    policy for actions through the policy interface (``act`` and ``value``, rl/policy.py)."""
 
     def __init__(
         self,
         venv: gym.vector.VectorEnv,
-        policy: ActorCritic,
+        policy: Policy,
         device: torch.device,
         seed: int,
         obs_norm: ObsNormalizer | None,
@@ -181,12 +199,17 @@ class Collector:
         host = lambda x: x.cpu().numpy()  # no copy on CPU
         final_values = np.zeros_like(nb["next_values"])  # V(final obs) of SAME_STEP truncations
         has_final = np.zeros_like(nb["done"])
+        batched_values = False  # the policy left the values to one batched call after the rollout
         for t in range(T):
-            # the actor alone per step; the critic's values come for the whole rollout at once below
-            action, logp = (host(x) for x in self.policy.sample(self.policy.policy_output(self.obs)))
+            action, logp, values = self.policy.act(self.obs)
+            action, logp = host(action), host(logp)
             nb["obs"][t] = host(self.obs)
             nb["actions"][t] = action
             nb["logp"][t] = logp
+            if values is None:
+                batched_values = True
+            else:
+                nb["values"][t] = host(values)
             # a Gaussian sample is stored unclipped (its logp is exact); the env gets it clipped
             env_action = (
                 np.clip(action, self.action_space.low, self.action_space.high) if self.box else action
@@ -218,12 +241,49 @@ class Collector:
                 has_final[t, idx] = True
             # NEXT_STEP: the step after an ending step is the env's reset step (see module docstring)
             self.prev_done = np.zeros_like(done) if self.same_step else done
-        # V of every stored observation and of the one after the last step, in one batched pass (the
-        # parameters do not change during the rollout); by default step t bootstraps with V(obs t+1)
-        all_obs = torch.cat(
-            [buf.obs.reshape(T * self.num_envs, -1).to(self.device), self.obs.reshape(self.num_envs, -1)]
-        )
-        values = host(self.policy.value(all_obs)).reshape(T + 1, self.num_envs)
-        nb["values"][:] = values[:T]
+        # By default step t bootstraps with V(obs t+1). A policy that returned no values gets V of every
+        # stored observation and of the one after the last step in one batched pass (the parameters
+        # do not change during the rollout).
+        if batched_values:
+            obs_shape = buf.obs.shape[2:]
+            all_obs = torch.cat([buf.obs.reshape(T * self.num_envs, *obs_shape).to(self.device), self.obs])
+            values = host(self.policy.value(all_obs)).reshape(T + 1, self.num_envs)
+            nb["values"][:] = values[:T]
+        else:
+            values = np.concatenate([nb["values"], host(self.policy.value(self.obs))[None]])
         nb["next_values"][:] = values[1:]
         nb["next_values"][has_final] = final_values[has_final]
+
+    # -- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Counters, episode statistics and, where ``envstate.capture`` can save them, the
+        environments' exact state with the rollout's current observation."""
+        env_tensors, env_tree, missing = envstate.capture(self.venv)
+        state = {
+            "steps": self.steps,
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "episodes": self.episodes.state_dict(),
+            "env": {"tensors": env_tensors, "tree": env_tree, "missing": missing},
+        }
+        if missing is None:  # the rollout's position within the current episodes
+            state["obs"] = self.obs.cpu()
+            state["prev_done"] = torch.from_numpy(np.array(self.prev_done, dtype=bool))
+        return state
+
+    def load_state_dict(self, state: dict) -> str | None:
+        """Restore ``state_dict``; returns None when the environments were restored exactly, else why
+        not (they then keep the fresh episodes they were reset to, and the running episode sums
+        start from zero). Restore the observation normaliser first: the fresh observation is
+        re-normalised with its statistics."""
+        self.steps, self.skipped_nonfinite = int(state["steps"]), int(state["skipped_nonfinite"])
+        env = state["env"]
+        missing = env["missing"]
+        if missing is None:
+            missing = envstate.restore(self.venv, env["tensors"], env["tree"])
+        self.episodes.load_state_dict(state["episodes"], running=missing is None)
+        if missing is None:
+            self.obs = state["obs"].to(self.device)
+            self.prev_done = state["prev_done"].numpy().copy()
+        else:
+            self.obs = self._normalize(self.raw_obs, update=False)
+        return missing

@@ -1,10 +1,16 @@
-"""Atomic, pickle-free checkpoints: tensors in safetensors, everything else in JSON.
+"""One atomic, pickle-free checkpoint writer and one layout for both sides.
 
-A checkpoint is a directory ``<root>/<name>/`` holding ``tensors.safetensors``, ``meta.json`` and,
-written last, ``manifest.json`` (file sizes and SHA-256). It is built in a temporary sibling
-directory, every file fsync'ed, then renamed into place: a crash leaves either a complete checkpoint
-or a ``.tmp-*`` directory that readers ignore. Readers take the newest checkpoint whose manifest
-matches its files.
+A checkpoint is a directory holding ``tensors.safetensors`` (every tensor), ``meta.json`` (everything
+else, JSON), whatever the caller adds (``write_extra``: the language-model side writes ``model/`` with
+``save_pretrained``) and, written last, ``manifest.json``: the size and SHA-256 of EVERY file in the
+directory. It is built in a temporary sibling directory, every file fsync'ed, then renamed into place:
+a crash leaves either a complete checkpoint or a ``.tmp-*`` directory that readers ignore and the
+next writer removes. Readers take the newest checkpoint whose manifest matches all its files, so a
+truncated ``model.safetensors`` makes that checkpoint incomplete and the previous one is used.
+
+Layout of a run's training checkpoints (PPO, GRPO and RLHF-PPO alike)::
+
+    RUN_DIR/checkpoints/step_<12-digit step>/{tensors.safetensors, meta.json, [model/], manifest.json}
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,7 @@ TENSORS = "tensors.safetensors"
 META = "meta.json"
 MANIFEST = "manifest.json"
 FORMAT = "ppokit-checkpoint-v1"
+STEP_DIR = "step_{:012d}"
 
 
 def _fsync_path(path: Path) -> None:
@@ -45,45 +53,85 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(
-    root: str | Path,
-    name: str,
+def _files(root: Path) -> list[Path]:
+    """Every regular file under ``root`` except the manifest, as relative paths, sorted."""
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_checkpoint(
+    path: str | Path,
     tensors: dict[str, torch.Tensor],
     meta: dict[str, Any],
-    keep: int | None = None,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``root/name`` atomically; keep only the ``keep`` newest complete checkpoints."""
-    root = Path(root)
+    """Write the checkpoint directory ``path`` atomically (replacing one of that name).
+
+    ``write_extra(tmp_dir)`` may add files (e.g. ``tmp_dir / "model"``); the manifest covers them.
+    """
+    final = Path(path)
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    _remove_stale(root)
-    final = root / name
-    tmp = root / f".tmp-{name}-{os.getpid()}"
+    remove_stale(root)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    # clone: parameters may be views of one flat buffer (FlatAdam), and safetensors refuses shared storage
+    # clone: parameters may be views of one flat buffer (FlatAdam) or tied weights, and safetensors
+    # refuses tensors that share storage
     save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
     (tmp / META).write_text(json.dumps(meta, indent=1))
+    if write_extra is not None:
+        write_extra(tmp)
     files = {}
-    for fname in (TENSORS, META):
-        _fsync_path(tmp / fname)
-        files[fname] = {"size": (tmp / fname).stat().st_size, "sha256": _sha256(tmp / fname)}
+    for rel in _files(tmp):
+        _fsync_path(tmp / rel)
+        files[rel.as_posix()] = {"size": (tmp / rel).stat().st_size, "sha256": _sha256(tmp / rel)}
     (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": files}))
     _fsync_path(tmp / MANIFEST)
     _fsync_path(tmp)
-    old = root / f".old-{name}-{os.getpid()}"
+    old = root / f".old-{final.name}-{os.getpid()}"
     if final.exists():  # rewriting a name: move the old one aside first (a directory rename is atomic)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
     os.replace(tmp, final)
     _fsync_path(root)
     shutil.rmtree(old, ignore_errors=True)
-    if keep is not None:
-        for stale in list_checkpoints(root)[:-keep]:
-            # Rename first: a writer killed while deleting leaves a dot-directory readers skip.
-            trash = root / f".old-{stale.name}-{os.getpid()}"
-            os.replace(stale, trash)
-            shutil.rmtree(trash, ignore_errors=True)
     return final
+
+
+def save_checkpoint(
+    root: str | Path,
+    name: str,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    keep: int | None = None,
+    write_extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``root/name`` atomically (``write_checkpoint``); keep only the ``keep`` newest complete ones."""
+    final = write_checkpoint(Path(root) / name, tensors, meta, write_extra)
+    if keep is not None:
+        prune(root, keep)
+    return final
+
+
+def save_step_checkpoint(
+    root: str | Path,
+    step: int,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    keep: int | None = None,
+    write_extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """A training checkpoint in the shared layout ``root/step_<12 digits>``."""
+    return save_checkpoint(root, STEP_DIR.format(step), tensors, meta, keep, write_extra)
+
+
+def prune(root: str | Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest complete checkpoints under ``root``."""
+    for stale in list_checkpoints(root)[:-keep]:
+        # Rename first: a writer killed while deleting leaves a dot-directory readers skip.
+        trash = Path(root) / f".old-{stale.name}-{os.getpid()}"
+        os.replace(stale, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -96,8 +144,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale(root: Path) -> None:
+def remove_stale(root: str | Path) -> None:
     """Delete ``.tmp-*``/``.old-*`` leftovers of writers that died (killed mid-write)."""
+    root = Path(root)
+    if not root.is_dir():
+        return
     for p in root.iterdir():
         m = re.fullmatch(r"\.(tmp|old)-.*-(\d+)", p.name)
         if m and not _pid_alive(int(m.group(2))):
@@ -105,18 +156,22 @@ def _remove_stale(root: Path) -> None:
 
 
 def is_complete(path: str | Path) -> bool:
-    """True when the manifest exists and every file it lists has the recorded size and hash."""
+    """True when the manifest exists, lists exactly the files present (tensors and meta among them),
+    and every file has the recorded size and hash."""
     path = Path(path)
     try:
         manifest = json.loads((path / MANIFEST).read_text())
-        if manifest.get("format") != FORMAT or not {TENSORS, META} <= set(manifest["files"]):
+        listed = manifest["files"]
+        if manifest.get("format") != FORMAT or not {TENSORS, META} <= set(listed):
             return False
-        for fname, info in manifest["files"].items():
-            f = path / fname
+        if sorted(listed) != [p.as_posix() for p in _files(path)]:
+            return False
+        for rel, info in listed.items():
+            f = path / rel
             if f.stat().st_size != info["size"] or _sha256(f) != info["sha256"]:
                 return False
         return True
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 

@@ -1,4 +1,4 @@
-"""The PPO loss's gradient written out by hand, for the update's gradient steps.
+"""The PPO loss's gradient written out by hand, for the fast path's gradient steps.
 
 Why: with small MLPs on a CPU, a gradient step is bound by per-op bookkeeping, not arithmetic.
 Through autograd a 64-64 actor-critic step at batch 256 cost ~1 ms on the 2-core dev machine
@@ -8,7 +8,7 @@ derivatives for the one graph PPO has, in ~5x fewer tensor ops:
 
 - ``loss_and_grads``: the loss of ``PPO.loss`` (same terms, same values) and its gradient with respect
   to the network outputs: logits or Gaussian mean, value, log-std.
-- ``ManualGrad``: the MLPs' backward (their forward, keeping activations, is ``ActorCritic.infer``),
+- ``ManualGrad``: the MLPs' backward (their forward, keeping activations, is ``MlpActorCritic.infer``),
   a dozen matrix products written straight into the optimizer's flat gradient (``out=`` views).
   For a layer ``h = act(z)``, ``z = x W^T + b`` and upstream ``dh``: ``dz = dh * act'(z)``,
   ``dW = dz^T x``, ``db = sum dz``, ``dx = dz W``, with act' from the output: tanh' = 1 - h^2,
@@ -16,7 +16,9 @@ derivatives for the one graph PPO has, in ~5x fewer tensor ops:
 
 ``PPO.loss`` (autograd) is the definition; ``manual_grad: false`` uses it throughout, and
 tests/test_rl_manual_grad.py checks loss, terms and every parameter gradient against it for every
-objective, value loss, value clipping, entropy bonus, action space and network shape.
+objective, value loss, value clipping, entropy bonus, action space and network shape. Every dispatch
+below names each supported choice and raises on anything else; which choices those are is
+``rl/fast/__init__.py``'s capability check, which refuses the fast path before it could run.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import nn
 
 from ppokit.functional import clipped_surrogate, kl_k3, value_loss
 from ppokit.rl.config import PPOConfig
-from ppokit.rl.networks import ActorCritic
+from ppokit.rl.networks import MlpActorCritic
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -42,9 +44,9 @@ Layer = tuple[nn.Parameter, nn.Parameter]  # (weight [out, in], bias [out])
 
 
 class ManualGrad:
-    """The backward through the actor-critic's MLPs; the forward is ``ActorCritic.infer``."""
+    """The backward through the actor-critic's MLPs; the forward is ``MlpActorCritic.infer``."""
 
-    def __init__(self, policy: ActorCritic):
+    def __init__(self, policy: MlpActorCritic):
         self.policy = policy
         self.activation = policy.cfg.activation
         self.trunk = policy.linears("trunk")
@@ -60,7 +62,9 @@ class ManualGrad:
             return torch.addcmul(dh, dh, h * h, value=-1.0)  # dh * (1 - h^2)
         if self.activation == "relu":
             return dh * (h > 0)
-        return dh * (h.clamp(max=0.0) + 1.0)
+        if self.activation == "elu":  # elu' = 1 for z > 0, exp(z) = h + 1 for z <= 0
+            return dh * (h.clamp(max=0.0) + 1.0)
+        raise AssertionError(f"unreachable: activation {self.activation!r} has no hand-written gradient")
 
     @staticmethod
     def _linear_grad(dz: torch.Tensor, x: torch.Tensor, layer: Layer, need_dx: bool) -> torch.Tensor | None:
@@ -94,14 +98,14 @@ class ManualGrad:
 
 @torch.no_grad()
 def loss_and_grads(
-    policy: ActorCritic,
+    policy: MlpActorCritic,
     cfg: PPOConfig,
     mb: dict[str, torch.Tensor],
     adv: torch.Tensor,
     out: torch.Tensor,
     values: torch.Tensor,
     clip_range: float,
-    kl_beta: float,
+    kl_coef: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``PPO.loss``'s loss and terms, plus its gradients ``{"out", "value", "log_std"}`` (log-std only
     for Gaussian policies) for the (already normalised) advantages ``adv``."""
@@ -114,14 +118,16 @@ def loss_and_grads(
         z = (mb["actions"] - out) * inv_std
         logp = (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)
         entropy = (log_std + 0.5 * (1.0 + _LOG_2PI)).sum()  # the same for every sample
-    else:
+    elif policy.kind in ("discrete", "multidiscrete"):
         actions = mb["actions"].long().view(n, -1)
-        parts = list(torch.split(out, policy.nvec, dim=-1))
+        parts = list(torch.split(out, policy.dist.nvec, dim=-1))
         log_probs = [torch.log_softmax(x, -1) for x in parts]
         probs = [lp.exp() for lp in log_probs]
         logp = _sum([lp.gather(-1, actions[:, i : i + 1]) for i, lp in enumerate(log_probs)]).squeeze(-1)
         ent_parts = [-(p * lp).sum(-1, keepdim=True) for p, lp in zip(probs, log_probs)]
         entropy = _sum(ent_parts).mean()
+    else:
+        raise AssertionError(f"unreachable: action kind {policy.kind!r} has no hand-written gradient")
     # -- the policy objective and d loss / d logp (the mean over the minibatch included) -----------
     ratio = torch.exp(logp - mb["logp_old"])
     kl = kl_k3(mb["logp_old"], logp)
@@ -132,17 +138,20 @@ def loss_and_grads(
         d_logp = torch.where(is_low | is_high, 0.0, ratio_adv * (-1.0 / n))
     elif cfg.objective == "none":
         pg, d_logp = -ratio_adv, ratio_adv * (-1.0 / n)
-    else:  # kl_penalty / kl_adaptive: -(r A) + beta * k3, and d k3 / d logp = r - 1
-        pg = kl_beta * kl - ratio_adv
-        d_logp = (kl_beta * (ratio - 1.0) - ratio_adv) / n
+    elif cfg.objective in ("kl_penalty", "kl_adaptive"):  # -(r A) + beta * k3, and d k3 / d logp = r - 1
+        pg = kl_coef * kl - ratio_adv
+        d_logp = (kl_coef * (ratio - 1.0) - ratio_adv) / n
+    else:
+        raise AssertionError(f"unreachable: objective {cfg.objective!r} has no hand-written gradient")
     # -- chain to the policy output (and the log-std) -----------------------------------------------
     if policy.kind == "box":
         grads["out"] = d_logp.unsqueeze(-1) * z * inv_std  # d logp / d mean = z / std
         d_log_std = (d_logp.unsqueeze(-1) * (z * z - 1.0)).sum(0) - cfg.ent_coef  # entropy: d/dlog_std = 1
         raw = policy.actor_log_std
-        inside = (raw >= policy.cfg.log_std_min) & (raw <= policy.cfg.log_std_max)  # the clamp's gradient
+        low, high = policy.log_std_bounds
+        inside = (raw >= low) & (raw <= high)  # the clamp's gradient
         grads["log_std"] = d_log_std * inside
-    else:
+    else:  # discrete kinds (the only others that reach here, see above)
         d_parts = []
         for i, (p, lp) in enumerate(zip(probs, log_probs)):
             d = p * -d_logp.unsqueeze(-1)  # d logp / d logits = onehot(a) - p
@@ -179,7 +188,11 @@ def _value_loss_grad(
     )
 
     def slope(err: torch.Tensor) -> torch.Tensor:  # d loss / d prediction
-        return err if cfg.value_loss == "mse" else err.clamp(-cfg.huber_delta, cfg.huber_delta)
+        if cfg.value_loss == "mse":
+            return err
+        if cfg.value_loss == "huber":
+            return err.clamp(-cfg.huber_delta, cfg.huber_delta)
+        raise AssertionError(f"unreachable: value_loss {cfg.value_loss!r} has no hand-written gradient")
 
     d_values = slope(values - returns)
     if cfg.vf_clip_range is None:
