@@ -17,10 +17,10 @@ import torch
 
 from ppokit import distributed
 from ppokit.errors import ConfigError, NonFiniteError
-from ppokit.llm import state as ckpt
+from ppokit.llm import checkpoint as ckpt
 from ppokit.llm.generation import encode_prompts, generate
 from ppokit.llm.models import eos_token_ids, prepare_tokenizer
-from ppokit.llm.reporting import plot_llm_run, write_samples
+from ppokit.llm.report import plot_llm_run, write_samples
 from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
@@ -36,7 +36,7 @@ def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
 
 class LMTrainer:
     """Shared state and plumbing; subclasses implement ``train_step() -> dict`` (one step's metrics),
-    ``config_class()``, and where they need them ``_kl_weight()`` and ``_setup()``.
+    ``config_class()`` (an ``LMConfig``), and where they need them ``_kl_weight()`` and ``_setup()``.
 
     ``config`` defaults to ``config_class()()``; ``ref_model`` defaults to a frozen copy of ``model``
     taken here, and is built only when ``_kl_weight() > 0``.
@@ -98,7 +98,8 @@ class LMTrainer:
         self._setup()
 
     def _kl_weight(self) -> float:
-        """The weight of the algorithm's KL penalty to the reference model (0: no reference model)."""
+        """The weight of the algorithm's KL penalty to the reference model (0: no reference model).
+        0 here: an ``LMTrainer`` of its own only evaluates (the CLI's warm-start probe)."""
         return 0.0
 
     def _setup(self) -> None:
@@ -181,7 +182,7 @@ class LMTrainer:
 
     def train(self) -> dict[str, Any]:
         """Train to ``max_steps`` (or ``max_seconds``); returns a summary (accuracy before/after, ...)."""
-        from ppokit.llm.runloop import run_training
+        from ppokit.llm.loop import run_training
 
         return run_training(self)
 

@@ -10,7 +10,8 @@ Layout (one directory per checkpoint, newest complete one wins)::
 The whole ``step-N`` directory is built under a ``.tmp-`` name and renamed into place, so a crash
 leaves either a complete checkpoint or a temporary directory that readers ignore. ``model/`` is a
 normal HF directory: ``AutoModelForCausalLM.from_pretrained(".../model")`` loads it directly. Shared by
-GRPO and the PPO-for-RLHF trainer (which adds its value head to the trainer tensors).
+GRPO and the PPO-for-RLHF trainer (which adds its value head to the trainer tensors) through
+``ppokit.llm.trainer.LMTrainer``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""What the CLI verbs ``train``, ``eval``, ``plot`` and ``resume`` do, and the run directory.
+"""The Gymnasium verbs ``train``, ``eval``, ``plot`` and ``resume``: their parsers, what they do, and
+the run directory.
 
 Config precedence (later wins): the preset ``configs/<env>.yaml`` (CartPole-v1 when no --env and no
---config), the --config file, the explicit flags, then each ``--set key=value``.
+--config), the --config file, the explicit flags, then each ``--set key=value``. Each layer is brought
+to canonical key names first (``ppokit.config.ALIASES``), so SB3's ``n_envs`` in a file and
+``--num-envs`` on the command line are one key, and the later one wins.
 """
 
 from __future__ import annotations
@@ -12,13 +15,52 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ppokit.cli.options import add_progress_options, add_train_options
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import CheckpointError, ConfigError
-from ppokit.rl.config import PPOConfig
+
+if TYPE_CHECKING:  # imported inside the commands: ppokit.rl loads torch, and --help must stay fast
+    from ppokit.rl.config import PPOConfig
 
 DEFAULT_ENV = "CartPole-v1"
+
+
+def register(sub: Any) -> None:
+    """Add ``train``, ``eval``, ``plot`` and ``resume`` to the ``ppokit`` sub-parsers."""
+    p = sub.add_parser(
+        "train",
+        help="Train PPO on a Gymnasium environment (default: CartPole-v1).",
+        description="Train PPO, then evaluate; prints the run directory and the result.",
+    )
+    add_train_options(p)
+    p.set_defaults(func=train_command)
+
+    p = sub.add_parser("eval", help="Evaluate a run's final model (or its newest complete checkpoint).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="Run directory written by `ppokit train`.")
+    p.add_argument("--episodes", type=int, default=20, metavar="N", help="Episodes to run (default 20).")
+    p.add_argument(
+        "--stochastic", action="store_true", help="Sample actions instead of the deterministic mode."
+    )
+    p.add_argument("--json", action="store_true", help="Print exactly one JSON object with the result.")
+    p.add_argument("--seed", type=int, default=10_000, metavar="N", help="Seed of the evaluation episodes.")
+    p.add_argument(
+        "--env", metavar="ID", help="Evaluate on this Gymnasium id instead (same spaces required)."
+    )
+    p.set_defaults(func=eval_command)
+
+    p = sub.add_parser("plot", help="(Re)draw a run's plots from its CSV files.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="Run directory.")
+    p.set_defaults(func=plot_command)
+
+    p = sub.add_parser("resume", help="Continue an interrupted run from its newest complete checkpoint.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="Run directory to continue.")
+    p.add_argument(
+        "--total-timesteps", type=int, metavar="N", help="New total step budget (default: the run's)."
+    )
+    add_progress_options(p)
+    p.set_defaults(func=resume_command)
 
 
 def preset_dirs() -> list[Path]:
@@ -36,15 +78,17 @@ def find_preset(env_id: str) -> Path | None:
 
 def resolve_config(args: argparse.Namespace) -> PPOConfig:
     """Merge preset, config file, flags and overrides into one validated ``PPOConfig``."""
+    from ppokit.rl.config import PPOConfig
+
     data: dict[str, Any] = {}
     env_id = args.env or (None if args.config else DEFAULT_ENV)
     if env_id:
         preset = find_preset(env_id)
         if preset is not None:
-            data.update(read_yaml_mapping(preset))
+            data.update(PPOConfig.canonicalize(read_yaml_mapping(preset)))
         data["env_id"] = env_id
     if args.config:
-        data.update(read_yaml_mapping(Path(args.config)))
+        data.update(PPOConfig.canonicalize(read_yaml_mapping(Path(args.config))))
         if args.env:
             data["env_id"] = args.env
     for flag, key in (
@@ -55,7 +99,7 @@ def resolve_config(args: argparse.Namespace) -> PPOConfig:
     ):
         if getattr(args, flag, None) is not None:
             data[key] = getattr(args, flag)
-    return PPOConfig.from_dict(apply_overrides(data, args.overrides))
+    return PPOConfig.from_dict(apply_overrides(data, args.overrides, PPOConfig))
 
 
 def new_run_dir(cfg: PPOConfig, given: str | None) -> Path:
