@@ -118,3 +118,32 @@ def test_non_finite_steps_stop_an_lm_run_with_an_emergency_checkpoint(tmp_path):
     assert is_complete(tmp_path / "checkpoints" / "step_000000000002")
     again = GRPOTrainer.resume(tmp_path, reward, ["1+1=", "2+2="], progress=False)
     assert again.step == 2 and again.guard.in_a_row == 3 and isinstance(again, LMTrainer)
+
+
+def test_an_lm_run_directory_has_one_writer(tmp_path):
+    from ppokit.errors import RunDirError
+    from ppokit.llm.config import TinyModelConfig
+    from ppokit.llm.grpo import GRPOTrainer
+    from ppokit.llm.grpo_config import GRPOConfig
+    from ppokit.llm.models import build_char_tokenizer, build_tiny_model
+    from ppokit.train.rundir import RunDirLock
+
+    tok = build_char_tokenizer()
+    model = build_tiny_model(TinyModelConfig(n_layer=1, n_embd=16, n_head=2), tok, seed=0)
+    cfg = GRPOConfig.from_dict(
+        {
+            "max_steps": 1,
+            "prompts_per_step": 2,
+            "num_generations": 2,
+            "tensorboard": False,
+            "max_completion_length": 4,
+        }
+    )
+    reward = lambda prompts, completions, **_: [float(len(c)) for c in completions]
+    trainer = GRPOTrainer(model, tok, reward, ["1+1="], cfg, run_dir=tmp_path, progress=False)
+    other = RunDirLock(tmp_path)  # another writer holds the run directory
+    with pytest.raises(RunDirError, match="in use by another ppokit process"):
+        trainer.train()
+    other.release()
+    assert trainer.train()["steps"] == 1  # free again; and train() releases it when done
+    RunDirLock(tmp_path).release()

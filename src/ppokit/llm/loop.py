@@ -11,6 +11,7 @@ from typing import Any
 
 from ppokit.errors import NonFiniteError
 from ppokit.tracking import PROCESS_START, ProgressBar, Tracker, trim_csv
+from ppokit.train.rundir import RunDirLock
 
 
 def _tracker(trainer: Any) -> Tracker | None:
@@ -34,14 +35,20 @@ def run_training(trainer: Any) -> dict[str, Any]:
     Held-out accuracy is measured before the first step (kept across resumes), every ``eval_every``
     steps and after the last one, which is logged in the last step's row: one metrics row per step.
     Checkpoints every ``checkpoint_every`` steps and at the end; a ``NonFiniteError`` (too many
-    non-finite steps in a row) writes an emergency checkpoint first.
+    non-finite steps in a row) writes an emergency checkpoint first. The run directory is locked
+    (``RunDirLock``) while training: a second process writing it gets a one-line ``RunDirError``.
     """
-    tracker = _tracker(trainer)
+    # one writer per run directory, as on the classic side (ppokit/train/rundir.py), while it trains
+    lock = RunDirLock(trainer.run_dir) if trainer.run_dir is not None else None
+    tracker = None
     try:
+        tracker = _tracker(trainer)
         return _run(trainer, tracker)
     finally:
         if tracker is not None:
             tracker.close()
+        if lock is not None:
+            lock.release()
 
 
 def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
