@@ -146,7 +146,7 @@ def test_resume_continues_exactly(tmp_path):
     straight.train()
     first = run(2, tmp_path / "b")
     first.train()
-    assert find_checkpoint(tmp_path / "b").name == "step-000002"
+    assert find_checkpoint(tmp_path / "b").name == "step_000000000002"
     resumed = run(4, tmp_path / "b", resume=True)
     assert resumed.step == 2
     resumed.train()

@@ -1,5 +1,5 @@
-"""The ``ppokit`` command: ``train``, ``eval``, ``plot``, ``resume`` (``cli/rl.py``) and the
-language-model verbs ``grpo`` and ``rlhf-ppo`` (``cli/lm.py``).
+"""The ``ppokit`` command: ``train``, ``eval``, ``plot`` (``cli/rl.py``), the language-model verbs
+``grpo`` and ``rlhf-ppo`` (``cli/lm.py``), and ``resume`` for any run (``cli/resume.py``).
 
 This package is the top of the dependency graph: it imports ``ppokit.rl`` and ``ppokit.llm``, and
 nothing in ppokit imports it (a test checks the layering). The verbs import their algorithm inside
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ppokit.cli import lm, rl
+from ppokit.cli import lm, resume, rl
 from ppokit.errors import PPOKitError
 
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="Show tracebacks for errors.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     rl.register(sub)
+    resume.register(sub)
     lm.register(sub)
     return parser
 

@@ -106,10 +106,8 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def run_command(args: argparse.Namespace, trainer_cls: Any, presets: dict[str, Any]) -> int:
     """Run (or with ``--resume``, continue) ``trainer_cls`` as the flags say; the last stdout line is
     one JSON object (from rank 0 under torchrun)."""
-    from ppokit import distributed
-
     progress = not args.no_progress
-    if args.resume:
+    if args.resume:  # the same as `ppokit resume RUN_DIR`
         summary = resume_run(trainer_cls, args.resume, args.overrides, args.max_steps, progress)
     else:
         cfg = config_from_flags(args, trainer_cls.config_class(), presets)
@@ -117,6 +115,27 @@ def run_command(args: argparse.Namespace, trainer_cls: Any, presets: dict[str, A
         run_dir = Path(args.run_dir or f"runs/{name}-{trainer_cls.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
         sources = {"prompts": args.prompts, "eval_prompts": args.eval_prompts, "reward": args.reward}
         summary = start_run(trainer_cls, cfg, run_dir, sources, progress)
+    return _print_summary(summary)
+
+
+def resume_lm(args: argparse.Namespace, algo: str) -> int:
+    """``ppokit resume RUN_DIR`` for a GRPO (``algo="grpo"``) or RLHF-PPO (``"rlhf_ppo"``) run."""
+    if args.total_timesteps is not None:
+        raise ConfigError(f"{args.run_dir!r} is a {algo} run: use --max-steps N, not --total-timesteps")
+    if algo == "grpo":
+        from ppokit.llm.grpo import GRPOTrainer as trainer_cls
+    elif algo == "rlhf_ppo":
+        from ppokit.llm.rlhf_ppo import RLHFPPOTrainer as trainer_cls
+    else:
+        raise ConfigError(f"{args.run_dir!r}: unknown language-model algorithm {algo!r}")
+    summary = resume_run(trainer_cls, args.run_dir, args.overrides, args.max_steps, not args.no_progress)
+    return _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> int:
+    """The verb's last stdout line: one JSON object (from rank 0 under torchrun)."""
+    from ppokit import distributed
+
     if distributed.info().is_main:
         print(json.dumps(summary))
     distributed.shutdown()

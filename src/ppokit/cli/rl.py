@@ -1,5 +1,5 @@
-"""The Gymnasium verbs ``train``, ``eval``, ``plot`` and ``resume``: their parsers, what they do, and
-the run directory.
+"""The Gymnasium verbs ``train``, ``eval`` and ``plot``: their parsers, what they do, and the run
+directory; ``resume_ppo`` is what ``ppokit resume`` (``cli/resume.py``) does for a PPO run.
 
 Config precedence (later wins): the preset ``configs/<env>.yaml`` (CartPole-v1 when no --env and no
 --config), the --config file, the explicit flags, then each ``--set key=value``. Each layer is brought
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ppokit.cli.options import add_progress_options, add_train_options
+from ppokit.cli.options import add_train_options
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import CheckpointError, ConfigError
 
@@ -28,7 +28,7 @@ DEFAULT_ENV = "CartPole-v1"
 
 
 def register(sub: Any) -> None:
-    """Add ``train``, ``eval``, ``plot`` and ``resume`` to the ``ppokit`` sub-parsers."""
+    """Add ``train``, ``eval`` and ``plot`` to the ``ppokit`` sub-parsers."""
     p = sub.add_parser(
         "train",
         help="Train PPO on a Gymnasium environment (default: CartPole-v1).",
@@ -53,14 +53,6 @@ def register(sub: Any) -> None:
     p = sub.add_parser("plot", help="(Re)draw a run's plots from its CSV files.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="Run directory.")
     p.set_defaults(func=plot_command)
-
-    p = sub.add_parser("resume", help="Continue an interrupted run from its newest complete checkpoint.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="Run directory to continue.")
-    p.add_argument(
-        "--total-timesteps", type=int, metavar="N", help="New total step budget (default: the run's)."
-    )
-    add_progress_options(p)
-    p.set_defaults(func=resume_command)
 
 
 def preset_dirs() -> list[Path]:
@@ -225,10 +217,15 @@ def train_command(args: argparse.Namespace) -> int:
         distributed.shutdown()
 
 
-def resume_command(args: argparse.Namespace) -> int:
-    """``ppokit resume RUN_DIR``: continue from the newest complete checkpoint."""
+def resume_ppo(args: argparse.Namespace) -> int:
+    """``ppokit resume RUN_DIR`` for a PPO run: continue from the newest complete checkpoint."""
     from ppokit.rl.ppo import PPO
 
+    if args.max_steps is not None or args.overrides:
+        raise ConfigError(
+            f"{args.run_dir!r} is a PPO run: --max-steps and --set are for GRPO and RLHF-PPO runs "
+            "(use --total-timesteps N)"
+        )
     run_dir = Path(args.run_dir)
     model = PPO.resume(run_dir)  # the config comes with the checkpoint
     info = model.resume_info

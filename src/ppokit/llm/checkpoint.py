@@ -1,25 +1,21 @@
-"""Checkpoints of language-model trainers: the model in ``save_pretrained`` format plus trainer state.
+"""Checkpoints of language-model trainers, in the one layout both sides share (``ppokit.train``)::
 
-Layout (one directory per checkpoint, newest complete one wins)::
+    RUN_DIR/checkpoints/step_000000000200/
+        tensors.safetensors, meta.json   optimizer state, reference model, value head, RNG states,
+                                         prompt order; counters and the config (JSON)
+        model/                           save_pretrained output: config.json, model.safetensors,
+                                         tokenizer files (``from_pretrained`` loads it directly)
+        manifest.json                    size and SHA-256 of every file above, written last
 
-    RUN_DIR/checkpoints/step-000200/
-        model/      save_pretrained output: config.json, model.safetensors, tokenizer files
-        trainer/    a ppokit checkpoint (safetensors + JSON, manifest written last): optimizer
-                    state, reference model (when it cannot be rebuilt), RNG states, counters
-
-The whole ``step-N`` directory is built under a ``.tmp-`` name and renamed into place, so a crash
-leaves either a complete checkpoint or a temporary directory that readers ignore. ``model/`` is a
-normal HF directory: ``AutoModelForCausalLM.from_pretrained(".../model")`` loads it directly. Shared by
-GRPO and the PPO-for-RLHF trainer (which adds its value head to the trainer tensors) through
-``ppokit.llm.trainer.LMTrainer``.
+written atomically by ``ppokit.train.checkpoint.save_step_checkpoint`` (``model/`` through its
+``write_extra``, so the manifest covers the weights too). Runs of ppokit 0.1 used another layout,
+``checkpoints/step-000200/{model,trainer}``; those are still read, so old runs resume.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,42 +26,53 @@ from ppokit.llm.models import save_pretrained
 from ppokit.train.checkpoint import (
     flatten_state,
     is_complete,
+    list_checkpoints,
     load_checkpoint,
-    save_checkpoint,
+    save_step_checkpoint,
     unflatten_state,
 )
 
-_STEP = re.compile(r"^step-(\d+)$")
+_LEGACY = re.compile(r"^step-(\d+)$")  # ppokit 0.1: step-000200/{model,trainer}
 
 
-def _complete(path: Path) -> bool:
-    return (path / "model" / "config.json").is_file() and is_complete(path / "trainer")
+def _has_model(path: Path) -> bool:
+    return (path / "model" / "config.json").is_file()
 
 
-def list_llm_checkpoints(root: str | Path) -> list[Path]:
-    """Complete ``step-N`` checkpoints under ``root``, oldest first."""
+def is_legacy(path: Path) -> bool:
+    """Whether ``path`` is a complete checkpoint in ppokit 0.1's layout."""
+    return bool(_LEGACY.match(path.name)) and _has_model(path) and is_complete(path / "trainer")
+
+
+def _step(path: Path) -> int:
+    return int(re.search(r"(\d+)$", path.name).group(1))
+
+
+def list_lm_checkpoints(root: str | Path) -> list[Path]:
+    """Complete language-model checkpoints under ``root`` (both layouts), oldest first."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and _STEP.match(p.name) and _complete(p)]
-    return sorted(found, key=lambda p: int(_STEP.match(p.name).group(1)))
+    found = [p for p in list_checkpoints(root) if _has_model(p)]
+    found += [p for p in root.iterdir() if p.is_dir() and is_legacy(p)]
+    return sorted(found, key=_step)
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """Resolve a run directory, a ``checkpoints/`` directory or a ``step-N`` directory to a checkpoint."""
+    """Resolve a run directory, a ``checkpoints/`` directory or one checkpoint to a checkpoint."""
     path = Path(path)
-    if _STEP.match(path.name):
-        if not _complete(path):
+    if re.fullmatch(r"step[_-]\d+", path.name):
+        if not (is_legacy(path) or (is_complete(path) and _has_model(path))):
             raise CheckpointError(f"checkpoint {str(path)!r} is incomplete or corrupt")
         return path
     for root in (path / "checkpoints", path):
-        found = list_llm_checkpoints(root)
+        found = list_lm_checkpoints(root)
         if found:
             return found[-1]
     raise CheckpointError(f"no complete checkpoint under {str(path)!r}")
 
 
-def save_llm_checkpoint(
+def save_lm_checkpoint(
     root: str | Path,
     step: int,
     model: Any,
@@ -74,27 +81,15 @@ def save_llm_checkpoint(
     meta: dict[str, Any],
     keep: int | None = None,
 ) -> Path:
-    """Write ``root/step-{step:06d}`` atomically; keep only the ``keep`` newest complete ones."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tokenizer, tmp / "model")
-    # clone: tied weights share storage, and safetensors refuses to save shared tensors
-    save_checkpoint(tmp, "trainer", {k: v.detach().clone() for k, v in tensors.items()}, meta)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    if keep is not None:
-        for old in list_llm_checkpoints(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+    """Write ``root/step_<12 digits>`` atomically with ``model/`` in it; keep the ``keep`` newest."""
+    write_model = lambda tmp: save_pretrained(model, tokenizer, tmp / "model")
+    return save_step_checkpoint(root, step, tensors, meta, keep=keep, write_extra=write_model)
 
 
-def load_trainer_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """``(tensors, meta)`` of a checkpoint's ``trainer/`` part."""
-    return load_checkpoint(Path(path) / "trainer")
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, meta)`` of a checkpoint in either layout (the model is ``path / "model"``)."""
+    path = Path(path)
+    return load_checkpoint(path / "trainer" if is_legacy(path) else path)
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
@@ -110,19 +105,11 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tree: Any, tensors: dict
         raise CheckpointError(f"optimizer state does not fit this model: {e}") from None
 
 
-def rng_tensors(generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], list]:
-    """Torch's global RNG (and a sampling generator's) as tensors; Python's RNG as a JSON list."""
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if generator is not None:
-        tensors["rng.generator"] = generator.get_state()
-    version, internal, gauss = random.getstate()
-    return tensors, [version, list(internal), gauss]
-
-
-def restore_rng(
+def restore_legacy_rng(
     tensors: dict[str, torch.Tensor], python_state: list, generator: torch.Generator | None
 ) -> None:
-    """Inverse of ``rng_tensors``."""
+    """The RNG states of a ppokit 0.1 checkpoint: torch's global one, the sampler's, Python's (it held
+    no numpy state; ``ppokit.train.rng`` restores the current checkpoints)."""
     torch.set_rng_state(tensors["rng.torch"])
     if generator is not None and "rng.generator" in tensors:
         generator.set_state(tensors["rng.generator"])

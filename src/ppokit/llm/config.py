@@ -131,6 +131,11 @@ class LMConfig(ConfigBase):
     num_samples: int = option(16, "Rows of the prompts/completions/rewards table written to samples.md.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")
     max_seconds: float = option(0.0, "Stop training after this many seconds (0: no time limit).")
+    nonfinite_stop_after: int = option(
+        10,
+        "Optimizer steps with a non-finite loss or gradient are skipped and counted; after this many in "
+        "a row the run stops (NonFiniteError) with an emergency checkpoint.",
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -142,6 +147,7 @@ class LMConfig(ConfigBase):
             "keep_checkpoints",
             "eval_prompts",
             "task_digits",
+            "nonfinite_stop_after",
         ):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
         for key in (

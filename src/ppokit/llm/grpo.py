@@ -14,7 +14,7 @@ checkpoints and the report live in ``ppokit.llm.trainer.LMTrainer``; this file i
 
 from __future__ import annotations
 
-import math
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -211,9 +211,31 @@ class GRPOTrainer(LMTrainer):
         stats["loss"] = loss.item()
         return loss, stats
 
+    def _epoch_backward(
+        self,
+        ro: Rollout,
+        logp_old: torch.Tensor | None,
+        logp_ref: torch.Tensor | None,
+        num_tokens: float,
+        first: bool,
+        sums: dict[str, list[float]],
+        losses: list[float],
+    ) -> float:
+        """Backward over the batch's micro-batches (gradient accumulation) for one update; appends the
+        diagnostics to ``sums`` and the summed loss to ``losses``, and returns that loss."""
+        chunks = self._chunks(len(ro.rows))
+        total = 0.0
+        for s in chunks:
+            loss, stats = self._loss(ro, s, logp_old, logp_ref, num_tokens, len(chunks), first)
+            loss.backward()
+            total += stats.pop("loss")
+            for k, v in stats.items():
+                sums.setdefault(k, []).append(v)
+        losses.append(total)
+        return total
+
     def _update(self, ro: Rollout) -> dict[str, float]:
         cfg = self.config
-        chunks = self._chunks(len(ro.rows))
         logp_ref = self._logprobs(self.ref_model, ro) if self.ref_model is not None else None
         logp_old = self._logprobs(self.model, ro) if cfg.n_epochs > 1 else None  # computed once
         num_tokens = float(ro.mask.sum().clamp(min=1))
@@ -223,29 +245,14 @@ class GRPOTrainer(LMTrainer):
             group["lr"] = self._lr()
         sums: dict[str, list[float]] = {}
         for iteration in range(cfg.n_epochs):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss_total = 0.0
-            for s in chunks:
-                loss, stats = self._loss(ro, s, logp_old, logp_ref, num_tokens, len(chunks), iteration == 0)
-                loss.backward()
-                loss_total += stats.pop("loss")
-                for k, v in stats.items():
-                    sums.setdefault(k, []).append(v)
-            if self.dist.enabled:  # data parallel: every rank steps with the mean gradient
-                trainable = [p for p in self.model.parameters() if p.requires_grad]
-                for p in trainable:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                distributed.average_gradients([p.grad for p in trainable])
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-            if not distributed.all_agree(math.isfinite(float(norm)) and math.isfinite(loss_total)):
-                self._skip_bad_update()
-                continue
-            self._bad_steps = 0
-            self.optimizer.step()
-            sums.setdefault("loss", []).append(loss_total)
-            sums.setdefault("grad_norm", []).append(float(norm))
+            losses: list[float] = []
+            backward = functools.partial(
+                self._epoch_backward, ro, logp_old, logp_ref, num_tokens, iteration == 0, sums, losses
+            )
+            # the guard averages gradients across ranks (data parallel), clips, skips non-finite steps
+            if self._guarded_step(backward):
+                sums.setdefault("loss", []).append(losses[-1])
+                sums.setdefault("grad_norm", []).append(self.guard.last_norm)
         return {k: sum(v) / len(v) for k, v in sums.items()}
 
     # ------------------------------------------------------------------ one step, metrics
@@ -276,6 +283,7 @@ class GRPOTrainer(LMTrainer):
                 "completions/clipped_ratio": float((~ro.ended).float().mean()),
                 "num_tokens": self.num_tokens,
                 "learning_rate": self._lr(),
+                "train/nonfinite_skipped": self.guard.skipped,  # as classic PPO logs it
                 "step_time": step_time,
                 "generation_time": gen_time,
                 "completion_tokens_per_s": completion_tokens / step_time,

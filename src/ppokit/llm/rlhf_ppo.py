@@ -20,7 +20,7 @@ details of RLHF with PPO" (2024), and TRL's PPOTrainer where they agree.
 from __future__ import annotations
 
 import copy
-import math
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,14 +277,25 @@ class RLHFPPOTrainer(LMTrainer):
             stats["policy/entropy_avg"] = per_token(entropy)
         return loss, stats
 
+    def _minibatch_backward(
+        self, b: PPOBatch, idx: torch.Tensor, num_tokens: float, first: bool, step: dict[str, float]
+    ) -> float:
+        """Backward over one minibatch's micro-batches (gradient accumulation), summing each chunk's
+        share of the diagnostics into ``step``; returns their sum (NaN when any is)."""
+        micro = self.config.micro_batch_size or len(idx)
+        for j in range(0, len(idx), micro):
+            loss, stats = self._loss(b, idx[j : j + micro], num_tokens, with_entropy=first)
+            loss.backward()
+            for k, v in stats.items():
+                step[k] = step.get(k, 0.0) + v
+        return sum(step.values())
+
     def _update(self, b: PPOBatch) -> dict[str, float]:
         cfg = self.config
         lr = self._lr()
         self.optimizer.param_groups[0]["lr"] = lr
         self.optimizer.param_groups[1]["lr"] = lr * self._critic_lr_scale()
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         n, size = len(b.rows), cfg.mini_batch_size
-        micro = cfg.micro_batch_size or size
         sums: dict[str, list[float]] = {}
         for epoch in range(cfg.n_epochs):
             order = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.device)
@@ -293,25 +304,12 @@ class RLHFPPOTrainer(LMTrainer):
                 num_tokens = float(b.mask[idx].sum().clamp(min=1))
                 if self.dist.enabled:  # the ranks' mean: averaged gradients = the global token mean
                     num_tokens = float(distributed.all_reduce_mean(torch.tensor(num_tokens)))
-                self.optimizer.zero_grad(set_to_none=True)
                 step: dict[str, float] = {}
-                for j in range(0, len(idx), micro):
-                    loss, stats = self._loss(b, idx[j : j + micro], num_tokens, with_entropy=epoch == 0)
-                    loss.backward()
-                    for k, v in stats.items():  # each chunk's share of the minibatch's token mean
-                        step[k] = step.get(k, 0.0) + v
-                if self.dist.enabled:  # data parallel: every rank steps with the mean gradient
-                    for p in params:
-                        p.grad = torch.zeros_like(p) if p.grad is None else p.grad
-                    distributed.average_gradients([p.grad for p in params])
-                norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
-                finite = math.isfinite(norm) and all(math.isfinite(v) for v in step.values())
-                if not distributed.all_agree(finite):
-                    self._skip_bad_update()
+                backward = functools.partial(self._minibatch_backward, b, idx, num_tokens, epoch == 0, step)
+                # the guard averages gradients across ranks (data parallel), clips, skips non-finite steps
+                if not self._guarded_step(backward):
                     continue
-                self._bad_steps = 0
-                self.optimizer.step()
-                step["grad_norm"] = norm
+                step["grad_norm"] = self.guard.last_norm
                 for k, v in step.items():
                     sums.setdefault(k, []).append(v)
         return {k: sum(v) / len(v) for k, v in sums.items()}
@@ -354,6 +352,7 @@ class RLHFPPOTrainer(LMTrainer):
                 "completions/clipped_ratio": float((~b.ended).float().mean()),
                 "episode": self.step * len(b.rows),
                 "lr": self._lr(),
+                "train/nonfinite_skipped": self.guard.skipped,  # as classic PPO logs it
                 "num_tokens": self.num_tokens,
                 "step_time": step_time,
                 "generation_time": rollout_time,
