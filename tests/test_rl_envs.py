@@ -141,7 +141,9 @@ def test_wrappers_from_set_are_saved_and_reapplied_by_eval_load_and_resume(tmp_p
     model = PPO.load(tmp_path / "run")
     assert isinstance(model.observation_space, gym.spaces.Box) and model.observation_space.shape == (105,)
     raw, _ = gym.make("ppokit-test/DictObsEnv-v0").reset(seed=0)  # the unwrapped env's dict
-    with pytest.raises(EnvError, match=r"does not fit the model's observation space Box.*FlattenObservation"):
+    with pytest.raises(
+        EnvError, match=r"(?s)does not fit the model's observation space Box.*FlattenObservation"
+    ):
         model.predict(raw)
     model.close()
     resumed = PPO.resume(tmp_path / "run")

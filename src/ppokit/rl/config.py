@@ -88,7 +88,9 @@ class PPOConfig(ConfigBase):
     seed: int = option(0, "Seed for torch, numpy and the environments.")
     device: str = option("cpu", "Torch device for the networks: cpu, cuda, cuda:N.")
     torch_threads: int = option(
-        1, "torch.set_num_threads: one suits minibatches up to ~256; two paid off at 1024 on 2 cores."
+        0,
+        "torch.set_num_threads; 0 (auto): one thread, two when the minibatch is large (batch_size x "
+        "widest layer >= 65536) and a second core is free, re-checked every second (ppokit/threads.py).",
     )
     manual_grad: bool | str = option(
         "auto",
@@ -156,7 +158,14 @@ class PPOConfig(ConfigBase):
     )
 
     eval_episodes: int = option(20, "Episodes of the deterministic evaluation at the end of `ppokit train`.")
-    checkpoint_every: int = option(0, "Write a checkpoint every this many steps (0: only at the end).")
+    checkpoint_every: int = option(
+        0, "Write a checkpoint every this many steps (0: by time only, see checkpoint_every_seconds)."
+    )
+    checkpoint_every_seconds: float = option(
+        300.0,
+        "Also write a checkpoint once this many seconds passed since the last one (0: off), so that a "
+        "killed run loses at most this much work. A checkpoint is always written at the end.",
+    )
     keep_checkpoints: int = option(3, "Keep this many newest checkpoints.")
     log_every: int = option(1, "Write a metrics row every this many updates.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")
@@ -177,12 +186,18 @@ class PPOConfig(ConfigBase):
             "eval_episodes",
             "keep_checkpoints",
             "log_every",
-            "torch_threads",
             "nonfinite_stop_after",
         ):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
+        check(self.torch_threads >= 0, "torch_threads", self.torch_threads, "must be >= 0 (0: auto)")
         check(0 <= self.seed < 2**63, "seed", self.seed, "must lie in [0, 2**63)")
         check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "must be >= 0")
+        check(
+            self.checkpoint_every_seconds >= 0,
+            "checkpoint_every_seconds",
+            self.checkpoint_every_seconds,
+            "must be >= 0",
+        )
         check(
             self.batch_size <= self.rollout_size,
             "batch_size",
