@@ -5,7 +5,9 @@ and VecFrameStack), same hyperparameters (CleanRL's ``ppo_atari.py``), one torch
     .venv/bin/python benchmarks/atari_speed.py --repeats 3 --total-timesteps 3072
 
 Runs alternate (ppokit, sb3, ppokit, sb3, ...) so that a change in the load of a shared machine hits
-both; each run is its own process and is timed around ``learn()`` alone (no start-up, no evaluation).
+both; each run is its own process and is timed around ``learn()`` alone (no start-up, no evaluation),
+in wall-clock seconds and in the process's CPU seconds (all its threads: ALE's, torch's), which
+depend less on what else the machine runs.
 Writes ``benchmarks/out/atari_speed/result.json`` and prints a markdown table.
 """
 
@@ -34,15 +36,17 @@ def ppokit_once(total: int, seed: int) -> dict:
     cfg = read_yaml_mapping(ROOT / "configs" / "ALE" / "Pong-v5.yaml")
     cfg.update(seed=seed, tensorboard=False)
     model = PPO(cfg["env_id"], cfg)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.learn(total)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     model.close()
     return {
         "library": "ppokit",
         "steps": model.num_timesteps,
         "learn_s": elapsed,
         "steps_per_s": model.num_timesteps / elapsed,
+        "cpu_s": cpu,
+        "steps_per_cpu_s": model.num_timesteps / cpu,
         "torch_threads": torch.get_num_threads(),
     }
 
@@ -78,7 +82,13 @@ def main() -> None:
     summary = {}
     for lib in ("ppokit", "sb3"):
         sps = [r["steps_per_s"] for r in runs if r["library"] == lib]
-        summary[lib] = {"steps_per_s": sps, "median": statistics.median(sps)}
+        cpu = [r["steps_per_cpu_s"] for r in runs if r["library"] == lib]
+        summary[lib] = {
+            "steps_per_s": sps,
+            "median": statistics.median(sps),
+            "steps_per_cpu_s": cpu,
+            "median_per_cpu_s": statistics.median(cpu),
+        }
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
@@ -87,13 +97,19 @@ def main() -> None:
         "total_timesteps": args.total_timesteps,
         "summary": summary,
         "ratio_of_medians": summary["ppokit"]["median"] / summary["sb3"]["median"],
+        "ratio_of_medians_per_cpu_s": summary["ppokit"]["median_per_cpu_s"]
+        / summary["sb3"]["median_per_cpu_s"],
         "runs": runs,
     }
     (out / "result.json").write_text(json.dumps(result, indent=1))
-    print("| library | steps/s per repeat | median |\n|---|---|---|")
+    print("| library | steps/s (wall) per repeat | median | steps per CPU-second per repeat | median |")
+    print("|---|---|---|---|---|")
     for lib, s in summary.items():
-        print(f"| {lib} | {', '.join(f'{x:.1f}' for x in s['steps_per_s'])} | {s['median']:.1f} |")
-    print(f"ratio of medians (ppokit / sb3): {result['ratio_of_medians']:.2f}")
+        wall = ", ".join(f"{x:.1f}" for x in s["steps_per_s"])
+        cpu = ", ".join(f"{x:.1f}" for x in s["steps_per_cpu_s"])
+        print(f"| {lib} | {wall} | {s['median']:.1f} | {cpu} | {s['median_per_cpu_s']:.1f} |")
+    print(f"ratio of medians (ppokit / sb3): wall {result['ratio_of_medians']:.2f}, ")
+    print(f"per CPU-second {result['ratio_of_medians_per_cpu_s']:.2f}")
 
 
 if __name__ == "__main__":

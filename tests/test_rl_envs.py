@@ -254,3 +254,17 @@ def test_user_env_file_runs_in_a_fresh_process(tmp_path):
         tmp_path, "train", "--env", "corridor_c:Corridorc-v0", "--no-eval", *TINY, pythonpath=str(tmp_path)
     )
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("game", ["Pong", "Breakout"])
+def test_atari_presets_hold_cleanrl_hyperparameters(game):
+    from ppokit.rl.config import PPOConfig
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "ALE" / f"{game}-v5.yaml"
+    cfg = PPOConfig.load_yaml(path)
+    assert cfg.env_id == f"ALE/{game}-v5" and (cfg.num_envs, cfg.n_steps, cfg.batch_size) == (8, 128, 256)
+    assert (cfg.n_epochs, cfg.learning_rate, cfg.lr_schedule, cfg.clip_range) == (4, 2.5e-4, "linear", 0.1)
+    assert (cfg.vf_clip_range, cfg.ent_coef, cfg.vf_coef, cfg.max_grad_norm) == (0.1, 0.01, 0.5, 0.5)
+    kw = cfg.env_kwargs
+    assert (kw["frameskip"], kw["stack_num"], kw["img_height"], kw["noop_max"]) == (4, 4, 84, 30)
+    assert kw["episodic_life"] and kw["reward_clipping"] and kw["repeat_action_probability"] == 0.0

@@ -51,14 +51,16 @@ def main() -> None:
         seed=args.seed,
         verbose=0,
     )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.learn(args.total_timesteps)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     result = {
         "library": "sb3",
         "steps": int(model.num_timesteps),
         "learn_s": elapsed,
         "steps_per_s": model.num_timesteps / elapsed,
+        "cpu_s": cpu,
+        "steps_per_cpu_s": model.num_timesteps / cpu,
         "versions": {k: metadata.version(k) for k in ("stable-baselines3", "torch", "gymnasium", "ale-py")},
     }
     with open(args.out, "w") as f:
