@@ -61,7 +61,7 @@ class PPOConfig(ConfigBase):
     torch_threads: int = option(
         0,
         "torch.set_num_threads; 0 (auto): one thread, two when the minibatch is large (batch_size x "
-        "widest layer >= 65536) and a second core is free, re-checked every second (ppokit/threads.py).",
+        "widest layer >= 65536) and a second core is free, re-checked every second (train/threads.py).",
     )
     manual_grad: bool | str = option(
         "auto",
