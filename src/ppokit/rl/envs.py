@@ -23,6 +23,8 @@ EnvSpec = str | Callable[[], gym.Env]
 
 def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     """The registered spec of ``env_id``; an unknown id raises EnvConfigError with the closest names."""
+    if env_id.startswith("ppokit/"):  # ppokit's own small envs (rl/toy_envs.py) register on import
+        import ppokit.rl.toy_envs  # noqa: F401
     try:
         return gym.spec(env_id)
     except gym.error.Error:
