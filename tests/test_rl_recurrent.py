@@ -102,7 +102,9 @@ def test_the_cells_compute_pytorchs_lstm_and_gru(kind, shared):
         torch.nn.init.normal_(p)
     obs, state = torch.randn(6, 3), torch.randn(6, policy.state_size)
     _, value, new_state = policy.step(obs, state)
-    cores = [(policy.core, policy.encoder)] + ([] if shared else [(policy.critic_core, policy.critic_encoder)])
+    cores = [(policy.core, policy.encoder)] + (
+        [] if shared else [(policy.critic_core, policy.critic_encoder)]
+    )
     for k, (core, encoder) in enumerate(cores):
         s = state[:, k * policy.part : (k + 1) * policy.part]
         x = encoder(obs)
@@ -144,7 +146,9 @@ class _MultiDiscreteEnv(gym.Env):
 def test_recurrent_batch_size_must_hold_whole_sequences():
     with pytest.raises(ConfigError, match=r"batch_size=16 is not allowed.*multiple of n_steps=32"):
         PPOConfig.from_dict(dict(SMALL, batch_size=16, network={"recurrent": "lstm"}))
-    with pytest.raises(ConfigError, match="recurrent='rnn' is not allowed; choose one of \\['none', 'lstm', 'gru'\\]"):
+    with pytest.raises(
+        ConfigError, match="recurrent='rnn' is not allowed; choose one of \\['none', 'lstm', 'gru'\\]"
+    ):
         PPOConfig.from_dict({"network": {"recurrent": "rnn"}})
 
 

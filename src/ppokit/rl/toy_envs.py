@@ -48,7 +48,9 @@ class NoVelocityVectorObservation(gym.vector.VectorObservationWrapper):
         super().__init__(env)
         self.keep = list(keep)
         box = env.single_observation_space
-        self.single_observation_space = gym.spaces.Box(box.low[self.keep], box.high[self.keep], dtype=box.dtype)
+        self.single_observation_space = gym.spaces.Box(
+            box.low[self.keep], box.high[self.keep], dtype=box.dtype
+        )
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
 
     def observations(self, observations: np.ndarray) -> np.ndarray:
