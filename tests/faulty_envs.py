@@ -19,6 +19,7 @@ class FaultyEnv(gym.Env):
     ``fail_env`` (counted over the env's whole life), as ``mode`` says:
 
     - ``nan_obs`` / ``nan_reward``: a NaN observation / reward;
+    - ``huge_obs``: a float64 observation of 1e300 (finite, but inf once cast to float32);
     - ``raise``: raises RuntimeError("injected failure");
     - ``exit``: the process exits with code 3 (a crash with no Python error).
     """
@@ -26,7 +27,8 @@ class FaultyEnv(gym.Env):
     instances = 0
 
     def __init__(self, mode: str = "raise", fail_at: int = 5, fail_env: int = 1, episode: int = 10):
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+        dtype = np.float64 if mode == "huge_obs" else np.float32
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), dtype)
         self.action_space = gym.spaces.Discrete(2)
         self.mode, self.fail_at, self.episode = mode, fail_at, episode
         # The index of this copy in its vector env: an async worker's process name ends with it;
@@ -40,16 +42,18 @@ class FaultyEnv(gym.Env):
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.t = 0
-        return self.np_random.normal(size=4).astype(np.float32), {}
+        return self.np_random.normal(size=4).astype(self.observation_space.dtype), {}
 
     def step(self, action):
         self.t += 1
         self.life_steps += 1
-        obs = self.np_random.normal(size=4).astype(np.float32)
+        obs = self.np_random.normal(size=4).astype(self.observation_space.dtype)
         reward = 1.0
         if self.index == self.fail_env and self.life_steps == self.fail_at:
             if self.mode == "nan_obs":
                 obs[2] = np.nan
+            elif self.mode == "huge_obs":
+                obs[2] = 1e300
             elif self.mode == "nan_reward":
                 reward = float("inf")
             elif self.mode == "raise":

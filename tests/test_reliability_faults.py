@@ -40,8 +40,9 @@ def _children() -> set[int]:
         ("nan_obs", 5, "observation"),
         ("nan_reward", 5, "reward"),
         ("nan_obs", 10, r"final observation \(info\['final_obs'\]\)"),  # episodes truncate at 10
+        ("huge_obs", 5, "observation"),  # float64 1e300: finite, but inf in float32
     ],
-    ids=["obs", "reward", "final_obs"],
+    ids=["obs", "reward", "final_obs", "float64_overflow"],
 )
 def test_nonfinite_env_output_stops_naming_env_step_and_field(mode, fail_at, field):
     # env 1 misbehaves at its `fail_at`-th step: env step fail_at * 2 (both envs together)

@@ -78,7 +78,7 @@ def test_envs_that_cannot_be_saved_are_reset_and_the_run_goes_on(tmp_path):
     assert "OpaqueStateEnv.simulator holds a builtins.object" in b.resume_info["env_state_missing"]
     before = _params(b).clone()
     assert torch.equal(before, _params(PPO.load(ckpt, env=factory)))  # networks restored
-    b.learn(4 * ROLLOUT)
+    b.learn(4 * ROLLOUT - b.num_timesteps, reset_num_timesteps=False)
     assert b.num_timesteps == 4 * ROLLOUT and torch.isfinite(_params(b)).all()
     # Fresh episodes: the resumed run sees other transitions, so it is not bit-identical (this is
     # also what makes the exactness test above meaningful: without the env state it would fail).
@@ -94,7 +94,7 @@ def test_resume_trims_logs_written_after_the_checkpoint(tmp_path):
     shutil.rmtree(run / "checkpoints" / f"step_{3 * ROLLOUT:012d}")
     b = PPO.resume(run)
     assert b.num_timesteps == 128
-    b.learn(4 * ROLLOUT)
+    b.learn(4 * ROLLOUT - b.num_timesteps, reset_num_timesteps=False)
     b.close()
     assert read_csv(run / "metrics.csv")["time/total_timesteps"] == [64, 128, 192, 256]
 

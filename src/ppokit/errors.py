@@ -36,3 +36,7 @@ class NonFiniteError(PPOKitError):
 
 class CheckpointError(PPOKitError):
     """A checkpoint or saved model is missing, incomplete, corrupt, foreign or incompatible."""
+
+
+class RunDirError(PPOKitError):
+    """A run directory cannot be used: another process holds it, or it cannot be written."""

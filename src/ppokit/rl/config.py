@@ -150,7 +150,14 @@ class PPOConfig(ConfigBase):
     )
 
     eval_episodes: int = option(20, "Episodes of the deterministic evaluation at the end of `ppokit train`.")
-    checkpoint_every: int = option(0, "Write a checkpoint every this many steps (0: only at the end).")
+    checkpoint_every: int = option(
+        0, "Write a checkpoint every this many steps (0: by time only, see checkpoint_every_seconds)."
+    )
+    checkpoint_every_seconds: float = option(
+        300.0,
+        "Also write a checkpoint once this many seconds passed since the last one (0: off), so that a "
+        "killed run loses at most this much work. A checkpoint is always written at the end.",
+    )
     keep_checkpoints: int = option(3, "Keep this many newest checkpoints.")
     log_every: int = option(1, "Write a metrics row every this many updates.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")
@@ -177,6 +184,12 @@ class PPOConfig(ConfigBase):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
         check(0 <= self.seed < 2**63, "seed", self.seed, "must lie in [0, 2**63)")
         check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "must be >= 0")
+        check(
+            self.checkpoint_every_seconds >= 0,
+            "checkpoint_every_seconds",
+            self.checkpoint_every_seconds,
+            "must be >= 0",
+        )
         check(
             self.batch_size <= self.rollout_size,
             "batch_size",

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -63,6 +64,11 @@ class PPO:
             config = config.replace(**overrides)
         if isinstance(env, str):
             config = config.replace(env_id=env)
+        if isinstance(env, gym.Env):  # SB3 accepts one instance; ppokit makes num_envs copies
+            raise ConfigError(
+                f"env={env!r} is an environment instance; pass its id (e.g. PPO('CartPole-v1')) or a "
+                "factory that makes a new one per call (e.g. PPO(lambda: gym.make('CartPole-v1')))"
+            )
         self.config = cfg = config
         self.env_fn = env if env is not None and not isinstance(env, str) else None
         self.env_spec: EnvSpec = env if env is not None else cfg.env_id
@@ -165,10 +171,23 @@ class PPO:
     def set_run_dir(self, run_dir: str | Path, append: bool = False) -> None:
         """Log metrics (CSV, TensorBoard) and write checkpoints under ``run_dir``."""
         from ppokit.tracking import Tracker
+        from ppokit.train.rundir import RunDirLock
 
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_dir is not None and Path(run_dir) == self.run_dir:
+            return
+        lock = RunDirLock(run_dir)  # one writer per run directory (docs/reliability.md)
+        self.close_run_dir()
+        self._lock, self.run_dir = lock, Path(run_dir)
         self.tracker = Tracker(self.run_dir, tensorboard=self.config.tensorboard, append=append)
+
+    def close_run_dir(self) -> None:
+        """Close the metric writers and release the run directory's lock."""
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- schedules ---------------------------------------------------------------------------------
     def _set_schedules(self, total: int) -> float:
@@ -233,16 +252,37 @@ class PPO:
         total_timesteps: int | None = None,
         progress_bar: bool = False,
         callback: Callable[[PPO, dict], bool | None] | None = None,
+        reset_num_timesteps: bool = True,
     ) -> PPO:
-        """Train until ``total_timesteps`` env steps (counted over the whole run, as SB3 with
-        ``reset_num_timesteps=False``; a resumed model defaults to its run's total, so schedules
-        continue exactly). ``callback(ppo, metrics)`` runs after each update; returning False stops
-        training, and so does ``stop_requested``. See docs/reliability.md for checkpoints and faults."""
+        """Train ``total_timesteps`` more env steps, as SB3's ``learn``: with ``reset_num_timesteps``
+        (SB3's default) the step counter, and with it the linear schedules, starts from 0 again;
+        ``False`` continues it (the schedules then span the steps so far plus these). With no
+        ``total_timesteps``, continue to the run's own total (a resumed run ends exactly where an
+        uninterrupted one would; a new model trains ``config.total_timesteps``).
+        ``callback(ppo, metrics)`` runs after each update; returning False stops training, and so
+        does ``stop_requested``. See docs/reliability.md for checkpoints and faults."""
+        if total_timesteps is None:
+            target = self.target_timesteps or self.config.total_timesteps
+        else:
+            if (
+                isinstance(total_timesteps, bool)
+                or not isinstance(total_timesteps, int)
+                or total_timesteps < 0
+            ):
+                raise ConfigError(
+                    f"total_timesteps={total_timesteps!r} is not allowed; give a whole number of steps >= 0"
+                )
+            if reset_num_timesteps and self.num_timesteps:
+                self.num_timesteps = self.last_checkpoint_step = 0
+            target = self.num_timesteps + total_timesteps
+        return self._learn_until(target, progress_bar, callback)
+
+    def _learn_until(
+        self, total: int, progress_bar: bool, callback: Callable[[PPO, dict], bool | None] | None
+    ) -> PPO:
+        """The training loop: rollout, update, log, checkpoint, until ``total`` steps in all."""
         from ppokit.tracking import ProgressBar
 
-        total = next(
-            t for t in (total_timesteps, self.target_timesteps, self.config.total_timesteps) if t is not None
-        )
         self.target_timesteps = total
         start_steps, start_time = self.num_timesteps, time.time()
         with ProgressBar(total, f"PPO {state.env_label(self)}", "return", enabled=progress_bar) as bar:
@@ -435,7 +475,6 @@ class PPO:
         return state.resume(cls, Path(path), env, run_dir, policy)
 
     def close(self) -> None:
-        """Close the environments and the metric writers."""
+        """Close the environments, the metric writers and the run directory's lock."""
         self.venv.close()
-        if self.tracker is not None:
-            self.tracker.close()
+        self.close_run_dir()

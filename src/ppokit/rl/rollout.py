@@ -148,6 +148,20 @@ class EpisodeStats:
             self.lengths = state["lengths"].numpy().copy()
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finite_in_float32(x: np.ndarray) -> np.ndarray:
+    """Element-wise: finite, and still finite once cast to float32 (the training dtype)."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        return np.ones(x.shape, dtype=bool)  # integers and booleans are always finite
+    if x.dtype.itemsize <= 4:
+        return np.isfinite(x)
+    with np.errstate(invalid="ignore"):
+        return np.abs(x) <= _F32_MAX  # False for NaN and +-Inf too
+
+
 class Collector:
     """Holds the env's current observation between rollouts and fills a ``RolloutBuffer``, asking the
     policy for actions through the policy interface (``act`` and ``value``, rl/policy.py)."""
@@ -224,15 +238,18 @@ class Collector:
         return torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
 
     def _check_finite(self, x: np.ndarray, field: str, step: int) -> np.ndarray:
-        """Raise EnvStepError naming env index, step and field, or (nan_policy=skip) return a bad mask."""
-        if np.isfinite(x).all():  # the common case, in two numpy calls
+        """Raise EnvStepError naming env index, step and field, or (nan_policy=skip) return a bad mask.
+
+        Checked as training will see it, in float32: a finite float64 such as 1e300 overflows to inf
+        in the cast, and without this the run stopped updates later blaming "the loss"."""
+        if _finite_in_float32(x).all():  # the common case, in a few numpy calls
             return np.zeros(self.num_envs, dtype=bool)
-        bad = ~np.isfinite(np.asarray(x, dtype=np.float64).reshape(self.num_envs, -1)).all(axis=1)
+        bad = ~_finite_in_float32(x).reshape(self.num_envs, -1).all(axis=1)
         if bad.any() and self.nan_policy == "raise":
             i = int(np.flatnonzero(bad)[0])
             raise EnvStepError(
-                f"environment {i} returned a non-finite {field} at step {step} "
-                f"(set nan_policy=skip to skip and count such transitions)"
+                f"environment {i} returned a non-finite {field} at step {step} (NaN, Inf, or beyond "
+                f"float32's range +-3.4e38; set nan_policy=skip to skip and count such transitions)"
             )
         return bad
 
@@ -240,7 +257,7 @@ class Collector:
         self, final: np.ndarray, idx: np.ndarray, valid: np.ndarray, t: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Check the final observations of truncated episodes (they feed the bootstrap value)."""
-        bad = ~np.isfinite(np.asarray(final, np.float64).reshape(len(idx), -1)).all(axis=1)
+        bad = ~_finite_in_float32(final).reshape(len(idx), -1).all(axis=1)
         if not bad.any():
             return final, idx
         if self.nan_policy == "raise":

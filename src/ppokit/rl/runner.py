@@ -110,7 +110,11 @@ def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: in
 
     with _StopOnSignal(model):
         try:
-            model.learn(total, progress_bar=model.dist.is_main and not args.no_progress)
+            # ``total`` counts the whole run: a resumed run trains what is left of it
+            more = max(0, total - model.num_timesteps)
+            model.learn(
+                more, progress_bar=model.dist.is_main and not args.no_progress, reset_num_timesteps=False
+            )
         except KeyboardInterrupt:
             newest = latest_checkpoint(model.run_dir / "checkpoints") if model.run_dir else None
             print(f"stopped at once at step {model.num_timesteps}; newest complete checkpoint: {newest}")

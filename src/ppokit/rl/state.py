@@ -59,6 +59,7 @@ def to_disk(ppo: PPO, training: bool) -> tuple[dict, dict[str, Any]]:
         "env": env_label(ppo),
         "spaces": space_signature(ppo.observation_space, ppo.action_space),
         "policy": _policy_name(ppo),
+        "env_factory": ppo.env_fn is not None,
         "num_timesteps": ppo.num_timesteps,
         "state": tree,
     }
@@ -139,11 +140,17 @@ def checkpoint_now(ppo: PPO) -> Path | None:
 
 
 def maybe_checkpoint(ppo: PPO) -> None:
-    """Checkpoint when the step count crossed a multiple of ``checkpoint_every``."""
-    every = ppo.config.checkpoint_every
-    if every and ppo.run_dir is not None:
-        if ppo.num_timesteps // every > ppo.last_checkpoint_step // every:
-            save_training_checkpoint(ppo)
+    """Checkpoint when the step count crossed a multiple of ``checkpoint_every``, or when
+    ``checkpoint_every_seconds`` passed since the last checkpoint (the default, so that a killed run
+    never loses more than a few minutes of work)."""
+    cfg = ppo.config
+    if ppo.run_dir is None:
+        return
+    every, seconds = cfg.checkpoint_every, cfg.checkpoint_every_seconds
+    crossed = bool(every) and ppo.num_timesteps // every > ppo.last_checkpoint_step // every
+    overdue = bool(seconds) and time.time() - ppo.last_checkpoint_time >= seconds
+    if crossed or overdue:
+        save_training_checkpoint(ppo)
 
 
 def resolve_model_path(path: Path) -> Path:
@@ -168,10 +175,20 @@ def _read(path: Path, need_training: bool) -> tuple[dict, dict[str, Any]]:
     return tensors, meta
 
 
+def _require_env(meta: dict[str, Any], env: Any, where: Path, verb: str) -> None:
+    """A model trained on an env factory cannot rebuild its env from the id in its config."""
+    if env is None and meta.get("env_factory"):
+        raise CheckpointError(
+            f"model {str(where)!r} was trained on environments from a factory ({meta.get('env')}); "
+            f"pass it again: PPO.{verb}(path, env=make_env)"
+        )
+
+
 def load_model(cls: type[PPO], path: Path, env: Any = None, policy: Any = None, **overrides: Any) -> PPO:
     """Rebuild a PPO from a saved model, run directory or checkpoint."""
     where = resolve_model_path(path)
     tensors, meta = _read(where, need_training=False)
+    _require_env(meta, env, where, "load")
     config = PPOConfig.from_dict({**meta["config"], **overrides})
     ppo = cls(env if env is not None else config.env_id, config, policy=policy)
     restore(ppo, tensors, meta, where, training=False)
@@ -202,6 +219,7 @@ def resume(
     """
     where, own_run = find_training_checkpoint(path)
     tensors, meta = _read(where, need_training=True)
+    _require_env(meta, env, where, "resume")
     config = PPOConfig.from_dict(meta["config"])
     # Environments that cannot be restored exactly start fresh episodes from a seed derived from the
     # run seed and the step count, so a resumed run does not replay the episodes it already saw.

@@ -114,15 +114,11 @@ def save_checkpoint(
 
 
 def save_step_checkpoint(
-    root: str | Path,
-    step: int,
-    tensors: dict[str, torch.Tensor],
-    meta: dict[str, Any],
-    keep: int | None = None,
-    write_extra: Callable[[Path], None] | None = None,
+    root: str | Path, step: int, tensors: dict[str, torch.Tensor], meta: dict[str, Any], **kwargs: Any
 ) -> Path:
-    """A training checkpoint in the shared layout ``root/step_<12 digits>``."""
-    return save_checkpoint(root, STEP_DIR.format(step), tensors, meta, keep, write_extra)
+    """A training checkpoint in the shared layout ``root/step_<12 digits>`` (``save_checkpoint``'s
+    ``keep`` and ``write_extra`` pass through)."""
+    return save_checkpoint(root, STEP_DIR.format(step), tensors, meta, **kwargs)
 
 
 def prune(root: str | Path, keep: int) -> None:

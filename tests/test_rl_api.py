@@ -1,0 +1,54 @@
+"""SB3 habits on the Python API: learn(n) trains n more steps, instances and factories are handled
+with clear messages, and a run directory gets checkpoints by time with no option set."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+
+from ppokit.errors import CheckpointError, ConfigError
+from ppokit.rl.ppo import PPO
+from ppokit.train.checkpoint import list_checkpoints
+
+SMALL = dict(num_envs=2, n_steps=8, batch_size=16, n_epochs=1, tensorboard=False)
+
+
+def test_a_second_learn_trains_that_many_more_steps():
+    model = PPO("CartPole-v1", **SMALL)
+    model.learn(32)
+    assert model.num_timesteps == 32
+    model.learn(32)  # SB3: reset_num_timesteps=True restarts the counter and trains 32 steps
+    assert model.num_timesteps == 32 and model.num_updates == 4
+    model.learn(48, reset_num_timesteps=False)
+    assert model.num_timesteps == 80 and model.num_updates == 7
+
+
+@pytest.mark.parametrize("bad", [-5, 1.5, "10"])
+def test_a_negative_or_non_integer_budget_is_refused(bad):
+    with pytest.raises(ConfigError, match=r"total_timesteps=.* is not allowed; give a whole number"):
+        PPO("CartPole-v1", **SMALL).learn(bad)
+
+
+def test_an_env_instance_gets_a_hint_to_pass_an_id_or_a_factory():
+    with pytest.raises(ConfigError, match=r"is an environment instance; pass its id .* or a factory"):
+        PPO(gym.make("CartPole-v1"), **SMALL)
+
+
+def test_loading_a_factory_trained_model_without_env_says_what_to_pass(tmp_path):
+    make = lambda: gym.make("Acrobot-v1")  # noqa: E731
+    model = PPO(make, **SMALL).learn(16)
+    model.save(tmp_path / "m")
+    with pytest.raises(CheckpointError, match=r"trained on environments from a factory .*env=make_env"):
+        PPO.load(tmp_path / "m")
+    assert PPO.load(tmp_path / "m", env=make).action_space.n == 3
+
+
+def test_checkpoints_come_by_wall_clock_with_no_option_set(tmp_path, monkeypatch):
+    model = PPO("CartPole-v1", run_dir=tmp_path, **SMALL)
+    assert model.config.checkpoint_every == 0 and model.config.checkpoint_every_seconds == 300
+    clock = iter(range(0, 10**6, 200))  # each call to time.time() moves 200 s on
+    monkeypatch.setattr("ppokit.rl.state.time.time", lambda: float(next(clock)))
+    model.last_checkpoint_time = 0.0
+    model.learn(64)  # 4 updates, one check each: 200 s, 400 s, ... since the last checkpoint
+    steps = [int(p.name.split("_")[1]) for p in list_checkpoints(tmp_path / "checkpoints")]
+    assert steps[-1] == 64 and len(steps) >= 2
