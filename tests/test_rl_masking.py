@@ -195,3 +195,51 @@ def test_with_masks_no_invalid_action_is_taken_and_it_learns():
     # the best of the valid actions pays 1, another 0.1: the share of 1s grows from ~1/3
     assert (rewards[-4:] == 1).float().mean() > (rewards[:2] == 1).float().mean() + 0.2
     masked.close()
+
+
+class _NextStepMaskedVectorEnv(gym.vector.VectorEnv):
+    """A NEXT_STEP vector env whose masks allow nothing on an episode's last observation (a finished
+    game): the env ignores the action of the reset step after it, so that is no error."""
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 3, length: int = 3):
+        self.num_envs, self.length = num_envs, length
+        self.single_observation_space = gym.spaces.Box(0, 10, (1,), np.float32)
+        self.single_action_space = gym.spaces.Discrete(3)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.t = np.arange(num_envs) % length  # staggered episodes
+        self.reset_next = np.zeros(num_envs, bool)
+
+    def reset(self, *, seed=None, options=None):
+        self.t[:] = 0
+        return self.t[:, None].astype(np.float32), {}
+
+    def step(self, actions):
+        reward = np.where(self.reset_next, 0.0, 1.0)
+        self.t = np.where(self.reset_next, 0, self.t + 1)
+        terminated = (self.t == self.length) & ~self.reset_next
+        self.reset_next = terminated
+        return self.t[:, None].astype(np.float32), reward, terminated, np.zeros_like(terminated), {}
+
+    def action_masks(self):
+        masks = np.ones((self.num_envs, 3), bool)
+        masks[self.t == self.length] = False  # the finished episodes' last observation
+        masks[self.t != self.length, 2] = False
+        return masks
+
+
+def test_next_step_envs_may_allow_nothing_on_the_ignored_reset_step():
+    from ppokit.rl.config import NetworkConfig
+    from ppokit.rl.networks import MlpActorCritic
+    from ppokit.rl.rollout import Collector, RolloutBuffer
+
+    venv = _NextStepMaskedVectorEnv()
+    policy = MlpActorCritic(venv.single_observation_space, venv.single_action_space, NetworkConfig())
+    collector = Collector(venv, policy, torch.device("cpu"), 0, None, None)
+    assert collector.mask_source is not None and not collector.same_step
+    buf = RolloutBuffer.allocate(12, 3, (1,), (), torch.long, mask_dim=3)
+    collector.collect(buf)
+    assert (~buf.valid).any()  # reset steps happened
+    assert (buf.actions[buf.valid] != 2).all()  # action 2 is masked on every real step

@@ -140,8 +140,10 @@ class MaskSource:
             return None
         return cls(venv, kind, nvec)
 
-    def read(self, info: dict, step: int | None = None) -> np.ndarray:
-        """The masks ``[N, sum(nvec)]`` for the observations just returned (with ``info``)."""
+    def read(self, info: dict, step: int | None = None, ignore: np.ndarray | None = None) -> np.ndarray:
+        """The masks ``[N, sum(nvec)]`` for the observations just returned (with ``info``). Rows in
+        ``ignore`` (NEXT_STEP: the last observation of an ended episode, whose action the env ignores
+        and which may allow nothing, as a finished board game) are taken as all-allowed."""
         if self.kind == "method":
             raw = (
                 self.venv.action_masks()
@@ -155,6 +157,9 @@ class MaskSource:
                 at = f" at step {step}" if step is not None else ""
                 raise EnvStepError(f"environment {missing} returned no info['{MASK_KEY}']{at}")
             raw = info[MASK_KEY]
+        if ignore is not None and ignore.any():
+            raw = np.array(raw, dtype=bool).reshape(self.num_envs, -1)
+            raw[ignore] = True
         return validate_masks(raw, self.nvec, self.num_envs, "environment", step)
 
 

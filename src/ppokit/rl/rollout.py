@@ -204,10 +204,11 @@ class Collector:
             self.state = policy.initial_state(self.num_envs).to(device)
             self.episode_start = np.ones(self.num_envs, dtype=bool)
 
-    def _read_mask(self, info: dict, step: int) -> torch.Tensor | None:
+    def _read_mask(self, info: dict, step: int, done: np.ndarray | None = None) -> torch.Tensor | None:
         if self.mask_source is None:
             return None
-        return torch.as_tensor(self.mask_source.read(info, step), device=self.device)
+        ignore = None if self.same_step else done  # NEXT_STEP: the env ignores the next action there
+        return torch.as_tensor(self.mask_source.read(info, step, ignore), device=self.device)
 
     def _act(self, nb: dict[str, np.ndarray], t: int) -> tuple:
         """The policy's ``(action, logp, values)`` for the current observation, passing (and storing)
@@ -313,7 +314,7 @@ class Collector:
             nb["valid"][t] = valid
             self.raw_obs = raw
             self.obs = self._normalize(raw, update=True)
-            self.mask = self._read_mask(info, self.steps)
+            self.mask = self._read_mask(info, self.steps, done)
             if self.same_step and truncated.any():
                 idx = np.flatnonzero(truncated)
                 final = np.stack([info["final_obs"][i] for i in idx])
