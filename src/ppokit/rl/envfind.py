@@ -22,6 +22,7 @@ from ppokit.errors import EnvConfigError, MissingDependencyError
 
 # (id prefix, module to import, pip requirement). A prefix ending in "/" is a Gymnasium namespace.
 KNOWN_PACKAGES: tuple[tuple[str, str, str], ...] = (
+    ("ppokit/", "ppokit.rl.toy_envs", "ppokit"),  # ppokit's own small envs
     ("ALE/", "ale_py", "ppokit[atari]"),
     ("MiniGrid-", "minigrid", "minigrid"),
     ("BabyAI-", "minigrid", "minigrid"),

@@ -19,6 +19,7 @@ from gymnasium.vector.async_vector_env import AsyncState
 
 from ppokit.errors import EnvConfigError, EnvError, EnvStepError, MissingDependencyError
 from ppokit.rl.envfind import find_spec, import_packages, load_entry_point, one_line
+from ppokit.rl.masking import strip_mask_key
 from ppokit.rl.wrappers import apply_wrappers, check_wrappers
 
 EnvSpec = str | Callable[[], gym.Env]
@@ -120,6 +121,7 @@ def make_vec_env(
         if not env_kwargs:
             raise
         raise EnvConfigError(f"env_kwargs={env_kwargs!r} is not allowed for {label}: {e}") from None
+    venv = strip_mask_key(venv)  # a Dict observation's action_mask goes to info (rl/masking.py)
     try:
         check_spaces(venv.single_observation_space, venv.single_action_space, label)
     except EnvConfigError:

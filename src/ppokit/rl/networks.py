@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ppokit.errors import ConfigError
 from ppokit.rl.config import NetworkConfig
 from ppokit.rl.policy import Policy
 
@@ -154,18 +155,32 @@ class MlpActorCritic(Policy):
         return torch.addmm(self.critic_head.bias, h, self.critic_head.weight.t()).squeeze(-1)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
         """The actor alone per step; values None: the rollout asks ``value`` once for all its steps."""
-        action, logp = self.dist.sample(self.policy_output(obs), self.log_std(), deterministic)
+        action, logp = self.dist.sample(self.policy_output(obs), self.log_std(), deterministic, mask=mask)
         return action, logp, None
 
 
 def build_policy(observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig) -> Policy:
     """The built-in policy for ``network`` settings ``cfg``: the MLP for Box observations, else an
-    ``EncoderActorCritic`` (rl/encoders.py: CNN for images, one-hot for discrete, Dict/Tuple per key)."""
+    ``EncoderActorCritic`` (rl/encoders.py: CNN for images, one-hot for discrete, Dict/Tuple per key);
+    recurrent: rl/recurrent.py (Box observations)."""
     from ppokit.rl.spaces import ObsLayout
 
-    if ObsLayout(observation_space).kind == "box":
+    kind = ObsLayout(observation_space).kind
+    if cfg.recurrent != "none":
+        if kind != "box":
+            raise ConfigError(
+                f"network.recurrent={cfg.recurrent!r} is not allowed with {kind} observations "
+                f"({observation_space}) yet; the recurrent policy reads Box observations (use "
+                "gymnasium.wrappers.FlattenObservation in env_wrappers for small Dict/Discrete ones)"
+            )
+        from ppokit.rl.recurrent import build_recurrent_policy  # it builds on this module's layers
+
+        return build_recurrent_policy(observation_space, action_space, cfg)
+    if kind == "box":
         return MlpActorCritic(observation_space, action_space, cfg)
     from ppokit.rl.encoders import EncoderActorCritic
 
