@@ -64,8 +64,11 @@ def preset_dirs() -> list[Path]:
 def find_preset(env_id: str) -> Path | None:
     """``configs/<env_id>.yaml`` if it exists."""
     for d in preset_dirs():
-        if (d / f"{env_id}.yaml").is_file():
-            return d / f"{env_id}.yaml"
+        try:
+            if (d / f"{env_id}.yaml").is_file():
+                return d / f"{env_id}.yaml"
+        except OSError:  # an id too long for a file name has no preset (the env check names it)
+            return None
     return None
 
 
