@@ -216,8 +216,17 @@ def resume_ppo(args: argparse.Namespace) -> int:
     if args.total_timesteps is not None and args.total_timesteps < 1:
         raise ConfigError(f"--total-timesteps={args.total_timesteps} is not allowed; must be >= 1")
     run_dir = Path(args.run_dir)
-    edited = _edited_config(run_dir)  # an invalid config.yaml is refused here, naming the key
-    if edited is not None and latest_checkpoint(run_dir / "checkpoints") is None:
+    has_checkpoint = latest_checkpoint(run_dir / "checkpoints") is not None
+    try:
+        edited = _edited_config(run_dir)  # an invalid config.yaml is refused here, naming the key
+    except ConfigError as e:
+        if has_checkpoint:
+            raise
+        raise CheckpointError(
+            f"{str(run_dir)!r} is no run directory with a complete checkpoint to resume from (it stopped "
+            f"before its first one), and its config cannot start it again: {e}"
+        ) from None
+    if edited is not None and not has_checkpoint:
         return _restart(edited, run_dir, args)
     model = PPO.resume(run_dir)  # the config comes with the checkpoint
     if edited is not None:
