@@ -205,10 +205,11 @@ def test_predict_on_raw_observations_equals_the_action_used_in_training(case):
     model.learn(16)  # move the parameters away from their initial values
     act = model.policy.act
     model.policy.act = lambda obs, deterministic=False: act(obs, True)  # a deterministic rollout
-    start = [len(sub.log) - 1 for sub in model.venv.envs]  # the observation the rollout starts from
+    logs = [sub.get_wrapper_attr("log") for sub in model.venv.envs]
+    start = [len(log) - 1 for log in logs]  # the observation the rollout starts from
     model.collector.collect(model.buffer)
     del model.policy.act
-    pairs = [(o, a) for sub, i in zip(model.venv.envs, start) for o, a in sub.log[i:] if a is not None]
+    pairs = [(o, a) for log, i in zip(logs, start) for o, a in log[i:] if a is not None]
     assert len(pairs) == 2 * 8
     for obs, env_action in pairs:
         action, _ = model.predict(obs, deterministic=True)
