@@ -243,3 +243,20 @@ def test_next_step_envs_may_allow_nothing_on_the_ignored_reset_step():
     collector.collect(buf)
     assert (~buf.valid).any()  # reset steps happened
     assert (buf.actions[buf.valid] != 2).all()  # action 2 is masked on every real step
+
+
+def test_masks_survive_save_load_and_exact_resume(tmp_path):
+    cfg = dict(SMALL, seed=4, checkpoint_every=128, keep_checkpoints=10)
+    a = PPO("ppokit/MaskedChoice-v0", run_dir=tmp_path / "a", **cfg).learn(4 * 128)
+    b = PPO.resume(tmp_path / "a" / "checkpoints" / f"step_{2 * 128:012d}", run_dir=tmp_path / "b")
+    assert b.resume_info["env_state_restored"], b.resume_info
+    b.learn()
+    params = lambda m: torch.cat([p.detach().flatten() for p in m.policy.parameters()])
+    assert torch.equal(params(a), params(b)) and torch.equal(a.collector.mask, b.collector.mask)
+    a.save(tmp_path / "model")
+    loaded = PPO.load(tmp_path / "model")
+    assert loaded.masked and loaded.manual_grad is None
+    result = loaded.evaluate(episodes=4)
+    assert min(result["returns"]) >= 16 * 0.1 - 1e-9  # never an invalid action
+    for m in (a, b, loaded):
+        m.close()
