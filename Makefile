@@ -48,7 +48,7 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 readme: install
-	$(BIN)/python -m ppokit.readme README.md
+	$(BIN)/python -m ppokit.readme README.md docs/config.md docs/rlhf_ppo.md
 
 # Side-by-side benchmark against Stable-Baselines3 (peers go into benchmarks/.peers); writes
 # docs/benchmarks.md. Full set ~1 h on 2 cores; BENCH_ARGS=--quick is a smoke test of the harness.

@@ -52,8 +52,9 @@ def prepare(out: Path, warm_steps: int) -> None:
     import torch
 
     from ppokit.llm.config import TinyModelConfig
+    from ppokit.llm.grpo_config import GRPO_PRESETS as PRESETS
     from ppokit.llm.models import build_char_tokenizer, build_tiny_model, save_pretrained
-    from ppokit.llm.tasks import PRESETS, addition_task, warm_start
+    from ppokit.llm.tasks import addition_task, warm_start
 
     torch.manual_seed(0)
     task = addition_task(digits=2, seed=0, num_eval=200)
@@ -79,8 +80,8 @@ def run_ppokit(out: Path, steps: int) -> dict:
     """ppokit's GRPOTrainer; per-step wall time, completion tokens and rewards."""
     import torch
 
-    from ppokit.llm.config import GRPOConfig
     from ppokit.llm.grpo import GRPOTrainer
+    from ppokit.llm.grpo_config import GRPOConfig
     from ppokit.llm.models import load_pretrained
     from ppokit.llm.tasks import digit_match, exact_match
 
@@ -91,10 +92,10 @@ def run_ppokit(out: Path, steps: int) -> dict:
             "max_steps": steps,
             "prompts_per_step": s["prompts_per_step"],
             "num_generations": s["num_generations"],
-            "beta": s["beta"],
+            "kl_coef": s["beta"],
             "learning_rate": s["learning_rate"],
             "loss_type": s["loss_type"],
-            "epsilon": s["epsilon"],
+            "clip_range": s["epsilon"],
             "reward_weights": s["reward_weights"],
             "max_grad_norm": s["max_grad_norm"],
             "seed": s["seed"],
@@ -198,14 +199,14 @@ def run_trl(out: Path, steps: int) -> dict:
 
 def accuracy(model_dir: Path, eval_rows: list[dict]) -> float:
     """Held-out greedy exact match, the same evaluator for both engines' models."""
-    from ppokit.llm.config import GRPOConfig
     from ppokit.llm.grpo import GRPOTrainer
+    from ppokit.llm.grpo_config import GRPOConfig
     from ppokit.llm.models import load_pretrained
     from ppokit.llm.tasks import addition_task, digit_match, exact_match
 
     model, tok = load_pretrained(model_dir)
     cfg = GRPOConfig.from_dict(
-        {"beta": 0.0, "generation": {"max_completion_length": SHARED["max_completion_length"]}}
+        {"kl_coef": 0.0, "generation": {"max_completion_length": SHARED["max_completion_length"]}}
     )
     trainer = GRPOTrainer(
         model,

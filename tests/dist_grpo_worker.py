@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import save_file
 
 from ppokit import distributed
-from ppokit.llm.config import GRPOConfig, TinyModelConfig
+from ppokit.llm.config import TinyModelConfig
 from ppokit.llm.grpo import GRPOTrainer
+from ppokit.llm.grpo_config import GRPOConfig
 from ppokit.llm.models import build_char_tokenizer, build_tiny_model
 
 PROMPTS = [f"{a}+{b}=" for a in range(1, 9) for b in range(1, 5)]

@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 from ppokit import distributed
 from ppokit.llm.config import TinyModelConfig
 from ppokit.llm.models import build_char_tokenizer, build_tiny_model
-from ppokit.llm.rlhf_config import RLHFPPOConfig
 from ppokit.llm.rlhf_ppo import RLHFPPOTrainer
+from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
 
 PROMPTS = [f"{a}+{b}=" for a in range(1, 9) for b in range(1, 5)]
 
@@ -47,7 +47,7 @@ if __name__ == "__main__":
     tensors.update({f"head.{k}": v for k, v in trainer.value_head.state_dict().items()})
     if trainer.critic is not None:
         tensors.update({f"critic.{k}": v for k, v in trainer.critic.state_dict().items()})
-    tensors["kl_coef"] = torch.tensor([trainer.kl_ctl.value])
+    tensors["kl_coef"] = torch.tensor([trainer.kl_coef])
     save_file(
         {k: v.detach().clone().contiguous() for k, v in tensors.items()}, str(out / f"rank{info.rank}.st")
     )

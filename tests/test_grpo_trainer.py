@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from ppokit.errors import ConfigError
-from ppokit.llm.config import GRPOConfig, TinyModelConfig
+from ppokit.llm.checkpoint import find_checkpoint
+from ppokit.llm.config import TinyModelConfig
 from ppokit.llm.grpo import GRPOTrainer
+from ppokit.llm.grpo_config import GRPOConfig
 from ppokit.llm.models import build_char_tokenizer, build_tiny_model
-from ppokit.llm.state import find_checkpoint
 from ppokit.plotting import read_csv
 
 PROMPTS = ["1+1=", "2+3=", "11+5=", "9+9=", "40+2=", "7+70="]
@@ -48,7 +49,7 @@ def digit_fraction(prompts, completions, **_):
 def test_groups_of_equal_rewards_give_no_policy_gradient():
     model, tok = tiny()
     before = [p.detach().clone() for p in model.parameters()]
-    trainer = GRPOTrainer(model, tok, constant_reward, PROMPTS, config(beta=0.0), progress=False)
+    trainer = GRPOTrainer(model, tok, constant_reward, PROMPTS, config(kl_coef=0.0), progress=False)
     ro = trainer._rollout(trainer._next_rows())
     assert torch.equal(ro.advantages, torch.zeros_like(ro.advantages)) and ro.zero_std.all()
     metrics = trainer._update(ro)
@@ -59,7 +60,7 @@ def test_groups_of_equal_rewards_give_no_policy_gradient():
 @pytest.mark.parametrize(("iterations", "policy_calls"), [(1, 1), (2, 3), (3, 4)])
 def test_old_logprobs_are_computed_once_and_not_at_all_when_mu_is_one(iterations, policy_calls):
     model, tok = tiny()
-    cfg = config(num_iterations=iterations, share_prompt_prefix=False)  # one model call per pass
+    cfg = config(n_epochs=iterations, share_prompt_prefix=False)  # one model call per pass
     trainer = GRPOTrainer(model, tok, spread_reward, PROMPTS, cfg, progress=False)
     calls = {"policy": 0, "ref": 0}
     model.register_forward_pre_hook(lambda *_: calls.__setitem__("policy", calls["policy"] + 1))
@@ -69,12 +70,12 @@ def test_old_logprobs_are_computed_once_and_not_at_all_when_mu_is_one(iterations
     metrics = trainer._update(ro)
     assert calls == {"policy": policy_calls, "ref": 1}
     if iterations == 1:  # ratio is exactly 1: nothing can be clipped
-        assert metrics["clip_ratio/region_mean"] == 0.0
+        assert metrics["train/clipped_fraction"] == 0.0 and metrics["train/clip_fraction"] == 0.0
 
 
-def test_beta_zero_builds_no_reference_model():
+def test_kl_coef_zero_builds_no_reference_model():
     model, tok = tiny()
-    trainer = GRPOTrainer(model, tok, spread_reward, PROMPTS, config(beta=0.0), progress=False)
+    trainer = GRPOTrainer(model, tok, spread_reward, PROMPTS, config(kl_coef=0.0), progress=False)
     assert trainer.ref_model is None
     assert "kl" not in trainer.train_step()
 
@@ -109,8 +110,10 @@ def test_reward_weights_must_match(tmp_path):
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ConfigError, match="epsilon=1.5"):
-        GRPOConfig(epsilon=1.5).validate()
+    with pytest.raises(ConfigError, match="clip_range=1.5"):
+        GRPOConfig(clip_range=1.5).validate()
+    with pytest.raises(ConfigError, match=r"clip_range=1.5 .*\(given as 'epsilon'\)"):
+        GRPOConfig.from_dict({"epsilon": 1.5})
     with pytest.raises(ConfigError, match="loss_type"):
         GRPOConfig.from_dict({"loss_type": "mean"})
     with pytest.raises(ConfigError, match="micro_batch_size"):
@@ -143,7 +146,7 @@ def test_resume_continues_exactly(tmp_path):
     straight.train()
     first = run(2, tmp_path / "b")
     first.train()
-    assert find_checkpoint(tmp_path / "b").name == "step-000002"
+    assert find_checkpoint(tmp_path / "b").name == "step_000000000002"
     resumed = run(4, tmp_path / "b", resume=True)
     assert resumed.step == 2
     resumed.train()
@@ -156,7 +159,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_dense_reward_rises_within_a_minute():
     torch.manual_seed(0)
     model, tok = tiny(seed=3)
-    cfg = config(learning_rate=3e-3, prompts_per_step=4, num_generations=8, beta=0.0, max_steps=40)
+    cfg = config(learning_rate=3e-3, prompts_per_step=4, num_generations=8, kl_coef=0.0, max_steps=40)
     trainer = GRPOTrainer(model, tok, digit_fraction, PROMPTS, cfg, progress=False)
     start = time.perf_counter()
     rewards = [trainer.train_step()["reward"] for _ in range(cfg.max_steps)]

@@ -21,7 +21,7 @@ def last_json(capsys) -> dict:
 
 def test_importing_the_cli_does_not_import_transformers():
     code = (
-        "import sys, ppokit.cli, ppokit.llm.cli; ppokit.cli.build_parser(); "
+        "import sys, ppokit.cli, ppokit.cli.lm; ppokit.cli.build_parser(); "
         "print('transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -43,7 +43,8 @@ def test_every_grpo_option_has_help(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--set", "beta=-1"], "beta=-1"),
+        (["--set", "kl_coef=-1"], "kl_coef=-1"),
+        (["--set", "beta=-1"], "kl_coef=-1"),  # TRL's name, an alias
         (["--set", "loss_typ=dapo"], "did you mean 'loss_type'"),
         (["--task", "chess"], "not a built-in task"),
         (["--model", "/nonexistent/dir"], "config.json"),
@@ -95,9 +96,10 @@ def test_builtin_task_run_writes_the_run_directory_and_resumes(tmp_path, capsys)
         "frac_reward_zero_std",
         "kl",
         "entropy",
-        "clip_ratio/low_mean",
-        "clip_ratio/high_mean",
-        "clip_ratio/region_mean",
+        "train/clip_fraction",
+        "train/clipped_fraction",
+        "train/clipped_fraction_low",
+        "train/clipped_fraction_high",
         "completions/mean_length",
         "completions/clipped_ratio",
         "num_tokens",

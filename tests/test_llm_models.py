@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from ppokit.errors import CheckpointError
-from ppokit.llm.config import GRPOConfig, TinyModelConfig
+from ppokit.llm.config import TinyModelConfig
 from ppokit.llm.grpo import GRPOTrainer
+from ppokit.llm.grpo_config import GRPOConfig
 from ppokit.llm.models import build_char_tokenizer, build_tiny_model, load_pretrained, save_pretrained
 
 

@@ -21,11 +21,12 @@ TRL_NAMES = (
     "objective/rlhf_reward",
     "objective/non_score_reward",
     "policy/approxkl_avg",
-    "policy/clipfrac_avg",
+    "train/clip_fraction",
+    "train/clipped_fraction",
     "policy/entropy_avg",
     "loss/policy_avg",
     "loss/value_avg",
-    "val/clipfrac_avg",
+    "train/value_clipped_fraction",
     "eval/accuracy",
 )
 
@@ -56,7 +57,8 @@ def test_every_rlhf_ppo_option_has_help(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--set", "cliprange=2"], "cliprange=2"),
+        (["--set", "clip_range=2"], "clip_range=2"),
+        (["--set", "cliprange=2"], "clip_range=2"),  # TRL's name, an alias
         (["--set", "vf_cof=0.1"], "did you mean 'vf_coef'"),
         (["--set", "num_mini_batches=7"], "must divide prompts_per_step"),
         (["--task", "chess"], "not a built-in task"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ppokit.llm.rlhf_math import AdaptiveKLController, masked_whiten, per_token_rewards, token_gae
+from ppokit.functional import adaptive_kl_coef, masked_whiten, per_token_rewards, token_gae
 
 LENGTHS = [5, 3, 1, 4, 0]  # the last row has no valid token at all (e.g. an unscored completion)
 
@@ -86,15 +86,12 @@ def test_masked_whiten_normalises_valid_tokens_only():
     assert abs(float(kept.var(unbiased=False)) - 1.0) < 1e-3
 
 
-def test_adaptive_kl_controller_moves_the_coefficient_the_right_way():
-    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
-    assert ctl.update(current_kl=9.0, n_completions=100) > 0.1  # KL above target: penalise harder
-    high = ctl.value
-    assert ctl.update(current_kl=3.0, n_completions=100) < high  # below target: relax
+def test_adaptive_kl_coef_moves_the_coefficient_the_right_way():
+    update = lambda coef, kl: adaptive_kl_coef(coef, kl, target=6.0, n_completions=100, horizon=10_000)
+    high = update(0.1, 9.0)
+    assert high > 0.1  # KL above target: penalise harder
+    assert update(high, 3.0) < high  # below target: relax
     # the proportional error is clipped to +-0.2 (Ziegler et al. 2019, eq. in section 2.2)
-    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
-    assert ctl.update(current_kl=600.0, n_completions=100) == pytest.approx(0.1 * (1 + 0.2 * 100 / 10_000))
-    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
-    assert ctl.update(current_kl=0.0, n_completions=100) == pytest.approx(0.1 * (1 - 0.2 * 100 / 10_000))
-    ctl = AdaptiveKLController(0.1, target=6.0, horizon=10_000)
-    assert ctl.update(current_kl=6.0, n_completions=100) == pytest.approx(0.1)  # on target: unchanged
+    assert update(0.1, 600.0) == pytest.approx(0.1 * (1 + 0.2 * 100 / 10_000))
+    assert update(0.1, 0.0) == pytest.approx(0.1 * (1 - 0.2 * 100 / 10_000))
+    assert update(0.1, 6.0) == pytest.approx(0.1)  # on target: unchanged

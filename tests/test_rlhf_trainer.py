@@ -8,8 +8,8 @@ import torch
 from ppokit.errors import CheckpointError
 from ppokit.llm.config import TinyModelConfig
 from ppokit.llm.models import build_char_tokenizer, build_tiny_model, save_pretrained
-from ppokit.llm.rlhf_config import RLHFPPOConfig
 from ppokit.llm.rlhf_ppo import RLHFPPOTrainer
+from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
 from ppokit.llm.value_head import RewardModel
 
 PROMPTS = ["1+1=", "2+3=", "11+5=", "9+9=", "40+2=", "7+70=", "3+4=", "8+1="]
@@ -90,14 +90,16 @@ def test_a_training_step_changes_policy_and_critic_but_not_the_reference(value_m
     if critic:
         assert any(not torch.equal(a, b) for a, b in zip(critic, t.critic.parameters()))
     for key in ("objective/kl", "objective/scores", "objective/rlhf_reward", "policy/approxkl_avg",
-                "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg"):  # fmt: skip
+                "train/clipped_fraction", "train/clip_fraction", "loss/policy_avg", "loss/value_avg",
+                "train/value_clipped_fraction"):  # fmt: skip
         assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
 
 
 def test_first_minibatch_of_one_epoch_sees_ratio_one():
-    t = trainer_for(num_ppo_epochs=1, num_mini_batches=1)
+    t = trainer_for(n_epochs=1, num_mini_batches=1)
     m = t.train_step()
-    assert m["policy/clipfrac_avg"] == 0.0 and m["val/clipfrac_avg"] == 0.0
+    assert m["train/clipped_fraction"] == 0.0 and m["train/value_clipped_fraction"] == 0.0
+    assert m["train/clip_fraction"] == 0.0
     assert m["policy/approxkl_avg"] < 1e-8 and abs(m["val/ratio"] - 1.0) < 1e-5
 
 
@@ -106,10 +108,10 @@ def test_dropout_is_off_so_the_first_ratio_is_one_even_for_a_model_with_dropout(
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.5
-    cfg = config(num_ppo_epochs=1, num_mini_batches=1)
+    cfg = config(n_epochs=1, num_mini_batches=1)
     t = RLHFPPOTrainer(model, tok, digit_fraction, PROMPTS, cfg, progress=False)
     m = t.train_step()
-    assert m["policy/approxkl_avg"] < 1e-8 and m["policy/clipfrac_avg"] == 0.0
+    assert m["policy/approxkl_avg"] < 1e-8 and m["train/clipped_fraction"] == 0.0
 
 
 def test_rollout_rewards_are_kl_terms_plus_the_score_at_the_last_token():
@@ -131,13 +133,13 @@ def test_rollout_rewards_are_kl_terms_plus_the_score_at_the_last_token():
 
 
 def test_adaptive_kl_coefficient_changes_during_training():
-    t = trainer_for(adaptive_kl=True, kl_target=1e-3, kl_horizon=8)
+    t = trainer_for(adaptive_kl=True, adaptive_kl_target=1e-3, kl_horizon=8)
     with torch.no_grad():
         for p in t.model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     m = t.train_step()
     assert m["objective/kl"] > 1e-3
-    assert t.kl_ctl.value == pytest.approx(0.05 * 1.2)  # error clipped at +0.2, n / horizon = 1
+    assert t.kl_coef == pytest.approx(0.05 * 1.2)  # error clipped at +0.2, n / horizon = 1
 
 
 def test_zero_kl_coef_builds_no_reference():
@@ -152,10 +154,10 @@ def test_resume_restores_value_head_critic_reference_and_kl_coef(tmp_path, value
     cfg = config(value_model=value_model, adaptive_kl=True)
     t = RLHFPPOTrainer(model, tok, digit_fraction, PROMPTS, cfg, run_dir=tmp_path, progress=False)
     t.train_step()
-    t.kl_ctl.value = 0.123
+    t.kl_coef = 0.123
     t.save_checkpoint()
     r = RLHFPPOTrainer.resume(tmp_path, digit_fraction, PROMPTS, run_dir=tmp_path, progress=False)
-    assert r.step == 1 and r.kl_ctl.value == pytest.approx(0.123)
+    assert r.step == 1 and r.kl_coef == pytest.approx(0.123)
     same = lambda a, b: all(
         torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values())
     )

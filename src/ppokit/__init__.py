@@ -21,9 +21,10 @@ _LAZY = {
     "Policy": ("ppokit.rl.policy", "Policy"),
     "MlpActorCritic": ("ppokit.rl.networks", "MlpActorCritic"),
     "GRPOTrainer": ("ppokit.llm.grpo", "GRPOTrainer"),
-    "GRPOConfig": ("ppokit.llm.config", "GRPOConfig"),
+    "GRPOConfig": ("ppokit.llm.grpo_config", "GRPOConfig"),
     "RLHFPPOTrainer": ("ppokit.llm.rlhf_ppo", "RLHFPPOTrainer"),
-    "RLHFPPOConfig": ("ppokit.llm.rlhf_config", "RLHFPPOConfig"),
+    "RLHFPPOConfig": ("ppokit.llm.rlhf_ppo_config", "RLHFPPOConfig"),
+    "LMConfig": ("ppokit.llm.config", "LMConfig"),
 }
 
 

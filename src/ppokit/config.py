@@ -21,6 +21,42 @@ import yaml
 
 from ppokit.errors import ConfigError
 
+# One name per concept across PPOConfig, GRPOConfig and RLHFPPOConfig; the spellings of the libraries
+# users come from (Stable-Baselines3 on the classic side, TRL on the language-model side) and ppokit's
+# own earlier names stay accepted as aliases, so their configs keep working. alias -> (canonical key,
+# where the spelling comes from). A dotted canonical key reaches into a section. ``from_dict`` applies
+# the table at every section level, to the classes that have the target; configs are always saved
+# with the canonical names. docs/config.md is generated from this table (``make readme``).
+ALIASES: dict[str, tuple[str, str]] = {
+    # the policy-ratio clip range
+    "epsilon": ("clip_range", "TRL GRPOConfig; ppokit 0.1 GRPOConfig"),
+    "cliprange": ("clip_range", "TRL PPOConfig; ppokit 0.1 RLHFPPOConfig"),
+    "epsilon_high": ("clip_range_high", "TRL GRPOConfig; ppokit 0.1 GRPOConfig"),
+    # the value-prediction clip range
+    "cliprange_value": ("vf_clip_range", "TRL PPOConfig; ppokit 0.1 RLHFPPOConfig"),
+    "clip_range_vf": ("vf_clip_range", "Stable-Baselines3 PPO"),
+    # the weight of the KL penalty
+    "beta": ("kl_coef", "TRL GRPOConfig; ppokit 0.1 GRPOConfig"),
+    "kl_beta": ("kl_coef", "ppokit 0.1 PPOConfig"),
+    # the adaptive KL rule's target (units differ: see each config's help)
+    "kl_target": ("adaptive_kl_target", "ppokit 0.1 PPOConfig and RLHFPPOConfig"),
+    # GAE
+    "lam": ("gae_lambda", "TRL PPOConfig; ppokit 0.1 RLHFPPOConfig"),
+    # passes over one batch of experience
+    "num_ppo_epochs": ("n_epochs", "TRL PPOConfig; ppokit 0.1 RLHFPPOConfig"),
+    "num_iterations": ("n_epochs", "TRL GRPOConfig; ppokit 0.1 GRPOConfig"),
+    "whiten_advantages": ("normalize_advantage", "ppokit 0.1 RLHFPPOConfig"),
+    # TRL's top-level generation keys, which ppokit keeps in the generation section
+    "max_prompt_length": ("generation.max_prompt_length", "TRL GRPOConfig"),
+    "max_completion_length": ("generation.max_completion_length", "TRL GRPOConfig"),
+    "response_length": ("generation.max_completion_length", "TRL PPOConfig"),
+    "temperature": ("generation.temperature", "TRL GRPOConfig and PPOConfig"),
+    "top_p": ("generation.top_p", "TRL GRPOConfig"),
+    "top_k": ("generation.top_k", "TRL GRPOConfig"),
+    # vectorised environments
+    "n_envs": ("num_envs", "Stable-Baselines3 (make_vec_env)"),
+}
+
 
 def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:  # noqa: A002
     """A dataclass field with a help text (and optional allowed values) in its metadata."""
@@ -87,12 +123,66 @@ class ConfigBase:
         return rows
 
     @classmethod
+    def canonical_key(cls, key: str) -> str:
+        """``key`` (dotted for sections) with every alias this class knows replaced by its canonical
+        name, level by level; a key the class does not know comes back unchanged."""
+        head, _, rest = key.partition(".")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        if head not in names and head in ALIASES and _has_key(cls, ALIASES[head][0]):
+            return ALIASES[head][0] + (f".{rest}" if rest else "")
+        tp = hints.get(head)
+        if rest and dataclasses.is_dataclass(tp):
+            return f"{head}.{tp.canonical_key(rest)}"
+        return key
+
+    @classmethod
+    def canonicalize(cls, data: dict[str, Any], _prefix: str = "") -> dict[str, Any]:
+        """A copy of ``data`` with every alias (see ``ALIASES``) this class or one of its sections knows
+        rewritten to its canonical key. An alias and its canonical key both given is a ConfigError;
+        an alias whose target this class lacks stays as it is (``from_dict`` calls it unknown)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        is_alias = lambda k: k not in names and k in ALIASES and _has_key(cls, ALIASES[k][0])
+        out = {k: v for k, v in data.items() if not is_alias(k)}
+        written: dict[str, str] = {}  # canonical key -> the alias that set it
+        for key in filter(is_alias, data):
+            target = ALIASES[key][0]
+            *sections, last = target.split(".")
+            node = out
+            for part in sections:  # a dotted target: max_completion_length -> generation.*
+                section = node.get(part, {})
+                section = section.to_dict() if isinstance(section, ConfigBase) else section
+                if not isinstance(section, dict):
+                    raise ConfigError(f"section {_prefix + part!r} must be a mapping of keys to values")
+                node[part] = node = dict(section)
+            if last in node:
+                other = written.get(target, target)
+                raise ConfigError(
+                    f"config keys {_prefix + key!r} and {_prefix + other!r} name the same setting "
+                    f"({target!r}; {key!r} is an alias of it); give one of them"
+                )
+            node[last] = data[key]
+            written[target] = key
+        hints = typing.get_type_hints(cls)
+        for key, value in out.items():
+            tp = hints.get(key) if key in names else None
+            if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+                out[key] = tp.canonicalize(value, _prefix=f"{_prefix}{key}.")
+        return out
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any] | None, _prefix: str = "") -> Any:
-        """Build from a plain dict, rejecting unknown keys (with a suggestion) and wrong types."""
+        """Build from a plain dict, rejecting unknown keys (with a suggestion) and wrong types.
+
+        Other libraries' spellings of a key (``ALIASES``) are accepted and stored under the canonical
+        name, so a config saved by ``save_yaml`` always uses canonical names."""
         if data is not None and not isinstance(data, dict):
             where = f"section {_prefix[:-1]!r}" if _prefix else "a config"
             raise ConfigError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
-        data = dict(data or {})
+        given = dict(data or {})
+        data = cls.canonicalize(given, _prefix)
+        # canonical key -> the alias the user wrote, to name it in a validation error
+        given_as = {ALIASES[k][0]: k for k in given if k not in data and k in ALIASES}
         hints = typing.get_type_hints(cls)
         names = [f.name for f in dataclasses.fields(cls)]
         kwargs = {}
@@ -111,6 +201,7 @@ class ConfigBase:
             elif not _type_ok(value, tp):
                 raise ConfigError(
                     f"{full}={value!r} has type {type(value).__name__}; expected {_type_name(tp)}"
+                    + (f" (given as {given_as[key]!r})" if key in given_as else "")
                 )
             elif _accepts_float(tp):
                 value = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -118,7 +209,14 @@ class ConfigBase:
                 value = list(value)
             kwargs[key] = value
         obj = cls(**kwargs)
-        obj.validate()
+        try:
+            obj.validate()
+        except ConfigError as e:
+            # "clip_range=1.5 is not allowed" reads oddly to a user who wrote epsilon: 1.5
+            named = [k for k in given_as if str(e).startswith((f"{k}=", f"{_prefix}{k}="))]
+            if not named:
+                raise
+            raise ConfigError(f"{e} (given as {given_as[named[0]]!r})") from None
         return obj
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,7 +230,7 @@ class ConfigBase:
     @classmethod
     def load_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Any:
         """Read a YAML file (a missing file or bad YAML raises ConfigError), apply overrides."""
-        return cls.from_dict(apply_overrides(read_yaml_mapping(path), overrides or []))
+        return cls.from_dict(apply_overrides(read_yaml_mapping(path), overrides or [], cls))
 
     def replace(self, **changes: Any) -> Any:
         """A validated copy with some fields changed."""
@@ -181,13 +279,22 @@ def parse_value(text: str) -> Any:
     return value
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` strings to a nested dict (copy); a malformed one raises ConfigError."""
+def apply_overrides(
+    data: dict[str, Any], overrides: list[str], config_cls: type[ConfigBase] | None = None
+) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` strings to a nested dict (copy); a malformed one raises ConfigError.
+
+    With ``config_cls``, ``data`` and the override keys are first brought to canonical names, so an
+    alias overrides the canonical key a preset or a saved config holds (``--set epsilon=0.3`` on a
+    config.yaml that says ``clip_range: 0.2``) instead of clashing with it."""
+    if config_cls is not None:
+        data = config_cls.canonicalize(data)
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. learning_rate=1e-3)")
         key, text = item.split("=", 1)
+        key = config_cls.canonical_key(key.strip()) if config_cls is not None else key
         parts = key.strip().split(".")
         node = data
         for p in parts[:-1]:
@@ -198,13 +305,32 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _has_key(cls: Any, dotted: str) -> bool:
+    """Whether config class ``cls`` has the (dotted) key ``dotted``."""
+    head, _, rest = dotted.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if head not in fields:
+        return False
+    tp = typing.get_type_hints(cls)[head]
+    return not rest or (dataclasses.is_dataclass(tp) and _has_key(tp, rest))
+
+
 def check(cond: bool, key: str, value: Any, rule: str) -> None:
     """Raise ``ConfigError('key=value ...; rule')`` unless ``cond``."""
     if not cond:
         raise ConfigError(f"{key}={value!r} is not allowed; {rule}")
 
 
-__all__ = ["ConfigBase", "ConfigError", "apply_overrides", "check", "dataclass", "option", "parse_value"]
+__all__ = [
+    "ALIASES",
+    "ConfigBase",
+    "ConfigError",
+    "apply_overrides",
+    "check",
+    "dataclass",
+    "option",
+    "parse_value",
+]
 
 
 def markdown_table(cls: type[ConfigBase]) -> str:
@@ -213,4 +339,14 @@ def markdown_table(cls: type[ConfigBase]) -> str:
     for key, tp, default, help_ in cls.fields_help():
         tp = tp.replace("|", "\\|")  # "float | None" must not split the Markdown row
         rows.append(f"| `{key}` | {tp} | `{default!r}` | {help_} |")
+    return "\n".join(rows)
+
+
+def alias_table(classes: dict[str, type[ConfigBase]]) -> str:
+    """``ALIASES`` as a Markdown table: alias, canonical key, the configs of ``classes`` (name ->
+    class) that accept it, and where the spelling comes from (docs/config.md is made from it)."""
+    rows = ["| alias | canonical key | accepted by | spelling from |", "|---|---|---|---|"]
+    for alias, (target, source) in ALIASES.items():
+        users = ", ".join(name for name, cls in classes.items() if _has_key(cls, target)) or "none"
+        rows.append(f"| `{alias}` | `{target}` | {users} | {source} |")
     return "\n".join(rows)

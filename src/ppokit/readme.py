@@ -1,7 +1,8 @@
-"""Regenerate the config reference tables in README.md from the dataclass field docs.
+"""Regenerate the config reference tables in README.md and docs/ from the dataclass field docs and
+the alias table.
 
-``python -m ppokit.readme README.md`` rewrites the text between ``<!-- NAME:begin -->`` and
-``<!-- NAME:end -->`` markers.
+``python -m ppokit.readme README.md docs/config.md ...`` rewrites, in each file, the text between
+``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from ppokit.config import markdown_table
+from ppokit.config import alias_table, markdown_table
 
 
 def tables() -> dict[str, str]:
@@ -18,15 +19,17 @@ def tables() -> dict[str, str]:
     from ppokit.rl.config import PPOConfig
 
     out = {"config-table": markdown_table(PPOConfig)}
+    classes = {"PPOConfig": PPOConfig}
     try:
-        from ppokit.llm.config import GRPOConfig
+        from ppokit.llm.grpo_config import GRPOConfig
+        from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
 
         out["grpo-config-table"] = markdown_table(GRPOConfig)
-        from ppokit.llm.rlhf_config import RLHFPPOConfig
-
         out["rlhf-ppo-config-table"] = markdown_table(RLHFPPOConfig)
+        classes.update(GRPOConfig=GRPOConfig, RLHFPPOConfig=RLHFPPOConfig)
     except ImportError:
         pass
+    out["alias-table"] = alias_table(classes)
     return out
 
 
@@ -39,5 +42,6 @@ def render(text: str) -> str:
 
 
 if __name__ == "__main__":
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    path.write_text(render(path.read_text()))
+    for name in sys.argv[1:] or ["README.md"]:
+        path = Path(name)
+        path.write_text(render(path.read_text()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,27 @@ class CSVLogger:
             w = csv.DictWriter(f, fieldnames=self.keys)
             w.writeheader()
             w.writerows(old_rows)
+
+
+def trim_csv(path: str | Path, column: str, last: float) -> None:
+    """Drop the rows of CSV file ``path`` whose ``column`` exceeds ``last`` (rows logged after the
+    checkpoint a run resumes from: that work was lost), so a resumed run's log reads as if it had
+    never stopped. The file is replaced atomically; a missing file is left alone."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], list(reader)
+    keep = [r for r in rows if not r.get(column) or float(r[column]) <= last]
+    if len(keep) == len(rows):
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(keep)
+    os.replace(tmp, path)
 
 
 class Tracker:

@@ -4,8 +4,14 @@ This package imports torch only (a test enforces it): losses are unreduced, the 
 """
 
 from ppokit.functional.advantages import discounted_returns, gae, group_normalize, normalize
-from ppokit.functional.diagnostics import approx_kl, clip_fraction, explained_variance
-from ppokit.functional.kl import adaptive_beta, kl_estimate, kl_k1, kl_k2, kl_k3
+from ppokit.functional.diagnostics import (
+    approx_kl,
+    clip_fraction,
+    clipped_fractions,
+    explained_variance,
+    outside_clip,
+)
+from ppokit.functional.kl import adaptive_beta, adaptive_kl_coef, kl_estimate, kl_k1, kl_k2, kl_k3
 from ppokit.functional.losses import (
     clipped_surrogate,
     entropy_from_logits,
@@ -15,12 +21,15 @@ from ppokit.functional.losses import (
     value_loss,
 )
 from ppokit.functional.reductions import aggregate_token_loss, masked_mean, masked_sum, masked_var
+from ppokit.functional.tokens import last_token_index, masked_whiten, per_token_rewards, token_gae
 
 __all__ = [
     "adaptive_beta",
+    "adaptive_kl_coef",
     "aggregate_token_loss",
     "approx_kl",
     "clip_fraction",
+    "clipped_fractions",
     "clipped_surrogate",
     "discounted_returns",
     "entropy_from_logits",
@@ -32,11 +41,16 @@ __all__ = [
     "kl_k2",
     "kl_k3",
     "kl_penalty_surrogate",
+    "last_token_index",
     "masked_mean",
     "masked_sum",
     "masked_var",
+    "masked_whiten",
     "normalize",
+    "outside_clip",
+    "per_token_rewards",
     "policy_loss",
+    "token_gae",
     "unclipped_surrogate",
     "value_loss",
 ]

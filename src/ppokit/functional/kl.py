@@ -55,3 +55,16 @@ def adaptive_beta(beta: float, kl: float, kl_target: float) -> float:
     if kl > kl_target * 1.5:
         return beta * 2.0
     return beta
+
+
+def adaptive_kl_coef(kl_coef: float, kl: float, target: float, n_completions: int, horizon: int) -> float:
+    """Ziegler et al. 2019 (https://arxiv.org/abs/1909.08593), section 2.2, the adaptive rule of PPO for
+    RLHF, applied after every batch: ``kl_coef * (1 + K * e)`` with ``e = clip(kl / target - 1, -0.2,
+    0.2)`` and ``K = n_completions / horizon``.
+
+    ``kl`` is the batch's mean KL per completion (summed over its tokens). The proportional error is
+    clipped so one odd batch moves the coefficient by at most ``20% * n / horizon``. (Classic PPO's
+    halve-or-double rule is ``adaptive_beta``.)
+    """
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return kl_coef * (1.0 + error * n_completions / horizon)

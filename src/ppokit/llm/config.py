@@ -1,16 +1,11 @@
-"""``GRPOConfig`` and the shared language-model sections (generation, optimiser, tiny model, logging).
+"""The configuration both language-model trainers share: ``LMConfig`` and its sections (generation, the
+built-in tiny model, the supervised warm start).
 
-The sections other than ``GRPOConfig`` itself, and ``check_shared_fields``, serve ``RLHFPPOConfig``
-too: generation, the optimiser and the built-in tiny model do not depend on the algorithm.
-
-Defaults and where they come from (see docs/grpo.md for the reasoning):
-
-- DeepSeekMath (Shao et al. 2024, https://arxiv.org/abs/2402.03300): ``beta=0.04`` (the issue asks for
-  it; TRL's default is 0.0 today), ``epsilon=0.2``, ``num_generations=8`` (the paper samples 64),
-  ``loss_type="grpo"`` (per-sequence token mean, eq. 3), ``scale_rewards="group"``.
-- TRL's ``GRPOConfig`` today: ``temperature=1.0``, ``top_p=1.0``, no top-k, ``num_iterations=1``,
-  advantage epsilon ``1e-4``, ``learning_rate=1e-6`` for a user's model (pretrained LMs need a small
-  step), ``max_grad_norm=1.0``, ``adam_betas=(0.9, 0.999)``.
+``GRPOConfig`` (``grpo_config.py``) and ``RLHFPPOConfig`` (``rlhf_ppo_config.py``) extend ``LMConfig``
+with their algorithm's keys; a field both need is declared here once (a subclass may change its
+default). Names are ppokit's one vocabulary (``clip_range``, ``kl_coef``, ``n_epochs``, ...); TRL's
+spellings (``epsilon``, ``beta``, ``num_iterations``, ``max_completion_length`` at the top level, ...)
+are accepted through ``ppokit.config.ALIASES``.
 """
 
 from __future__ import annotations
@@ -19,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppokit.config import ConfigBase, check, option
-from ppokit.functional.reductions import LOSS_TYPES
 
 
 @dataclass
@@ -70,9 +64,9 @@ class TinyModelConfig(ConfigBase):
 
 @dataclass
 class WarmStartConfig(ConfigBase):
-    """Optional supervised warm start on the task's reference answers, before GRPO (reported apart)."""
+    """Optional supervised warm start on the task's reference answers, before RL training (reported apart)."""
 
-    steps: int = option(0, "Supervised (cross-entropy) steps before GRPO; 0 skips the warm start.")
+    steps: int = option(0, "Supervised (cross-entropy) steps before RL training; 0 skips the warm start.")
     batch_size: int = option(64, "Examples per supervised step.")
     learning_rate: float = option(1e-3, "Adam learning rate of the warm start.")
 
@@ -83,53 +77,10 @@ class WarmStartConfig(ConfigBase):
         check(self.learning_rate > 0, "warm_start.learning_rate", self.learning_rate, "must be > 0")
 
 
-def check_shared_fields(cfg: Any) -> None:
-    """The checks of the fields every language-model trainer config has (GRPOConfig, RLHFPPOConfig):
-    step and prompt counts, logging and checkpoint intervals, optimizer, time limit, device."""
-    for key in (
-        "max_steps",
-        "prompts_per_step",
-        "log_every",
-        "keep_checkpoints",
-        "eval_prompts",
-        "task_digits",
-    ):
-        check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "must be a positive integer")
-    for key in (
-        "micro_batch_size",
-        "warmup_steps",
-        "eval_every",
-        "checkpoint_every",
-        "num_samples",
-        "torch_threads",
-    ):
-        check(getattr(cfg, key) >= 0, key, getattr(cfg, key), "must be >= 0")
-    check(cfg.learning_rate > 0, "learning_rate", cfg.learning_rate, "must be > 0")
-    check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "must be >= 0")
-    check(cfg.max_seconds >= 0, "max_seconds", cfg.max_seconds, "must be >= 0")
-    check(
-        cfg.max_grad_norm is None or cfg.max_grad_norm > 0,
-        "max_grad_norm",
-        cfg.max_grad_norm,
-        "must be > 0 or null",
-    )
-    check(
-        len(cfg.adam_betas) == 2 and all(0 <= b < 1 for b in cfg.adam_betas),
-        "adam_betas",
-        cfg.adam_betas,
-        "give two numbers in [0, 1)",
-    )
-    check(
-        cfg.device == "cpu" or cfg.device.startswith("cuda") or cfg.device == "mps",
-        "device",
-        cfg.device,
-        "use cpu, cuda, cuda:N or mps",
-    )
-
-
 @dataclass
-class GRPOConfig(ConfigBase):
-    """Group Relative Policy Optimization for causal LMs. Field names follow TRL's GRPOConfig."""
+class LMConfig(ConfigBase):
+    """The keys every language-model trainer has: task and model, steps and batches, the optimizer,
+    the KL anchor, the clip range, the built-in tiny model and warm start, logging and checkpoints."""
 
     task: str = option(
         "addition", "Built-in task (prompts, reward, held-out accuracy) when no prompts are given."
@@ -142,13 +93,12 @@ class GRPOConfig(ConfigBase):
     device: str = option("cpu", "Torch device: cpu, cuda, cuda:N, mps.")
     torch_threads: int = option(0, "torch.set_num_threads (0: leave torch's default).")
 
-    max_steps: int = option(200, "GRPO steps; one step = one generation batch and num_iterations updates.")
-    prompts_per_step: int = option(16, "Distinct prompts per generation batch.")
-    num_generations: int = option(8, "Completions sampled per prompt (the group size G).")
-    share_prompt_prefix: bool = option(
-        True,
-        "Run each prompt once per group and share its KV cache across the G completions, in sampling "
-        "and in the loss (same numbers, fewer FLOPs). Needs a model whose cache supports it.",
+    max_steps: int = option(
+        200, "Training steps; one step = one batch of completions and n_epochs passes over it."
+    )
+    prompts_per_step: int = option(16, "Distinct prompts per batch of completions.")
+    n_epochs: int = option(
+        1, "Passes over each batch of completions; the old log-probs are computed once per batch."
     )
     micro_batch_size: int = option(0, "Completions per forward/backward chunk (0: the whole batch at once).")
     generation: GenerationConfig = option(GenerationConfig(), "Sampling.")
@@ -162,22 +112,12 @@ class GRPOConfig(ConfigBase):
     weight_decay: float = option(0.0, "AdamW weight decay.")
     max_grad_norm: float | None = option(1.0, "Clip the global gradient norm (null: no clipping).")
 
-    beta: float = option(
-        0.04, "KL coefficient to the frozen reference model (0: no reference model is built)."
+    clip_range: float = option(
+        0.2, "Clip range epsilon of the policy ratio: clipped to [1 - clip_range, 1 + clip_range]."
     )
-    epsilon: float = option(0.2, "Lower clip range: the ratio is clipped below at 1 - epsilon.")
-    epsilon_high: float | None = option(
-        None, "Upper clip range (null: = epsilon; DAPO's clip-higher uses 0.28)."
+    kl_coef: float = option(
+        0.04, "Weight of the KL penalty to the frozen reference model (0: no reference model is built)."
     )
-    num_iterations: int = option(1, "Updates per generation batch (mu); old log-probs are computed once.")
-    loss_type: str = option("grpo", "Token-loss aggregation.", choices=LOSS_TYPES)
-    scale_rewards: str = option(
-        "group",
-        "Divide centred rewards by the group's std, the batch's, or nothing.",
-        choices=("group", "batch", "none"),
-    )
-    adv_eps: float = option(1e-4, "Epsilon added to the std when scaling rewards.")
-    mask_truncated_completions: bool = option(False, "Leave completions without EOS out of the loss (DAPO).")
     reward_weights: list[float] | None = option(None, "One weight per reward function (null: all 1).")
 
     warm_start: WarmStartConfig = option(WarmStartConfig(), "Supervised warm start (built-in tasks only).")
@@ -190,47 +130,75 @@ class GRPOConfig(ConfigBase):
     keep_checkpoints: int = option(2, "Keep this many newest checkpoints.")
     num_samples: int = option(16, "Rows of the prompts/completions/rewards table written to samples.md.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")
-    max_seconds: float = option(0.0, "Stop GRPO after this many seconds of training (0: no time limit).")
-
-    @property
-    def batch_size(self) -> int:
-        """Completions per generation batch: ``prompts_per_step * num_generations``."""
-        return self.prompts_per_step * self.num_generations
+    max_seconds: float = option(0.0, "Stop training after this many seconds (0: no time limit).")
+    nonfinite_stop_after: int = option(
+        10,
+        "Optimizer steps with a non-finite loss or gradient are skipped and counted; after this many in "
+        "a row the run stops (NonFiniteError) with an emergency checkpoint.",
+    )
 
     def validate(self) -> None:
         super().validate()
-        check_shared_fields(self)
-        for key in ("num_generations", "num_iterations"):
+        for key in (
+            "max_steps",
+            "prompts_per_step",
+            "n_epochs",
+            "log_every",
+            "keep_checkpoints",
+            "eval_prompts",
+            "task_digits",
+            "nonfinite_stop_after",
+        ):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
+        for key in (
+            "micro_batch_size",
+            "warmup_steps",
+            "eval_every",
+            "checkpoint_every",
+            "num_samples",
+            "torch_threads",
+        ):
+            check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        check(self.max_seconds >= 0, "max_seconds", self.max_seconds, "must be >= 0")
         check(
-            self.num_generations >= 2 or self.scale_rewards == "none" or self.beta > 0,
-            "num_generations",
-            self.num_generations,
-            "a group of one has no relative advantage; use >= 2",
-        )
-        check(self.beta >= 0, "beta", self.beta, "must be >= 0")
-        check(0 < self.epsilon < 1, "epsilon", self.epsilon, "must lie in (0, 1)")
-        check(
-            self.epsilon_high is None or self.epsilon_high > 0,
-            "epsilon_high",
-            self.epsilon_high,
+            self.max_grad_norm is None or self.max_grad_norm > 0,
+            "max_grad_norm",
+            self.max_grad_norm,
             "must be > 0 or null",
         )
-        check(self.adv_eps > 0, "adv_eps", self.adv_eps, "must be > 0")
-        if self.micro_batch_size:
-            check(
-                self.batch_size % self.micro_batch_size == 0,
-                "micro_batch_size",
-                self.micro_batch_size,
-                f"must divide prompts_per_step * num_generations = {self.batch_size}",
-            )
-            check(
-                not self.share_prompt_prefix or self.micro_batch_size % self.num_generations == 0,
-                "micro_batch_size",
-                self.micro_batch_size,
-                f"must be a multiple of num_generations={self.num_generations} with share_prompt_prefix "
-                "(a micro-batch holds whole groups)",
-            )
-        self.generation.validate()
-        self.tiny_model.validate()
-        self.warm_start.validate()
+        check(
+            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+            "adam_betas",
+            self.adam_betas,
+            "give two numbers in [0, 1)",
+        )
+        check(
+            self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
+            "device",
+            self.device,
+            "use cpu, cuda, cuda:N or mps",
+        )
+        check(0 < self.clip_range < 1, "clip_range", self.clip_range, "must lie in (0, 1)")
+        check(self.kl_coef >= 0, "kl_coef", self.kl_coef, "must be >= 0")
+
+
+# What the built-in addition task's presets for GRPO and PPO share: the tiny model, its warm start,
+# the sampling lengths and the weights of the task's two rewards, so the two algorithms start from the
+# same policy (each preset adds its algorithm's keys; see docs/grpo.md and docs/rlhf_ppo.md).
+ADDITION_BASE_PRESET: dict[str, Any] = {
+    # One thread: this model's matrices are too small to split, and with a second thread torch's
+    # workers spin-wait; on a shared 2-core machine that made steps 6x slower (docs/grpo.md).
+    "torch_threads": 1,
+    "learning_rate": 1e-4,
+    "max_steps": 2000,
+    "max_seconds": 480.0,
+    "reward_weights": [1.0, 0.5],
+    "eval_every": 25,
+    "generation": {"max_prompt_length": 16, "max_completion_length": 8},
+    "warm_start": {"steps": 300, "batch_size": 64, "learning_rate": 1e-3},
+    "tiny_model": {"architecture": "gpt2", "n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": 32},
+}
+
+__all__ = ["ADDITION_BASE_PRESET", "GenerationConfig", "LMConfig", "TinyModelConfig", "WarmStartConfig"]

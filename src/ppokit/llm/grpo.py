@@ -4,17 +4,17 @@ DeepSeekMath (Shao et al. 2024, https://arxiv.org/abs/2402.03300), section 4.1. 
 
 1. generate   G completions per prompt, one batched pass with a KV cache        (``_rollout``)
 2. advantage  A = (r - mean_group) / (std_group + eps), rewards from the user's functions
-3. KL         k3 estimate of KL(pi || pi_ref) per token, weighted by beta      (``_loss``)
-4. loss       -min(r*A, clip(r, 1-eps_low, 1+eps_high)*A) + beta*KL, aggregated by ``loss_type``,
-              ``num_iterations`` updates per generation batch                  (``_update``)
+3. KL         k3 estimate of KL(pi || pi_ref) per token, weighted by kl_coef   (``_loss``)
+4. loss       -min(r*A, clip(r, 1-eps_low, 1+eps_high)*A) + kl_coef*KL, aggregated by
+              ``loss_type``, ``n_epochs`` updates per generation batch          (``_update``)
 
 The maths lives in ``ppokit.functional`` (shared with Gymnasium PPO); prompts, evaluation,
-checkpoints and the report live in ``ppokit.llm.base.LMTrainer``; this file is the algorithm.
+checkpoints and the report live in ``ppokit.llm.trainer.LMTrainer``; this file is the algorithm.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +22,19 @@ from typing import Any
 import torch
 
 from ppokit import distributed
-from ppokit.functional import aggregate_token_loss, clipped_surrogate, group_normalize, kl_k3, masked_mean
-from ppokit.llm.base import LMTrainer
-from ppokit.llm.config import GRPOConfig
+from ppokit.functional import (
+    aggregate_token_loss,
+    clip_fraction,
+    clipped_fractions,
+    clipped_surrogate,
+    group_normalize,
+    kl_k3,
+    masked_mean,
+)
 from ppokit.llm.generation import completion_logprobs, encode_prompts, generate
+from ppokit.llm.grpo_config import GRPOConfig
 from ppokit.llm.rewards import repeat_columns, score_completions
+from ppokit.llm.trainer import LMTrainer
 
 
 @dataclass
@@ -55,7 +63,7 @@ class GRPOTrainer(LMTrainer):
     columns passed to the reward functions. ``eval_prompts`` and ``accuracy_fn(rows, completions) ->
     list[bool]`` add a held-out exact-match accuracy (greedy decoding). With ``run_dir`` the trainer
     writes config.yaml, metrics.csv, tb/, plots/, samples.md and checkpoints/ there. ``ref_model``
-    defaults to a frozen copy of ``model`` taken here (none at all when ``beta == 0``).
+    defaults to a frozen copy of ``model`` taken here (none at all when ``kl_coef == 0``).
     """
 
     algo = "grpo"
@@ -66,7 +74,7 @@ class GRPOTrainer(LMTrainer):
         return GRPOConfig
 
     def _kl_weight(self) -> float:
-        return self.config.beta
+        return self.config.kl_coef
 
     def _setup(self) -> None:
         self.last_rollout: Rollout | None = None
@@ -173,22 +181,20 @@ class GRPOTrainer(LMTrainer):
             with_entropy,
             group_size=self._group,
         )
-        # num_iterations == 1: the policy that sampled is the current one, so the detached current
+        # n_epochs == 1: the policy that sampled is the current one, so the detached current
         # log-probs are the old ones (ratio = 1, gradient of r*A = A * grad logp) - no extra forward.
         old = logp.detach() if logp_old is None else logp_old[s]
         ratio = torch.exp(logp - old)
         mask = ro.mask[s]
         per_token, is_low, is_high = clipped_surrogate(
-            ratio, ro.advantages[s, None], cfg.epsilon, cfg.epsilon_high
+            ratio, ro.advantages[s, None], cfg.clip_range, cfg.clip_range_high
         )
-        stats = {
-            "clip_ratio/low_mean": masked_mean(is_low.float(), mask).item(),
-            "clip_ratio/high_mean": masked_mean(is_high.float(), mask).item(),
-            "clip_ratio/region_mean": masked_mean((is_low | is_high).float(), mask).item(),
-        }
+        # the two clip fractions of ppokit.functional.diagnostics, under the classic side's names
+        stats = {f"train/{k}": v.item() for k, v in clipped_fractions(is_low, is_high, mask).items()}
+        stats["train/clip_fraction"] = clip_fraction(ratio, cfg.clip_range, mask, cfg.clip_range_high).item()
         if logp_ref is not None:
             kl = kl_k3(logp, logp_ref[s])  # KL(pi || pi_ref), samples from pi (DeepSeekMath eq. 4)
-            per_token = per_token + cfg.beta * kl
+            per_token = per_token + cfg.kl_coef * kl
             stats["kl"] = masked_mean(kl.detach(), mask).item()
         if entropy is not None:
             stats["entropy"] = masked_mean(entropy, mask).item()
@@ -205,41 +211,48 @@ class GRPOTrainer(LMTrainer):
         stats["loss"] = loss.item()
         return loss, stats
 
+    def _epoch_backward(
+        self,
+        ro: Rollout,
+        logp_old: torch.Tensor | None,
+        logp_ref: torch.Tensor | None,
+        num_tokens: float,
+        first: bool,
+        sums: dict[str, list[float]],
+        losses: list[float],
+    ) -> float:
+        """Backward over the batch's micro-batches (gradient accumulation) for one update; appends the
+        diagnostics to ``sums`` and the summed loss to ``losses``, and returns that loss."""
+        chunks = self._chunks(len(ro.rows))
+        total = 0.0
+        for s in chunks:
+            loss, stats = self._loss(ro, s, logp_old, logp_ref, num_tokens, len(chunks), first)
+            loss.backward()
+            total += stats.pop("loss")
+            for k, v in stats.items():
+                sums.setdefault(k, []).append(v)
+        losses.append(total)
+        return total
+
     def _update(self, ro: Rollout) -> dict[str, float]:
         cfg = self.config
-        chunks = self._chunks(len(ro.rows))
         logp_ref = self._logprobs(self.ref_model, ro) if self.ref_model is not None else None
-        logp_old = self._logprobs(self.model, ro) if cfg.num_iterations > 1 else None  # computed once
+        logp_old = self._logprobs(self.model, ro) if cfg.n_epochs > 1 else None  # computed once
         num_tokens = float(ro.mask.sum().clamp(min=1))
         if self.dist.enabled:  # dapo: the whole generation batch's tokens, divided by the ranks that average
             num_tokens = float(distributed.all_reduce_mean(torch.tensor(num_tokens)))
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         sums: dict[str, list[float]] = {}
-        for iteration in range(cfg.num_iterations):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss_total = 0.0
-            for s in chunks:
-                loss, stats = self._loss(ro, s, logp_old, logp_ref, num_tokens, len(chunks), iteration == 0)
-                loss.backward()
-                loss_total += stats.pop("loss")
-                for k, v in stats.items():
-                    sums.setdefault(k, []).append(v)
-            if self.dist.enabled:  # data parallel: every rank steps with the mean gradient
-                trainable = [p for p in self.model.parameters() if p.requires_grad]
-                for p in trainable:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                distributed.average_gradients([p.grad for p in trainable])
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
-            if not distributed.all_agree(math.isfinite(float(norm)) and math.isfinite(loss_total)):
-                self._skip_bad_update()
-                continue
-            self._bad_steps = 0
-            self.optimizer.step()
-            sums.setdefault("loss", []).append(loss_total)
-            sums.setdefault("grad_norm", []).append(float(norm))
+        for iteration in range(cfg.n_epochs):
+            losses: list[float] = []
+            backward = functools.partial(
+                self._epoch_backward, ro, logp_old, logp_ref, num_tokens, iteration == 0, sums, losses
+            )
+            # the guard averages gradients across ranks (data parallel), clips, skips non-finite steps
+            if self._guarded_step(backward):
+                sums.setdefault("loss", []).append(losses[-1])
+                sums.setdefault("grad_norm", []).append(self.guard.last_norm)
         return {k: sum(v) / len(v) for k, v in sums.items()}
 
     # ------------------------------------------------------------------ one step, metrics
@@ -270,6 +283,7 @@ class GRPOTrainer(LMTrainer):
                 "completions/clipped_ratio": float((~ro.ended).float().mean()),
                 "num_tokens": self.num_tokens,
                 "learning_rate": self._lr(),
+                "train/nonfinite_skipped": self.guard.skipped,  # as classic PPO logs it
                 "step_time": step_time,
                 "generation_time": gen_time,
                 "completion_tokens_per_s": completion_tokens / step_time,

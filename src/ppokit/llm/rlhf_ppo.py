@@ -7,20 +7,20 @@ Ouyang et al. 2022, in five steps per batch.
              per token from the value head                                            (``_score``)
 3. rewards   r_t = -kl_coef * KL_t on every token, plus the score at the last token (Ziegler eq. 2)
 4. GAE       over tokens (gamma = 1, lambda = 0.95), advantages whitened over valid tokens
-5. update    num_ppo_epochs passes of num_mini_batches minibatches: clipped surrogate plus
+5. update    n_epochs passes of num_mini_batches minibatches: clipped surrogate plus
              vf_coef * clipped value loss, both averaged over valid tokens             (``_update``)
 
 then the adaptive rule moves ``kl_coef`` towards its target (Ziegler et al. 2019, section 2.2).
 The losses, GAE and KL estimators are ``ppokit.functional`` (shared with Gymnasium PPO); the token
-layout is ``ppokit.llm.rlhf_math``; prompts, evaluation, checkpoints and the run loop are
-``ppokit.llm.base.LMTrainer``. Implementation choices follow Huang et al., "The N+ implementation
+layout is ``ppokit.functional.tokens``; prompts, evaluation, checkpoints and the run loop are
+``ppokit.llm.trainer.LMTrainer``. Implementation choices follow Huang et al., "The N+ implementation
 details of RLHF with PPO" (2024), and TRL's PPOTrainer where they agree.
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,21 +30,26 @@ import torch
 
 from ppokit import distributed
 from ppokit.functional import (
+    adaptive_kl_coef,
+    clipped_fractions,
     clipped_surrogate,
     explained_variance,
     kl_estimate,
     kl_k3,
     masked_sum,
+    masked_whiten,
+    outside_clip,
+    per_token_rewards,
+    token_gae,
     value_loss,
 )
 from ppokit.functional.losses import entropy_from_logits
 from ppokit.functional.tokens import selective_log_softmax
-from ppokit.llm.base import LMTrainer
 from ppokit.llm.generation import encode_prompts, generate, positions_from_mask
+from ppokit.llm.report import plot_rlhf_run
 from ppokit.llm.rewards import repeat_columns, score_completions
-from ppokit.llm.rlhf_config import RLHFPPOConfig
-from ppokit.llm.rlhf_math import AdaptiveKLController, masked_whiten, per_token_rewards, token_gae
-from ppokit.llm.rlhf_report import plot_rlhf_run
+from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
+from ppokit.llm.trainer import LMTrainer
 from ppokit.llm.value_head import ValueHead, hidden_size
 
 
@@ -107,7 +112,7 @@ class RLHFPPOTrainer(LMTrainer):
         self.optimizer.add_param_group(
             {"params": critic_params, "lr": self._critic_lr_scale() * cfg.learning_rate}
         )
-        self.kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+        self.kl_coef = cfg.kl_coef  # moved by the adaptive rule after every batch when adaptive_kl
         self.last_batch: PPOBatch | None = None
 
     def _critic_lr_scale(self) -> float:
@@ -122,7 +127,7 @@ class RLHFPPOTrainer(LMTrainer):
         out.update({f"value_head.{k}": v for k, v in self.value_head.state_dict().items()})
         if self.critic is not None:
             out.update({f"critic.{k}": v for k, v in self.critic.state_dict().items()})
-        out["kl_coef"] = torch.tensor([self.kl_ctl.value], dtype=torch.float64)
+        out["kl_coef"] = torch.tensor([self.kl_coef], dtype=torch.float64)
         return out
 
     def _load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -132,7 +137,7 @@ class RLHFPPOTrainer(LMTrainer):
         if self.critic is not None:
             self.critic.load_state_dict(part("critic."))
         if "kl_coef" in tensors:
-            self.kl_ctl.value = float(tensors["kl_coef"][0])
+            self.kl_coef = float(tensors["kl_coef"][0])
 
     # ------------------------------------------------------------------ forward passes
     def _forward(
@@ -224,12 +229,12 @@ class RLHFPPOTrainer(LMTrainer):
         b = PPOBatch(rows, prompt_ids, prompt_mask, out.tokens, mask, out.ended, texts, scores, per_fn,
                      *(zeros,) * 6)  # fmt: skip
         self._score(b)
-        b.rewards = per_token_rewards(scores, b.kl, mask, self.kl_ctl.value)
+        b.rewards = per_token_rewards(scores, b.kl, mask, self.kl_coef)
         if cfg.whiten_rewards:
             b.rewards = self._whiten(b.rewards, mask, shift_mean=False)
-        advantages, b.returns = token_gae(b.rewards, b.values_old, mask, cfg.gamma, cfg.lam)
+        advantages, b.returns = token_gae(b.rewards, b.values_old, mask, cfg.gamma, cfg.gae_lambda)
         # Whitened over the whole batch's valid tokens, once (Huang et al. 2024; TRL does the same).
-        b.advantages = self._whiten(advantages, mask) if cfg.whiten_advantages else advantages
+        b.advantages = self._whiten(advantages, mask) if cfg.normalize_advantage else advantages
         return b
 
     def _whiten(self, x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
@@ -249,8 +254,8 @@ class RLHFPPOTrainer(LMTrainer):
         logp, values, entropy = self._forward(b, idx, with_entropy=with_entropy)
         mask = b.mask[idx]
         ratio = torch.exp(logp - b.logp_old[idx])
-        pg, is_low, is_high = clipped_surrogate(ratio, b.advantages[idx], cfg.cliprange)
-        vf, vf_clipped = value_loss(values, b.returns[idx], b.values_old[idx], cfg.cliprange_value)
+        pg, is_low, is_high = clipped_surrogate(ratio, b.advantages[idx], cfg.clip_range)
+        vf, vf_clipped = value_loss(values, b.returns[idx], b.values_old[idx], cfg.vf_clip_range)
         pg_sum, vf_sum = masked_sum(pg, mask), masked_sum(vf, mask)
         loss = (pg_sum + cfg.vf_coef * vf_sum) / num_tokens  # token mean over the minibatch
         per_token = lambda x: float(masked_sum(x.detach().float(), mask)) / num_tokens
@@ -258,49 +263,53 @@ class RLHFPPOTrainer(LMTrainer):
             "loss/policy_avg": per_token(pg),
             "loss/value_avg": per_token(vf),
             "policy/approxkl_avg": per_token(kl_k3(b.logp_old[idx], logp)),  # KL(pi_old || pi)
-            "policy/clipfrac_avg": per_token(is_low | is_high),
-            "val/clipfrac_avg": per_token(vf_clipped),
+            "train/clip_fraction": per_token(outside_clip(ratio, cfg.clip_range)),
+            "train/value_clipped_fraction": per_token(vf_clipped),
             "val/ratio": per_token(ratio),
         }
+        # the clip fractions of ppokit.functional.diagnostics, under the classic side's names; each
+        # chunk's share of the minibatch's token mean, like the other stats
+        share = float(mask.sum()) / num_tokens
+        stats.update(
+            {f"train/{k}": float(v) * share for k, v in clipped_fractions(is_low, is_high, mask).items()}
+        )
         if entropy is not None:
             stats["policy/entropy_avg"] = per_token(entropy)
         return loss, stats
+
+    def _minibatch_backward(
+        self, b: PPOBatch, idx: torch.Tensor, num_tokens: float, first: bool, step: dict[str, float]
+    ) -> float:
+        """Backward over one minibatch's micro-batches (gradient accumulation), summing each chunk's
+        share of the diagnostics into ``step``; returns their sum (NaN when any is)."""
+        micro = self.config.micro_batch_size or len(idx)
+        for j in range(0, len(idx), micro):
+            loss, stats = self._loss(b, idx[j : j + micro], num_tokens, with_entropy=first)
+            loss.backward()
+            for k, v in stats.items():
+                step[k] = step.get(k, 0.0) + v
+        return sum(step.values())
 
     def _update(self, b: PPOBatch) -> dict[str, float]:
         cfg = self.config
         lr = self._lr()
         self.optimizer.param_groups[0]["lr"] = lr
         self.optimizer.param_groups[1]["lr"] = lr * self._critic_lr_scale()
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         n, size = len(b.rows), cfg.mini_batch_size
-        micro = cfg.micro_batch_size or size
         sums: dict[str, list[float]] = {}
-        for epoch in range(cfg.num_ppo_epochs):
+        for epoch in range(cfg.n_epochs):
             order = torch.randperm(n, generator=self.generator, device=self.generator.device).to(self.device)
             for start in range(0, n, size):
                 idx = order[start : start + size]
                 num_tokens = float(b.mask[idx].sum().clamp(min=1))
                 if self.dist.enabled:  # the ranks' mean: averaged gradients = the global token mean
                     num_tokens = float(distributed.all_reduce_mean(torch.tensor(num_tokens)))
-                self.optimizer.zero_grad(set_to_none=True)
                 step: dict[str, float] = {}
-                for j in range(0, len(idx), micro):
-                    loss, stats = self._loss(b, idx[j : j + micro], num_tokens, with_entropy=epoch == 0)
-                    loss.backward()
-                    for k, v in stats.items():  # each chunk's share of the minibatch's token mean
-                        step[k] = step.get(k, 0.0) + v
-                if self.dist.enabled:  # data parallel: every rank steps with the mean gradient
-                    for p in params:
-                        p.grad = torch.zeros_like(p) if p.grad is None else p.grad
-                    distributed.average_gradients([p.grad for p in params])
-                norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
-                finite = math.isfinite(norm) and all(math.isfinite(v) for v in step.values())
-                if not distributed.all_agree(finite):
-                    self._skip_bad_update()
+                backward = functools.partial(self._minibatch_backward, b, idx, num_tokens, epoch == 0, step)
+                # the guard averages gradients across ranks (data parallel), clips, skips non-finite steps
+                if not self._guarded_step(backward):
                     continue
-                self._bad_steps = 0
-                self.optimizer.step()
-                step["grad_norm"] = norm
+                step["grad_norm"] = self.guard.last_norm
                 for k, v in step.items():
                     sums.setdefault(k, []).append(v)
         return {k: sum(v) / len(v) for k, v in sums.items()}
@@ -311,12 +320,14 @@ class RLHFPPOTrainer(LMTrainer):
         start = time.perf_counter()
         b = self._rollout(self._next_rows())
         rollout_time = time.perf_counter() - start
-        kl_coef = self.kl_ctl.value
+        kl_coef = self.kl_coef
         metrics = self._update(b)
         kl_seq = b.kl.sum(1)  # KL per completion, summed over its tokens (as Ziegler et al. and TRL)
         mean_kl = float(distributed.all_reduce_mean(kl_seq.mean()))  # over every rank's completions
-        if self.config.adaptive_kl:
-            self.kl_ctl.update(mean_kl, len(b.rows) * self.dist.world_size)
+        cfg = self.config
+        if cfg.adaptive_kl:
+            n = len(b.rows) * self.dist.world_size
+            self.kl_coef = adaptive_kl_coef(kl_coef, mean_kl, cfg.adaptive_kl_target, n, cfg.kl_horizon)
         self.step += 1
         self.last_batch = b
         lengths = b.mask.sum(1).float()
@@ -341,6 +352,7 @@ class RLHFPPOTrainer(LMTrainer):
                 "completions/clipped_ratio": float((~b.ended).float().mean()),
                 "episode": self.step * len(b.rows),
                 "lr": self._lr(),
+                "train/nonfinite_skipped": self.guard.skipped,  # as classic PPO logs it
                 "num_tokens": self.num_tokens,
                 "step_time": step_time,
                 "generation_time": rollout_time,

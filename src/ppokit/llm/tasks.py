@@ -13,7 +13,7 @@ import random
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -49,31 +49,10 @@ class Task:
     train_rows: list[dict[str, Any]]
     eval_rows: list[dict[str, Any]]
     reward_funcs: list[RewardFn]
-    preset: dict[str, Any] = field(default_factory=dict)
 
     def accuracy_fn(self, rows: Sequence[dict[str, Any]], completions: Sequence[str]) -> list[bool]:
         """Exact match of each completion against its row's answer."""
         return [c.strip() == r["answer"] for r, c in zip(rows, completions)]
-
-
-# The built-in task's settings; a user's --config / --set still override them (see docs/grpo.md for
-# how they were chosen on a 2-core CPU).
-ADDITION_PRESET: dict[str, Any] = {
-    # One thread: this model's matrices are too small to split, and with a second thread torch's
-    # workers spin-wait; on a shared 2-core machine that made steps 6x slower (docs/grpo.md).
-    "torch_threads": 1,
-    "learning_rate": 1e-4,
-    "max_steps": 2000,
-    "max_seconds": 480.0,
-    "prompts_per_step": 16,
-    "num_generations": 8,
-    "beta": 0.04,
-    "reward_weights": [1.0, 0.5],
-    "eval_every": 25,
-    "generation": {"max_prompt_length": 16, "max_completion_length": 8},
-    "warm_start": {"steps": 300, "batch_size": 64, "learning_rate": 1e-3},
-    "tiny_model": {"architecture": "gpt2", "n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": 32},
-}
 
 
 def _held_out(a: int, b: int) -> bool:
@@ -101,12 +80,10 @@ def addition_task(digits: int = 2, seed: int = 0, num_eval: int = 200, max_train
         [row(a, b) for a, b in train],
         [row(a, b) for a, b in held],
         [exact_match, digit_match],
-        PRESETS["addition"],
     )
 
 
 TASKS = {"addition": addition_task}
-PRESETS = {"addition": ADDITION_PRESET}
 
 
 def make_task(name: str, digits: int, seed: int, num_eval: int) -> Task:

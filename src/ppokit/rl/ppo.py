@@ -32,7 +32,7 @@ from ppokit.rl.config import PPOConfig
 from ppokit.rl.envs import EnvSpec, autoreset_mode, make_vec_env
 from ppokit.rl.masking import validate_masks
 from ppokit.rl.networks import build_policy
-from ppokit.rl.normalization import ObsNormalizer, RewardScaler
+from ppokit.rl.normalization import ObsNormalizer, RewardScaler, sync_statistics
 from ppokit.rl.policy import Policy
 from ppokit.rl.recurrent import RecurrentPolicy, flat_valid, sequence_batch
 from ppokit.rl.rollout import Collector, RolloutBuffer
@@ -41,6 +41,7 @@ from ppokit.seeding import seed_everything
 from ppokit.tracking import PROCESS_START
 from ppokit.train.rng import capture_rng, restore_rng
 from ppokit.train.step import GuardedStep
+from ppokit.train.threads import ThreadChooser
 
 PolicySpec = Policy | Callable[[Any, Any], Policy] | None
 
@@ -72,7 +73,7 @@ class PPO:
         self.config = cfg = config
         self.env_fn = env if env is not None and not isinstance(env, str) else None
         self.env_spec: EnvSpec = env if env is not None else cfg.env_id
-        torch.set_num_threads(cfg.torch_threads)
+        self.threads = ThreadChooser(cfg.torch_threads, cfg.batch_size * max(cfg.network.hidden_sizes))
         self.np_rng = seed_everything(cfg.seed)
         self.dist = distributed.init(cfg.device)
         self.device = torch.device(cfg.device)
@@ -242,6 +243,7 @@ class PPO:
                 "train/n_updates": self.num_updates,
                 "train/nonfinite_skipped": self.guard.skipped,
                 "train/manual_grad": float(self.manual_grad is not None),
+                "train/torch_threads": self.threads.threads,
             }
         )
         return metrics
@@ -289,15 +291,25 @@ class PPO:
             bar.update(self.num_timesteps, done_since_start=0)
             while self.num_timesteps < total and self.stop_requested is None:
                 clip_range = self._set_schedules(total)
+                self.threads.update()  # one thread as soon as other work takes the second core
                 self.collector.collect(self.buffer)
-                self._sync_normalizers()
+                sync_statistics(self.obs_norm, self.reward_scaler)
                 self.num_timesteps += self.config.rollout_size * self.dist.world_size
                 try:
                     metrics = self.update(clip_range)
                 except NonFiniteError as e:
                     raise state.emergency_stop(self, e) from None
                 fps = (self.num_timesteps - start_steps) / max(time.time() - start_time, 1e-9)
-                metrics.update(self._rollout_metrics(fps))
+                metrics.update(self.collector.episodes.metrics())
+                metrics.update(
+                    {
+                        "time/fps": fps,
+                        "time/total_timesteps": self.num_timesteps,
+                        "time/elapsed_s": time.time() - PROCESS_START,
+                        "time/iterations": self.num_updates,
+                        "rollout/nonfinite_skipped": self.collector.skipped_nonfinite,
+                    }
+                )
                 self._log(metrics)
                 bar.update(
                     self.num_timesteps,
@@ -316,32 +328,6 @@ class PPO:
         stop, all stop after this same update (SIGTERM stands in for the signal they did not get)."""
         if self.dist.enabled and not distributed.all_agree(self.stop_requested is None):
             self.stop_requested = self.stop_requested or int(signal.SIGTERM)
-
-    def _sync_normalizers(self) -> None:
-        """With several ranks, merge every rank's new normalisation statistics (identical after)."""
-        if self.dist.enabled:
-            for rms in (getattr(self.obs_norm, "rms", None), getattr(self.reward_scaler, "rms", None)):
-                if rms is not None:
-                    rms.sync()
-
-    def _rollout_metrics(self, fps: float) -> dict[str, float]:
-        ep = self.collector.episodes
-        mean_return, mean_length = ep.mean_return(), ep.mean_length()
-        if self.dist.enabled:  # episode statistics over all ranks' recent episodes
-            parts = distributed.all_gather_objects(list(ep.recent))
-            recent = [x for part in parts for x in part]
-            if recent:
-                mean_return = float(np.mean([r for r, _ in recent]))
-                mean_length = float(np.mean([n for _, n in recent]))
-        return {
-            "rollout/ep_rew_mean": mean_return,
-            "rollout/ep_len_mean": mean_length,
-            "time/fps": fps,
-            "time/total_timesteps": self.num_timesteps,
-            "time/elapsed_s": time.time() - PROCESS_START,
-            "time/iterations": self.num_updates,
-            "rollout/nonfinite_skipped": self.collector.skipped_nonfinite,
-        }
 
     def _log(self, metrics: dict[str, float]) -> None:
         episodes = self.collector.episodes.drain()

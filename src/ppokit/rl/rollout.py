@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from ppokit import distributed
 from ppokit.errors import EnvStepError
 from ppokit.rl import envstate
 from ppokit.rl.masking import MaskSource
@@ -124,8 +125,13 @@ class EpisodeStats:
     def mean_return(self) -> float:
         return float(np.mean([r for r, _ in self.recent])) if self.recent else float("nan")
 
-    def mean_length(self) -> float:
-        return float(np.mean([n for _, n in self.recent])) if self.recent else float("nan")
+    def metrics(self) -> dict[str, float]:
+        """Mean return and length of the recent episodes; with several ranks, of all ranks' recent ones."""
+        recent = list(self.recent)
+        if distributed.info().enabled:
+            recent = [x for part in distributed.all_gather_objects(recent) for x in part]
+        mean = lambda i: float(np.mean([x[i] for x in recent])) if recent else float("nan")  # noqa: E731
+        return {"rollout/ep_rew_mean": mean(0), "rollout/ep_len_mean": mean(1)}
 
     def drain(self) -> list[tuple[float, int, int, float]]:
         new, self.new = self.new, []

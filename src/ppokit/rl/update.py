@@ -91,7 +91,7 @@ def ppo_loss(
         "kl": kl.mean(),
         "approx_kl": approx_kl(logp.detach(), mb["logp_old"]),
         "clip_fraction": clip_fraction(ratio.detach(), clip_range),
-        "value_clip_fraction": vf_clipped.float().mean(),
+        "value_clipped_fraction": vf_clipped.float().mean(),
         "ratio_mean": ratio.mean(),
     }
     return total, {k: v.detach() for k, v in terms.items()}

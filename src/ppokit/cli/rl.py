@@ -1,7 +1,10 @@
-"""What the CLI verbs ``train``, ``eval``, ``plot`` and ``resume`` do, and the run directory.
+"""The Gymnasium verbs ``train``, ``eval`` and ``plot``: their parsers, what they do, and the run
+directory; ``resume_ppo`` is what ``ppokit resume`` (``cli/resume.py``) does for a PPO run.
 
 Config precedence (later wins): the preset ``configs/<env>.yaml`` (CartPole-v1 when no --env and no
---config), the --config file, the explicit flags, then each ``--set key=value``.
+--config), the --config file, the explicit flags, then each ``--set key=value``. Each layer is brought
+to canonical key names first (``ppokit.config.ALIASES``), so SB3's ``n_envs`` in a file and
+``--num-envs`` on the command line are one key, and the later one wins.
 """
 
 from __future__ import annotations
@@ -12,13 +15,44 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ppokit.cli.options import add_train_options
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import CheckpointError, ConfigError
-from ppokit.rl.config import PPOConfig
+
+if TYPE_CHECKING:  # imported inside the commands: ppokit.rl loads torch, and --help must stay fast
+    from ppokit.rl.config import PPOConfig
 
 DEFAULT_ENV = "CartPole-v1"
+
+
+def register(sub: Any) -> None:
+    """Add ``train``, ``eval`` and ``plot`` to the ``ppokit`` sub-parsers."""
+    p = sub.add_parser(
+        "train",
+        help="Train PPO on a Gymnasium environment (default: CartPole-v1).",
+        description="Train PPO, then evaluate; prints the run directory and the result.",
+    )
+    add_train_options(p)
+    p.set_defaults(func=train_command)
+
+    p = sub.add_parser("eval", help="Evaluate a run's final model (or its newest complete checkpoint).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="Run directory written by `ppokit train`.")
+    p.add_argument("--episodes", type=int, default=20, metavar="N", help="Episodes to run (default 20).")
+    p.add_argument(
+        "--stochastic", action="store_true", help="Sample actions instead of the deterministic mode."
+    )
+    p.add_argument("--json", action="store_true", help="Print exactly one JSON object with the result.")
+    p.add_argument("--seed", type=int, default=10_000, metavar="N", help="Seed of the evaluation episodes.")
+    p.add_argument(
+        "--env", metavar="ID", help="Evaluate on this Gymnasium id instead (same spaces required)."
+    )
+    p.set_defaults(func=eval_command)
+
+    p = sub.add_parser("plot", help="(Re)draw a run's plots from its CSV files.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="Run directory.")
+    p.set_defaults(func=plot_command)
 
 
 def preset_dirs() -> list[Path]:
@@ -36,15 +70,17 @@ def find_preset(env_id: str) -> Path | None:
 
 def resolve_config(args: argparse.Namespace) -> PPOConfig:
     """Merge preset, config file, flags and overrides into one validated ``PPOConfig``."""
+    from ppokit.rl.config import PPOConfig
+
     data: dict[str, Any] = {}
     env_id = args.env or (None if args.config else DEFAULT_ENV)
     if env_id:
         preset = find_preset(env_id)
         if preset is not None:
-            data.update(read_yaml_mapping(preset))
+            data.update(PPOConfig.canonicalize(read_yaml_mapping(preset)))
         data["env_id"] = env_id
     if args.config:
-        data.update(read_yaml_mapping(Path(args.config)))
+        data.update(PPOConfig.canonicalize(read_yaml_mapping(Path(args.config))))
         if args.env:
             data["env_id"] = args.env
     for flag, key in (
@@ -55,7 +91,7 @@ def resolve_config(args: argparse.Namespace) -> PPOConfig:
     ):
         if getattr(args, flag, None) is not None:
             data[key] = getattr(args, flag)
-    return PPOConfig.from_dict(apply_overrides(data, args.overrides))
+    return PPOConfig.from_dict(apply_overrides(data, args.overrides, PPOConfig))
 
 
 def new_run_dir(cfg: PPOConfig, given: str | None) -> Path:
@@ -181,10 +217,15 @@ def train_command(args: argparse.Namespace) -> int:
         distributed.shutdown()
 
 
-def resume_command(args: argparse.Namespace) -> int:
-    """``ppokit resume RUN_DIR``: continue from the newest complete checkpoint."""
+def resume_ppo(args: argparse.Namespace) -> int:
+    """``ppokit resume RUN_DIR`` for a PPO run: continue from the newest complete checkpoint."""
     from ppokit.rl.ppo import PPO
 
+    if args.max_steps is not None or args.overrides:
+        raise ConfigError(
+            f"{args.run_dir!r} is a PPO run: --max-steps and --set are for GRPO and RLHF-PPO runs "
+            "(use --total-timesteps N)"
+        )
     run_dir = Path(args.run_dir)
     model = PPO.resume(run_dir)  # the config comes with the checkpoint
     info = model.resume_info

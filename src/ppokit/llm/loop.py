@@ -1,7 +1,7 @@
 """The bookkeeping around a language-model trainer's steps: run directory, metrics, evaluation,
-checkpoints, progress bar, samples and plots. Kept apart from ``grpo.py`` so the algorithm file reads
-top to bottom, and so a PPO-for-RLHF trainer with the same ``train_step``/``evaluate``/
-``save_checkpoint``/``write_report`` methods can reuse it as is.
+checkpoints, progress bar, samples and plots. Kept apart from the algorithm files so each reads top
+to bottom; any trainer with ``train_step``/``evaluate``/``save_checkpoint``/``write_report`` (an
+``LMTrainer``) runs through it.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ppokit.tracking import PROCESS_START, ProgressBar, Tracker
+from ppokit.errors import NonFiniteError
+from ppokit.tracking import PROCESS_START, ProgressBar, Tracker, trim_csv
+from ppokit.train.rundir import RunDirLock
 
 
 def _tracker(trainer: Any) -> Tracker | None:
@@ -17,7 +19,8 @@ def _tracker(trainer: Any) -> Tracker | None:
         return None
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
     trainer.config.save_yaml(trainer.run_dir / "config.yaml")
-    # a resumed run (step > 0) appends to the metrics it already has
+    if trainer.step > 0:  # resumed: rows after the checkpoint's step are work that was lost
+        trim_csv(trainer.run_dir / "metrics.csv", "step", trainer.step)
     return Tracker(trainer.run_dir, tensorboard=trainer.config.tensorboard, append=trainer.step > 0)
 
 
@@ -30,10 +33,26 @@ def run_training(trainer: Any) -> dict[str, Any]:
     """Drive ``trainer.train_step()`` to ``max_steps`` (or ``max_seconds``); returns a summary dict.
 
     Held-out accuracy is measured before the first step (kept across resumes), every ``eval_every``
-    steps and after the last one. Checkpoints every ``checkpoint_every`` steps and at the end.
+    steps and after the last one, which is logged in the last step's row: one metrics row per step.
+    Checkpoints every ``checkpoint_every`` steps and at the end; a ``NonFiniteError`` (too many
+    non-finite steps in a row) writes an emergency checkpoint first. The run directory is locked
+    (``RunDirLock``) while training: a second process writing it gets a one-line ``RunDirError``.
     """
+    # one writer per run directory, as on the classic side (ppokit/train/rundir.py), while it trains
+    lock = RunDirLock(trainer.run_dir) if trainer.run_dir is not None else None
+    tracker = None
+    try:
+        tracker = _tracker(trainer)
+        return _run(trainer, tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
+        if lock is not None:
+            lock.release()
+
+
+def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
     cfg = trainer.config
-    tracker = _tracker(trainer)
     has_eval = bool(trainer.eval_rows)
     summary: dict[str, Any] = {}
     if has_eval and trainer.step == 0:
@@ -41,7 +60,8 @@ def run_training(trainer: Any) -> dict[str, Any]:
         trainer.accuracy_before = before.get("eval/accuracy")
         summary["reward_before"] = before.get("eval/reward")
         _log(tracker, 0, before)
-    start, start_step, last_eval, metrics = time.perf_counter(), trainer.step, {}, {}
+    start, start_step, final, metrics = time.perf_counter(), trainer.step, {}, {}
+    records: list[dict[str, Any]] = []
     headline = getattr(trainer, "progress_metric", "reward")  # the metric the bar shows
     bar = ProgressBar(
         cfg.max_steps,
@@ -55,22 +75,29 @@ def run_training(trainer: Any) -> dict[str, Any]:
         while trainer.step < cfg.max_steps:
             if cfg.max_seconds and time.perf_counter() - start >= cfg.max_seconds:
                 break
-            metrics = trainer.train_step()
-            if has_eval and cfg.eval_every and trainer.step % cfg.eval_every == 0:
-                last_eval, _ = trainer.evaluate()
-                last_eval["eval_step"] = trainer.step
-                metrics.update({k: v for k, v in last_eval.items() if k != "eval_step"})
-            if trainer.step % cfg.log_every == 0:
+            try:
+                metrics = trainer.train_step()
+            except NonFiniteError as e:
+                raise trainer.emergency_stop(e) from None
+            # the last step: by count, or because the time is up (checked here, so the final
+            # evaluation lands in this step's row instead of a second row for the same step)
+            last = trainer.step >= cfg.max_steps or (
+                cfg.max_seconds and time.perf_counter() - start >= cfg.max_seconds
+            )
+            if has_eval and (last or (cfg.eval_every and trainer.step % cfg.eval_every == 0)):
+                evaluated, eval_records = trainer.evaluate()
+                metrics.update(evaluated)
+                if last:
+                    final, records = evaluated, eval_records
+            if last or trainer.step % cfg.log_every == 0:
                 _log(tracker, trainer.step, metrics)
             if tracker is not None and cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0:
                 trainer.save_checkpoint()
             bar.update(trainer.step, metrics.get(headline), done_since_start=trainer.step - start_step)
     train_seconds = time.perf_counter() - start
-    records: list[dict[str, Any]] = []
     if has_eval:
-        final, records = trainer.evaluate()
-        if last_eval.get("eval_step") != trainer.step:
-            _log(tracker, trainer.step, {**metrics, **final})
+        if not final:  # no step ran (already at max_steps, or max_seconds spent before the first)
+            final, records = trainer.evaluate()
         summary.update(
             {
                 "accuracy_before": trainer.accuracy_before,

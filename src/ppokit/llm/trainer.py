@@ -1,7 +1,8 @@
 """``LMTrainer``: what every language-model trainer of ppokit shares, apart from its algorithm.
 
 Model/tokenizer set-up, the frozen reference model, the prompt stream, greedy held-out evaluation,
-the learning-rate schedule, non-finite guards, checkpoints (save/load/resume) and the run report.
+the learning-rate schedule, the guarded optimizer step (``ppokit.train.step.GuardedStep``, as on the
+classic side), checkpoints (save/load/resume, ``ppokit.train`` layout and RNG capture) and the report.
 ``GRPOTrainer`` adds the four GRPO steps; ``RLHFPPOTrainer`` adds its value head, per-token GAE and
 KL penalty and keeps all of this (its value head goes into ``_extra_state`` / ``_load_extra_state``).
 """
@@ -9,6 +10,7 @@ KL penalty and keeps all of this (its value head goes into ``_extra_state`` / ``
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,13 @@ import torch
 
 from ppokit import distributed
 from ppokit.errors import ConfigError, NonFiniteError
-from ppokit.llm import state as ckpt
+from ppokit.llm import checkpoint as ckpt
 from ppokit.llm.generation import encode_prompts, generate
 from ppokit.llm.models import eos_token_ids, prepare_tokenizer
-from ppokit.llm.reporting import plot_llm_run, write_samples
+from ppokit.llm.report import plot_llm_run, write_samples
 from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
+from ppokit.train.rng import capture_rng, restore_rng
+from ppokit.train.step import GuardedStep, gradients
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
 
@@ -36,7 +40,7 @@ def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
 
 class LMTrainer:
     """Shared state and plumbing; subclasses implement ``train_step() -> dict`` (one step's metrics),
-    ``config_class()``, and where they need them ``_kl_weight()`` and ``_setup()``.
+    ``config_class()`` (an ``LMConfig``), and where they need them ``_kl_weight()`` and ``_setup()``.
 
     ``config`` defaults to ``config_class()()``; ``ref_model`` defaults to a frozen copy of ``model``
     taken here, and is built only when ``_kl_weight() > 0``.
@@ -88,7 +92,10 @@ class LMTrainer:
         self.cursor = self.epoch = self.step = self.num_tokens = 0
         self.accuracy_before: float | None = None
         self.last_samples: list[dict[str, Any]] = []
-        self._bad_steps = 0
+        # One optimizer step with non-finite handling, float64 norm and clipping, shared with classic
+        # PPO; a subclass's _setup may add param groups (a value head): the guard reads them per step.
+        where = lambda: f"{self.algo} step {self.step + 1}"
+        self.guard = GuardedStep([self.optimizer], cfg.max_grad_norm, cfg.nonfinite_stop_after, where)
         # The KL anchor: the policy training starts from (or ``ref_model``), frozen. A KL weight of 0
         # needs none: skip the copy and its forward passes entirely.
         self.ref_model = None
@@ -98,7 +105,8 @@ class LMTrainer:
         self._setup()
 
     def _kl_weight(self) -> float:
-        """The weight of the algorithm's KL penalty to the reference model (0: no reference model)."""
+        """The weight of the algorithm's KL penalty to the reference model (0: no reference model).
+        0 here: an ``LMTrainer`` of its own only evaluates (the CLI's warm-start probe)."""
         return 0.0
 
     def _setup(self) -> None:
@@ -137,14 +145,28 @@ class LMTrainer:
             factor = max(0.0, 1.0 - (self.step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
         return cfg.learning_rate * factor
 
-    def _skip_bad_update(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self._bad_steps += 1
-        if self._bad_steps >= 5:
-            raise NonFiniteError(
-                f"{self.algo} loss or gradient norm was non-finite 5 updates in a row; lower "
-                "learning_rate or check the reward functions for inf/NaN"
-            )
+    def _guarded_step(self, accumulate: Callable[[], float]) -> bool:
+        """One optimizer step through ``self.guard``: ``accumulate()`` runs the forward and backward
+        passes of the step's micro-batches and returns their summed loss (and diagnostics). A
+        non-finite sum turns the gradients into NaN, so the guard skips and counts the step, on every
+        rank alike (the gradients are averaged first); returns whether the step was taken."""
+
+        def backward() -> None:
+            if not math.isfinite(accumulate()):
+                for g in gradients(self.guard.optimizers):
+                    g.fill_(math.nan)
+
+        return self.guard.step(0.0, backward)
+
+    def emergency_stop(self, error: NonFiniteError) -> NonFiniteError:
+        """Checkpoint the last good state (skipped steps changed nothing) and name it in the error, as
+        classic PPO does."""
+        where = "no run directory, so no checkpoint was written"
+        if self.run_dir is not None:
+            where = f"emergency checkpoint of the last good state: {self.save_checkpoint()}"
+        return NonFiniteError(
+            f"{error}; {where}; lower learning_rate or check the reward functions for inf/NaN"
+        )
 
     # ------------------------------------------------------------------ evaluation, loop
     @torch.no_grad()
@@ -181,7 +203,7 @@ class LMTrainer:
 
     def train(self) -> dict[str, Any]:
         """Train to ``max_steps`` (or ``max_seconds``); returns a summary (accuracy before/after, ...)."""
-        from ppokit.llm.runloop import run_training
+        from ppokit.llm.loop import run_training
 
         return run_training(self)
 
@@ -200,10 +222,11 @@ class LMTrainer:
             self.ref_model.load_state_dict(ref)
 
     def save_checkpoint(self, root: str | Path | None = None) -> Path:
-        """Write ``checkpoints/step-N`` (model + tokenizer via save_pretrained, trainer state)."""
+        """Write ``checkpoints/step_<12 digits>`` (the shared layout: model + tokenizer via
+        save_pretrained in ``model/``, trainer state in safetensors + JSON, one manifest)."""
         root = Path(root) if root is not None else self._require_run_dir() / "checkpoints"
         tensors, optim_tree = ckpt.optimizer_tensors(self.optimizer)
-        rng, py_state = ckpt.rng_tensors(self.generator)
+        rng, rng_tree = capture_rng(torch_generators={"sampler": self.generator})
         tensors.update(rng)
         tensors["prompt_order"] = self.order.clone()
         tensors.update(self._extra_state())
@@ -215,21 +238,27 @@ class LMTrainer:
             "epoch": self.epoch,
             "accuracy_before": self.accuracy_before,
             "optimizer": optim_tree,
-            "python_rng": py_state,
+            "rng": rng_tree,
+            "guard": self.guard.state_dict(),
             "config": self.config.to_dict(),
         }
         keep = self.config.keep_checkpoints
-        return ckpt.save_llm_checkpoint(root, self.step, self.model, self.tokenizer, tensors, meta, keep=keep)
+        return ckpt.save_lm_checkpoint(root, self.step, self.model, self.tokenizer, tensors, meta, keep=keep)
 
     def load_state(self, path: str | Path) -> Path:
         """Restore optimizer, extra state, RNGs and counters from a checkpoint (the model weights are
         loaded with ``from_pretrained`` by ``resume``)."""
         path = ckpt.find_checkpoint(path)
-        tensors, meta = ckpt.load_trainer_state(path)
+        tensors, meta = ckpt.read_checkpoint(path)
         if meta.get("algo", self.algo) != self.algo:
             raise ConfigError(f"checkpoint {str(path)!r} was written by {meta['algo']}, not {self.algo}")
         ckpt.restore_optimizer(self.optimizer, meta["optimizer"], tensors)
-        ckpt.restore_rng(tensors, meta["python_rng"], self.generator)
+        if "rng" in meta:
+            restore_rng(tensors, meta["rng"], torch_generators={"sampler": self.generator})
+        else:  # a ppokit 0.1 checkpoint
+            ckpt.restore_legacy_rng(tensors, meta["python_rng"], self.generator)
+        if "guard" in meta:
+            self.guard.load_state_dict(meta["guard"])
         self._load_extra_state(tensors)
         self.order, self.cursor, self.epoch = tensors["prompt_order"], meta["cursor"], meta["epoch"]
         self.step, self.num_tokens = meta["step"], meta["num_tokens"]
@@ -252,7 +281,7 @@ class LMTrainer:
         from ppokit.llm.models import load_pretrained
 
         found = ckpt.find_checkpoint(path)
-        _, meta = ckpt.load_trainer_state(found)
+        _, meta = ckpt.read_checkpoint(found)
         config = config or cls.config_class().from_dict(meta["config"])
         model, tokenizer = load_pretrained(found / "model", config.device)
         trainer = cls(model, tokenizer, reward_funcs, train_prompts, config, **kwargs)

@@ -1,4 +1,5 @@
-"""What a language-model run leaves behind besides metrics: a samples table and the plots."""
+"""What a language-model run leaves behind besides metrics: a samples table and the plots (GRPO's
+figures from TRL's GRPO metric names, PPO-for-RLHF's from TRL's PPO names)."""
 
 from __future__ import annotations
 
@@ -82,3 +83,43 @@ def plot_figures(
         if out is not None:
             written.append(out)
     return written
+
+
+# PPO for RLHF's figures (TRL's PPO metric names, and ppokit's clip fractions)
+RLHF_PPO_FIGURES = {
+    "accuracy.png": [
+        ("held-out exact-match accuracy (greedy)", ["eval/accuracy"]),
+        ("held-out mean reward (greedy)", ["eval/reward"]),
+    ],
+    "objective.png": [
+        (
+            "score of the sampled completions, and score - kl_coef * KL",
+            ["objective/scores", "objective/rlhf_reward"],
+        ),
+        ("KL(policy || reference) per completion (sum over tokens)", ["objective/kl"]),
+        ("KL coefficient", ["objective/kl_coef"]),
+    ],
+    "policy.png": [
+        ("policy loss (clipped surrogate, token mean)", ["loss/policy_avg"]),
+        ("approx KL(pi_old || pi) per token", ["policy/approxkl_avg"]),
+        (
+            "fraction of tokens outside the clip range, and with the clip active (gradient zero)",
+            ["train/clip_fraction", "train/clipped_fraction"],
+        ),
+        ("policy entropy per token", ["policy/entropy_avg"]),
+    ],
+    "value.png": [
+        ("value loss (token mean)", ["loss/value_avg"]),
+        ("fraction of tokens whose value clip was active", ["train/value_clipped_fraction"]),
+        ("explained variance of the returns", ["val/explained_variance"]),
+    ],
+    "completion_length.png": [
+        ("completion length (tokens, incl. EOS)", ["completions/mean_length"]),
+        ("fraction truncated (no EOS)", ["completions/clipped_ratio"]),
+    ],
+}
+
+
+def plot_rlhf_run(run_dir: str | Path) -> list[Path]:
+    """Draw ``RLHF_PPO_FIGURES`` (against PPO steps) into ``run_dir/plots``; returns the files written."""
+    return plot_figures(run_dir, RLHF_PPO_FIGURES, x_label="PPO step")

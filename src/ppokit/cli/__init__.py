@@ -1,0 +1,56 @@
+"""The ``ppokit`` command: ``train``, ``eval``, ``plot`` (``cli/rl.py``), the language-model verbs
+``grpo`` and ``rlhf-ppo`` (``cli/lm.py``), and ``resume`` for any run (``cli/resume.py``).
+
+This package is the top of the dependency graph: it imports ``ppokit.rl`` and ``ppokit.llm``, and
+nothing in ppokit imports it (a test checks the layering). The verbs import their algorithm inside
+the command function, so ``ppokit --help`` loads neither torch's models nor transformers.
+
+Errors ppokit raises on purpose (ConfigError, CheckpointError, ...) print as one line and exit with
+code 2; ``--debug`` shows the traceback instead. That boundary is ``main``, the only one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ppokit.cli import lm, resume, rl
+from ppokit.errors import PPOKitError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every option has a one-line help)."""
+    parser = argparse.ArgumentParser(
+        prog="ppokit", description="Proximal Policy Optimization, familiar and fast."
+    )
+    parser.add_argument("--debug", action="store_true", help="Show tracebacks for errors.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    rl.register(sub)
+    resume.register(sub)
+    lm.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ppokit`` console script (and of ``python -m ppokit``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except PPOKitError as e:
+        if args.debug:
+            raise
+        print(f"ppokit {args.command}: error: {e}", file=sys.stderr)
+        if getattr(e, "details", None):  # e.g. the traceback of a failed environment worker
+            print(e.details.rstrip(), file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"ppokit {args.command}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    return int(result or 0)
+
+
+__all__ = ["build_parser", "main"]

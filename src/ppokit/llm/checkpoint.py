@@ -1,0 +1,116 @@
+"""Checkpoints of language-model trainers, in the one layout both sides share (``ppokit.train``)::
+
+    RUN_DIR/checkpoints/step_000000000200/
+        tensors.safetensors, meta.json   optimizer state, reference model, value head, RNG states,
+                                         prompt order; counters and the config (JSON)
+        model/                           save_pretrained output: config.json, model.safetensors,
+                                         tokenizer files (``from_pretrained`` loads it directly)
+        manifest.json                    size and SHA-256 of every file above, written last
+
+written atomically by ``ppokit.train.checkpoint.save_step_checkpoint`` (``model/`` through its
+``write_extra``, so the manifest covers the weights too). Runs of ppokit 0.1 used another layout,
+``checkpoints/step-000200/{model,trainer}``; those are still read, so old runs resume.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppokit.errors import CheckpointError
+from ppokit.llm.models import save_pretrained
+from ppokit.train.checkpoint import (
+    flatten_state,
+    is_complete,
+    list_checkpoints,
+    load_checkpoint,
+    save_step_checkpoint,
+    unflatten_state,
+)
+
+_LEGACY = re.compile(r"^step-(\d+)$")  # ppokit 0.1: step-000200/{model,trainer}
+
+
+def _has_model(path: Path) -> bool:
+    return (path / "model" / "config.json").is_file()
+
+
+def is_legacy(path: Path) -> bool:
+    """Whether ``path`` is a complete checkpoint in ppokit 0.1's layout."""
+    return bool(_LEGACY.match(path.name)) and _has_model(path) and is_complete(path / "trainer")
+
+
+def _step(path: Path) -> int:
+    return int(re.search(r"(\d+)$", path.name).group(1))
+
+
+def list_lm_checkpoints(root: str | Path) -> list[Path]:
+    """Complete language-model checkpoints under ``root`` (both layouts), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in list_checkpoints(root) if _has_model(p)]
+    found += [p for p in root.iterdir() if p.is_dir() and is_legacy(p)]
+    return sorted(found, key=_step)
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """Resolve a run directory, a ``checkpoints/`` directory or one checkpoint to a checkpoint."""
+    path = Path(path)
+    if re.fullmatch(r"step[_-]\d+", path.name):
+        if not (is_legacy(path) or (is_complete(path) and _has_model(path))):
+            raise CheckpointError(f"checkpoint {str(path)!r} is incomplete or corrupt")
+        return path
+    for root in (path / "checkpoints", path):
+        found = list_lm_checkpoints(root)
+        if found:
+            return found[-1]
+    raise CheckpointError(f"no complete checkpoint under {str(path)!r}")
+
+
+def save_lm_checkpoint(
+    root: str | Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    keep: int | None = None,
+) -> Path:
+    """Write ``root/step_<12 digits>`` atomically with ``model/`` in it; keep the ``keep`` newest."""
+    write_model = lambda tmp: save_pretrained(model, tokenizer, tmp / "model")
+    return save_step_checkpoint(root, step, tensors, meta, keep=keep, write_extra=write_model)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, meta)`` of a checkpoint in either layout (the model is ``path / "model"``)."""
+    path = Path(path)
+    return load_checkpoint(path / "trainer" if is_legacy(path) else path)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
+    """Flatten an optimizer's state dict into tensors plus a JSON tree."""
+    return flatten_state("optim.", optimizer.state_dict())
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tree: Any, tensors: dict[str, torch.Tensor]) -> None:
+    """Inverse of ``optimizer_tensors``."""
+    try:
+        optimizer.load_state_dict(unflatten_state(tree, tensors))
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"optimizer state does not fit this model: {e}") from None
+
+
+def restore_legacy_rng(
+    tensors: dict[str, torch.Tensor], python_state: list, generator: torch.Generator | None
+) -> None:
+    """The RNG states of a ppokit 0.1 checkpoint: torch's global one, the sampler's, Python's (it held
+    no numpy state; ``ppokit.train.rng`` restores the current checkpoints)."""
+    torch.set_rng_state(tensors["rng.torch"])
+    if generator is not None and "rng.generator" in tensors:
+        generator.set_state(tensors["rng.generator"])
+    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))

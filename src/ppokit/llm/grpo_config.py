@@ -1,0 +1,97 @@
+"""``GRPOConfig``: the keys of Group Relative Policy Optimization on top of ``LMConfig``, and the
+built-in task's GRPO preset.
+
+Defaults and where they come from (see docs/grpo.md for the reasoning):
+
+- DeepSeekMath (Shao et al. 2024, https://arxiv.org/abs/2402.03300): ``kl_coef=0.04`` (TRL's ``beta``;
+  TRL's default is 0.0 today), ``clip_range=0.2``, ``num_generations=8`` (the paper samples 64),
+  ``loss_type="grpo"`` (per-sequence token mean, eq. 3), ``scale_rewards="group"``.
+- TRL's ``GRPOConfig`` today: ``temperature=1.0``, ``top_p=1.0``, no top-k, ``n_epochs=1`` (TRL's
+  ``num_iterations``), advantage epsilon ``1e-4``, ``learning_rate=1e-6`` for a user's model
+  (pretrained LMs need a small step), ``max_grad_norm=1.0``, ``adam_betas=(0.9, 0.999)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ppokit.config import check, option
+from ppokit.functional.reductions import LOSS_TYPES
+from ppokit.llm.config import ADDITION_BASE_PRESET, LMConfig
+
+
+@dataclass
+class GRPOConfig(LMConfig):
+    """Group Relative Policy Optimization for causal LMs (TRL's names are accepted as aliases)."""
+
+    num_generations: int = option(8, "Completions sampled per prompt (the group size G).")
+    share_prompt_prefix: bool = option(
+        True,
+        "Run each prompt once per group and share its KV cache across the G completions, in sampling "
+        "and in the loss (same numbers, fewer FLOPs). Needs a model whose cache supports it.",
+    )
+    clip_range_high: float | None = option(
+        None,
+        "Upper clip range: the ratio is clipped above at 1 + this (null: = clip_range; DAPO's "
+        "clip-higher uses 0.28).",
+    )
+    loss_type: str = option("grpo", "Token-loss aggregation.", choices=LOSS_TYPES)
+    scale_rewards: str = option(
+        "group",
+        "Divide centred rewards by the group's std, the batch's, or nothing.",
+        choices=("group", "batch", "none"),
+    )
+    adv_eps: float = option(1e-4, "Epsilon added to the std when scaling rewards.")
+    mask_truncated_completions: bool = option(False, "Leave completions without EOS out of the loss (DAPO).")
+
+    @property
+    def batch_size(self) -> int:
+        """Completions per generation batch: ``prompts_per_step * num_generations``."""
+        return self.prompts_per_step * self.num_generations
+
+    def validate(self) -> None:
+        super().validate()
+        check(
+            self.num_generations >= 1, "num_generations", self.num_generations, "must be a positive integer"
+        )
+        check(
+            self.num_generations >= 2 or self.scale_rewards == "none" or self.kl_coef > 0,
+            "num_generations",
+            self.num_generations,
+            "a group of one has no relative advantage; use >= 2",
+        )
+        check(
+            self.clip_range_high is None or self.clip_range_high > 0,
+            "clip_range_high",
+            self.clip_range_high,
+            "must be > 0 or null",
+        )
+        check(self.adv_eps > 0, "adv_eps", self.adv_eps, "must be > 0")
+        if self.micro_batch_size:
+            check(
+                self.batch_size % self.micro_batch_size == 0,
+                "micro_batch_size",
+                self.micro_batch_size,
+                f"must divide prompts_per_step * num_generations = {self.batch_size}",
+            )
+            check(
+                not self.share_prompt_prefix or self.micro_batch_size % self.num_generations == 0,
+                "micro_batch_size",
+                self.micro_batch_size,
+                f"must be a multiple of num_generations={self.num_generations} with share_prompt_prefix "
+                "(a micro-batch holds whole groups)",
+            )
+
+
+# The built-in addition task's settings; a user's --config / --set still override them (see
+# docs/grpo.md for how they were chosen on a 2-core CPU).
+ADDITION_PRESET: dict[str, Any] = {
+    **ADDITION_BASE_PRESET,
+    "prompts_per_step": 16,
+    "num_generations": 8,
+    "kl_coef": 0.04,
+}
+GRPO_PRESETS = {"addition": ADDITION_PRESET}
+
+__all__ = ["GRPO_PRESETS", "GRPOConfig"]
