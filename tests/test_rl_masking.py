@@ -260,3 +260,27 @@ def test_masks_survive_save_load_and_exact_resume(tmp_path):
     assert min(result["returns"]) >= 16 * 0.1 - 1e-9  # never an invalid action
     for m in (a, b, loaded):
         m.close()
+
+
+def test_masked_multibinary_by_hand():
+    from ppokit.rl.masking import mask_dim, masked_binary
+
+    assert mask_dim(gym.spaces.MultiBinary(3)) == 6
+    out = torch.tensor([[0.7, -1.3, 2.0]])
+    free = torch.ones(1, 6, dtype=torch.bool)
+    forced = torch.tensor([[True, True, False, True, True, False]])  # bit 1 must be 1, bit 2 must be 0
+    p = torch.sigmoid(out)[0].double()
+    bern = lambda q: float(-(q * q.log() + (1 - q) * (1 - q).log()))
+    actions = torch.tensor([[1.0, 1.0, 0.0]])
+    _, logp, entropy = masked_binary(out, free, actions)
+    assert logp.item() == pytest.approx(float(p[0].log() + p[1].log() + (1 - p[2]).log()), abs=1e-6)
+    assert entropy.item() == pytest.approx(sum(bern(q) for q in p), abs=1e-6)
+    _, logp, entropy = masked_binary(out, forced, actions)
+    assert logp.item() == pytest.approx(float(p[0].log()), abs=1e-6)  # the forced bits have p = 1
+    assert entropy.item() == pytest.approx(bern(p[0]), abs=1e-6)
+    _, logp, _ = masked_binary(out, forced, torch.tensor([[1.0, 0.0, 0.0]]))
+    assert logp.item() == -np.inf
+    many = forced.expand(5000, 6)
+    sampled, logp, _ = masked_binary(out.expand(5000, 3), many)
+    assert (sampled[:, 1] == 1).all() and (sampled[:, 2] == 0).all() and torch.isfinite(logp).all()
+    assert abs(sampled[:, 0].mean().item() - p[0].item()) < 0.03
