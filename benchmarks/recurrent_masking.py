@@ -158,11 +158,12 @@ def report() -> None:
         "# Recurrent policies and action masking: learning checks",
         "",
         f"Produced by `{COMMAND}` (then `--report`); raw per-run JSON (config, curve,",
-        "evaluation, machine) in `docs/results/recurrent_masking/`. Each row gives, over its seeds (0, 1, 2",
-        "unless said), the deterministic evaluation's mean return after training (mean ± std and per seed), the",
-        "training steps at which the training curve (mean return of the last 100 episodes) first reached",
-        "the threshold (per seed; - = never), and the training time of one run. Runs were made one at a",
-        "time on a shared machine (other engineers' processes running), so times are indicative only.",
+        "evaluation, machine) in `docs/results/recurrent_masking/`. Each row gives, over its seeds",
+        "(0, 1, 2 unless said), the deterministic evaluation's mean return after training (mean ± std and",
+        "per seed), the training steps at which the training curve (mean return of the last 100 episodes)",
+        "first reached the threshold (per seed; - = never), and the training time of one run. Runs were",
+        "made one at a time on a shared machine (other engineers' processes running), so times are",
+        "indicative only.",
         "",
     ]
     for task, spec in TASKS.items():
