@@ -33,6 +33,7 @@ from ppokit.functional import (
 )
 from ppokit.llm.generation import completion_logprobs, encode_prompts, generate
 from ppokit.llm.grpo_config import GRPOConfig
+from ppokit.llm.reward_checks import require_scored
 from ppokit.llm.rewards import repeat_columns, score_completions
 from ppokit.llm.trainer import LMTrainer
 
@@ -110,6 +111,7 @@ class GRPOTrainer(LMTrainer):
         rewards, per_fn = score_completions(
             self.reward_funcs, cfg.reward_weights, [r["prompt"] for r in rows], texts, repeat_columns(rows, 1)
         )
+        require_scored(rewards, self.reward_names, self.step + 1)  # a step with no signal stops the run
         unscored = torch.isnan(rewards)
         grouped = rewards.view(-1, G)
         # A completion no function scored is left out of the loss; for the group statistics it takes

@@ -47,6 +47,7 @@ from ppokit.functional.losses import entropy_from_logits
 from ppokit.functional.tokens import selective_log_softmax
 from ppokit.llm.generation import encode_prompts, generate, positions_from_mask
 from ppokit.llm.report import plot_rlhf_run
+from ppokit.llm.reward_checks import require_scored
 from ppokit.llm.rewards import repeat_columns, score_completions
 from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
 from ppokit.llm.trainer import LMTrainer
@@ -220,6 +221,7 @@ class RLHFPPOTrainer(LMTrainer):
         scores, per_fn = score_completions(
             self.reward_funcs, cfg.reward_weights, prompts, texts, repeat_columns(rows, 1)
         )
+        require_scored(scores, self.reward_names, self.step + 1)  # a step with no signal stops the run
         unscored = torch.isnan(scores)  # no function scored it: it stays out of the update
         scores = torch.nan_to_num(scores).to(self.device)
         if cfg.missing_eos_penalty is not None:  # TRL's missing_eos_penalty

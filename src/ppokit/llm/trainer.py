@@ -21,8 +21,10 @@ from ppokit import distributed
 from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.llm import checkpoint as ckpt
 from ppokit.llm.generation import encode_prompts, generate
+from ppokit.llm.input_checks import check_lengths, check_prompt_rows, check_tokenizer
 from ppokit.llm.models import eos_token_ids, prepare_tokenizer
 from ppokit.llm.report import plot_llm_run, write_samples
+from ppokit.llm.reward_checks import checked_rewards
 from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
 from ppokit.train.rng import capture_rng, restore_rng
 from ppokit.train.step import GuardedStep, gradients
@@ -36,6 +38,14 @@ def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
     if not rows or any("prompt" not in r for r in rows):
         raise ConfigError("train_prompts must be a non-empty list of strings or of dicts with a 'prompt' key")
     return rows
+
+
+def check_inputs(model: Any, tokenizer: Any, rows: list, eval_rows: list, generation: Any) -> None:
+    """Prompts, tokenizer and lengths checked before any work (``llm/input_checks.py``)."""
+    check_tokenizer(tokenizer)
+    for what, rs in (("train_prompts", rows), ("eval_prompts", eval_rows)):
+        check_prompt_rows(rs, what)
+        check_lengths(model, tokenizer, rs, generation, what)
 
 
 class LMTrainer:
@@ -74,10 +84,12 @@ class LMTrainer:
         distributed.broadcast_parameters(self.model)
         self.model.train()
         self.tokenizer = prepare_tokenizer(tokenizer)
-        self.reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        self.reward_funcs = checked_rewards(funcs)  # errors name the function and row (reward_checks.py)
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.rows = as_rows(train_prompts)
         self.eval_rows = as_rows(eval_prompts) if eval_prompts else []
+        check_inputs(self.model, self.tokenizer, self.rows, self.eval_rows, cfg.generation)
         self.accuracy_fn = accuracy_fn
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress

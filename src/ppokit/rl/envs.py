@@ -117,7 +117,9 @@ def _build(
     fns = [functools.partial(_worker_env, factory, os.getpid())] * num_envs
     if vectorization == "async":
         return CheckedAsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
-    return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    from ppokit.rl.checked_env import checked_factories  # faults named as async workers' are
+
+    return gym.vector.SyncVectorEnv(checked_factories(fns), autoreset_mode=AutoresetMode.SAME_STEP)
 
 
 class CheckedAsyncVectorEnv(gym.vector.AsyncVectorEnv):

@@ -169,14 +169,15 @@ class PPO:
     def _where(self) -> str:
         return f"update {self.num_updates + 1}, step {self.num_timesteps}"
 
-    def set_run_dir(self, run_dir: str | Path, append: bool = False) -> None:
-        """Log metrics (CSV, TensorBoard) and write checkpoints under ``run_dir``."""
+    def set_run_dir(self, run_dir: str | Path, append: bool = False, lock: Any = None) -> None:
+        """Log metrics (CSV, TensorBoard) and write checkpoints under ``run_dir``. ``lock``: the
+        run directory's ``RunDirLock`` when the caller already holds it (it is taken here otherwise)."""
         from ppokit.tracking import Tracker
         from ppokit.train.rundir import RunDirLock
 
         if self.run_dir is not None and Path(run_dir) == self.run_dir:
             return
-        lock = RunDirLock(run_dir)  # one writer per run directory (docs/reliability.md)
+        lock = lock or RunDirLock(run_dir)  # one writer per run directory (docs/reliability.md)
         self.close_run_dir()
         self._lock, self.run_dir = lock, Path(run_dir)
         self.tracker = Tracker(self.run_dir, tensorboard=self.config.tensorboard, append=append)
