@@ -266,3 +266,26 @@ def test_a_user_recurrent_policy_needs_only_step():
     with pytest.raises(TypeError, match="is recurrent.*evaluate_sequences"):
         model.policy.evaluate(data["obs"][:, 0], data["actions"][:, 0])
     model.close()
+
+
+@pytest.mark.parametrize(
+    "env_cls", ["BrightSideEnv", "DictObsEnv", "TupleObsEnv", "CopyBitsEnv", "MatrixTargetEnv"]
+)
+def test_recurrent_policies_take_every_observation_encoder_and_action_space(env_cls):
+    import space_envs
+
+    env = getattr(space_envs, env_cls)
+    image = env_cls == "BrightSideEnv"
+    net = dict(recurrent="gru", image_encoder="small") if image else dict(recurrent="lstm")
+    model = _model(env, net, seed=0, n_epochs=1)
+    assert (model.policy.obs_encoder is not None) == (env_cls not in ("MatrixTargetEnv",))
+    for _ in range(2):
+        model.collector.collect(model.buffer)
+    data = sequence_batch(model.buffer, 0.99, 0.95, model.device)
+    logp, _, values, ref = evaluate_batch(model.policy, data)
+    assert torch.allclose(logp, ref["logp_old"], atol=1e-5) and torch.allclose(
+        values, ref["values_old"], atol=1e-5
+    )
+    model.learn(128)
+    assert np.isfinite(model.evaluate(episodes=2)["mean_return"])
+    model.close()
