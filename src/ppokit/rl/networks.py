@@ -9,12 +9,14 @@ autograd node costs more than its arithmetic (benchmarks/notes.md).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
+from ppokit.errors import ConfigError
 from ppokit.rl.config import NetworkConfig
 from ppokit.rl.policy import Policy
 
@@ -178,3 +180,23 @@ def build_policy(observation_space: gym.Space, action_space: gym.Space, cfg: Net
     from ppokit.rl.encoders import EncoderActorCritic
 
     return EncoderActorCritic(observation_space, action_space, cfg)
+
+
+PolicySpec = Policy | Callable[[gym.Space, gym.Space], Policy] | None
+
+
+def make_policy(
+    spec: PolicySpec, observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig
+) -> Policy:
+    """The policy ``PPO(policy=spec)`` asks for: None is the built-in one for ``cfg``; a ``Policy``
+    instance is used as it is; anything else is called with the spaces and must return a ``Policy``."""
+    if spec is None:
+        return build_policy(observation_space, action_space, cfg)
+    built = spec if isinstance(spec, nn.Module) else spec(observation_space, action_space)
+    if not isinstance(built, Policy):
+        raise ConfigError(
+            f"policy={type(built).__name__} is not allowed; pass a ppokit.Policy subclass instance "
+            "(implement forward(obs) -> (out, value)) or a callable "
+            "(observation_space, action_space) -> Policy"
+        )
+    return built
