@@ -53,6 +53,8 @@ ALIASES: dict[str, tuple[str, str]] = {
     "temperature": ("generation.temperature", "TRL GRPOConfig and PPOConfig"),
     "top_p": ("generation.top_p", "TRL GRPOConfig"),
     "top_k": ("generation.top_k", "TRL GRPOConfig"),
+    # loading and LoRA
+    "dtype": ("torch_dtype", "transformers >= 4.56 from_pretrained; TRL model_init_kwargs"),
     # vectorised environments
     "n_envs": ("num_envs", "Stable-Baselines3 (make_vec_env)"),
 }

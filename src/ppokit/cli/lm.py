@@ -68,6 +68,12 @@ def config_from_flags(args: argparse.Namespace, config_cls: Any, presets: dict[s
     one's own need something to score them."""
     from ppokit.llm.tasks import TASKS
 
+    # a directory that is no model fails on loading, naming what is missing; a real one needs prompts
+    if args.model and (Path(args.model) / "config.json").is_file() and not (args.prompts or args.task):
+        raise ConfigError(
+            f"--model {args.model} without --prompts would train on the built-in addition task; give "
+            "--prompts FILE.jsonl and a --reward, or --task NAME to mean a built-in task"
+        )
     task = args.task or "addition"
     if task not in TASKS:
         raise ConfigError(f"--task {task!r} is not a built-in task; choose one of {sorted(TASKS)}")
@@ -148,7 +154,7 @@ def _model(cfg: Any, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     from ppokit.llm.trainer import LMTrainer
 
     if cfg.model:
-        model, tokenizer = load_pretrained(cfg.model, cfg.device)
+        model, tokenizer = load_pretrained(cfg.model, cfg.device, cfg.torch_dtype)
         return model, tokenizer, {}
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(cfg.tiny_model, tokenizer, seed=cfg.seed).to(cfg.device)
@@ -208,7 +214,10 @@ def start_run(
     if distributed.init(cfg.device).is_main:  # under torchrun only rank 0 writes the run directory
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / SOURCES).write_text(json.dumps(sources))
-    trainer = trainer_cls(model, tokenizer, **_trainer_args(cfg, inputs, run_dir, progress))
+    args = _trainer_args(cfg, inputs, run_dir, progress)
+    trainer = trainer_cls(
+        model, tokenizer, model_dir=cfg.model, **args
+    )  # LoRA checkpoints refer to cfg.model
     return _finish(cfg, trainer.train(), info, started)
 
 

@@ -137,8 +137,48 @@ class LMConfig(ConfigBase):
         "a row the run stops (NonFiniteError) with an emergency checkpoint.",
     )
 
+    # ---- precision and memory (TRL's / transformers' TrainingArguments names)
+    bf16: bool = option(
+        False,
+        "Mixed precision: bfloat16 autocast for the forward passes, float32 master weights and optimizer "
+        "state (TRL/accelerate's bf16; works on CPU and CUDA).",
+    )
+    fp16: bool = option(
+        False,
+        "Mixed precision: float16 autocast, float32 master weights, dynamic loss scaling (a step whose "
+        "gradients overflow is skipped and the scale halves).",
+    )
+    torch_dtype: str = option(
+        "float32",
+        "dtype the model's weights are loaded in from a directory (auto: as saved, e.g. bfloat16). "
+        "Trainable weights in half precision need bf16 or fp16 (they are then upcast to float32).",
+        choices=("float32", "bfloat16", "float16", "auto"),
+    )
+    gradient_checkpointing: bool = option(
+        False,
+        "Recompute the model's activations in the backward pass instead of keeping them (less memory, "
+        "~30% more compute). The loss passes then run each row's prompt (prefix sharing stays for sampling).",
+    )
+    logprob_chunk_size: int = option(
+        1024,
+        "Tokens whose logits are computed at once for log-probs and entropies (the [B, L, V] float32 "
+        "logits never exist whole); 0: all at once.",
+    )
+    # ---- LoRA through peft (TRL's ModelConfig names and defaults)
+    use_peft: bool = option(False, "Train LoRA adapters (peft) instead of the model's weights.")
+    lora_r: int = option(16, "LoRA rank.")
+    lora_alpha: int = option(32, "LoRA alpha (the adapter's output is scaled by alpha / r).")
+    lora_dropout: float = option(0.05, "Dropout on the LoRA path.")
+    lora_target_modules: list[str] | None = option(
+        None, "Module names that get adapters (null: peft's default for the architecture)."
+    )
+
     def validate(self) -> None:
         super().validate()
+        check(not (self.bf16 and self.fp16), "fp16", self.fp16, "bf16 and fp16 exclude each other")
+        check(self.logprob_chunk_size >= 0, "logprob_chunk_size", self.logprob_chunk_size, "must be >= 0")
+        check(self.lora_r >= 1, "lora_r", self.lora_r, "must be >= 1")
+        check(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "must lie in [0, 1)")
         for key in (
             "max_steps",
             "prompts_per_step",

@@ -9,10 +9,12 @@ pass of a small model; here each step is one forward pass and a few tensor ops.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from ppokit.errors import ConfigError
 from ppokit.functional.losses import entropy_from_logits
@@ -63,6 +65,31 @@ def repeat_cache(past: Any, repeats: int) -> Any:
         )
     past.batch_repeat_interleave(repeats)
     return past
+
+
+def unwrap_peft(model: Any) -> Any:
+    """The transformers model inside a ``peft.PeftModel`` (the model itself otherwise). LoRA layers are
+    injected in place, so calling the unwrapped model still runs the adapters (unless disabled)."""
+    inner = getattr(model, "get_base_model", None)
+    return inner() if callable(inner) else model
+
+
+def cache_argument(model: Any) -> str:
+    """The keyword that passes a KV cache into ``model``'s forward: ``cache`` (transformers 5.x, where
+    ``past_key_values`` is deprecated and removed in 5.40) or ``past_key_values`` (earlier versions)."""
+    fwd = unwrap_peft(model).forward
+    try:
+        params = inspect.signature(fwd).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward pass returned: ``out.cache`` (transformers 5.x) or ``out.past_key_values``
+    (earlier versions). Read so that neither spelling triggers a deprecation warning."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -122,10 +149,11 @@ def generate(
     """
     was_training = model.training
     model.eval()
+    cache_kw = cache_argument(model)
     attn = prompt_mask.long()
     pos = positions_from_mask(attn)
     out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
-    past, logits = out.past_key_values, out.logits[:, -1]
+    past, logits = output_cache(out), out.logits[:, -1]
     if num_return_sequences > 1:
         g = num_return_sequences
         past = repeat_cache(past, g)
@@ -147,15 +175,121 @@ def generate(
             input_ids=tok[:, None],
             attention_mask=attn,
             position_ids=next_pos,
-            past_key_values=past,
             use_cache=True,
+            **{cache_kw: past},
         )
-        past, logits = out.past_key_values, out.logits[:, -1]
+        past, logits = output_cache(out), out.logits[:, -1]
         next_pos = next_pos + 1
     model.train(was_training)
     ids = torch.stack(tokens, dim=1)
     mask, ended = completion_mask(ids, eos_ids)
     return Completions(tokens=ids, mask=mask, ended=ended)
+
+
+# ---------------------------------------------------------------------- per-token log-probs, in chunks
+def split_lm(model: Any) -> tuple[Any, Any] | None:
+    """``(trunk, head)`` of a transformers causal LM: the module that gives the final (normed) hidden
+    states and the output projection, so log-probs can be computed from hidden states chunk by chunk.
+
+    ``None`` when the model has no such split, or post-processes its logits after the head (Gemma's
+    ``final_logit_softcapping``, Cohere's ``logit_scale``): then the caller uses the model's logits.
+    """
+    lm = unwrap_peft(model)
+    cfg = getattr(lm, "config", None)
+    if cfg is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    get_head = getattr(lm, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    trunk = getattr(lm, "base_model", None)
+    if head is None or trunk is None or trunk is lm:
+        return None
+    return trunk, head
+
+
+def _chunk_logprobs(
+    head: Any, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float, entropy: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs ``[n]`` of ``tokens [n]`` from hidden states ``[n, d]``, and entropies ``[n]`` (empty
+    when ``entropy == "none"``; without a graph when ``"detached"``). The ``[n, V]`` float32 logits
+    live only inside this function."""
+    logits = head(hidden).float() / temperature
+    logp = selective_log_softmax(logits, tokens)
+    if entropy == "none":
+        return logp, logp.new_zeros(0)
+    if entropy == "detached":
+        with torch.no_grad():
+            return logp, entropy_from_logits(logits)
+    return logp, entropy_from_logits(logits)
+
+
+def head_logprobs(
+    head: Any,
+    hidden: torch.Tensor,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+    entropy: str = "none",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-token log-probs ``[B, L]`` (and entropies) of ``tokens [B, L]`` from hidden states
+    ``[B, L, d]``, computed only where ``mask`` is true and ``chunk_size`` tokens at a time.
+
+    A chunk projects its hidden states to ``[chunk_size, V]`` logits, upcasts them to float32 and takes
+    ``logit[token] - logsumexp`` (the selective log-softmax); with gradients on, each chunk runs under
+    ``torch.utils.checkpoint``, so its logits are recomputed in the backward pass instead of being
+    kept. The ``[B, L, V]`` float32 tensor of the plain computation never exists: at a 151k vocabulary
+    that is ~20 GB for 128 completions of 256 tokens. Positions outside ``mask`` get 0.
+    ``entropy``: ``"none"``, ``"detached"`` (a diagnostic) or ``"grad"`` (an entropy bonus).
+    """
+    rows, cols = mask.nonzero(as_tuple=True)
+    h, t = hidden[rows, cols], tokens[rows, cols]
+    n = h.shape[0]
+    size = chunk_size if chunk_size > 0 else max(n, 1)
+    grad = torch.is_grad_enabled() and h.requires_grad
+    logps, ents = [], []
+    for i in range(0, n, size):
+        args = (head, h[i : i + size], t[i : i + size], temperature, entropy)
+        lp, en = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if grad else _chunk_logprobs(*args)
+        logps.append(lp)
+        ents.append(en)
+    zeros = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
+    if n == 0:  # nothing to score: keep the graph so that backward still runs (and gives zero gradients)
+        anchor = hidden.sum() * 0.0 if grad else 0.0
+        return zeros + anchor, (zeros if entropy != "none" else None)
+    logp = zeros.index_put((rows, cols), torch.cat(logps))
+    ent = zeros.index_put((rows, cols), torch.cat(ents)) if entropy != "none" else None
+    return logp, ent
+
+
+def _hidden_states(
+    trunk: Any,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    attn: torch.Tensor,
+    pos: torch.Tensor,
+    group_size: int,
+) -> torch.Tensor:
+    """Final hidden states ``[B, L, d]`` at the positions that predict the completion tokens."""
+    width, length = prompt_ids.shape[1], completion_ids.shape[1]
+    if group_size > 1:
+        g = group_size
+        head = trunk(
+            input_ids=prompt_ids[::g], attention_mask=prompt_mask[::g].long(), position_ids=pos[::g, :width],
+            use_cache=True,
+        )  # fmt: skip
+        hidden = head.last_hidden_state[:, -1:].repeat_interleave(g, dim=0)  # predicts each first token
+        if length > 1:
+            past = repeat_cache(output_cache(head), g)
+            tail = trunk(
+                input_ids=completion_ids[:, :-1], attention_mask=attn[:, :-1], position_ids=pos[:, width:-1],
+                use_cache=True, **{cache_argument(trunk): past},
+            )  # fmt: skip
+            hidden = torch.cat([hidden, tail.last_hidden_state], dim=1)
+        return hidden
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    out = trunk(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)
+    return out.last_hidden_state[:, width - 1 : width + length - 1]
 
 
 def completion_logprobs(
@@ -167,12 +301,19 @@ def completion_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     group_size: int = 1,
+    chunk_size: int = 1024,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probs ``[B, L]`` of the completion tokens under ``model`` (and entropies if asked).
 
     The logits are divided by the sampling ``temperature`` first, so the log-probs are those of the
-    distribution the tokens were drawn from (as TRL does). Only the completion positions' logits are
-    computed (``logits_to_keep``). Gradients flow unless the caller wraps this in ``torch.no_grad()``.
+    distribution the tokens were drawn from (as TRL does). Gradients flow unless the caller wraps this
+    in ``torch.no_grad()``; entropies carry a gradient only with ``entropy_grad`` (an entropy bonus).
+
+    ``chunk_size > 0`` (the default): the model's trunk gives hidden states and ``head_logprobs``
+    projects them to the vocabulary ``chunk_size`` tokens at a time. ``chunk_size = 0``, or a model
+    without a trunk/head split (``split_lm``), computes the full ``[B, L, V]`` logits (only the
+    completion positions').
 
     ``group_size = G > 1`` says rows come in groups of G with the same prompt: each prompt then goes
     through the model once, its KV cache (with its autograd graph) is repeated G times and only the
@@ -182,6 +323,14 @@ def completion_logprobs(
     length = completion_ids.shape[1]
     attn = torch.cat([prompt_mask.long(), completion_mask_.long()], dim=1)
     pos = positions_from_mask(attn)
+    split = split_lm(model) if chunk_size > 0 else None
+    if split is not None:
+        trunk, head = split
+        hidden = _hidden_states(trunk, prompt_ids, prompt_mask, completion_ids, attn, pos, group_size)
+        mode = ("grad" if entropy_grad else "detached") if with_entropy else "none"
+        # every position, padding too (as the plain path): callers mask, and the values stay identical
+        every = torch.ones_like(completion_ids, dtype=torch.bool)
+        return head_logprobs(head, hidden, completion_ids, every, temperature, chunk_size, mode)
     if group_size > 1:
         g, width = group_size, prompt_ids.shape[1]
         head = model(
@@ -193,13 +342,13 @@ def completion_logprobs(
         )
         logits = head.logits[:, -1:].repeat_interleave(g, dim=0)  # predicts each row's first token
         if length > 1:  # the last completion token predicts nothing we need
-            past = repeat_cache(head.past_key_values, g)
+            past = repeat_cache(output_cache(head), g)
             tail = model(
                 input_ids=completion_ids[:, :-1],
                 attention_mask=attn[:, :-1],
                 position_ids=pos[:, width:-1],
-                past_key_values=past,
                 use_cache=True,
+                **{cache_argument(model): past},
             )
             logits = torch.cat([logits, tail.logits], dim=1)
     else:
@@ -211,6 +360,6 @@ def completion_logprobs(
     logp = selective_log_softmax(logits, completion_ids)
     entropy = None
     if with_entropy:
-        with torch.no_grad():
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = entropy_from_logits(logits)
     return logp, entropy

@@ -79,7 +79,18 @@ class GRPOTrainer(LMTrainer):
     def _setup(self) -> None:
         self.last_rollout: Rollout | None = None
         # Rows come in groups of G with one prompt: run each prompt once per group (generation and loss).
-        self._group = self.config.num_generations if self.config.share_prompt_prefix else 1
+        cfg = self.config
+        self._group = cfg.num_generations if cfg.share_prompt_prefix else 1
+        # Gradient checkpointing recomputes each layer without its KV cache (transformers drops the cache
+        # of checkpointed layers in training mode), so the log-prob passes cannot share the prompt's
+        # cache: they run each row's prompt; sampling (eval mode) still shares it.
+        self._loss_group = self._group
+        if cfg.gradient_checkpointing and self._group > 1:
+            self._loss_group = 1
+            self._warn(
+                "gradient_checkpointing=true: the log-prob passes run each row's prompt; "
+                "share_prompt_prefix applies to sampling only"
+            )
 
     # ------------------------------------------------------------------ 1. generate
     @torch.no_grad()
@@ -90,19 +101,20 @@ class GRPOTrainer(LMTrainer):
             self.tokenizer, [r["prompt"] for r in rows], gen.max_prompt_length, str(self.device)
         )
         shared = self._group  # 1 when prompts are not shared across a group
-        out = generate(
-            self.model,
-            prompt_ids[::shared],
-            prompt_mask[::shared],
-            gen.max_completion_length,
-            self.eos_ids,
-            self.tokenizer.pad_token_id,
-            gen.temperature,
-            gen.top_k,
-            gen.top_p,
-            generator=self.generator,
-            num_return_sequences=shared,
-        )
+        with self.autocast():
+            out = generate(
+                self.model,
+                prompt_ids[::shared],
+                prompt_mask[::shared],
+                gen.max_completion_length,
+                self.eos_ids,
+                self.tokenizer.pad_token_id,
+                gen.temperature,
+                gen.top_k,
+                gen.top_p,
+                generator=self.generator,
+                num_return_sequences=shared,
+            )
         texts = self.tokenizer.batch_decode(
             out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id), skip_special_tokens=True
         )
@@ -144,20 +156,27 @@ class GRPOTrainer(LMTrainer):
     # ------------------------------------------------------------------ 3 + 4. KL and loss
     @torch.no_grad()
     def _logprobs(self, model: Any, ro: Rollout) -> torch.Tensor:
-        temp = self.config.generation.temperature
-        parts = [
-            completion_logprobs(
-                model,
-                ro.prompt_ids[s],
-                ro.prompt_mask[s],
-                ro.completion_ids[s],
-                ro.mask[s],
-                temp,
-                group_size=self._group,
-            )[0]
-            for s in self._chunks(len(ro.rows))
-        ]
+        cfg = self.config
+        with self.autocast():
+            parts = [
+                completion_logprobs(
+                    model,
+                    ro.prompt_ids[s],
+                    ro.prompt_mask[s],
+                    ro.completion_ids[s],
+                    ro.mask[s],
+                    cfg.generation.temperature,
+                    group_size=self._loss_group,
+                    chunk_size=cfg.logprob_chunk_size,
+                )[0]
+                for s in self._chunks(len(ro.rows))
+            ]
         return torch.cat(parts)
+
+    def _ref_logprobs(self, ro: Rollout) -> torch.Tensor:
+        """Log-probs under the reference: the frozen copy, or the LoRA policy with its adapter off."""
+        with self.reference() as ref:
+            return self._logprobs(ref, ro)
 
     def _loss(
         self,
@@ -171,16 +190,18 @@ class GRPOTrainer(LMTrainer):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch (already scaled for gradient accumulation) and its diagnostics."""
         cfg = self.config
-        logp, entropy = completion_logprobs(
-            self.model,
-            ro.prompt_ids[s],
-            ro.prompt_mask[s],
-            ro.completion_ids[s],
-            ro.mask[s],
-            cfg.generation.temperature,
-            with_entropy,
-            group_size=self._group,
-        )
+        with self.autocast():
+            logp, entropy = completion_logprobs(
+                self.model,
+                ro.prompt_ids[s],
+                ro.prompt_mask[s],
+                ro.completion_ids[s],
+                ro.mask[s],
+                cfg.generation.temperature,
+                with_entropy,
+                group_size=self._loss_group,
+                chunk_size=cfg.logprob_chunk_size,
+            )
         # n_epochs == 1: the policy that sampled is the current one, so the detached current
         # log-probs are the old ones (ratio = 1, gradient of r*A = A * grad logp) - no extra forward.
         old = logp.detach() if logp_old is None else logp_old[s]
@@ -227,7 +248,7 @@ class GRPOTrainer(LMTrainer):
         total = 0.0
         for s in chunks:
             loss, stats = self._loss(ro, s, logp_old, logp_ref, num_tokens, len(chunks), first)
-            loss.backward()
+            (loss * self.guard.loss_scale).backward()  # the loss scale is 1 unless fp16
             total += stats.pop("loss")
             for k, v in stats.items():
                 sums.setdefault(k, []).append(v)
@@ -236,7 +257,7 @@ class GRPOTrainer(LMTrainer):
 
     def _update(self, ro: Rollout) -> dict[str, float]:
         cfg = self.config
-        logp_ref = self._logprobs(self.ref_model, ro) if self.ref_model is not None else None
+        logp_ref = self._ref_logprobs(ro) if self.has_reference else None
         logp_old = self._logprobs(self.model, ro) if cfg.n_epochs > 1 else None  # computed once
         num_tokens = float(ro.mask.sum().clamp(min=1))
         if self.dist.enabled:  # dapo: the whole generation batch's tokens, divided by the ranks that average

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.llm import checkpoint as ckpt
 from ppokit.llm.generation import encode_prompts, generate
 from ppokit.llm.models import eos_token_ids, prepare_tokenizer
+from ppokit.llm.precision import enable_gradient_checkpointing, is_peft_model, prepare_precision, wrap_peft
 from ppokit.llm.report import plot_llm_run, write_samples
 from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
 from ppokit.train.rng import capture_rng, restore_rng
-from ppokit.train.step import GuardedStep, gradients
+from ppokit.train.step import GuardedStep, LossScaler, gradients
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
 
@@ -43,7 +46,10 @@ class LMTrainer:
     ``config_class()`` (an ``LMConfig``), and where they need them ``_kl_weight()`` and ``_setup()``.
 
     ``config`` defaults to ``config_class()()``; ``ref_model`` defaults to a frozen copy of ``model``
-    taken here, and is built only when ``_kl_weight() > 0``.
+    taken here, and is built only when ``_kl_weight() > 0``; for a LoRA model (``use_peft``,
+    ``peft_config`` or a ``peft.PeftModel``) the reference is the policy with its adapter disabled (no
+    copy). ``model_dir``: the directory ``model`` was loaded from; LoRA checkpoints then refer to it
+    instead of holding a copy of the frozen base weights.
     """
 
     algo = "lm"
@@ -61,16 +67,28 @@ class LMTrainer:
         ref_model: Any = None,
         run_dir: str | Path | None = None,
         progress: bool = True,
+        peft_config: Any = None,
+        model_dir: str | Path | None = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         self.config = cfg = config if config is not None else self.config_class()()
         cfg.validate()
+        self.callbacks = list(callbacks or [])
         # torchrun: every rank trains on its own share of the prompts; only rank 0 evaluates, shows
         # progress and writes the run directory (see ppokit/distributed.py).
         self.dist = distributed.init(cfg.device)
         if not self.dist.is_main:
             eval_prompts, run_dir, progress = None, None, False
         self.device = torch.device(cfg.device)
-        self.model = model.to(self.device)
+        # LoRA (peft) first, then precision: adapters are trainable float32, a half-precision base stays
+        # as it is (frozen); trainable half-precision weights need bf16/fp16 and become float32 masters.
+        model = wrap_peft(model.to(self.device), cfg, peft_config)
+        self.is_peft = is_peft_model(model)
+        self.model_dir = str(Path(model_dir).resolve()) if model_dir is not None else None
+        prepare_precision(model, cfg)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        self.model = model
         distributed.broadcast_parameters(self.model)
         self.model.train()
         self.tokenizer = prepare_tokenizer(tokenizer)
@@ -95,14 +113,42 @@ class LMTrainer:
         # One optimizer step with non-finite handling, float64 norm and clipping, shared with classic
         # PPO; a subclass's _setup may add param groups (a value head): the guard reads them per step.
         where = lambda: f"{self.algo} step {self.step + 1}"
-        self.guard = GuardedStep([self.optimizer], cfg.max_grad_norm, cfg.nonfinite_stop_after, where)
+        scaler = LossScaler() if cfg.fp16 else None  # float16: dynamic loss scaling (bfloat16 needs none)
+        self.guard = GuardedStep([self.optimizer], cfg.max_grad_norm, cfg.nonfinite_stop_after, where, scaler)
         # The KL anchor: the policy training starts from (or ``ref_model``), frozen. A KL weight of 0
-        # needs none: skip the copy and its forward passes entirely.
+        # needs none: skip the copy and its forward passes entirely. With LoRA the anchor is the base
+        # model, i.e. the policy with its adapter disabled: no copy of the weights at all.
         self.ref_model = None
-        if self._kl_weight() > 0:
+        self.has_reference = self._kl_weight() > 0
+        if self.has_reference and (ref_model is not None or not self.is_peft):
             self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
             self.ref_model.eval().requires_grad_(False)
         self._setup()
+
+    def autocast(self) -> Any:
+        """The autocast context of the forward passes: bfloat16 or float16 with ``bf16``/``fp16``, else
+        nothing. The weights stay float32; matmuls run in half precision (TRL/accelerate's mixed
+        precision)."""
+        cfg = self.config
+        if not (cfg.bf16 or cfg.fp16):
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.bf16 else torch.float16)
+
+    @contextmanager
+    def reference(self) -> Iterator[Any]:
+        """The reference model for a forward pass: the frozen copy, or the LoRA policy with its adapter
+        disabled (the base model's exact outputs, with no second copy of the weights in memory)."""
+        if self.ref_model is not None:
+            yield self.ref_model
+            return
+        if not (self.has_reference and self.is_peft):
+            raise RuntimeError("this trainer has no reference model (kl_coef is 0)")
+        with self.model.disable_adapter():
+            yield self.model
+
+    def _warn(self, message: str) -> None:
+        """A one-line notice about a setting ppokit changed (shown once per message)."""
+        warnings.warn(f"ppokit {self.algo}: {message}", UserWarning, stacklevel=3)
 
     def _kl_weight(self) -> float:
         """The weight of the algorithm's KL penalty to the reference model (0: no reference model).
@@ -182,7 +228,10 @@ class LMTrainer:
             prompts = [r["prompt"] for r in rows[i : i + batch_size]]
             ids, mask = encode_prompts(self.tokenizer, prompts, gen.max_prompt_length, str(self.device))
             pad = self.tokenizer.pad_token_id
-            out = generate(self.model, ids, mask, gen.max_completion_length, self.eos_ids, pad, greedy=True)
+            with self.autocast():
+                out = generate(
+                    self.model, ids, mask, gen.max_completion_length, self.eos_ids, pad, greedy=True
+                )
             texts += self.tokenizer.batch_decode(
                 out.tokens.masked_fill(~out.mask, pad), skip_special_tokens=True
             )
@@ -242,8 +291,26 @@ class LMTrainer:
             "guard": self.guard.state_dict(),
             "config": self.config.to_dict(),
         }
+        base = None
+        if self.is_peft:  # model/ holds the adapter; the frozen base is named, or copied in base_model/
+            meta["peft"] = {"base_model": self.model_dir}
+            if self.model_dir is None:
+                base = copy.deepcopy(self.model).unload()  # the base weights without the LoRA layers
         keep = self.config.keep_checkpoints
-        return ckpt.save_lm_checkpoint(root, self.step, self.model, self.tokenizer, tensors, meta, keep=keep)
+        return ckpt.save_lm_checkpoint(
+            root, self.step, self.model, self.tokenizer, tensors, meta, keep=keep, base_model=base
+        )
+
+    def save_model(self, out_dir: str | Path, merged: bool = False) -> Path:
+        """``save_pretrained`` of the policy and tokenizer into ``out_dir``: the whole model, or for a
+        LoRA model the adapter (TRL's ``save_model``) or, with ``merged=True``, the base with the
+        adapter merged into its weights (a plain model ``AutoModelForCausalLM`` loads)."""
+        from ppokit.llm.models import save_pretrained
+
+        model = self.model
+        if self.is_peft and merged:
+            model = copy.deepcopy(self.model).merge_and_unload()
+        return save_pretrained(model, self.tokenizer, out_dir)
 
     def load_state(self, path: str | Path) -> Path:
         """Restore optimizer, extra state, RNGs and counters from a checkpoint (the model weights are
@@ -278,12 +345,24 @@ class LMTrainer:
 
         ``config`` defaults to the one stored in the checkpoint (pass one to change e.g. max_steps).
         """
-        from ppokit.llm.models import load_pretrained
+        from ppokit.llm.models import load_pretrained, load_tokenizer
 
         found = ckpt.find_checkpoint(path)
         _, meta = ckpt.read_checkpoint(found)
         config = config or cls.config_class().from_dict(meta["config"])
-        model, tokenizer = load_pretrained(found / "model", config.device)
+        # "auto": the weights come back in the dtype they were saved in (float32 masters, a LoRA
+        # model's half-precision base), whatever torch_dtype says about loading the original model
+        if ckpt.is_adapter_checkpoint(found):
+            from ppokit.llm.precision import _peft
+
+            base_dir = (meta.get("peft") or {}).get("base_model")
+            tokenizer = load_tokenizer(found / "model")
+            base, _ = load_pretrained(base_dir or found / "base_model", config.device, "auto", tokenizer)
+            model = _peft().PeftModel.from_pretrained(base, str(found / "model"), is_trainable=True)
+            if base_dir is not None:
+                kwargs.setdefault("model_dir", base_dir)
+        else:
+            model, tokenizer = load_pretrained(found / "model", config.device, "auto")
         trainer = cls(model, tokenizer, reward_funcs, train_prompts, config, **kwargs)
         trainer.load_state(found)
         return trainer
