@@ -59,7 +59,9 @@ class PPOConfig(ConfigBase):
     seed: int = option(0, "Seed for torch, numpy and the environments.")
     device: str = option("cpu", "Torch device for the networks: cpu, cuda, cuda:N.")
     torch_threads: int = option(
-        1, "torch.set_num_threads: one suits minibatches up to ~256; two paid off at 1024 on 2 cores."
+        0,
+        "torch.set_num_threads; 0 (auto): one thread, two when the minibatch is large (batch_size x "
+        "widest layer >= 65536) and a second core is free, re-checked every second (ppokit/threads.py).",
     )
     manual_grad: bool | str = option(
         "auto",
@@ -155,10 +157,10 @@ class PPOConfig(ConfigBase):
             "eval_episodes",
             "keep_checkpoints",
             "log_every",
-            "torch_threads",
             "nonfinite_stop_after",
         ):
             check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
+        check(self.torch_threads >= 0, "torch_threads", self.torch_threads, "must be >= 0 (0: auto)")
         check(0 <= self.seed < 2**63, "seed", self.seed, "must lie in [0, 2**63)")
         check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "must be >= 0")
         check(

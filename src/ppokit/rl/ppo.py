@@ -36,6 +36,7 @@ from ppokit.rl.policy import Policy
 from ppokit.rl.rollout import Collector, RolloutBuffer
 from ppokit.rl.update import AdaptiveKL, normalize_advantages, ppo_loss, ppo_update, rollout_batch
 from ppokit.seeding import seed_everything
+from ppokit.threads import ThreadChooser
 from ppokit.tracking import PROCESS_START
 from ppokit.train.rng import capture_rng, restore_rng
 from ppokit.train.step import GuardedStep
@@ -70,7 +71,7 @@ class PPO:
         self.config = cfg = config
         self.env_fn = env if env is not None and not isinstance(env, str) else None
         self.env_spec: EnvSpec = env if env is not None else cfg.env_id
-        torch.set_num_threads(cfg.torch_threads)
+        self.threads = ThreadChooser(cfg.torch_threads, cfg.batch_size * max(cfg.network.hidden_sizes))
         self.np_rng = seed_everything(cfg.seed)
         self.dist = distributed.init(cfg.device)
         self.device = torch.device(cfg.device)
@@ -220,6 +221,7 @@ class PPO:
                 "train/n_updates": self.num_updates,
                 "train/nonfinite_skipped": self.guard.skipped,
                 "train/manual_grad": float(self.manual_grad is not None),
+                "train/torch_threads": self.threads.threads,
             }
         )
         return metrics
@@ -267,6 +269,7 @@ class PPO:
             bar.update(self.num_timesteps, done_since_start=0)
             while self.num_timesteps < total and self.stop_requested is None:
                 clip_range = self._set_schedules(total)
+                self.threads.update()  # one thread as soon as other work takes the second core
                 self.collector.collect(self.buffer)
                 self._sync_normalizers()
                 self.num_timesteps += self.config.rollout_size * self.dist.world_size
