@@ -33,7 +33,6 @@ from ppokit.functional import (
 )
 from ppokit.llm.generation import completion_logprobs, encode_prompts, generate
 from ppokit.llm.grpo_config import GRPOConfig
-from ppokit.llm.rewards import repeat_columns, score_completions
 from ppokit.llm.trainer import LMTrainer
 
 
@@ -119,9 +118,8 @@ class GRPOTrainer(LMTrainer):
             out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id), skip_special_tokens=True
         )
         # ---------------------------------------------------------- 2. advantage
-        rewards, per_fn = score_completions(
-            self.reward_funcs, cfg.reward_weights, [r["prompt"] for r in rows], texts, repeat_columns(rows, 1)
-        )
+        ids = [row[m].tolist() for row, m in zip(out.tokens, out.mask)]  # up to and including EOS
+        rewards, per_fn = self.score(rows, texts, ids)
         unscored = torch.isnan(rewards)
         grouped = rewards.view(-1, G)
         # A completion no function scored is left out of the loss; for the group statistics it takes

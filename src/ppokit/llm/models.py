@@ -123,6 +123,13 @@ def dtype_kwargs(tf: Any, dtype: str | None) -> dict[str, Any]:
 def load_tokenizer(path: str | Path) -> Any:
     """``AutoTokenizer`` from a local directory; CheckpointError (one line) when it holds none."""
     tf = _transformers()
+    names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+    if not any((Path(path) / name).is_file() for name in names):
+        # transformers 5 would build an empty tokenizer (one token) from config.json alone
+        raise CheckpointError(
+            f"model directory {str(path)!r} has no loadable tokenizer (none of {', '.join(names)}); save "
+            "one there with tokenizer.save_pretrained, or pass processing_class="
+        )
     try:
         tokenizer = tf.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as e:

@@ -54,7 +54,6 @@ from ppokit.llm.generation import (
     unwrap_peft,
 )
 from ppokit.llm.report import plot_rlhf_run
-from ppokit.llm.rewards import repeat_columns, score_completions
 from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
 from ppokit.llm.trainer import LMTrainer
 from ppokit.llm.value_head import ValueHead, hidden_size
@@ -253,9 +252,8 @@ class RLHFPPOTrainer(LMTrainer):
                 generator=self.generator,
             )
         texts = self.tokenizer.batch_decode(out.tokens.masked_fill(~out.mask, pad), skip_special_tokens=True)
-        scores, per_fn = score_completions(
-            self.reward_funcs, cfg.reward_weights, prompts, texts, repeat_columns(rows, 1)
-        )
+        ids = [row[m].tolist() for row, m in zip(out.tokens, out.mask)]  # up to and including EOS
+        scores, per_fn = self.score(rows, texts, ids)
         unscored = torch.isnan(scores)  # no function scored it: it stays out of the update
         scores = torch.nan_to_num(scores).to(self.device)
         if cfg.missing_eos_penalty is not None:  # TRL's missing_eos_penalty

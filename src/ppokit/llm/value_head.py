@@ -85,8 +85,10 @@ class RewardModel:
         self.device, self.batch_size = device, batch_size
         self.__name__ = "reward_model"  # the metrics column: rewards/reward_model/mean
 
-    def _text(self, prompt: Any, completion: str) -> str:
-        if isinstance(prompt, list):
+    def _text(self, prompt: Any, completion: Any) -> str:
+        if isinstance(prompt, list):  # a conversation: its completion is [{"role": "assistant", ...}]
+            if isinstance(completion, list):
+                return self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
             prompt = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         return f"{prompt}{completion}"
 
