@@ -104,8 +104,10 @@ def sample_next(
     top_p: float = 1.0,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    min_p: float = 0.0,
 ) -> torch.Tensor:
-    """Sample one token per row from ``logits [B, V]`` with temperature, top-k and nucleus filtering."""
+    """Sample one token per row from ``logits [B, V]`` with temperature, top-k, nucleus and min-p
+    filtering (in that order, as transformers' logits warpers)."""
     if greedy:
         return logits.argmax(-1)
     logits = logits / temperature
@@ -121,7 +123,17 @@ def sample_next(
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = torch.softmax(logits, dim=-1)
+    if min_p > 0:  # Nguyen et al. 2024: keep tokens with at least min_p x the top token's probability
+        probs = probs.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), 0.0)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def repetition_penalty_(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty (Keskar et al. 2019, https://arxiv.org/abs/1909.05858), as
+    transformers applies it: the logits of tokens already in the prompt or completion (``seen [B, V]``)
+    are divided by ``penalty`` when positive and multiplied by it when negative."""
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, penalized, logits)
 
 
 @torch.no_grad()
@@ -138,6 +150,8 @@ def generate(
     greedy: bool = False,
     generator: torch.Generator | None = None,
     num_return_sequences: int = 1,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
 ) -> Completions:
     """Sample completions for left-padded prompts ``[N, P]`` in one batched pass with a KV cache.
 
@@ -145,7 +159,9 @@ def generate(
     repeated G times, so a group of G completions pays for its prompt once; rows come back in
     groups of G consecutive rows, ``[N * G, L]``. Each step feeds only the newest token; the loop
     stops as soon as every row has produced an EOS (so a batch of short answers costs a few forward
-    passes, not ``max_new_tokens``). Tokens after a row's EOS are ``pad_id``.
+    passes, not ``max_new_tokens``). Tokens after a row's EOS are ``pad_id``. ``min_p`` and
+    ``repetition_penalty`` shape the sampling distribution only (TRL's ``generation_kwargs``); the
+    log-probs of the loss are the model's at ``temperature``, as in TRL.
     """
     was_training = model.training
     model.eval()
@@ -159,13 +175,23 @@ def generate(
         past = repeat_cache(past, g)
         logits, attn, pos = (t.repeat_interleave(g, dim=0) for t in (logits, attn, pos))
     batch = logits.shape[0]
+    seen = None
+    if repetition_penalty != 1.0:  # which tokens each row has seen (prompt, without its padding)
+        counts = torch.zeros(logits.shape, dtype=torch.long, device=logits.device)
+        ids = prompt_ids.repeat_interleave(num_return_sequences, dim=0)
+        seen = counts.scatter_add_(1, ids, attn.long()[:, : ids.shape[1]]) > 0
     next_pos = pos[:, -1:] + 1
     eos = torch.tensor(eos_ids, device=prompt_ids.device)
     done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
     tokens = []
     for step in range(max_new_tokens):
-        tok = sample_next(logits.float(), temperature, top_k, top_p, greedy, generator)
+        scores = logits.float()
+        if seen is not None:
+            scores = repetition_penalty_(scores, seen, repetition_penalty)
+        tok = sample_next(scores, temperature, top_k, top_p, greedy, generator, min_p)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
+        if seen is not None:
+            seen[torch.arange(batch, device=tok.device), tok] = True
         tokens.append(tok)
         done |= torch.isin(tok, eos)
         if bool(done.all()) or step == max_new_tokens - 1:

@@ -60,6 +60,12 @@ class GRPOConfig(LMConfig):
     entropy_coef: float = option(
         0.0, "Entropy bonus: loss -= entropy_coef * mean token entropy (raises entropy; 0: off)."
     )
+    sapo_temperature_pos: float = option(
+        1.0, "SAPO's gate temperature for positive advantages (loss_type=sapo)."
+    )
+    sapo_temperature_neg: float = option(
+        1.05, "SAPO's gate temperature for non-positive advantages (loss_type=sapo)."
+    )
     delta: float | None = option(
         None,
         "Two-sided clipping: the ratio of negative-advantage tokens is also capped at delta (INTELLECT-2; "
@@ -94,6 +100,8 @@ class GRPOConfig(LMConfig):
         )
         check(self.entropy_coef >= 0, "entropy_coef", self.entropy_coef, "must be >= 0")
         check(self.delta is None or self.delta > 1, "delta", self.delta, "must be > 1 or null")
+        for key in ("sapo_temperature_pos", "sapo_temperature_neg"):
+            check(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")
         check(
             self.prompts_per_step % self.steps_per_generation == 0,
             "steps_per_generation",
@@ -101,11 +109,13 @@ class GRPOConfig(LMConfig):
             f"must divide prompts_per_step={self.prompts_per_step} (each step takes whole groups)",
         )
         if self.micro_batch_size:
+            part = self.batch_size // self.steps_per_generation
             check(
-                self.batch_size % self.micro_batch_size == 0,
+                part % self.micro_batch_size == 0,
                 "micro_batch_size",
                 self.micro_batch_size,
-                f"must divide prompts_per_step * num_generations = {self.batch_size}",
+                f"must divide the completions of one optimizer step: prompts_per_step * num_generations / "
+                f"steps_per_generation = {part}",
             )
             check(
                 not self.share_prompt_prefix or self.micro_batch_size % self.num_generations == 0,

@@ -250,6 +250,8 @@ class RLHFPPOTrainer(LMTrainer):
                 gen.top_k,
                 gen.top_p,
                 generator=self.generator,
+                min_p=gen.min_p,
+                repetition_penalty=gen.repetition_penalty,
             )
         texts = self.tokenizer.batch_decode(out.tokens.masked_fill(~out.mask, pad), skip_special_tokens=True)
         ids = [row[m].tolist() for row, m in zip(out.tokens, out.mask)]  # up to and including EOS
