@@ -21,6 +21,7 @@ class RunDirLock:
     """Hold ``run_dir``'s lock from construction until ``release`` (or the process's end)."""
 
     def __init__(self, run_dir: str | Path):
+        self.fd: int | None = None
         self.path = Path(run_dir) / LOCK_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -35,7 +36,7 @@ class RunDirLock:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self.fd: int | None = fd
+        self.fd = fd
 
     def __del__(self) -> None:  # an object dropped without release() must not keep the lock
         self.release()
