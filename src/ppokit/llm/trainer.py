@@ -320,7 +320,7 @@ class LMTrainer:
 
         def backward() -> None:
             if not math.isfinite(accumulate()):
-                for g in gradients(self.guard.optimizers):
+                for g in gradients(self.guard.optimizers, fill_missing=True):
                     g.fill_(math.nan)
 
         return self.guard.step(0.0, backward)
