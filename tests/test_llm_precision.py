@@ -144,3 +144,19 @@ def test_a_training_step_uses_no_deprecated_transformers_argument(tmp_path):
         trainer = GRPOTrainer(model, tok, spread_reward, PROMPTS, config(kl_coef=0.04), progress=False)
         trainer.train_step()
         trainer.evaluate(trainer.rows[:2])
+
+
+def test_rlhf_ppo_trains_under_bf16_with_a_float32_value_head():
+    from ppokit.llm.rlhf_ppo import RLHFPPOTrainer
+    from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
+
+    model, tok = tiny()
+    cfg = RLHFPPOConfig.from_dict(
+        dict(max_steps=1, prompts_per_step=4, n_epochs=1, seed=0, tensorboard=False, bf16=True, kl_coef=0.05)
+    )
+    cfg.generation.max_completion_length = 5
+    trainer = RLHFPPOTrainer(model, tok, spread_reward, PROMPTS, cfg, progress=False)
+    b = trainer._rollout(trainer._next_rows())
+    assert b.values_old.dtype == torch.float32
+    metrics = trainer._update(b)
+    assert metrics["grad_norm"] > 0

@@ -32,8 +32,10 @@ class ValueHead(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Values ``[...]`` of hidden states ``[..., d]``."""
-        return self.linear(hidden.float()).squeeze(-1)
+        """Values ``[...]`` of hidden states ``[..., d]``, in float32 even under bf16/fp16 autocast (the
+        value loss is a regression on returns; half precision would round its targets)."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.linear(hidden.float()).squeeze(-1)
 
 
 def hidden_size(model: Any) -> int:
