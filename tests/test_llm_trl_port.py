@@ -284,3 +284,26 @@ def test_function_callbacks_stop_training_and_report_to_writes_tensorboard_and_w
 
 def len_reward(prompts, completions, **_):
     return [float(len(c)) for c in completions]
+
+
+def test_cli_model_without_prompts_and_conversations_without_template_are_one_line_exit_2(
+    model_dir, tmp_path, capsys
+):
+    from ppokit.cli import main
+
+    tok = build_char_tokenizer()  # no chat template
+    save_pretrained(
+        build_tiny_model(TinyModelConfig(n_layer=1, n_embd=32, n_head=2), tok, 0), tok, tmp_path / "nc"
+    )
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"prompt": [{"role": "user", "content": "1+1"}]}) + "\n")
+    (tmp_path / "r.py").write_text("def r(completions, **kw):\n    return [1.0] * len(completions)\n")
+    cases = [
+        (["--model", str(model_dir)], "without --prompts"),
+        (["--model", str(tmp_path / "nc"), "--prompts", str(tmp_path / "chat.jsonl"), "--reward",
+          f"{tmp_path / 'r.py'}:r"], "no chat template"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(["grpo", "--run-dir", str(tmp_path / "run"), "--no-progress", *argv])
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and message in err and len(err.splitlines()) == 1, err
