@@ -201,10 +201,11 @@ def test_a_reward_model_directory_scores_conversational_completions(model_dir, t
         (lambda prompts, completions, **_: 1.0, "returned float"),
         (lambda prompts, completions, **_: ["x"] * len(completions), "returned 'x'"),
         (lambda prompts, completions, **_: [1.0], "returned 1 values"),
-        (lambda prompt, completion: [1.0], "cannot be called"),
+        (lambda prompt, completion: [1.0], "raised TypeError"),
     ],
 )
-def test_bad_reward_functions_are_one_line_config_errors(model_dir, reward, message):
+def test_bad_reward_functions_are_one_line_errors(model_dir, reward, message):
+    from ppokit.errors import PPOKitError
     from ppokit.llm.grpo import GRPOTrainer
     from ppokit.llm.grpo_config import GRPOConfig
 
@@ -217,8 +218,9 @@ def test_bad_reward_functions_are_one_line_config_errors(model_dir, reward, mess
         max_completion_length=4,
     )
     trainer = GRPOTrainer(model=str(model_dir), reward_funcs=reward, args=cfg, train_dataset=["1+1=", "2+2="])
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(PPOKitError, match=message) as err:  # ConfigError or RewardFunctionError
         trainer.train_step()
+    assert len(str(err.value).splitlines()) == 1
 
 
 def test_user_errors_of_this_path_are_config_errors(model_dir, tmp_path):

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -66,6 +67,26 @@ ALIASES: dict[str, tuple[str, str]] = {
     # vectorised environments
     "n_envs": ("num_envs", "Stable-Baselines3 (make_vec_env)"),
 }
+
+
+# Values in error messages are shortened: a 551-byte YAML of nested aliases expands to gigabytes
+# when printed in full (issue 16: the error message never returned), and a 50 MB value made a 50 MB
+# one-line error. reprlib bounds the depth, the items shown and the length of strings.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 6, 6, 6, 6
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 80, 80, 80
+MAX_STRING = 4096  # longest string value a config accepts (ids, paths, names)
+
+
+def short(value: Any) -> str:
+    """``repr(value)``, shortened for an error message (bounded depth, items and length)."""
+    return _REPR.repr(value)
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` on one line and at most ``limit`` characters (PyYAML and torch messages span lines)."""
+    text = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:  # noqa: A002
@@ -199,9 +220,9 @@ class ConfigBase:
         for key, value in data.items():
             full = f"{_prefix}{key}"
             if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
+                close = difflib.get_close_matches(str(key)[:200], names, n=1)
                 hint = f"; did you mean {_prefix + close[0]!r}?" if close else f"; known keys: {names}"
-                raise ConfigError(f"unknown config key {full!r}{hint}")
+                raise ConfigError(f"unknown config key {short(full)}{hint}")
             tp = hints[key]
             if dataclasses.is_dataclass(tp) and isinstance(value, dict):
                 value = tp.from_dict(value, _prefix=f"{full}.")
@@ -210,7 +231,7 @@ class ConfigBase:
                 value = float(value)
             elif not _type_ok(value, tp):
                 raise ConfigError(
-                    f"{full}={value!r} has type {type(value).__name__}; expected {_type_name(tp)}"
+                    f"{full}={short(value)} has type {type(value).__name__}; expected {_type_name(tp)}"
                     + (f" (given as {given_as[key]!r})" if key in given_as else "")
                 )
             elif _accepts_float(tp):
@@ -252,10 +273,14 @@ class ConfigBase:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                raise ConfigError(f"{f.name}={value!r} is not allowed; choose one of {list(choices)}")
+                raise ConfigError(f"{f.name}={short(value)} is not allowed; choose one of {list(choices)}")
             # NaN passes no comparison-based rule by accident, and Inf turns every update into NaN.
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name}={value!r} is not allowed; must be a finite number")
+            if isinstance(value, str) and len(value) > MAX_STRING:  # a pasted file, not an id or a path
+                raise ConfigError(
+                    f"{f.name}={short(value)} is not allowed; {len(value)} characters, at most {MAX_STRING}"
+                )
             if isinstance(value, ConfigBase):
                 value.validate()
 
@@ -263,14 +288,24 @@ class ConfigBase:
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """The mapping a YAML config file holds; ConfigError for a missing file, bad YAML or a non-mapping."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        exists = path.is_file()
+    except OSError as e:  # a name too long for the file system, ...
+        raise ConfigError(f"config file {short(str(path))} cannot be read: {e.strerror or e}") from None
+    if not exists:
+        raise ConfigError(f"config file {short(str(path))} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:  # PyYAML's message spans several lines (with a caret): make it one
+        raise ConfigError(f"config file {short(str(path))} is not valid YAML: {one_line(e)}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {short(str(path))} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"config file {short(str(path))} cannot be read: {e.strerror or e}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(data).__name__}")
+        raise ConfigError(f"config file {short(str(path))} must hold a mapping, got {type(data).__name__}")
     return data
 
 
@@ -302,7 +337,7 @@ def apply_overrides(
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. learning_rate=1e-3)")
+            raise ConfigError(f"override {short(item)} must look like key=value (e.g. learning_rate=1e-3)")
         key, text = item.split("=", 1)
         key = config_cls.canonical_key(key.strip()) if config_cls is not None else key
         parts = key.strip().split(".")
@@ -310,7 +345,7 @@ def apply_overrides(
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+                raise ConfigError(f"override {short(item)}: {short(p)} is not a section")
         node[parts[-1]] = parse_value(text.strip())
     return data
 
@@ -328,7 +363,7 @@ def _has_key(cls: Any, dotted: str) -> bool:
 def check(cond: bool, key: str, value: Any, rule: str) -> None:
     """Raise ``ConfigError('key=value ...; rule')`` unless ``cond``."""
     if not cond:
-        raise ConfigError(f"{key}={value!r} is not allowed; {rule}")
+        raise ConfigError(f"{key}={short(value)} is not allowed; {rule}")
 
 
 __all__ = [
@@ -338,8 +373,10 @@ __all__ = [
     "apply_overrides",
     "check",
     "dataclass",
+    "one_line",
     "option",
     "parse_value",
+    "short",
 ]
 
 

@@ -5,8 +5,9 @@ This package is the top of the dependency graph: it imports ``ppokit.rl`` and ``
 nothing in ppokit imports it (a test checks the layering). The verbs import their algorithm inside
 the command function, so ``ppokit --help`` loads neither torch's models nor transformers.
 
-Errors ppokit raises on purpose (ConfigError, CheckpointError, ...) print as one line and exit with
-code 2; ``--debug`` shows the traceback instead. That boundary is ``main``, the only one.
+Errors the user can fix (ConfigError, CheckpointError, ..., an OSError on a path, a missing optional
+dependency; see ``cli/boundary.py``) print as one line and exit with code 2; ``--debug`` shows the
+traceback instead. That boundary is ``main``, the only one; internal bugs keep their traceback.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ import argparse
 import sys
 
 from ppokit.cli import lm, resume, rl
-from ppokit.errors import PPOKitError
+from ppokit.cli.boundary import OneLineParser, report
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every option has a one-line help)."""
-    parser = argparse.ArgumentParser(
-        prog="ppokit", description="Proximal Policy Optimization, familiar and fast."
-    )
+    parser = OneLineParser(prog="ppokit", description="Proximal Policy Optimization, familiar and fast.")
     parser.add_argument("--debug", action="store_true", help="Show tracebacks for errors.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     rl.register(sub)
@@ -40,16 +39,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except PPOKitError as e:
-        if args.debug:
-            raise
-        print(f"ppokit {args.command}: error: {e}", file=sys.stderr)
-        if getattr(e, "details", None):  # e.g. the traceback of a failed environment worker
-            print(e.details.rstrip(), file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         print(f"ppokit {args.command}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:
+        code = None if args.debug else report(e, args.command)
+        if code is None:  # --debug, or a bug in ppokit: the traceback
+            raise
+        sys.exit(code)
     return int(result or 0)
 
 

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ppokit.cli.options import add_lm_options
+from ppokit.cli.rundirs import claim, precheck
+from ppokit.cli.signals import StopOnSignal
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import ConfigError
 
@@ -116,11 +121,13 @@ def run_command(args: argparse.Namespace, trainer_cls: Any, presets: dict[str, A
     if args.resume:  # the same as `ppokit resume RUN_DIR`
         summary = resume_run(trainer_cls, args.resume, args.overrides, args.max_steps, progress)
     else:
+        if args.run_dir:  # refused at once, before the model is built and warm-started
+            precheck(args.run_dir, f"ppokit resume {args.run_dir}")
         cfg = config_from_flags(args, trainer_cls.config_class(), presets)
         name = "custom" if args.prompts else cfg.task
-        run_dir = Path(args.run_dir or f"runs/{name}-{trainer_cls.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = Path(args.run_dir) if args.run_dir else None  # None: runs/<name>-<algo>-<stamp>
         sources = {"prompts": args.prompts, "eval_prompts": args.eval_prompts, "reward": args.reward}
-        summary = start_run(trainer_cls, cfg, run_dir, sources, progress)
+        summary = start_run(trainer_cls, cfg, run_dir, sources, progress, name=name)
     return _print_summary(summary)
 
 
@@ -143,9 +150,24 @@ def _print_summary(summary: dict[str, Any]) -> int:
     from ppokit import distributed
 
     if distributed.info().is_main:
+        signum = summary.get("interrupted_by")
+        if signum is not None:
+            print(
+                f"interrupted by {signal.Signals(signum).name} at step {summary['steps']}; checkpoint "
+                f"{summary.get('checkpoint')}; continue with `ppokit resume {summary.get('run_dir')}`",
+                file=sys.stderr,
+            )
         print(json.dumps(summary))
     distributed.shutdown()
-    return 0
+    return 128 + int(summary["interrupted_by"]) if summary.get("interrupted_by") else 0
+
+
+def _train(trainer: Any) -> dict[str, Any]:
+    """``trainer.train()`` with SIGINT/SIGTERM finishing the step and checkpointing (cli/signals.py)."""
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread
+        return trainer.train()
+    with StopOnSignal(trainer, "step"):
+        return trainer.train()
 
 
 def _model(cfg: Any, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
@@ -190,10 +212,17 @@ def _trainer_args(cfg: Any, inputs: dict[str, Any], run_dir: Path | None, progre
 
 
 def start_run(
-    trainer_cls: Any, cfg: Any, run_dir: str | Path, sources: dict[str, Any], progress: bool = True
+    trainer_cls: Any,
+    cfg: Any,
+    run_dir: str | Path | None,
+    sources: dict[str, Any],
+    progress: bool = True,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """A fresh run of ``trainer_cls`` (an ``LMTrainer``) into ``run_dir``; returns the summary the verb
-    prints as JSON. ``sources``: the prompts file, held-out prompts file and reward specs."""
+    """A fresh run of ``trainer_cls`` (an ``LMTrainer``) into ``run_dir`` (None: a new
+    ``runs/<name>-<algo>-<timestamp>``); returns the summary the verb prints as JSON. ``sources``: the
+    prompts file, held-out prompts file and reward specs. Everything is built and checked before the
+    run directory is claimed (``cli/rundirs.py``), so a failed start leaves nothing there."""
     import torch
 
     from ppokit import distributed
@@ -201,40 +230,54 @@ def start_run(
     from ppokit.seeding import seed_everything
 
     started = time.perf_counter()
-    run_dir = Path(run_dir)
-    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-        raise ConfigError(
-            f"--run-dir {str(run_dir)!r} already holds checkpoints; use --resume {run_dir} or a new dir"
-        )
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        precheck(run_dir, f"ppokit resume {run_dir}")
+        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+            raise ConfigError(
+                f"--run-dir {str(run_dir)!r} already holds checkpoints; use --resume {run_dir} or a new dir"
+            )
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     seed_everything(cfg.seed)
     inputs = read_inputs(cfg, sources)
     model, tokenizer, info = _model(cfg, inputs)
+    # model_dir: a LoRA checkpoint names the base directory instead of copying it
+    trainer = trainer_cls(model, tokenizer, model_dir=cfg.model, **_trainer_args(cfg, inputs, None, progress))
     if distributed.init(cfg.device).is_main:  # under torchrun only rank 0 writes the run directory
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / SOURCES).write_text(json.dumps(sources))
-    args = _trainer_args(cfg, inputs, run_dir, progress)
-    trainer = trainer_cls(
-        model, tokenizer, model_dir=cfg.model, **args
-    )  # LoRA checkpoints refer to cfg.model
-    return _finish(cfg, trainer.train(), info, started)
+        default = f"{name or cfg.task}-{trainer_cls.algo}"
+        claimed = claim(run_dir, default, yaml_text(cfg), f"ppokit resume {run_dir or 'RUN_DIR'}")
+        try:
+            (claimed.path / SOURCES).write_text(json.dumps(sources))
+        except BaseException:
+            claimed.abandon()
+            raise
+        trainer.run_dir, trainer.run_dir_lock = claimed.path, claimed.lock  # loop.py takes the lock over
+    return _finish(cfg, _train(trainer), info, started)
 
 
 def resume_run(
     trainer_cls: Any, run_dir: str | Path, overrides: list[str], max_steps: int | None, progress: bool = True
 ) -> dict[str, Any]:
-    """Continue ``run_dir`` from its newest complete checkpoint (config from the run, plus overrides)."""
+    """Continue ``run_dir`` from its newest complete checkpoint (config from the run, plus overrides);
+    a run killed before its first checkpoint starts again from its config.yaml."""
     import torch
 
+    from ppokit.llm.checkpoint import list_lm_checkpoints
     from ppokit.llm.inputs import read_inputs
+    from ppokit.train.rundir import RunDirLock
 
     started = time.perf_counter()
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"--resume {str(run_dir)!r}: no config.yaml there (not a run directory)")
+    if max_steps is not None and max_steps < 1:
+        raise ConfigError(f"--max-steps={max_steps} is not allowed; must be >= 1")
     config_cls = trainer_cls.config_class()
-    data = config_cls.load_yaml(run_dir / "config.yaml", overrides).to_dict()
+    try:
+        data = config_cls.load_yaml(run_dir / "config.yaml", overrides).to_dict()
+    except ConfigError as e:
+        raise ConfigError(f"{str(run_dir / 'config.yaml')!r} is not a valid config (edited?): {e}") from None
     if max_steps is not None:
         data = apply_overrides(data, [f"max_steps={max_steps}"])
     cfg = config_cls.from_dict(data)
@@ -242,9 +285,26 @@ def resume_run(
         torch.set_num_threads(cfg.torch_threads)
     sources = json.loads((run_dir / SOURCES).read_text()) if (run_dir / SOURCES).is_file() else {}
     inputs = read_inputs(cfg, sources)
+    if not list_lm_checkpoints(run_dir / "checkpoints"):  # killed before its first checkpoint
+        from ppokit.seeding import seed_everything
+
+        seed_everything(cfg.seed)
+        model, tokenizer, info = _model(cfg, inputs)
+        args = _trainer_args(cfg, inputs, run_dir, progress)
+        trainer = trainer_cls(model, tokenizer, model_dir=cfg.model, **args)
+        trainer.run_dir_lock = RunDirLock(run_dir)
+        print(f"{run_dir} holds no checkpoint yet: training it from the start with its config.yaml")
+        return _finish(cfg, _train(trainer), {**info, "restarted": True}, started)
     trainer = trainer_cls.resume(run_dir, **_trainer_args(cfg, inputs, run_dir, progress))
     resumed_from = trainer.step
-    return _finish(cfg, trainer.train(), {"resumed_from_step": resumed_from}, started)
+    return _finish(cfg, _train(trainer), {"resumed_from_step": resumed_from}, started)
+
+
+def yaml_text(cfg: Any) -> str:
+    """The text ``cfg.save_yaml`` writes."""
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def _finish(cfg: Any, summary: dict[str, Any], info: dict[str, Any], started: float) -> dict[str, Any]:

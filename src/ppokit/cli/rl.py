@@ -13,11 +13,12 @@ import argparse
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ppokit.cli.options import add_train_options
+from ppokit.cli.rundirs import claim, default_run_dir, precheck
+from ppokit.cli.signals import StopOnSignal
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import CheckpointError, ConfigError
 
@@ -63,8 +64,11 @@ def preset_dirs() -> list[Path]:
 def find_preset(env_id: str) -> Path | None:
     """``configs/<env_id>.yaml`` if it exists."""
     for d in preset_dirs():
-        if (d / f"{env_id}.yaml").is_file():
-            return d / f"{env_id}.yaml"
+        try:
+            if (d / f"{env_id}.yaml").is_file():
+                return d / f"{env_id}.yaml"
+        except OSError:  # an id too long for a file name has no preset (the env check names it)
+            return None
     return None
 
 
@@ -91,52 +95,22 @@ def resolve_config(args: argparse.Namespace) -> PPOConfig:
     ):
         if getattr(args, flag, None) is not None:
             data[key] = getattr(args, flag)
-    return PPOConfig.from_dict(apply_overrides(data, args.overrides, PPOConfig))
+    if getattr(args, "gym_packages", None):
+        data["gym_packages"] = list(data.get("gym_packages") or []) + list(args.gym_packages)
+    data = apply_overrides(data, args.overrides, PPOConfig)
+    if not data.get("env_wrappers"):  # e.g. MiniGrid's Text mission is dropped (envfind.DEFAULT_WRAPPERS)
+        from ppokit.rl.envfind import default_wrappers
+
+        data["env_wrappers"] = default_wrappers(str(data.get("env_id", "")))
+    return PPOConfig.from_dict(data)
 
 
 def new_run_dir(cfg: PPOConfig, given: str | None) -> Path:
-    """``runs/<env>-ppo-<YYYYmmdd-HHMMSS>`` or the given directory, which must not hold a run."""
+    """``runs/<env>-ppo-<YYYYmmdd-HHMMSS>`` or the given directory, which must not hold a run (a
+    first check; ``cli/rundirs.claim`` makes it exclusive)."""
     if given:
-        path = Path(given)
-        if (path / "config.yaml").exists():
-            raise ConfigError(
-                f"run directory {given!r} already holds a run; use `ppokit resume {given}` "
-                "or choose another --run-dir"
-            )
-        return path
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path("runs") / f"{cfg.env_id}-ppo-{stamp}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = Path("runs") / f"{cfg.env_id}-ppo-{stamp}-{n}"
-    return path
-
-
-class _StopOnSignal:
-    """Ctrl-C (SIGINT) or SIGTERM asks the run to stop after the current update, so the checkpoint
-    it then writes sits on an update boundary and resumes exactly. A second signal stops at once,
-    keeping the newest complete checkpoint (a half-done update is not worth saving)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, model: Any):
-        self.model = model
-        self.previous: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.model.stop_requested is not None:
-            raise KeyboardInterrupt
-        self.model.stop_requested = signum
-        print(f"{signal.Signals(signum).name}: stopping after this update (again: stop now)", file=sys.stderr)
-
-    def __enter__(self) -> _StopOnSignal:
-        self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
+        return precheck(given, f"ppokit resume {given}")
+    return default_run_dir(f"{cfg.env_id}-ppo")
 
 
 def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: int) -> int | None:
@@ -144,7 +118,7 @@ def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: in
     from ppokit.rl import state
     from ppokit.train.checkpoint import latest_checkpoint
 
-    with _StopOnSignal(model):
+    with StopOnSignal(model):
         try:
             # ``total`` counts the whole run: a resumed run trains what is left of it
             more = max(0, total - model.num_timesteps)
@@ -199,35 +173,78 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """``ppokit train``."""
+    """``ppokit train``: build and check everything first (environments, policy), then claim the
+    run directory (``cli/rundirs.py``), so a failed start leaves nothing at ``--run-dir``."""
     from ppokit import distributed
     from ppokit.rl.ppo import PPO
 
     cfg = resolve_config(args)
+    if args.run_dir:
+        new_run_dir(cfg, args.run_dir)  # refused at once, before the environments are built
     dist = distributed.init(cfg.device)
-    run_dir = None
-    if dist.is_main:  # only rank 0 owns the run directory
-        run_dir = new_run_dir(cfg, args.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save_yaml(run_dir / "config.yaml")
-    model = PPO(cfg.env_id, cfg, run_dir=run_dir)
+    model = PPO(cfg.env_id, cfg)
+    try:
+        if dist.is_main:  # only rank 0 owns the run directory
+            given = Path(args.run_dir) if args.run_dir else None
+            claimed = claim(given, f"{cfg.env_id}-ppo", yaml_text(cfg), f"ppokit resume {args.run_dir}")
+            try:
+                model.set_run_dir(claimed.path, lock=claimed.lock)
+            except BaseException:
+                claimed.abandon()
+                raise
+    except BaseException:
+        model.close()
+        distributed.shutdown()
+        raise
     try:
         return _train_and_finish(model, args, cfg.total_timesteps)
     finally:
         distributed.shutdown()
 
 
+def yaml_text(cfg: Any) -> str:
+    """The text ``cfg.save_yaml`` writes."""
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def resume_ppo(args: argparse.Namespace) -> int:
-    """``ppokit resume RUN_DIR`` for a PPO run: continue from the newest complete checkpoint."""
+    """``ppokit resume RUN_DIR`` for a PPO run: continue from the newest complete checkpoint (a run
+    that crashed before its first checkpoint starts again from its ``config.yaml``)."""
     from ppokit.rl.ppo import PPO
+    from ppokit.train.checkpoint import latest_checkpoint
 
     if args.max_steps is not None or args.overrides:
         raise ConfigError(
             f"{args.run_dir!r} is a PPO run: --max-steps and --set are for GRPO and RLHF-PPO runs "
             "(use --total-timesteps N)"
         )
+    if args.total_timesteps is not None and args.total_timesteps < 1:
+        raise ConfigError(f"--total-timesteps={args.total_timesteps} is not allowed; must be >= 1")
     run_dir = Path(args.run_dir)
+    has_checkpoint = latest_checkpoint(run_dir / "checkpoints") is not None
+    try:
+        edited = _edited_config(run_dir)  # an invalid config.yaml is refused here, naming the key
+    except ConfigError as e:
+        if has_checkpoint:
+            raise
+        raise CheckpointError(
+            f"{str(run_dir)!r} is no run directory with a complete checkpoint to resume from (it stopped "
+            f"before its first one), and its config cannot start it again: {e}"
+        ) from None
+    if edited is not None and not has_checkpoint:
+        return _restart(edited, run_dir, args)
     model = PPO.resume(run_dir)  # the config comes with the checkpoint
+    if edited is not None:
+        differ = config_differences(model.config.to_dict(), edited.to_dict())
+        if differ:
+            model.close()
+            raise ConfigError(
+                f"{str(run_dir / 'config.yaml')!r} was edited after the run started ({differ}); a PPO run "
+                "resumes with the config it was trained with: undo the edit (or start a new run with "
+                "--config; --total-timesteps N changes the budget)"
+            )
     info = model.resume_info
     how = (
         "environment state restored exactly"
@@ -236,6 +253,55 @@ def resume_ppo(args: argparse.Namespace) -> int:
     )
     print(f"resuming {run_dir} from {Path(info['checkpoint']).name} (step {model.num_timesteps}; {how})")
     return _train_and_finish(model, args, args.total_timesteps or model.target_timesteps)
+
+
+def _edited_config(run_dir: Path) -> PPOConfig | None:
+    """The run's ``config.yaml`` validated (ConfigError naming the file and key), or None without one."""
+    from ppokit.rl.config import PPOConfig
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        return PPOConfig.load_yaml(path)
+    except ConfigError as e:
+        raise ConfigError(f"{str(path)!r} is not a valid config (edited?): {e}") from None
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    """``"key: old -> new, ..."`` for the keys whose values differ (dotted for sections), shortened."""
+    from ppokit.config import short
+
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = config_differences(a, b, f"{prefix}{key}.")
+            out += [inner] if inner else []
+        elif a != b:
+            out.append(f"{prefix}{key}: {short(a)} -> {short(b)}")
+    return ", ".join(out[:6]) + (f" and {len(out) - 6} more" if len(out) > 6 else "")
+
+
+def _restart(cfg: PPOConfig, run_dir: Path, args: argparse.Namespace) -> int:
+    """A run with a config but no checkpoint yet (it crashed or was killed before its first one):
+    train it from the start, as ``ppokit train --config RUN_DIR/config.yaml`` would have."""
+    from ppokit.rl.ppo import PPO
+    from ppokit.train.rundir import RunDirLock
+
+    if (run_dir / "model").exists():
+        raise CheckpointError(f"{str(run_dir)!r} has a model/ but no checkpoint to resume from")
+    if args.total_timesteps is not None:
+        cfg = cfg.replace(total_timesteps=args.total_timesteps)
+    model = PPO(cfg.env_id, cfg)
+    try:
+        lock = RunDirLock(run_dir)
+    except BaseException:
+        model.close()
+        raise
+    model.set_run_dir(run_dir, lock=lock)  # a fresh metrics.csv: the lost attempt's rows go
+    print(f"{run_dir} holds no checkpoint yet: training it from the start with its config.yaml")
+    return _train_and_finish(model, args, cfg.total_timesteps)
 
 
 def eval_command(args: argparse.Namespace) -> int:
@@ -249,7 +315,10 @@ def eval_command(args: argparse.Namespace) -> int:
     model.close()
     run_dir = Path(args.run_dir)
     if (run_dir / "config.yaml").exists():
-        (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
+        try:
+            (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
+        except OSError as e:  # a read-only run: the result is still worth printing (issue 16)
+            print(f"ppokit eval: note: eval.json not written: {e.strerror or e}", file=sys.stderr)
     if args.json:
         print(json.dumps(result))
     else:

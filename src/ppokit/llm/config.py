@@ -160,7 +160,12 @@ class LMConfig(ConfigBase):
     eval_every: int = option(25, "Measure held-out accuracy every this many steps (0: only before/after).")
     eval_prompts: int = option(200, "Held-out prompts for the accuracy (greedy decoding).")
     log_every: int = option(1, "Write a metrics row every this many steps.")
-    checkpoint_every: int = option(0, "Checkpoint every this many steps (0: only at the end).")
+    checkpoint_every: int = option(0, "Checkpoint every this many steps (0: by time and at the end).")
+    checkpoint_every_seconds: float = option(
+        300.0,
+        "Also checkpoint when this many seconds of wall-clock passed since the last one (0: off), so a "
+        "killed run loses at most this much work.",
+    )
     keep_checkpoints: int = option(2, "Keep this many newest checkpoints.")
     num_samples: int = option(16, "Rows of the prompts/completions/rewards table written to samples.md.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")
@@ -246,6 +251,12 @@ class LMConfig(ConfigBase):
         check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
         check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         check(self.max_seconds >= 0, "max_seconds", self.max_seconds, "must be >= 0")
+        check(
+            self.checkpoint_every_seconds >= 0,
+            "checkpoint_every_seconds",
+            self.checkpoint_every_seconds,
+            "must be >= 0",
+        )
         check(
             self.max_grad_norm is None or self.max_grad_norm > 0,
             "max_grad_norm",

@@ -36,6 +36,7 @@ from ppokit.functional import (
 )
 from ppokit.llm.generation import completion_logprobs, encode_prompts, generate
 from ppokit.llm.grpo_config import GRPOConfig
+from ppokit.llm.reward_checks import require_scored
 from ppokit.llm.trainer import LMTrainer
 
 
@@ -125,6 +126,7 @@ class GRPOTrainer(LMTrainer):
         # ---------------------------------------------------------- 2. advantage
         ids = [row[m].tolist() for row, m in zip(out.tokens, out.mask)]  # up to and including EOS
         rewards, per_fn = self.score(rows, texts, ids)
+        require_scored(rewards, self.reward_names, self.step + 1)  # a step with no signal stops the run
         unscored = torch.isnan(rewards)
         grouped = rewards.view(-1, G)
         # A completion no function scored is left out of the loss; for the group statistics it takes

@@ -82,11 +82,13 @@ class GRPOConfig(LMConfig):
         check(
             self.num_generations >= 1, "num_generations", self.num_generations, "must be a positive integer"
         )
+        # A group of one has advantage r - mean(r) = 0 whatever the scaling, so only the KL term
+        # would move the policy: such a run learns nothing (issue 16 found it accepted with beta > 0).
         check(
-            self.num_generations >= 2 or self.scale_rewards == "none" or self.kl_coef > 0,
+            self.num_generations >= 2,
             "num_generations",
             self.num_generations,
-            "a group of one has no relative advantage; use >= 2",
+            "a group of one has no relative advantage (r - mean = 0), so nothing is learned; use >= 2",
         )
         check(
             self.clip_range_high is None or self.clip_range_high > 0,

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from ppokit.errors import ConfigError, NonFiniteError
+from ppokit.llm.reward_checks import RewardFunctionError
 from ppokit.llm.trl_compat import Callbacks
 from ppokit.tracking import PROCESS_START, ProgressBar, Tracker, trim_csv
 from ppokit.train.rundir import RunDirLock
@@ -110,21 +111,41 @@ def run_training(trainer: Any) -> dict[str, Any]:
 
     Held-out accuracy is measured before the first step (kept across resumes), every ``eval_every``
     steps and after the last one, which is logged in the last step's row: one metrics row per step.
-    Checkpoints every ``checkpoint_every`` steps and at the end; a ``NonFiniteError`` (too many
-    non-finite steps in a row) writes an emergency checkpoint first. The run directory is locked
+    Checkpoints every ``checkpoint_every`` steps and/or ``checkpoint_every_seconds`` of wall-clock (300
+    by default) and at the end; a ``NonFiniteError`` (too many non-finite steps in a row) or a
+    ``RewardFunctionError`` writes a checkpoint first. ``trainer.stop_requested`` (a signal number,
+    set by ``cli/signals.py``) ends the run after the current step with a checkpoint and
+    ``interrupted_by`` in the summary. The run directory is locked
     (``RunDirLock``) while training: a second process writing it gets a one-line ``RunDirError``.
     """
-    # one writer per run directory, as on the classic side (ppokit/train/rundir.py), while it trains
-    lock = RunDirLock(trainer.run_dir) if trainer.run_dir is not None else None
+    # one writer per run directory, as on the classic side (ppokit/train/rundir.py), while it trains;
+    # the command line takes it before it creates the run's config.yaml and hands it over here
+    lock = trainer.__dict__.pop("run_dir_lock", None)
+    if lock is None and trainer.run_dir is not None:
+        lock = RunDirLock(trainer.run_dir)
     tracker = None
     try:
         tracker = _tracker(trainer)
-        return _run(trainer, tracker)
+        try:
+            return _run(trainer, tracker)
+        except RewardFunctionError as e:  # the work so far is kept: fix the function, then resume
+            raise _checkpointed(trainer, e) from None
     finally:
         if tracker is not None:
             tracker.close()
         if lock is not None:
             lock.release()
+
+
+def _checkpointed(trainer: Any, error: RewardFunctionError) -> RewardFunctionError:
+    """``error`` with a checkpoint of the last completed step written first (with a run directory)."""
+    if trainer.run_dir is None:
+        return error
+    path = trainer.save_checkpoint()
+    return RewardFunctionError(
+        f"{error}; checkpoint of step {trainer.step}: {path} (fix the function, then `ppokit resume "
+        f"{trainer.run_dir}`)"
+    )
 
 
 def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
@@ -146,12 +167,17 @@ def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
         enabled=trainer.progress,
         unit="steps",
     )
+    saved_at = time.monotonic()  # checkpoint_every_seconds counts from here and from each checkpoint
+    stopped = None
     callbacks = Callbacks(trainer.callbacks, trainer)
     callbacks.begin()
     with bar:
         bar.update(trainer.step, done_since_start=0)
         while trainer.step < cfg.max_steps:
             if cfg.max_seconds and time.perf_counter() - start >= cfg.max_seconds:
+                break
+            stopped = getattr(trainer, "stop_requested", None)  # SIGINT/SIGTERM (cli/signals.py)
+            if stopped is not None:
                 break
             callbacks.step_begin()
             try:
@@ -174,13 +200,27 @@ def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
                     final, records = evaluated, eval_records
             if last or trainer.step % cfg.log_every == 0:
                 _log(tracker, trainer.step, metrics)
-            if tracker is not None and cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0:
+            every_steps = cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0
+            every_seconds = cfg.checkpoint_every_seconds and (
+                time.monotonic() - saved_at >= cfg.checkpoint_every_seconds
+            )
+            if tracker is not None and (every_steps or every_seconds):
                 trainer.save_checkpoint()
+                saved_at = time.monotonic()
             bar.update(trainer.step, metrics.get(headline), done_since_start=trainer.step - start_step)
             if callbacks.step_end(metrics):  # a callback asked to stop
                 break
     callbacks.end()
     train_seconds = time.perf_counter() - start
+    if stopped is not None:  # stop now: a checkpoint on this step boundary, no final evaluation
+        summary.update(
+            {"steps": trainer.step, "interrupted_by": stopped, "last_reward": metrics.get(headline)}
+        )
+        if tracker is not None:
+            tracker.close()
+            summary["checkpoint"] = str(trainer.save_checkpoint())
+            summary["run_dir"] = str(trainer.run_dir)
+        return summary
     if has_eval:
         if not final:  # no step ran (already at max_steps, or max_seconds spent before the first)
             final, records = trainer.evaluate()

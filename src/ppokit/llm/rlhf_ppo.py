@@ -54,6 +54,7 @@ from ppokit.llm.generation import (
     unwrap_peft,
 )
 from ppokit.llm.report import plot_rlhf_run
+from ppokit.llm.reward_checks import require_scored
 from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
 from ppokit.llm.trainer import LMTrainer
 from ppokit.llm.value_head import ValueHead, hidden_size
@@ -256,6 +257,7 @@ class RLHFPPOTrainer(LMTrainer):
         texts = self.tokenizer.batch_decode(out.tokens.masked_fill(~out.mask, pad), skip_special_tokens=True)
         ids = [row[m].tolist() for row, m in zip(out.tokens, out.mask)]  # up to and including EOS
         scores, per_fn = self.score(rows, texts, ids)
+        require_scored(scores, self.reward_names, self.step + 1)  # a step with no signal stops the run
         unscored = torch.isnan(scores)  # no function scored it: it stays out of the update
         scores = torch.nan_to_num(scores).to(self.device)
         if cfg.missing_eos_penalty is not None:  # TRL's missing_eos_penalty

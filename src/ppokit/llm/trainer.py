@@ -23,9 +23,11 @@ from ppokit import distributed
 from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.llm import checkpoint as ckpt
 from ppokit.llm.generation import encode_prompts, generate
+from ppokit.llm.input_checks import check_lengths, check_prompt_rows, check_tokenizer
 from ppokit.llm.models import eos_token_ids, prepare_tokenizer
 from ppokit.llm.precision import enable_gradient_checkpointing, is_peft_model, prepare_precision, wrap_peft
 from ppokit.llm.report import plot_llm_run, write_samples
+from ppokit.llm.reward_checks import checked_rewards
 from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
 from ppokit.llm.trl_compat import TrainerState, dataset_rows, is_finite_number, trl_completion
 from ppokit.train.rng import capture_rng, restore_rng
@@ -83,6 +85,14 @@ def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
     if not rows or any("prompt" not in r for r in rows):
         raise ConfigError("train_prompts must be a non-empty list of strings or of dicts with a 'prompt' key")
     return rows
+
+
+def check_inputs(model: Any, tokenizer: Any, rows: list, eval_rows: list, generation: Any) -> None:
+    """Prompts, tokenizer and lengths checked before any work (``llm/input_checks.py``)."""
+    check_tokenizer(tokenizer)
+    for what, rs in (("train_prompts", rows), ("eval_prompts", eval_rows)):
+        check_prompt_rows(rs, what)
+        check_lengths(model, tokenizer, rs, generation, what)
 
 
 class LMTrainer:
@@ -166,12 +176,14 @@ class LMTrainer:
         self.model.train()
         self.tokenizer = prepare_tokenizer(tokenizer)
         funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-        self.reward_funcs = [as_reward_function(f, cfg.device) for f in funcs]
+        # errors name the function and row (reward_checks.py)
+        self.reward_funcs = checked_rewards([as_reward_function(f, cfg.device) for f in funcs])
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.rows = as_rows(dataset_rows(train_prompts if train_prompts is not None else train_dataset))
         evals = eval_prompts if eval_prompts is not None else eval_dataset
         self.eval_rows = as_rows(dataset_rows(evals)) if evals is not None and len(evals) else []
         check_chat_template(self.tokenizer, self.rows[:1] + self.eval_rows[:1])
+        check_inputs(self.model, self.tokenizer, self.rows, self.eval_rows, cfg.generation)
         self._pending_metrics: dict[str, list[float]] = {}
         self._pending_columns: dict[str, list[Any]] = {}
         self.accuracy_fn = accuracy_fn

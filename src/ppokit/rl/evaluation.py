@@ -33,7 +33,12 @@ def evaluate_policy(
     while len(returns) < episodes:
         k = min(max_parallel, episodes - len(returns))
         venv = make_vec_env(
-            model.env_spec, k, "auto" if cfg.vectorization == "async" else cfg.vectorization, cfg.env_kwargs
+            model.env_spec,
+            k,
+            "auto" if cfg.vectorization == "async" else cfg.vectorization,
+            cfg.env_kwargs,
+            cfg.gym_packages,
+            cfg.env_wrappers,
         )
         try:
             obs, info = venv.reset(seed=seed + len(returns))

@@ -135,7 +135,11 @@ class RecurrentActorCritic(RecurrentPolicy):
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig):
         super().__init__(
-            observation_space, action_space, cfg.log_std_init, (cfg.log_std_min, cfg.log_std_max)
+            observation_space,
+            action_space,
+            cfg.log_std_init,
+            (cfg.log_std_min, cfg.log_std_max),
+            cfg.action_bounds,
         )
         if cfg.recurrent not in CELLS:
             raise ValueError(f"network.recurrent={cfg.recurrent!r} is not one of {sorted(CELLS)}")

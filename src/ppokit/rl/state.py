@@ -228,8 +228,21 @@ def resume(
     ppo.resume_info = restore(ppo, tensors, meta, where, training=True)
     run_dir = run_dir if run_dir is not None else own_run
     if run_dir is not None:
-        trim_logs(Path(run_dir), ppo.num_timesteps)
-        ppo.set_run_dir(run_dir, append=True)
+        from ppokit.train.rundir import RunDirLock
+
+        # the lock first: two resumes of one run both trimmed its logs, then both appended (issue 16)
+        try:
+            lock = RunDirLock(run_dir)
+        except BaseException:
+            ppo.close()
+            raise
+        try:
+            trim_logs(Path(run_dir), ppo.num_timesteps)
+        except BaseException:
+            lock.release()
+            ppo.close()
+            raise
+        ppo.set_run_dir(run_dir, append=True, lock=lock)
     return ppo
 
 
