@@ -272,10 +272,15 @@ def head_logprobs(
     n = h.shape[0]
     size = chunk_size if chunk_size > 0 else max(n, 1)
     grad = torch.is_grad_enabled() and h.requires_grad
+    # one chunk: its logits are at most [chunk_size, V] anyway, so keep them for the backward pass
+    # instead of recomputing them (the small-batch case pays nothing for chunking)
+    recompute = grad and n > size
     logps, ents = [], []
     for i in range(0, n, size):
         args = (head, h[i : i + size], t[i : i + size], temperature, entropy)
-        lp, en = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if grad else _chunk_logprobs(*args)
+        lp, en = (
+            checkpoint(_chunk_logprobs, *args, use_reentrant=False) if recompute else _chunk_logprobs(*args)
+        )
         logps.append(lp)
         ents.append(en)
     zeros = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
