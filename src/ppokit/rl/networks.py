@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ppokit.errors import ConfigError
 from ppokit.rl.config import NetworkConfig
 from ppokit.rl.policy import Policy
 
@@ -166,17 +165,11 @@ class MlpActorCritic(Policy):
 def build_policy(observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig) -> Policy:
     """The built-in policy for ``network`` settings ``cfg``: the MLP for Box observations, else an
     ``EncoderActorCritic`` (rl/encoders.py: CNN for images, one-hot for discrete, Dict/Tuple per key);
-    recurrent: rl/recurrent.py (Box observations)."""
+    recurrent: rl/recurrent.py (on the same encoders)."""
     from ppokit.rl.spaces import ObsLayout
 
     kind = ObsLayout(observation_space).kind
     if cfg.recurrent != "none":
-        if kind != "box":
-            raise ConfigError(
-                f"network.recurrent={cfg.recurrent!r} is not allowed with {kind} observations "
-                f"({observation_space}) yet; the recurrent policy reads Box observations (use "
-                "gymnasium.wrappers.FlattenObservation in env_wrappers for small Dict/Discrete ones)"
-            )
         from ppokit.rl.recurrent import build_recurrent_policy  # it builds on this module's layers
 
         return build_recurrent_policy(observation_space, action_space, cfg)

@@ -30,7 +30,7 @@ from ppokit.optim import FlatAdam
 from ppokit.rl import fast, state
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.envs import EnvSpec, autoreset_mode, make_vec_env
-from ppokit.rl.masking import validate_masks
+from ppokit.rl.masking import mask_dim, mask_nvec, validate_masks
 from ppokit.rl.networks import build_policy
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler, sync_statistics
 from ppokit.rl.policy import Policy
@@ -133,7 +133,7 @@ class PPO:
             obs_shape,
             dist.action_shape,
             dist.action_dtype,
-            mask_dim=dist.out_dim if self.masked else None,
+            mask_dim=mask_dim(self.action_space) if self.masked else None,
             state_size=self.policy.state_size if self.recurrent else None,
             obs_dtype=self.obs_layout.dtype,
         )
@@ -430,7 +430,7 @@ class PPO:
         n, kw = batch.shape[0], {}
         x = as_tensor(batch, self.obs_layout.dtype)
         if action_masks is not None:
-            nvec = self.policy.dist.nvec
+            nvec = mask_nvec(self.action_space)
             kw["mask"] = as_tensor(validate_masks(action_masks, nvec, n, "observation"), torch.bool)
         if self.recurrent:
             kw["state"] = None if state is None else as_tensor(state, torch.float32).reshape(n, -1)
