@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parents[1]
 RUNS = {  # name: (preset, steps)
     "CartPole-v1 (default `ppokit train`)": ("configs/CartPole-v1.yaml", 100_000),
     "CartPole-v1-fast": ("configs/CartPole-v1-fast.yaml", 100_000),
-    "HalfCheetah-v5 (zoo preset)": ("configs/HalfCheetah-v5.yaml", 20_000),
+    "HalfCheetah-v5 (zoo preset)": ("configs/HalfCheetah-v5.yaml", 10_240),
     "HalfCheetah-v5-fast": ("configs/HalfCheetah-v5-fast.yaml", 100_000),
 }
 

@@ -63,8 +63,12 @@ def test_old_logprobs_are_computed_once_and_not_at_all_when_mu_is_one(iterations
     cfg = config(n_epochs=iterations, share_prompt_prefix=False)  # one model call per pass
     trainer = GRPOTrainer(model, tok, spread_reward, PROMPTS, cfg, progress=False)
     calls = {"policy": 0, "ref": 0}
-    model.register_forward_pre_hook(lambda *_: calls.__setitem__("policy", calls["policy"] + 1))
-    trainer.ref_model.register_forward_pre_hook(lambda *_: calls.__setitem__("ref", calls["ref"] + 1))
+    # the log-prob passes call the transformer trunk (the head runs chunk by chunk on its hidden
+    # states), so a pass is counted there: one trunk call per pass
+    model.base_model.register_forward_pre_hook(lambda *_: calls.__setitem__("policy", calls["policy"] + 1))
+    trainer.ref_model.base_model.register_forward_pre_hook(
+        lambda *_: calls.__setitem__("ref", calls["ref"] + 1)
+    )
     ro = trainer._rollout(trainer._next_rows())
     calls.update(policy=0, ref=0)
     metrics = trainer._update(ro)

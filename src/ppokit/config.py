@@ -54,6 +54,16 @@ ALIASES: dict[str, tuple[str, str]] = {
     "temperature": ("generation.temperature", "TRL GRPOConfig and PPOConfig"),
     "top_p": ("generation.top_p", "TRL GRPOConfig"),
     "top_k": ("generation.top_k", "TRL GRPOConfig"),
+    # loading and LoRA
+    "dtype": ("torch_dtype", "transformers >= 4.56 from_pretrained; TRL model_init_kwargs"),
+    # TRL's (transformers TrainingArguments') names of the run loop's keys
+    "logging_steps": ("log_every", "TRL GRPOConfig (TrainingArguments)"),
+    "save_steps": ("checkpoint_every", "TRL GRPOConfig (TrainingArguments)"),
+    "save_total_limit": ("keep_checkpoints", "TRL GRPOConfig (TrainingArguments)"),
+    "eval_steps": ("eval_every", "TRL GRPOConfig (TrainingArguments)"),
+    "lr_scheduler_type": ("lr_schedule", "TRL GRPOConfig (TrainingArguments)"),
+    "min_p": ("generation.min_p", "TRL GRPOConfig"),
+    "repetition_penalty": ("generation.repetition_penalty", "TRL GRPOConfig"),
     # vectorised environments
     "n_envs": ("num_envs", "Stable-Baselines3 (make_vec_env)"),
 }

@@ -73,6 +73,12 @@ def config_from_flags(args: argparse.Namespace, config_cls: Any, presets: dict[s
     one's own need something to score them."""
     from ppokit.llm.tasks import TASKS
 
+    # a directory that is no model fails on loading, naming what is missing; a real one needs prompts
+    if args.model and (Path(args.model) / "config.json").is_file() and not (args.prompts or args.task):
+        raise ConfigError(
+            f"--model {args.model} without --prompts would train on the built-in addition task; give "
+            "--prompts FILE.jsonl and a --reward, or --task NAME to mean a built-in task"
+        )
     task = args.task or "addition"
     if task not in TASKS:
         raise ConfigError(f"--task {task!r} is not a built-in task; choose one of {sorted(TASKS)}")
@@ -170,7 +176,7 @@ def _model(cfg: Any, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     from ppokit.llm.trainer import LMTrainer
 
     if cfg.model:
-        model, tokenizer = load_pretrained(cfg.model, cfg.device)
+        model, tokenizer = load_pretrained(cfg.model, cfg.device, cfg.torch_dtype)
         return model, tokenizer, {}
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(cfg.tiny_model, tokenizer, seed=cfg.seed).to(cfg.device)
@@ -236,7 +242,8 @@ def start_run(
     seed_everything(cfg.seed)
     inputs = read_inputs(cfg, sources)
     model, tokenizer, info = _model(cfg, inputs)
-    trainer = trainer_cls(model, tokenizer, **_trainer_args(cfg, inputs, None, progress))
+    # model_dir: a LoRA checkpoint names the base directory instead of copying it
+    trainer = trainer_cls(model, tokenizer, model_dir=cfg.model, **_trainer_args(cfg, inputs, None, progress))
     if distributed.init(cfg.device).is_main:  # under torchrun only rank 0 writes the run directory
         default = f"{name or cfg.task}-{trainer_cls.algo}"
         claimed = claim(run_dir, default, yaml_text(cfg), f"ppokit resume {run_dir or 'RUN_DIR'}")
@@ -283,7 +290,8 @@ def resume_run(
 
         seed_everything(cfg.seed)
         model, tokenizer, info = _model(cfg, inputs)
-        trainer = trainer_cls(model, tokenizer, **_trainer_args(cfg, inputs, run_dir, progress))
+        args = _trainer_args(cfg, inputs, run_dir, progress)
+        trainer = trainer_cls(model, tokenizer, model_dir=cfg.model, **args)
         trainer.run_dir_lock = RunDirLock(run_dir)
         print(f"{run_dir} holds no checkpoint yet: training it from the start with its config.yaml")
         return _finish(cfg, _train(trainer), {**info, "restarted": True}, started)

@@ -66,7 +66,9 @@ def add_lm_options(p: argparse.ArgumentParser, algo: str, steps: str, reward_mod
             help="Local directory of an HF sequence-classification reward model (num_labels=1).",
         )
     p.add_argument(
-        "--prompts", metavar="FILE.jsonl", help="Prompts, one JSON object per line with a 'prompt' key."
+        "--prompts",
+        metavar="FILE.jsonl",
+        help="Prompts: JSONL (one object per line with a 'prompt' key), a JSON list or Parquet.",
     )
     p.add_argument(
         "--eval-prompts", metavar="FILE.jsonl", help="Held-out prompts for the greedy eval reward."

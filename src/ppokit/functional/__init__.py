@@ -13,10 +13,12 @@ from ppokit.functional.diagnostics import (
 )
 from ppokit.functional.kl import adaptive_beta, adaptive_kl_coef, kl_estimate, kl_k1, kl_k2, kl_k3
 from ppokit.functional.losses import (
+    cispo_surrogate,
     clipped_surrogate,
     entropy_from_logits,
     kl_penalty_surrogate,
     policy_loss,
+    sapo_surrogate,
     unclipped_surrogate,
     value_loss,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "approx_kl",
     "clip_fraction",
     "clipped_fractions",
+    "cispo_surrogate",
     "clipped_surrogate",
     "discounted_returns",
     "entropy_from_logits",
@@ -51,6 +54,7 @@ __all__ = [
     "per_token_rewards",
     "policy_loss",
     "token_gae",
+    "sapo_surrogate",
     "unclipped_surrogate",
     "value_loss",
 ]

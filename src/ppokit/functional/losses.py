@@ -20,20 +20,44 @@ def clipped_surrogate(
     advantages: torch.Tensor,
     clip_low: float = 0.2,
     clip_high: float | None = None,
+    ratio_cap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Negated clipped surrogate ``-min(r*A, clip(r, 1-clip_low, 1+clip_high)*A)`` (PPO eq. 7).
 
-    ``clip_high`` defaults to ``clip_low``; a larger value is DAPO's "clip-higher".
+    ``clip_high`` defaults to ``clip_low``; a larger value is DAPO's "clip-higher". ``ratio_cap``
+    (delta) also caps the unclipped ratio, which bounds the loss of negative-advantage samples whose
+    ratio grew large: two-sided clipping (INTELLECT-2, https://arxiv.org/abs/2505.07291).
     Returns ``(loss, is_low_clipped, is_high_clipped)``: the two masks mark samples whose gradient the
     clip removed (ratio below 1-clip_low with A < 0, above 1+clip_high with A > 0), as TRL counts them.
     """
     clip_high = clip_low if clip_high is None else clip_high
-    unclipped = ratio * advantages
+    capped = ratio if ratio_cap is None else torch.clamp(ratio, max=ratio_cap)
+    unclipped = capped * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * advantages
     loss = -torch.min(unclipped, clipped)
     is_low = (ratio < 1.0 - clip_low) & (advantages < 0)
     is_high = (ratio > 1.0 + clip_high) & (advantages > 0)
     return loss, is_low, is_high
+
+
+def cispo_surrogate(
+    ratio: torch.Tensor, advantages: torch.Tensor, logp: torch.Tensor, ratio_max: float
+) -> torch.Tensor:
+    """Negated CISPO objective ``-sg(min(r, ratio_max)) * A * logp`` (MiniMax-M1, section 3.1,
+    https://arxiv.org/abs/2506.13585): the importance weight is clipped and detached, so every token
+    keeps a gradient (PPO's clip zeroes the gradient of clipped tokens)."""
+    return -torch.clamp(ratio, max=ratio_max).detach() * advantages * logp
+
+
+def sapo_surrogate(
+    ratio: torch.Tensor, advantages: torch.Tensor, tau_pos: float = 1.0, tau_neg: float = 1.05
+) -> torch.Tensor:
+    """Negated SAPO objective ``-(4 / tau) * sigmoid(tau * (r - 1)) * A`` (Soft Adaptive Policy
+    Optimization, https://arxiv.org/abs/2511.20347): a smooth gate in place of the hard clip, with its
+    temperature ``tau_pos`` for positive and ``tau_neg`` for non-positive advantages. Its gradient at
+    r = 1 equals the policy gradient (d/dr of (4/tau) sigmoid(tau (r-1)) is 1 there)."""
+    tau = torch.where(advantages > 0, torch.full_like(ratio, tau_pos), torch.full_like(ratio, tau_neg))
+    return -torch.sigmoid(tau * (ratio - 1.0)) * 4.0 / tau * advantages
 
 
 def unclipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+# The per-token objectives of GRPO-style trainers and how each reduces; every name is handled below and
+# in the trainer's objective dispatch (``ppokit.llm.grpo``), anything else is refused.
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo")
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -41,9 +43,11 @@ def aggregate_token_loss(
     - ``dr_grpo``: sum over tokens / (B * max_completion_length), a constant normaliser (Dr. GRPO).
     - ``dapo``: sum over tokens / number of valid tokens in the whole generation batch
       (``num_items_in_batch``), so gradient accumulation does not re-weight (DAPO, Yu et al. 2025).
+    - ``cispo`` reduces as ``dapo`` and ``sapo`` as ``grpo`` (their objectives differ, not the reduction;
+      as TRL does).
     """
     m = mask.to(loss.dtype)
-    if loss_type == "grpo":
+    if loss_type in ("grpo", "sapo"):
         per_seq = (loss * m).sum(-1) / m.sum(-1).clamp(min=1.0)
         return per_seq.mean()
     if loss_type == "bnpo":
@@ -51,7 +55,7 @@ def aggregate_token_loss(
     if loss_type == "dr_grpo":
         length = max_completion_length if max_completion_length is not None else loss.shape[-1]
         return (loss * m).sum() / (loss.shape[0] * length)
-    if loss_type == "dapo":
+    if loss_type in ("dapo", "cispo"):
         denom = (
             m.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, dtype=loss.dtype)
         )

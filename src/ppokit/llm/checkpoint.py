@@ -36,7 +36,14 @@ _LEGACY = re.compile(r"^step-(\d+)$")  # ppokit 0.1: step-000200/{model,trainer}
 
 
 def _has_model(path: Path) -> bool:
-    return (path / "model" / "config.json").is_file()
+    # a full model (config.json) or a LoRA adapter (adapter_config.json; the base is named in meta.json
+    # or held in base_model/)
+    return any((path / "model" / name).is_file() for name in ("config.json", "adapter_config.json"))
+
+
+def is_adapter_checkpoint(path: Path) -> bool:
+    """Whether the checkpoint's ``model/`` holds a LoRA adapter rather than a whole model."""
+    return (Path(path) / "model" / "adapter_config.json").is_file()
 
 
 def is_legacy(path: Path) -> bool:
@@ -80,9 +87,16 @@ def save_lm_checkpoint(
     tensors: dict[str, torch.Tensor],
     meta: dict[str, Any],
     keep: int | None = None,
+    base_model: Any = None,
 ) -> Path:
-    """Write ``root/step_<12 digits>`` atomically with ``model/`` in it; keep the ``keep`` newest."""
-    write_model = lambda tmp: save_pretrained(model, tokenizer, tmp / "model")
+    """Write ``root/step_<12 digits>`` atomically with ``model/`` in it (and ``base_model/``: the frozen
+    base of a LoRA model that has no directory of its own to refer to); keep the ``keep`` newest."""
+
+    def write_model(tmp: Path) -> None:
+        save_pretrained(model, tokenizer, tmp / "model")
+        if base_model is not None:
+            base_model.save_pretrained(str(tmp / "base_model"), safe_serialization=True)
+
     return save_step_checkpoint(root, step, tensors, meta, keep=keep, write_extra=write_model)
 
 

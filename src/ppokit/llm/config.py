@@ -10,10 +10,33 @@ are accepted through ``ppokit.config.ALIASES``.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from ppokit.config import ConfigBase, check, option
+from ppokit.errors import ConfigError
+
+
+def accepts_other_names(cls: Any) -> Any:
+    """Let the dataclass constructor take what ``from_dict`` takes: TRL's names (``beta=0.04``,
+    ``max_completion_length=256``, ``per_device_train_batch_size=8``, ...) and section dicts, so that
+    ``GRPOConfig(output_dir=..., beta=...)`` in a TRL script works with its import changed. Keyword
+    arguments that are all canonical fields go straight to the dataclass ``__init__`` as before."""
+    init = cls.__init__
+    names = {f.name for f in dataclasses.fields(cls)}
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if args or all(k in names and not isinstance(v, dict) for k, v in kwargs.items()):
+            init(self, *args, **kwargs)
+            return
+        built = cls.from_dict(kwargs)
+        init(self, **{name: getattr(built, name) for name in names})
+
+    cls.__init__ = __init__
+    return cls
 
 
 @dataclass
@@ -25,9 +48,19 @@ class GenerationConfig(ConfigBase):
     temperature: float = option(1.0, "Sampling temperature; log-probs for the loss use the same temperature.")
     top_p: float = option(1.0, "Nucleus sampling: keep the smallest token set with this probability mass.")
     top_k: int = option(0, "Keep only the k most likely tokens (0: no top-k).")
+    min_p: float = option(
+        0.0, "Drop tokens whose probability is below min_p times the most likely token's (0: off)."
+    )
+    repetition_penalty: float = option(
+        1.0,
+        "Divide the positive logits (multiply the negative ones) of tokens already in the prompt or "
+        "completion by this (CTRL, Keskar et al. 2019; 1: off).",
+    )
 
     def validate(self) -> None:
         super().validate()
+        check(0 <= self.min_p < 1, "min_p", self.min_p, "must lie in [0, 1)")
+        check(self.repetition_penalty > 0, "repetition_penalty", self.repetition_penalty, "must be > 0")
         check(self.max_prompt_length >= 1, "max_prompt_length", self.max_prompt_length, "must be >= 1")
         check(
             self.max_completion_length >= 1,
@@ -77,6 +110,7 @@ class WarmStartConfig(ConfigBase):
         check(self.learning_rate > 0, "warm_start.learning_rate", self.learning_rate, "must be > 0")
 
 
+@accepts_other_names
 @dataclass
 class LMConfig(ConfigBase):
     """The keys every language-model trainer has: task and model, steps and batches, the optimizer,
@@ -135,6 +169,14 @@ class LMConfig(ConfigBase):
     keep_checkpoints: int = option(2, "Keep this many newest checkpoints.")
     num_samples: int = option(16, "Rows of the prompts/completions/rewards table written to samples.md.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")
+    report_to: list[str] | None = option(
+        None,
+        "Where metrics go besides metrics.csv: any of tensorboard, wandb (null: tensorboard when "
+        "`tensorboard` is true). wandb honours WANDB_MODE=offline.",
+    )
+    output_dir: str | None = option(
+        None, "Run directory of a Python run when run_dir is not passed (TRL's output_dir)."
+    )
     max_seconds: float = option(0.0, "Stop training after this many seconds (0: no time limit).")
     nonfinite_stop_after: int = option(
         10,
@@ -142,8 +184,50 @@ class LMConfig(ConfigBase):
         "a row the run stops (NonFiniteError) with an emergency checkpoint.",
     )
 
+    # ---- precision and memory (TRL's / transformers' TrainingArguments names)
+    bf16: bool = option(
+        False,
+        "Mixed precision: bfloat16 autocast for the forward passes, float32 master weights and optimizer "
+        "state (TRL/accelerate's bf16; works on CPU and CUDA).",
+    )
+    fp16: bool = option(
+        False,
+        "Mixed precision: float16 autocast, float32 master weights, dynamic loss scaling (a step whose "
+        "gradients overflow is skipped and the scale halves).",
+    )
+    torch_dtype: str = option(
+        "float32",
+        "dtype the model's weights are loaded in from a directory (auto: as saved, e.g. bfloat16). "
+        "Trainable weights in half precision need bf16 or fp16 (they are then upcast to float32).",
+        choices=("float32", "bfloat16", "float16", "auto"),
+    )
+    gradient_checkpointing: bool = option(
+        False,
+        "Recompute the model's activations in the backward pass instead of keeping them (less memory, "
+        "~30% more compute). The loss passes then run each row's prompt (prefix sharing stays for sampling).",
+    )
+    logprob_chunk_size: int = option(
+        1024,
+        "Tokens whose logits are computed at once for log-probs and entropies (the [B, L, V] float32 "
+        "logits never exist whole); 0: all at once.",
+    )
+    # ---- LoRA through peft (TRL's ModelConfig names and defaults)
+    use_peft: bool = option(False, "Train LoRA adapters (peft) instead of the model's weights.")
+    lora_r: int = option(16, "LoRA rank.")
+    lora_alpha: int = option(32, "LoRA alpha (the adapter's output is scaled by alpha / r).")
+    lora_dropout: float = option(0.05, "Dropout on the LoRA path.")
+    lora_target_modules: list[str] | None = option(
+        None, "Module names that get adapters (null: peft's default for the architecture)."
+    )
+
     def validate(self) -> None:
         super().validate()
+        check(not (self.bf16 and self.fp16), "fp16", self.fp16, "bf16 and fp16 exclude each other")
+        bad = [r for r in self.report_to or [] if r not in ("tensorboard", "wandb")]
+        check(not bad, "report_to", self.report_to, "use a list of tensorboard, wandb (or none)")
+        check(self.logprob_chunk_size >= 0, "logprob_chunk_size", self.logprob_chunk_size, "must be >= 0")
+        check(self.lora_r >= 1, "lora_r", self.lora_r, "must be >= 1")
+        check(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "must lie in [0, 1)")
         for key in (
             "max_steps",
             "prompts_per_step",
@@ -193,6 +277,25 @@ class LMConfig(ConfigBase):
         )
         check(0 < self.clip_range < 1, "clip_range", self.clip_range, "must lie in (0, 1)")
         check(self.kl_coef >= 0, "kl_coef", self.kl_coef, "must be >= 0")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, _prefix: str = "") -> Any:
+        """``ConfigBase.from_dict`` after TRL's rule-based keys are translated (``trl_compat``)."""
+        if not _prefix and isinstance(data, dict):
+            from ppokit.llm.trl_compat import translate_trl_config
+
+            data = translate_trl_config(data)
+            extra = data.pop("generation_kwargs", None)
+            if extra:  # TRL's generation_kwargs: the sampling keys ppokit has, others refused by name
+                section = dict(data.get("generation") or {})
+                known = {f.name for f in dataclasses.fields(GenerationConfig)}
+                unknown = sorted(set(extra) - known)
+                if unknown:
+                    raise ConfigError(
+                        f"generation_kwargs {unknown} are not supported; known: {sorted(known)}"
+                    )
+                data["generation"] = {**section, **extra}
+        return super().from_dict(data, _prefix)
 
 
 # What the built-in addition task's presets for GRPO and PPO share: the tiny model, its warm start,

@@ -24,17 +24,19 @@ import torch
 from ppokit import distributed
 from ppokit.functional import (
     aggregate_token_loss,
+    cispo_surrogate,
     clip_fraction,
     clipped_fractions,
     clipped_surrogate,
     group_normalize,
     kl_k3,
     masked_mean,
+    masked_sum,
+    sapo_surrogate,
 )
 from ppokit.llm.generation import completion_logprobs, encode_prompts, generate
 from ppokit.llm.grpo_config import GRPOConfig
 from ppokit.llm.reward_checks import require_scored
-from ppokit.llm.rewards import repeat_columns, score_completions
 from ppokit.llm.trainer import LMTrainer
 
 
@@ -80,7 +82,18 @@ class GRPOTrainer(LMTrainer):
     def _setup(self) -> None:
         self.last_rollout: Rollout | None = None
         # Rows come in groups of G with one prompt: run each prompt once per group (generation and loss).
-        self._group = self.config.num_generations if self.config.share_prompt_prefix else 1
+        cfg = self.config
+        self._group = cfg.num_generations if cfg.share_prompt_prefix else 1
+        # Gradient checkpointing recomputes each layer without its KV cache (transformers drops the cache
+        # of checkpointed layers in training mode), so the log-prob passes cannot share the prompt's
+        # cache: they run each row's prompt; sampling (eval mode) still shares it.
+        self._loss_group = self._group
+        if cfg.gradient_checkpointing and self._group > 1:
+            self._loss_group = 1
+            self._warn(
+                "gradient_checkpointing=true: the log-prob passes run each row's prompt; "
+                "share_prompt_prefix applies to sampling only"
+            )
 
     # ------------------------------------------------------------------ 1. generate
     @torch.no_grad()
@@ -91,26 +104,28 @@ class GRPOTrainer(LMTrainer):
             self.tokenizer, [r["prompt"] for r in rows], gen.max_prompt_length, str(self.device)
         )
         shared = self._group  # 1 when prompts are not shared across a group
-        out = generate(
-            self.model,
-            prompt_ids[::shared],
-            prompt_mask[::shared],
-            gen.max_completion_length,
-            self.eos_ids,
-            self.tokenizer.pad_token_id,
-            gen.temperature,
-            gen.top_k,
-            gen.top_p,
-            generator=self.generator,
-            num_return_sequences=shared,
-        )
+        with self.autocast():
+            out = generate(
+                self.model,
+                prompt_ids[::shared],
+                prompt_mask[::shared],
+                gen.max_completion_length,
+                self.eos_ids,
+                self.tokenizer.pad_token_id,
+                gen.temperature,
+                gen.top_k,
+                gen.top_p,
+                generator=self.generator,
+                num_return_sequences=shared,
+                min_p=gen.min_p,
+                repetition_penalty=gen.repetition_penalty,
+            )
         texts = self.tokenizer.batch_decode(
             out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id), skip_special_tokens=True
         )
         # ---------------------------------------------------------- 2. advantage
-        rewards, per_fn = score_completions(
-            self.reward_funcs, cfg.reward_weights, [r["prompt"] for r in rows], texts, repeat_columns(rows, 1)
-        )
+        ids = [row[m].tolist() for row, m in zip(out.tokens, out.mask)]  # up to and including EOS
+        rewards, per_fn = self.score(rows, texts, ids)
         require_scored(rewards, self.reward_names, self.step + 1)  # a step with no signal stops the run
         unscored = torch.isnan(rewards)
         grouped = rewards.view(-1, G)
@@ -146,20 +161,27 @@ class GRPOTrainer(LMTrainer):
     # ------------------------------------------------------------------ 3 + 4. KL and loss
     @torch.no_grad()
     def _logprobs(self, model: Any, ro: Rollout) -> torch.Tensor:
-        temp = self.config.generation.temperature
-        parts = [
-            completion_logprobs(
-                model,
-                ro.prompt_ids[s],
-                ro.prompt_mask[s],
-                ro.completion_ids[s],
-                ro.mask[s],
-                temp,
-                group_size=self._group,
-            )[0]
-            for s in self._chunks(len(ro.rows))
-        ]
+        cfg = self.config
+        with self.autocast():
+            parts = [
+                completion_logprobs(
+                    model,
+                    ro.prompt_ids[s],
+                    ro.prompt_mask[s],
+                    ro.completion_ids[s],
+                    ro.mask[s],
+                    cfg.generation.temperature,
+                    group_size=self._loss_group,
+                    chunk_size=cfg.logprob_chunk_size,
+                )[0]
+                for s in self._chunks(len(ro.rows))
+            ]
         return torch.cat(parts)
+
+    def _ref_logprobs(self, ro: Rollout) -> torch.Tensor:
+        """Log-probs under the reference: the frozen copy, or the LoRA policy with its adapter off."""
+        with self.reference() as ref:
+            return self._logprobs(ref, ro)
 
     def _loss(
         self,
@@ -173,24 +195,32 @@ class GRPOTrainer(LMTrainer):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch (already scaled for gradient accumulation) and its diagnostics."""
         cfg = self.config
-        logp, entropy = completion_logprobs(
-            self.model,
-            ro.prompt_ids[s],
-            ro.prompt_mask[s],
-            ro.completion_ids[s],
-            ro.mask[s],
-            cfg.generation.temperature,
-            with_entropy,
-            group_size=self._group,
-        )
+        bonus = cfg.entropy_coef > 0
+        with self.autocast():
+            logp, entropy = completion_logprobs(
+                self.model,
+                ro.prompt_ids[s],
+                ro.prompt_mask[s],
+                ro.completion_ids[s],
+                ro.mask[s],
+                cfg.generation.temperature,
+                with_entropy or bonus,
+                group_size=self._loss_group,
+                chunk_size=cfg.logprob_chunk_size,
+                entropy_grad=bonus,
+            )
         # n_epochs == 1: the policy that sampled is the current one, so the detached current
         # log-probs are the old ones (ratio = 1, gradient of r*A = A * grad logp) - no extra forward.
         old = logp.detach() if logp_old is None else logp_old[s]
-        ratio = torch.exp(logp - old)
         mask = ro.mask[s]
-        per_token, is_low, is_high = clipped_surrogate(
-            ratio, ro.advantages[s, None], cfg.clip_range, cfg.clip_range_high
-        )
+        log_ratio = logp - old
+        if cfg.importance_sampling_level == "sequence":
+            # GSPO (Zheng et al. 2025, https://arxiv.org/abs/2507.18071, eq. 7): one ratio per completion,
+            # the geometric mean of its tokens' ratios, shared by all its tokens
+            seq = masked_sum(log_ratio, mask, dim=-1) / mask.sum(-1).clamp(min=1)
+            log_ratio = seq[:, None].expand_as(logp)
+        ratio = torch.exp(log_ratio)
+        per_token, is_low, is_high = self._objective(ratio, ro.advantages[s, None], logp)
         # the two clip fractions of ppokit.functional.diagnostics, under the classic side's names
         stats = {f"train/{k}": v.item() for k, v in clipped_fractions(is_low, is_high, mask).items()}
         stats["train/clip_fraction"] = clip_fraction(ratio, cfg.clip_range, mask, cfg.clip_range_high).item()
@@ -198,8 +228,8 @@ class GRPOTrainer(LMTrainer):
             kl = kl_k3(logp, logp_ref[s])  # KL(pi || pi_ref), samples from pi (DeepSeekMath eq. 4)
             per_token = per_token + cfg.kl_coef * kl
             stats["kl"] = masked_mean(kl.detach(), mask).item()
-        if entropy is not None:
-            stats["entropy"] = masked_mean(entropy, mask).item()
+        if entropy is not None and with_entropy:
+            stats["entropy"] = masked_mean(entropy.detach(), mask).item()
         loss = aggregate_token_loss(
             per_token,
             mask,
@@ -207,11 +237,36 @@ class GRPOTrainer(LMTrainer):
             cfg.generation.max_completion_length,
             num_items_in_batch=num_tokens,
         )
-        # dapo already divides by the whole batch's token count; the others average micro-batches.
-        if cfg.loss_type != "dapo":
+        token_normalised = cfg.loss_type in ("dapo", "cispo")
+        if bonus:  # the mean token entropy over the optimizer step, whatever loss_type (as TRL)
+            mean_entropy = masked_sum(entropy, mask) / (
+                num_tokens if token_normalised else mask.sum().clamp(min=1)
+            )
+            loss = loss - cfg.entropy_coef * mean_entropy
+        # dapo/cispo already divide by the whole step's token count; the others average micro-batches.
+        if not token_normalised:
             loss = loss / n_chunks
         stats["loss"] = loss.item()
         return loss, stats
+
+    def _objective(
+        self, ratio: torch.Tensor, advantages: torch.Tensor, logp: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The per-token objective of ``loss_type`` (negated), and the low/high clip masks."""
+        cfg = self.config
+        high = cfg.clip_range if cfg.clip_range_high is None else cfg.clip_range_high
+        if cfg.loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):  # PPO's clip; they differ in the reduction
+            return clipped_surrogate(ratio, advantages, cfg.clip_range, cfg.clip_range_high, cfg.delta)
+        none = torch.zeros_like(ratio, dtype=torch.bool)
+        if cfg.loss_type == "cispo":  # the weight is capped at 1 + clip_range_high; no gradient is removed
+            return cispo_surrogate(ratio, advantages, logp, 1.0 + high), none, none
+        if cfg.loss_type == "sapo":
+            return (
+                sapo_surrogate(ratio, advantages, cfg.sapo_temperature_pos, cfg.sapo_temperature_neg),
+                none,
+                none,
+            )
+        raise ValueError(f"loss_type={cfg.loss_type!r} has no objective here")
 
     def _epoch_backward(
         self,
@@ -222,14 +277,19 @@ class GRPOTrainer(LMTrainer):
         first: bool,
         sums: dict[str, list[float]],
         losses: list[float],
+        part: slice | None = None,
     ) -> float:
-        """Backward over the batch's micro-batches (gradient accumulation) for one update; appends the
-        diagnostics to ``sums`` and the summed loss to ``losses``, and returns that loss."""
-        chunks = self._chunks(len(ro.rows))
+        """Backward over the micro-batches of ``part`` of the batch (all of it by default; gradient
+        accumulation) for one optimizer step; appends the diagnostics to ``sums`` and the summed loss
+        to ``losses``, and returns that loss."""
+        part = part if part is not None else slice(0, len(ro.rows))
+        chunks = [
+            slice(part.start + c.start, part.start + c.stop) for c in self._chunks(part.stop - part.start)
+        ]
         total = 0.0
         for s in chunks:
             loss, stats = self._loss(ro, s, logp_old, logp_ref, num_tokens, len(chunks), first)
-            loss.backward()
+            (loss * self.guard.loss_scale).backward()  # the loss scale is 1 unless fp16
             total += stats.pop("loss")
             for k, v in stats.items():
                 sums.setdefault(k, []).append(v)
@@ -238,23 +298,36 @@ class GRPOTrainer(LMTrainer):
 
     def _update(self, ro: Rollout) -> dict[str, float]:
         cfg = self.config
-        logp_ref = self._logprobs(self.ref_model, ro) if self.ref_model is not None else None
-        logp_old = self._logprobs(self.model, ro) if cfg.n_epochs > 1 else None  # computed once
-        num_tokens = float(ro.mask.sum().clamp(min=1))
-        if self.dist.enabled:  # dapo: the whole generation batch's tokens, divided by the ranks that average
-            num_tokens = float(distributed.all_reduce_mean(torch.tensor(num_tokens)))
+        logp_ref = self._ref_logprobs(ro) if self.has_reference else None
+        steps = cfg.steps_per_generation
+        # the policy moves within the batch (several epochs or steps): the old log-probs, computed once
+        logp_old = self._logprobs(self.model, ro) if cfg.n_epochs > 1 or steps > 1 else None
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
+        size = len(ro.rows) // steps  # whole groups: prompts_per_step is a multiple of steps
+        parts = [slice(k * size, (k + 1) * size) for k in range(steps)]
         sums: dict[str, list[float]] = {}
         for iteration in range(cfg.n_epochs):
-            losses: list[float] = []
-            backward = functools.partial(
-                self._epoch_backward, ro, logp_old, logp_ref, num_tokens, iteration == 0, sums, losses
-            )
-            # the guard averages gradients across ranks (data parallel), clips, skips non-finite steps
-            if self._guarded_step(backward):
-                sums.setdefault("loss", []).append(losses[-1])
-                sums.setdefault("grad_norm", []).append(self.guard.last_norm)
+            for part in parts:
+                num_tokens = float(ro.mask[part].sum().clamp(min=1))  # dapo: this optimizer step's tokens
+                if self.dist.enabled:  # divided by the ranks that average
+                    num_tokens = float(distributed.all_reduce_mean(torch.tensor(num_tokens)))
+                losses: list[float] = []
+                backward = functools.partial(
+                    self._epoch_backward,
+                    ro,
+                    logp_old,
+                    logp_ref,
+                    num_tokens,
+                    iteration == 0,
+                    sums,
+                    losses,
+                    part,
+                )
+                # the guard averages gradients across ranks (data parallel), clips, skips non-finite steps
+                if self._guarded_step(backward):
+                    sums.setdefault("loss", []).append(losses[-1])
+                    sums.setdefault("grad_norm", []).append(self.guard.last_norm)
         return {k: sum(v) / len(v) for k, v in sums.items()}
 
     # ------------------------------------------------------------------ one step, metrics

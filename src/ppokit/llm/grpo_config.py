@@ -18,9 +18,10 @@ from typing import Any
 
 from ppokit.config import check, option
 from ppokit.functional.reductions import LOSS_TYPES
-from ppokit.llm.config import ADDITION_BASE_PRESET, LMConfig
+from ppokit.llm.config import ADDITION_BASE_PRESET, LMConfig, accepts_other_names
 
 
+@accepts_other_names
 @dataclass
 class GRPOConfig(LMConfig):
     """Group Relative Policy Optimization for causal LMs (TRL's names are accepted as aliases)."""
@@ -44,6 +45,32 @@ class GRPOConfig(LMConfig):
     )
     adv_eps: float = option(1e-4, "Epsilon added to the std when scaling rewards.")
     mask_truncated_completions: bool = option(False, "Leave completions without EOS out of the loss (DAPO).")
+    steps_per_generation: int = option(
+        1,
+        "Optimizer steps per generation batch: the batch is split into this many parts (whole groups), one "
+        "step each; the old log-probs are computed once (TRL's steps_per_generation / "
+        "gradient_accumulation_steps).",
+    )
+    importance_sampling_level: str = option(
+        "token",
+        "Importance ratio per token, or one per sequence from the mean log-ratio of its tokens "
+        "(sequence: GSPO, Zheng et al. 2025).",
+        choices=("token", "sequence"),
+    )
+    entropy_coef: float = option(
+        0.0, "Entropy bonus: loss -= entropy_coef * mean token entropy (raises entropy; 0: off)."
+    )
+    sapo_temperature_pos: float = option(
+        1.0, "SAPO's gate temperature for positive advantages (loss_type=sapo)."
+    )
+    sapo_temperature_neg: float = option(
+        1.05, "SAPO's gate temperature for non-positive advantages (loss_type=sapo)."
+    )
+    delta: float | None = option(
+        None,
+        "Two-sided clipping: the ratio of negative-advantage tokens is also capped at delta (INTELLECT-2; "
+        "null: off; use > 1 + clip_range).",
+    )
 
     @property
     def batch_size(self) -> int:
@@ -70,12 +97,27 @@ class GRPOConfig(LMConfig):
             "must be > 0 or null",
         )
         check(self.adv_eps > 0, "adv_eps", self.adv_eps, "must be > 0")
+        check(
+            self.steps_per_generation >= 1, "steps_per_generation", self.steps_per_generation, "must be >= 1"
+        )
+        check(self.entropy_coef >= 0, "entropy_coef", self.entropy_coef, "must be >= 0")
+        check(self.delta is None or self.delta > 1, "delta", self.delta, "must be > 1 or null")
+        for key in ("sapo_temperature_pos", "sapo_temperature_neg"):
+            check(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")
+        check(
+            self.prompts_per_step % self.steps_per_generation == 0,
+            "steps_per_generation",
+            self.steps_per_generation,
+            f"must divide prompts_per_step={self.prompts_per_step} (each step takes whole groups)",
+        )
         if self.micro_batch_size:
+            part = self.batch_size // self.steps_per_generation
             check(
-                self.batch_size % self.micro_batch_size == 0,
+                part % self.micro_batch_size == 0,
                 "micro_batch_size",
                 self.micro_batch_size,
-                f"must divide prompts_per_step * num_generations = {self.batch_size}",
+                f"must divide the completions of one optimizer step: prompts_per_step * num_generations / "
+                f"steps_per_generation = {part}",
             )
             check(
                 not self.share_prompt_prefix or self.micro_batch_size % self.num_generations == 0,

@@ -42,9 +42,11 @@ def read_inputs(cfg: Any, sources: dict[str, Any]) -> dict[str, Any]:
 
     reward_model = getattr(cfg, "reward_model", None)
     task = make_task(cfg.task, cfg.task_digits, cfg.seed, cfg.eval_prompts)
-    if sources.get("prompts"):
-        train = read_jsonl(sources["prompts"])
-        evals = read_jsonl(sources["eval_prompts"]) if sources.get("eval_prompts") else []
+    if sources.get("prompts"):  # JSONL, JSON or Parquet (trl_compat.read_rows)
+        from ppokit.llm.trl_compat import read_rows
+
+        train = read_rows(sources["prompts"])
+        evals = read_rows(sources["eval_prompts"]) if sources.get("eval_prompts") else []
         accuracy = None
     else:
         train, evals, accuracy = task.train_rows, task.eval_rows, task.accuracy_fn

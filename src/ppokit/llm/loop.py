@@ -6,26 +6,102 @@ to bottom; any trainer with ``train_step``/``evaluate``/``save_checkpoint``/``wr
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from typing import Any
 
-from ppokit.errors import NonFiniteError
+from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.llm.reward_checks import RewardFunctionError
+from ppokit.llm.trl_compat import Callbacks
 from ppokit.tracking import PROCESS_START, ProgressBar, Tracker, trim_csv
 from ppokit.train.rundir import RunDirLock
 
+COMPLETIONS = "completions.jsonl"  # the completions table: one JSON object per sampled completion
 
-def _tracker(trainer: Any) -> Tracker | None:
+
+class WandbReporter:
+    """``report_to: [wandb]``: the metrics rows to Weights & Biases (``WANDB_MODE=offline`` writes them
+    under RUN_DIR/wandb without a network)."""
+
+    def __init__(self, trainer: Any):
+        try:
+            import wandb
+        except ImportError:
+            raise ConfigError("report_to=['wandb'] needs the wandb package: pip install wandb") from None
+        self.wandb = wandb
+        run_dir = trainer.run_dir
+        self.run = wandb.init(
+            project="ppokit",
+            name=run_dir.name,
+            dir=str(run_dir),
+            config=trainer.config.to_dict(),
+            reinit=True,
+        )
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """One row of scalars at ``step``."""
+        row = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        self.run.log(row, step=step)
+
+    def close(self) -> None:
+        """Finish the wandb run."""
+        self.run.finish()
+
+
+class Reporters:
+    """metrics.csv and TensorBoard (``Tracker``) plus wandb, as ``report_to`` says."""
+
+    def __init__(self, trainer: Any):
+        cfg = trainer.config
+        tensorboard = cfg.tensorboard if cfg.report_to is None else "tensorboard" in cfg.report_to
+        self.tracker = Tracker(trainer.run_dir, tensorboard=tensorboard, append=trainer.step > 0)
+        self.wandb = WandbReporter(trainer) if "wandb" in (cfg.report_to or []) else None
+        self.completions = trainer.run_dir / COMPLETIONS
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """One metrics row."""
+        self.tracker.log(step, metrics)
+        if self.wandb is not None:
+            self.wandb.log(step, metrics)
+
+    def log_completions(
+        self, step: int, samples: list[dict[str, Any]], columns: dict[str, list[Any]]
+    ) -> None:
+        """Append the step's sampled completions (with columns reward functions added by
+        ``log_extra``) to RUN_DIR/completions.jsonl."""
+        with open(self.completions, "a") as f:
+            for i, sample in enumerate(samples):
+                extra = {k: v[i] for k, v in columns.items() if i < len(v)}
+                f.write(json.dumps({"step": step, **sample, **extra}, default=str) + "\n")
+
+    def close(self) -> None:
+        """Close every writer."""
+        self.tracker.close()
+        if self.wandb is not None:
+            self.wandb.close()
+            self.wandb = None
+
+
+def _tracker(trainer: Any) -> Reporters | None:
     if trainer.run_dir is None:
         return None
     trainer.run_dir.mkdir(parents=True, exist_ok=True)
     trainer.config.save_yaml(trainer.run_dir / "config.yaml")
     if trainer.step > 0:  # resumed: rows after the checkpoint's step are work that was lost
         trim_csv(trainer.run_dir / "metrics.csv", "step", trainer.step)
-    return Tracker(trainer.run_dir, tensorboard=trainer.config.tensorboard, append=trainer.step > 0)
+        _trim_completions(trainer.run_dir / COMPLETIONS, trainer.step)
+    return Reporters(trainer)
 
 
-def _log(tracker: Tracker | None, step: int, metrics: dict[str, Any]) -> None:
+def _trim_completions(path: Any, step: int) -> None:
+    """Drop the completions of steps after ``step`` (a resumed run redoes them)."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def _log(tracker: Reporters | None, step: int, metrics: dict[str, Any]) -> None:
     if tracker is not None:
         tracker.log(step, {"step": step, **metrics, "time/elapsed_s": time.time() - PROCESS_START})
 
@@ -93,6 +169,8 @@ def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
     )
     saved_at = time.monotonic()  # checkpoint_every_seconds counts from here and from each checkpoint
     stopped = None
+    callbacks = Callbacks(trainer.callbacks, trainer)
+    callbacks.begin()
     with bar:
         bar.update(trainer.step, done_since_start=0)
         while trainer.step < cfg.max_steps:
@@ -101,10 +179,15 @@ def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
             stopped = getattr(trainer, "stop_requested", None)  # SIGINT/SIGTERM (cli/signals.py)
             if stopped is not None:
                 break
+            callbacks.step_begin()
             try:
                 metrics = trainer.train_step()
             except NonFiniteError as e:
                 raise trainer.emergency_stop(e) from None
+            logged, columns = trainer.pop_reward_logs()  # log_metric / log_extra of the reward functions
+            metrics.update(logged)
+            if tracker is not None and trainer.step % cfg.log_every == 0:
+                tracker.log_completions(trainer.step, trainer.last_samples[: cfg.num_samples], columns)
             # the last step: by count, or because the time is up (checked here, so the final
             # evaluation lands in this step's row instead of a second row for the same step)
             last = trainer.step >= cfg.max_steps or (
@@ -125,6 +208,9 @@ def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
                 trainer.save_checkpoint()
                 saved_at = time.monotonic()
             bar.update(trainer.step, metrics.get(headline), done_since_start=trainer.step - start_step)
+            if callbacks.step_end(metrics):  # a callback asked to stop
+                break
+    callbacks.end()
     train_seconds = time.perf_counter() - start
     if stopped is not None:  # stop now: a checkpoint on this step boundary, no final evaluation
         summary.update(

@@ -109,12 +109,50 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer: Any, seed: int | None = No
     return model
 
 
-def load_pretrained(model_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
+def dtype_kwargs(tf: Any, dtype: str | None) -> dict[str, Any]:
+    """``{"dtype": ...}`` for ``from_pretrained`` (``torch_dtype`` before transformers 4.56, where
+    ``dtype`` did not exist yet; 5.x deprecates ``torch_dtype``). ``None``: transformers' default."""
+    if dtype is None:
+        return {}
+    from ppokit.llm.precision import load_dtype
+
+    major, minor = (int(x) for x in tf.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": load_dtype(dtype)}
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """``AutoTokenizer`` from a local directory; CheckpointError (one line) when it holds none."""
+    tf = _transformers()
+    names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+    if not any((Path(path) / name).is_file() for name in names):
+        # transformers 5 would build an empty tokenizer (one token) from config.json alone
+        raise CheckpointError(
+            f"model directory {str(path)!r} has no loadable tokenizer (none of {', '.join(names)}); save "
+            "one there with tokenizer.save_pretrained, or pass processing_class="
+        )
+    try:
+        tokenizer = tf.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"model directory {str(path)!r} has no loadable tokenizer ({type(e).__name__}); save one "
+            "there with tokenizer.save_pretrained, or pass processing_class="
+        ) from None
+    if isinstance(tokenizer, bool) or not hasattr(tokenizer, "pad_token_id"):
+        raise CheckpointError(f"model directory {str(path)!r} has no loadable tokenizer")
+    return prepare_tokenizer(tokenizer)
+
+
+def load_pretrained(
+    model_dir: str | Path, device: str = "cpu", dtype: str | None = "float32", tokenizer: Any = None
+) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` with ``AutoModelForCausalLM`` / ``AutoTokenizer`` from a local directory.
 
-    Raises CheckpointError when the directory is missing or holds no loadable model. A tokenizer with
-    no pad token gets its EOS token as pad (padding positions are masked everywhere), and padding is
-    set to the left for batched generation.
+    ``dtype`` (``torch_dtype`` in the configs): ``"float32"`` (the default: float32 master weights even
+    for a checkpoint saved in bfloat16, as hub models are), ``"bfloat16"``, ``"float16"`` or ``"auto"``
+    (as saved). Raises CheckpointError when the directory is missing or holds no loadable model or
+    tokenizer (``tokenizer`` given: it is used instead). A tokenizer with no pad token gets its EOS
+    token as pad (padding positions are masked everywhere), and padding is set to the left for
+    batched generation.
     """
     path = Path(model_dir)
     if not (path / "config.json").is_file():
@@ -122,12 +160,13 @@ def load_pretrained(model_dir: str | Path, device: str = "cpu") -> tuple[Any, An
             f"model directory {str(path)!r} has no config.json (expected save_pretrained output)"
         )
     tf = _transformers()
+    tokenizer = prepare_tokenizer(tokenizer) if tokenizer is not None else load_tokenizer(path)
     try:
-        tokenizer = tf.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = tf.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+        model = tf.AutoModelForCausalLM.from_pretrained(
+            str(path), local_files_only=True, **dtype_kwargs(tf, dtype)
+        )
     except (OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"cannot load a causal LM from {str(path)!r}: {e}") from None
-    prepare_tokenizer(tokenizer)
     return model.to(device), tokenizer
 
 

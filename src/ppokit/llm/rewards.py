@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -73,11 +74,32 @@ def score_completions(
         )
     cols = []
     for fn in reward_funcs:
-        values = list(fn(prompts=prompts, completions=completions, **columns))
+        kwargs = accepted_keywords(fn, {"prompts": prompts, "completions": completions, **columns})
+        try:
+            values = fn(**kwargs)
+        except TypeError as e:
+            if not _signature_error(e, fn):
+                raise
+            raise ConfigError(
+                f"reward function {reward_name(fn)!r} cannot be called as fn(prompts=..., completions=..., "
+                f"**kwargs) with the keywords {sorted(kwargs)}: {e}"
+            ) from None
+        if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__"):
+            raise ConfigError(
+                f"reward function {reward_name(fn)!r} returned {type(values).__name__}; it must return a "
+                "list with one float (or None) per completion"
+            )
+        values = list(values)
         if len(values) != len(completions):
             raise ConfigError(
                 f"reward function {reward_name(fn)!r} returned {len(values)} values "
                 f"for {len(completions)} completions"
+            )
+        bad = [v for v in values if v is not None and not _is_number(v)]
+        if bad:
+            raise ConfigError(
+                f"reward function {reward_name(fn)!r} returned {bad[0]!r} ({type(bad[0]).__name__}); "
+                "each value must be a float or None"
             )
         cols.append([math.nan if v is None else float(v) for v in values])
     per_fn = torch.tensor(cols, dtype=torch.float32).T.reshape(len(completions), len(reward_funcs))
@@ -86,6 +108,35 @@ def score_completions(
     total = (torch.nan_to_num(per_fn) * w).sum(-1)
     total = torch.where(scored.any(-1), total, torch.full_like(total, math.nan))
     return total, per_fn
+
+
+def accepted_keywords(fn: RewardFn, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``kwargs`` that ``fn``'s signature takes: all of it when ``fn`` has ``**kwargs``
+    (TRL's reward functions do), else the keywords it names."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C function: pass everything
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return kwargs
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def _signature_error(error: TypeError, fn: RewardFn) -> bool:
+    """Whether a TypeError came from calling ``fn`` with the wrong arguments (not from inside it)."""
+    tb = error.__traceback__
+    return tb is not None and tb.tb_next is None and "argument" in str(error)
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def repeat_columns(

@@ -45,10 +45,16 @@ from ppokit.functional import (
 )
 from ppokit.functional.losses import entropy_from_logits
 from ppokit.functional.tokens import selective_log_softmax
-from ppokit.llm.generation import encode_prompts, generate, positions_from_mask
+from ppokit.llm.generation import (
+    encode_prompts,
+    generate,
+    head_logprobs,
+    positions_from_mask,
+    split_lm,
+    unwrap_peft,
+)
 from ppokit.llm.report import plot_rlhf_run
 from ppokit.llm.reward_checks import require_scored
-from ppokit.llm.rewards import repeat_columns, score_completions
 from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
 from ppokit.llm.trainer import LMTrainer
 from ppokit.llm.value_head import ValueHead, hidden_size
@@ -102,19 +108,30 @@ class RLHFPPOTrainer(LMTrainer):
         # disagree on identical weights, so the first ratios would not be 1 (TRL disables it too).
         self.model.eval()
         # A separate critic starts as a copy of the policy's trunk (TRL starts it from the reward
-        # model; we cannot assume one exists). It shares no parameter with the policy.
-        self.critic = copy.deepcopy(self.model.base_model) if cfg.value_model == "separate" else None
+        # model; we cannot assume one exists). It shares no parameter with the policy. With LoRA the
+        # trunk copy keeps its own adapters (trained) over a frozen copy of the base.
+        self._split = split_lm(self.model)
+        self.critic = None
+        if cfg.value_model == "separate":
+            self.critic = copy.deepcopy(self._trunk())
         with torch.random.fork_rng(devices=[]):  # the head's init depends on the seed only
             torch.manual_seed(cfg.seed)
-            self.value_head = ValueHead(hidden_size(self.model)).to(self.device)
+            self.value_head = ValueHead(hidden_size(unwrap_peft(self.model))).to(self.device)
         distributed.broadcast_parameters(self.value_head)  # torchrun: every rank starts identical
         critic_params = list(self.value_head.parameters())
-        critic_params += list(self.critic.parameters()) if self.critic is not None else []
+        if self.critic is not None:  # only what trains: a LoRA critic's frozen base gets no gradient
+            critic_params += [p for p in self.critic.parameters() if p.requires_grad]
         self.optimizer.add_param_group(
             {"params": critic_params, "lr": self._critic_lr_scale() * cfg.learning_rate}
         )
         self.kl_coef = cfg.kl_coef  # moved by the adaptive rule after every batch when adaptive_kl
         self.last_batch: PPOBatch | None = None
+
+    def _trunk(self) -> Any:
+        """The transformer trunk of the policy (final hidden states), LoRA layers included."""
+        if self._split is not None:
+            return self._split[0]
+        return unwrap_peft(self.model).base_model
 
     def _critic_lr_scale(self) -> float:
         cfg = self.config
@@ -148,36 +165,52 @@ class RLHFPPOTrainer(LMTrainer):
 
         Logits and values come from the same positions: position ``P - 1 + t`` sees the prompt and
         tokens ``< t``, predicts token t and values the state before it. Log-probs use the sampling
-        temperature, as the tokens were drawn at it.
+        temperature, as the tokens were drawn at it, and are computed ``logprob_chunk_size`` tokens at a
+        time from the trunk's hidden states (``generation.head_logprobs``) when the model splits into
+        trunk and head.
         """
         model = self.model if model is None else model
+        cfg = self.config
         prompt, completion = b.prompt_ids[idx], b.completion_ids[idx]
         width, length = prompt.shape[1], completion.shape[1]
         ids = torch.cat([prompt, completion], dim=1)
         attn = torch.cat([b.prompt_mask[idx].long(), b.mask[idx].long()], dim=1)
         pos = positions_from_mask(attn)
         shared = value and self.critic is None
-        out = model(
-            input_ids=ids,
-            attention_mask=attn,
-            position_ids=pos,
-            use_cache=False,
-            output_hidden_states=shared,
-            logits_to_keep=length + 1,
-        )
-        logits = out.logits[:, :-1].float() / self.config.generation.temperature
-        logp = selective_log_softmax(logits, completion)
-        entropy = None
-        if with_entropy:
-            with torch.no_grad():
-                entropy = entropy_from_logits(logits)
-        values = None
-        if value:
-            if shared:
-                hidden = out.hidden_states[-1]
+        temp = cfg.generation.temperature
+        split = split_lm(model) if cfg.logprob_chunk_size > 0 else None
+        with self.autocast():
+            if split is not None:
+                trunk, head = split
+                hidden = trunk(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)
+                hidden = hidden.last_hidden_state[:, width - 1 : width + length - 1]
+                every = torch.ones_like(completion, dtype=torch.bool)
+                mode = "detached" if with_entropy else "none"
+                logp, entropy = head_logprobs(
+                    head, hidden, completion, every, temp, cfg.logprob_chunk_size, mode
+                )
             else:
-                hidden = self.critic(input_ids=ids, attention_mask=attn, position_ids=pos).last_hidden_state
-            values = self.value_head(hidden[:, width - 1 : width + length - 1])
+                out = model(
+                    input_ids=ids,
+                    attention_mask=attn,
+                    position_ids=pos,
+                    use_cache=False,
+                    output_hidden_states=shared,
+                    logits_to_keep=length + 1,
+                )
+                logits = out.logits[:, :-1].float() / temp
+                logp = selective_log_softmax(logits, completion)
+                entropy = None
+                if with_entropy:
+                    with torch.no_grad():
+                        entropy = entropy_from_logits(logits)
+                hidden = out.hidden_states[-1][:, width - 1 : width + length - 1] if shared else None
+            values = None
+            if value:
+                if not shared:
+                    out = self.critic(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)
+                    hidden = out.last_hidden_state[:, width - 1 : width + length - 1]
+                values = self.value_head(hidden)
         return logp, values, entropy
 
     @torch.no_grad()
@@ -188,8 +221,9 @@ class RLHFPPOTrainer(LMTrainer):
             lp, v, _ = self._forward(b, s)
             logp.append(lp)
             values.append(v)
-            if self.ref_model is not None:
-                lp_ref = self._forward(b, s, model=self.ref_model, value=False)[0]
+            if self.has_reference:  # the frozen copy, or the LoRA policy with its adapter disabled
+                with self.reference() as ref:
+                    lp_ref = self._forward(b, s, model=ref, value=False)[0]
                 # KL(pi || pi_ref) with tokens sampled from pi: k1 = logp - logp_ref (TRL's default).
                 kl.append(kl_estimate(lp, lp_ref, self.config.kl_estimator))
         m = b.mask.float()
@@ -205,22 +239,24 @@ class RLHFPPOTrainer(LMTrainer):
             self.tokenizer, prompts, gen.max_prompt_length, str(self.device)
         )
         pad = self.tokenizer.pad_token_id
-        out = generate(
-            self.model,
-            prompt_ids,
-            prompt_mask,
-            gen.max_completion_length,
-            self.eos_ids,
-            pad,
-            gen.temperature,
-            gen.top_k,
-            gen.top_p,
-            generator=self.generator,
-        )
+        with self.autocast():
+            out = generate(
+                self.model,
+                prompt_ids,
+                prompt_mask,
+                gen.max_completion_length,
+                self.eos_ids,
+                pad,
+                gen.temperature,
+                gen.top_k,
+                gen.top_p,
+                generator=self.generator,
+                min_p=gen.min_p,
+                repetition_penalty=gen.repetition_penalty,
+            )
         texts = self.tokenizer.batch_decode(out.tokens.masked_fill(~out.mask, pad), skip_special_tokens=True)
-        scores, per_fn = score_completions(
-            self.reward_funcs, cfg.reward_weights, prompts, texts, repeat_columns(rows, 1)
-        )
+        ids = [row[m].tolist() for row, m in zip(out.tokens, out.mask)]  # up to and including EOS
+        scores, per_fn = self.score(rows, texts, ids)
         require_scored(scores, self.reward_names, self.step + 1)  # a step with no signal stops the run
         unscored = torch.isnan(scores)  # no function scored it: it stays out of the update
         scores = torch.nan_to_num(scores).to(self.device)
@@ -287,7 +323,7 @@ class RLHFPPOTrainer(LMTrainer):
         micro = self.config.micro_batch_size or len(idx)
         for j in range(0, len(idx), micro):
             loss, stats = self._loss(b, idx[j : j + micro], num_tokens, with_entropy=first)
-            loss.backward()
+            (loss * self.guard.loss_scale).backward()  # the loss scale is 1 unless fp16
             for k, v in stats.items():
                 step[k] = step.get(k, 0.0) + v
         return sum(step.values())

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppokit.config import check, option
-from ppokit.llm.config import ADDITION_BASE_PRESET, LMConfig
+from ppokit.llm.config import ADDITION_BASE_PRESET, LMConfig, accepts_other_names
 
 
+@accepts_other_names
 @dataclass
 class RLHFPPOConfig(LMConfig):
     """PPO for causal LMs: value head, per-token KL-penalised rewards, token-level GAE."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +25,58 @@ from ppokit.llm import checkpoint as ckpt
 from ppokit.llm.generation import encode_prompts, generate
 from ppokit.llm.input_checks import check_lengths, check_prompt_rows, check_tokenizer
 from ppokit.llm.models import eos_token_ids, prepare_tokenizer
+from ppokit.llm.precision import enable_gradient_checkpointing, is_peft_model, prepare_precision, wrap_peft
 from ppokit.llm.report import plot_llm_run, write_samples
 from ppokit.llm.reward_checks import checked_rewards
 from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
+from ppokit.llm.trl_compat import TrainerState, dataset_rows, is_finite_number, trl_completion
 from ppokit.train.rng import capture_rng, restore_rng
-from ppokit.train.step import GuardedStep, gradients
+from ppokit.train.step import GuardedStep, LossScaler, gradients
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
+
+
+def is_tokenizer(x: Any) -> bool:
+    """Whether ``x`` looks like an HF tokenizer or processor (not a reward function)."""
+    return hasattr(x, "pad_token_id") or hasattr(x, "apply_chat_template") or hasattr(x, "tokenizer")
+
+
+def tokenizer_of(model: Any) -> Any:
+    """The tokenizer saved next to a model loaded from a local directory (TRL loads it from the hub
+    name; ppokit only from a directory); ConfigError when there is none."""
+    from ppokit.llm.models import load_tokenizer
+
+    path = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    if path and Path(path).is_dir():
+        return load_tokenizer(path)
+    raise ConfigError(
+        "no tokenizer: pass processing_class= (or tokenizer), or a model directory that has one"
+    )
+
+
+def as_reward_function(spec: Any, device: str) -> RewardFn:
+    """A reward function from what ``reward_funcs`` may hold: a callable, a ``module:function`` or
+    ``file.py:function`` spec, or the directory of a sequence-classification reward model."""
+    if callable(spec):
+        return spec
+    if isinstance(spec, (str, Path)):
+        if Path(spec).is_dir():
+            from ppokit.llm.value_head import RewardModel
+
+            return RewardModel(spec, device)
+        from ppokit.llm.rewards import load_reward_function
+
+        return load_reward_function(str(spec))
+    raise ConfigError(f"reward function {spec!r} is not callable, a module:function spec or a directory")
+
+
+def check_chat_template(tokenizer: Any, rows: list[dict[str, Any]]) -> None:
+    """Conversational prompts (lists of messages) need the tokenizer's chat template."""
+    if any(isinstance(r.get("prompt"), list) for r in rows) and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            "the prompts are conversations (lists of messages) but the tokenizer has no chat template; "
+            "set tokenizer.chat_template or give the prompts as text"
+        )
 
 
 def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
@@ -53,7 +100,10 @@ class LMTrainer:
     ``config_class()`` (an ``LMConfig``), and where they need them ``_kl_weight()`` and ``_setup()``.
 
     ``config`` defaults to ``config_class()()``; ``ref_model`` defaults to a frozen copy of ``model``
-    taken here, and is built only when ``_kl_weight() > 0``.
+    taken here, and is built only when ``_kl_weight() > 0``; for a LoRA model (``use_peft``,
+    ``peft_config`` or a ``peft.PeftModel``) the reference is the policy with its adapter disabled (no
+    copy). ``model_dir``: the directory ``model`` was loaded from; LoRA checkpoints then refer to it
+    instead of holding a copy of the frozen base weights.
     """
 
     algo = "lm"
@@ -61,9 +111,9 @@ class LMTrainer:
     def __init__(
         self,
         model: Any,
-        tokenizer: Any,
-        reward_funcs: RewardFn | Sequence[RewardFn],
-        train_prompts: Sequence[Any],
+        tokenizer: Any = None,
+        reward_funcs: RewardFn | Sequence[RewardFn] | None = None,
+        train_prompts: Sequence[Any] | None = None,
         config: Any = None,
         *,
         eval_prompts: Sequence[Any] | None = None,
@@ -71,25 +121,71 @@ class LMTrainer:
         ref_model: Any = None,
         run_dir: str | Path | None = None,
         progress: bool = True,
+        peft_config: Any = None,
+        model_dir: str | Path | None = None,
+        callbacks: Sequence[Any] | None = None,
+        args: Any = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
     ):
-        self.config = cfg = config if config is not None else self.config_class()()
+        # TRL's signature, GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset,
+        # processing_class, ...), next to ppokit's (model, tokenizer, reward_funcs, train_prompts, config)
+        if tokenizer is not None and not is_tokenizer(tokenizer):  # TRL's positional order
+            positional = (tokenizer, reward_funcs, train_prompts, config)  # reward_funcs, args, train, eval
+            tokenizer, train_prompts, config = None, None, None
+            reward_funcs = positional[0]
+            args = positional[1] if positional[1] is not None else args
+            train_dataset = positional[2] if positional[2] is not None else train_dataset
+            eval_dataset = positional[3] if positional[3] is not None else eval_dataset
+        self.config = cfg = (
+            config if config is not None else (args if args is not None else self.config_class()())
+        )
         cfg.validate()
+        self.callbacks = list(callbacks or [])
+        if train_prompts is None and train_dataset is None:
+            raise ConfigError(f"{type(self).__name__} needs train_prompts= (or TRL's train_dataset=)")
+        if reward_funcs is None:
+            raise ConfigError(f"{type(self).__name__} needs reward_funcs= (functions, module:function specs "
+                              "or reward-model directories)")  # fmt: skip
         # torchrun: every rank trains on its own share of the prompts; only rank 0 evaluates, shows
         # progress and writes the run directory (see ppokit/distributed.py).
         self.dist = distributed.init(cfg.device)
+        run_dir = run_dir if run_dir is not None else cfg.output_dir
         if not self.dist.is_main:
-            eval_prompts, run_dir, progress = None, None, False
+            eval_prompts, eval_dataset, run_dir, progress = None, None, None, False
         self.device = torch.device(cfg.device)
-        self.model = model.to(self.device)
+        tokenizer = tokenizer if tokenizer is not None else processing_class
+        if isinstance(model, (str, Path)):  # a local model directory, loaded in torch_dtype (TRL: a name)
+            from ppokit.llm.models import load_pretrained
+
+            model_dir = model_dir if model_dir is not None else model
+            model, tokenizer = load_pretrained(model, cfg.device, cfg.torch_dtype, tokenizer)
+        elif tokenizer is None:
+            tokenizer = tokenizer_of(model)
+        # LoRA (peft) first, then precision: adapters are trainable float32, a half-precision base stays
+        # as it is (frozen); trainable half-precision weights need bf16/fp16 and become float32 masters.
+        model = wrap_peft(model.to(self.device), cfg, peft_config)
+        self.is_peft = is_peft_model(model)
+        self.model_dir = str(Path(model_dir).resolve()) if model_dir is not None else None
+        prepare_precision(model, cfg)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        self.model = model
         distributed.broadcast_parameters(self.model)
         self.model.train()
         self.tokenizer = prepare_tokenizer(tokenizer)
         funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-        self.reward_funcs = checked_rewards(funcs)  # errors name the function and row (reward_checks.py)
+        # errors name the function and row (reward_checks.py)
+        self.reward_funcs = checked_rewards([as_reward_function(f, cfg.device) for f in funcs])
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
-        self.rows = as_rows(train_prompts)
-        self.eval_rows = as_rows(eval_prompts) if eval_prompts else []
+        self.rows = as_rows(dataset_rows(train_prompts if train_prompts is not None else train_dataset))
+        evals = eval_prompts if eval_prompts is not None else eval_dataset
+        self.eval_rows = as_rows(dataset_rows(evals)) if evals is not None and len(evals) else []
+        check_chat_template(self.tokenizer, self.rows[:1] + self.eval_rows[:1])
         check_inputs(self.model, self.tokenizer, self.rows, self.eval_rows, cfg.generation)
+        self._pending_metrics: dict[str, list[float]] = {}
+        self._pending_columns: dict[str, list[Any]] = {}
         self.accuracy_fn = accuracy_fn
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
@@ -107,14 +203,42 @@ class LMTrainer:
         # One optimizer step with non-finite handling, float64 norm and clipping, shared with classic
         # PPO; a subclass's _setup may add param groups (a value head): the guard reads them per step.
         where = lambda: f"{self.algo} step {self.step + 1}"
-        self.guard = GuardedStep([self.optimizer], cfg.max_grad_norm, cfg.nonfinite_stop_after, where)
+        scaler = LossScaler() if cfg.fp16 else None  # float16: dynamic loss scaling (bfloat16 needs none)
+        self.guard = GuardedStep([self.optimizer], cfg.max_grad_norm, cfg.nonfinite_stop_after, where, scaler)
         # The KL anchor: the policy training starts from (or ``ref_model``), frozen. A KL weight of 0
-        # needs none: skip the copy and its forward passes entirely.
+        # needs none: skip the copy and its forward passes entirely. With LoRA the anchor is the base
+        # model, i.e. the policy with its adapter disabled: no copy of the weights at all.
         self.ref_model = None
-        if self._kl_weight() > 0:
+        self.has_reference = self._kl_weight() > 0
+        if self.has_reference and (ref_model is not None or not self.is_peft):
             self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
             self.ref_model.eval().requires_grad_(False)
         self._setup()
+
+    def autocast(self) -> Any:
+        """The autocast context of the forward passes: bfloat16 or float16 with ``bf16``/``fp16``, else
+        nothing. The weights stay float32; matmuls run in half precision (TRL/accelerate's mixed
+        precision)."""
+        cfg = self.config
+        if not (cfg.bf16 or cfg.fp16):
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.bf16 else torch.float16)
+
+    @contextmanager
+    def reference(self) -> Iterator[Any]:
+        """The reference model for a forward pass: the frozen copy, or the LoRA policy with its adapter
+        disabled (the base model's exact outputs, with no second copy of the weights in memory)."""
+        if self.ref_model is not None:
+            yield self.ref_model
+            return
+        if not (self.has_reference and self.is_peft):
+            raise RuntimeError("this trainer has no reference model (kl_coef is 0)")
+        with self.model.disable_adapter():
+            yield self.model
+
+    def _warn(self, message: str) -> None:
+        """A one-line notice about a setting ppokit changed (shown once per message)."""
+        warnings.warn(f"ppokit {self.algo}: {message}", UserWarning, stacklevel=3)
 
     def _kl_weight(self) -> float:
         """The weight of the algorithm's KL penalty to the reference model (0: no reference model).
@@ -127,6 +251,49 @@ class LMTrainer:
     def train_step(self) -> dict[str, float]:  # pragma: no cover - abstract
         """One step of the algorithm; returns its metrics."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ rewards (TRL's keywords)
+    @property
+    def state(self) -> TrainerState:
+        """Where training is, as TRL's ``trainer_state`` (global_step, max_steps, epoch, ...)."""
+        epoch = self.epoch + self.cursor / max(len(self.rows), 1)
+        return TrainerState(self.step, self.config.max_steps, epoch, self.num_tokens)
+
+    def _log_metric(self, name: str, value: float) -> None:
+        """``log_metric`` of TRL's reward signature: a scalar averaged into this step's metrics row."""
+        if not is_finite_number(value):
+            raise ConfigError(f"log_metric({name!r}, {value!r}): the value must be a finite number")
+        self._pending_metrics.setdefault(name, []).append(float(value))
+
+    def _log_extra(self, column: str, values: list[Any]) -> None:
+        """``log_extra`` of TRL's reward signature: a column added to this step's completions table."""
+        self._pending_columns.setdefault(column, []).extend(values)
+
+    def score(
+        self, rows: list[dict[str, Any]], texts: list[str], completion_ids: list[list[int]] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Call the reward functions with every keyword TRL passes: ``prompts``, ``completions`` (for
+        conversational prompts ``[{"role": "assistant", "content": text}]``, as TRL), ``completion_ids``
+        (token ids up to and including EOS), ``trainer_state``, ``log_extra``, ``log_metric`` and the
+        rows' other columns. A function receives only the keywords its signature names (all of them
+        when it takes ``**kwargs``), so ppokit-style functions keep working. Returns
+        ``score_completions``' ``(total [B], per_function [B, F])``."""
+        prompts = [r["prompt"] for r in rows]
+        completions = [trl_completion(p, t) for p, t in zip(prompts, texts)]
+        extra = {
+            "completion_ids": completion_ids if completion_ids is not None else [[] for _ in texts],
+            "trainer_state": self.state,
+            "log_extra": self._log_extra,
+            "log_metric": self._log_metric,
+        }
+        columns = {**repeat_columns(rows, 1), **extra}
+        return score_completions(self.reward_funcs, self.config.reward_weights, prompts, completions, columns)
+
+    def pop_reward_logs(self) -> tuple[dict[str, float], dict[str, list[Any]]]:
+        """The metrics and completion-table columns reward functions logged since the last call."""
+        metrics = {k: sum(v) / len(v) for k, v in self._pending_metrics.items()}
+        columns, self._pending_metrics, self._pending_columns = self._pending_columns, {}, {}
+        return metrics, columns
 
     # ------------------------------------------------------------------ prompts, schedule, guards
     def _next_rows(self) -> list[dict[str, Any]]:
@@ -165,7 +332,7 @@ class LMTrainer:
 
         def backward() -> None:
             if not math.isfinite(accumulate()):
-                for g in gradients(self.guard.optimizers):
+                for g in gradients(self.guard.optimizers, fill_missing=True):
                     g.fill_(math.nan)
 
         return self.guard.step(0.0, backward)
@@ -194,13 +361,15 @@ class LMTrainer:
             prompts = [r["prompt"] for r in rows[i : i + batch_size]]
             ids, mask = encode_prompts(self.tokenizer, prompts, gen.max_prompt_length, str(self.device))
             pad = self.tokenizer.pad_token_id
-            out = generate(self.model, ids, mask, gen.max_completion_length, self.eos_ids, pad, greedy=True)
+            with self.autocast():
+                out = generate(
+                    self.model, ids, mask, gen.max_completion_length, self.eos_ids, pad, greedy=True
+                )
             texts += self.tokenizer.batch_decode(
                 out.tokens.masked_fill(~out.mask, pad), skip_special_tokens=True
             )
-        prompts = [r["prompt"] for r in rows]
-        cols = repeat_columns(rows, 1)
-        rewards, _ = score_completions(self.reward_funcs, self.config.reward_weights, prompts, texts, cols)
+        rewards, _ = self.score(rows, texts)
+        self.pop_reward_logs()  # what the rewards log during evaluation is not a training step's
         result = {"eval/reward": float(rewards.nanmean())}
         records = [
             {"prompt": r["prompt"], "completion": t, "reward": float(x)}
@@ -254,8 +423,26 @@ class LMTrainer:
             "guard": self.guard.state_dict(),
             "config": self.config.to_dict(),
         }
+        base = None
+        if self.is_peft:  # model/ holds the adapter; the frozen base is named, or copied in base_model/
+            meta["peft"] = {"base_model": self.model_dir}
+            if self.model_dir is None:
+                base = copy.deepcopy(self.model).unload()  # the base weights without the LoRA layers
         keep = self.config.keep_checkpoints
-        return ckpt.save_lm_checkpoint(root, self.step, self.model, self.tokenizer, tensors, meta, keep=keep)
+        return ckpt.save_lm_checkpoint(
+            root, self.step, self.model, self.tokenizer, tensors, meta, keep=keep, base_model=base
+        )
+
+    def save_model(self, out_dir: str | Path, merged: bool = False) -> Path:
+        """``save_pretrained`` of the policy and tokenizer into ``out_dir``: the whole model, or for a
+        LoRA model the adapter (TRL's ``save_model``) or, with ``merged=True``, the base with the
+        adapter merged into its weights (a plain model ``AutoModelForCausalLM`` loads)."""
+        from ppokit.llm.models import save_pretrained
+
+        model = self.model
+        if self.is_peft and merged:
+            model = copy.deepcopy(self.model).merge_and_unload()
+        return save_pretrained(model, self.tokenizer, out_dir)
 
     def load_state(self, path: str | Path) -> Path:
         """Restore optimizer, extra state, RNGs and counters from a checkpoint (the model weights are
@@ -290,12 +477,24 @@ class LMTrainer:
 
         ``config`` defaults to the one stored in the checkpoint (pass one to change e.g. max_steps).
         """
-        from ppokit.llm.models import load_pretrained
+        from ppokit.llm.models import load_pretrained, load_tokenizer
 
         found = ckpt.find_checkpoint(path)
         _, meta = ckpt.read_checkpoint(found)
         config = config or cls.config_class().from_dict(meta["config"])
-        model, tokenizer = load_pretrained(found / "model", config.device)
+        # "auto": the weights come back in the dtype they were saved in (float32 masters, a LoRA
+        # model's half-precision base), whatever torch_dtype says about loading the original model
+        if ckpt.is_adapter_checkpoint(found):
+            from ppokit.llm.precision import _peft
+
+            base_dir = (meta.get("peft") or {}).get("base_model")
+            tokenizer = load_tokenizer(found / "model")
+            base, _ = load_pretrained(base_dir or found / "base_model", config.device, "auto", tokenizer)
+            model = _peft().PeftModel.from_pretrained(base, str(found / "model"), is_trainable=True)
+            if base_dir is not None:
+                kwargs.setdefault("model_dir", base_dir)
+        else:
+            model, tokenizer = load_pretrained(found / "model", config.device, "auto")
         trainer = cls(model, tokenizer, reward_funcs, train_prompts, config, **kwargs)
         trainer.load_state(found)
         return trainer

@@ -32,8 +32,10 @@ class ValueHead(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Values ``[...]`` of hidden states ``[..., d]``."""
-        return self.linear(hidden.float()).squeeze(-1)
+        """Values ``[...]`` of hidden states ``[..., d]``, in float32 even under bf16/fp16 autocast (the
+        value loss is a regression on returns; half precision would round its targets)."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.linear(hidden.float()).squeeze(-1)
 
 
 def hidden_size(model: Any) -> int:
@@ -85,8 +87,10 @@ class RewardModel:
         self.device, self.batch_size = device, batch_size
         self.__name__ = "reward_model"  # the metrics column: rewards/reward_model/mean
 
-    def _text(self, prompt: Any, completion: str) -> str:
-        if isinstance(prompt, list):
+    def _text(self, prompt: Any, completion: Any) -> str:
+        if isinstance(prompt, list):  # a conversation: its completion is [{"role": "assistant", ...}]
+            if isinstance(completion, list):
+                return self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
             prompt = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         return f"{prompt}{completion}"
 

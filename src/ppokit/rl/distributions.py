@@ -22,7 +22,7 @@ import torch
 
 from ppokit.errors import EnvConfigError
 from ppokit.functional.losses import entropy_from_logits
-from ppokit.rl.masking import masked_entropy, masked_log_softmax
+from ppokit.rl.masking import masked_binary, masked_entropy, masked_log_softmax
 
 _LOG_2PI = math.log(2 * math.pi)
 KINDS = ("discrete", "multidiscrete", "multibinary", "box", "squashed_box")
@@ -140,6 +140,8 @@ class ActionDistribution:
             if self.kind == "squashed_box":
                 logp = logp - self._squash_correction(actions)
             return logp, entropy
+        if self.kind == "multibinary" and mask is not None:  # rl/masking.py: each bit a 2-way categorical
+            return masked_binary(out, mask, actions)[1:]
         if self.kind == "multibinary":  # independent Bernoullis with logits ``out``
             logp = (actions * out - torch.nn.functional.softplus(out)).sum(-1)
             p = torch.sigmoid(out)
@@ -170,6 +172,8 @@ class ActionDistribution:
         if self.gaussian:
             action = out if deterministic else out + torch.exp(log_std) * torch.randn_like(out)
             return action, self.log_prob_entropy(out, action, log_std)[0]
+        if self.kind == "multibinary" and mask is not None:
+            return masked_binary(out, mask, None, deterministic)[:2]
         if self.kind == "multibinary":
             action = (
                 (out > 0).float() if deterministic else (torch.rand_like(out) < torch.sigmoid(out)).float()

@@ -24,27 +24,31 @@ import torch
 
 from ppokit import distributed
 from ppokit.config import ConfigError
-from ppokit.errors import EnvError, NonFiniteError
+from ppokit.errors import NonFiniteError
 from ppokit.functional import explained_variance
-from ppokit.optim import FlatAdam
 from ppokit.rl import fast, state
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.envs import EnvSpec, autoreset_mode, make_vec_env
-from ppokit.rl.masking import validate_masks
-from ppokit.rl.networks import build_policy
+from ppokit.rl.masking import mask_dim
+from ppokit.rl.networks import PolicySpec, make_policy
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler, sync_statistics
-from ppokit.rl.policy import Policy
+from ppokit.rl.predict import predict_actions
 from ppokit.rl.recurrent import RecurrentPolicy, flat_valid, sequence_batch
 from ppokit.rl.rollout import Collector, RolloutBuffer
 from ppokit.rl.spaces import ObsLayout
-from ppokit.rl.update import AdaptiveKL, normalize_advantages, ppo_loss, ppo_update, rollout_batch
+from ppokit.rl.update import (
+    AdaptiveKL,
+    make_optimizers,
+    normalize_advantages,
+    ppo_loss,
+    ppo_update,
+    rollout_batch,
+)
 from ppokit.seeding import seed_everything
 from ppokit.tracking import PROCESS_START
 from ppokit.train.rng import capture_rng, restore_rng
 from ppokit.train.step import GuardedStep
 from ppokit.train.threads import ThreadChooser
-
-PolicySpec = Policy | Callable[[Any, Any], Policy] | None
 
 
 class PPO:
@@ -95,14 +99,15 @@ class PPO:
                 f"normalize_obs=True is not allowed for {self.obs_layout.kind} observations "
                 f"({self.observation_space}); it applies to Box observations (images are scaled by 1/255)"
             )
-        self.policy = self._make_policy(policy).to(self.device)
+        spaces = (self.observation_space, self.action_space)
+        self.policy = make_policy(policy, *spaces, cfg.network).to(self.device)
         distributed.broadcast_parameters(self.policy)  # every rank starts from rank 0's networks
         # Each rank samples and steps its own environments with a seed derived from the run seed.
         rank_seed = cfg.seed + 100_003 * self.dist.rank
         if self.dist.enabled:
             self.np_rng = seed_everything(rank_seed)
         # -- the parts that own training state (each has state_dict / load_state_dict) ----------------
-        self.optimizers = self._make_optimizers()
+        self.optimizers = make_optimizers(self.policy, cfg)
         self.guard = GuardedStep(self.optimizers, cfg.max_grad_norm, cfg.nonfinite_stop_after, self._where)
         # The CPU fast path (rl/fast/): used only where it computes exactly PPO.loss's gradient.
         own_loss = type(self).loss is PPO.loss
@@ -112,31 +117,18 @@ class PPO:
             RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
         )
         self.collector = Collector(
-            self.venv,
-            self.policy,
-            self.device,
-            rank_seed,
-            self.obs_norm,
-            self.reward_scaler,
-            cfg.nan_policy,
-            cfg.action_masking,
-            state.env_label(self),
-            self.obs_layout,
-        )
+            self.venv, self.policy, self.device, rank_seed, self.obs_norm, self.reward_scaler,
+            cfg.nan_policy, cfg.action_masking, state.env_label(self), self.obs_layout,
+        )  # fmt: skip
         self.masked = self.collector.mask_source is not None  # the env gives action masks (rl/masking.py)
         self.recurrent = isinstance(self.policy, RecurrentPolicy)
         self.manual_grad = fast.choose(self.policy, cfg, own_loss, self.device, masked=self.masked)
         dist = self.policy.dist
         self.buffer = RolloutBuffer.allocate(
-            cfg.n_steps,
-            cfg.num_envs,
-            obs_shape,
-            dist.action_shape,
-            dist.action_dtype,
-            mask_dim=dist.out_dim if self.masked else None,
-            state_size=self.policy.state_size if self.recurrent else None,
-            obs_dtype=self.obs_layout.dtype,
-        )
+            cfg.n_steps, cfg.num_envs, obs_shape, dist.action_shape, dist.action_dtype,
+            mask_dim=mask_dim(self.action_space) if self.masked else None,
+            state_size=self.policy.state_size if self.recurrent else None, obs_dtype=self.obs_layout.dtype,
+        )  # fmt: skip
         self.kl = AdaptiveKL(cfg.kl_coef, cfg.adaptive_kl_target, cfg.objective == "kl_adaptive")
         self.num_timesteps = self.num_updates = 0
         self.target_timesteps: int | None = None  # the `total` of the current run (schedules need it)
@@ -149,35 +141,6 @@ class PPO:
         self.tracker = None
         if run_dir is not None:
             self.set_run_dir(run_dir)
-
-    def _make_policy(self, policy: PolicySpec) -> Policy:
-        if policy is None:
-            return build_policy(self.observation_space, self.action_space, self.config.network)
-        built = (
-            policy
-            if isinstance(policy, torch.nn.Module)
-            else policy(self.observation_space, self.action_space)
-        )
-        if not isinstance(built, Policy):
-            raise ConfigError(
-                f"policy={type(built).__name__} is not allowed; pass a ppokit.Policy subclass instance "
-                "(implement forward(obs) -> (out, value)) or a callable "
-                "(observation_space, action_space) -> Policy"
-            )
-        return built
-
-    def _make_optimizers(self) -> list[FlatAdam]:
-        """One Adam over all parameters, or one for the actor and one for the critic (FlatAdam: see
-        ``ppokit/optim.py`` for why not torch.optim.Adam)."""
-        cfg = self.config
-        kw = {"betas": tuple(cfg.adam_betas), "eps": cfg.adam_eps}
-        if not cfg.separate_optimizers:
-            return [FlatAdam(list(self.policy.parameters()), lr=cfg.learning_rate, **kw)]
-        critic_lr = cfg.critic_learning_rate or cfg.learning_rate
-        return [
-            FlatAdam(self.policy.actor_parameters(), lr=cfg.learning_rate, **kw),
-            FlatAdam(self.policy.critic_parameters(), lr=critic_lr, **kw),
-        ]
 
     def _where(self) -> str:
         return f"update {self.num_updates + 1}, step {self.num_timesteps}"
@@ -423,39 +386,7 @@ class PPO:
         and returns the new state ``[n, state_size]``; other policies return None. ``action_masks``
         (``[n, mask_dim]`` or ``[mask_dim]`` bool, True = allowed; rl/masking.py) restricts the action.
         """
-        batch, single = self._encode_for_predict(obs)
-        if self.obs_norm is not None:
-            batch = self.obs_norm(batch, update=False)
-        as_tensor = lambda x, dtype=None: torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
-        n, kw = batch.shape[0], {}
-        x = as_tensor(batch, self.obs_layout.dtype)
-        if action_masks is not None:
-            nvec = self.policy.dist.nvec
-            kw["mask"] = as_tensor(validate_masks(action_masks, nvec, n, "observation"), torch.bool)
-        if self.recurrent:
-            kw["state"] = None if state is None else as_tensor(state, torch.float32).reshape(n, -1)
-            kw["episode_start"] = None if episode_start is None else as_tensor(episode_start, torch.bool)
-            action, _, _, new_state = self.policy.act(x, deterministic=deterministic, **kw)
-            state = new_state.cpu().numpy()
-        else:
-            action, _, _ = self.policy.act(x, deterministic=deterministic, **kw)
-            state = None
-        action = self.policy.dist.to_env(action.cpu().numpy())
-        return (action[0] if single else action), state
-
-    def _encode_for_predict(self, obs: Any) -> tuple[np.ndarray, bool]:
-        """``(observations encoded as the rollout stores them [n, ...], whether obs was a single one)``."""
-        layout = self.obs_layout
-        try:
-            single = layout.is_single(obs)
-            return layout.encode(layout.batch_of_one(obs) if single else obs), single
-        except (TypeError, ValueError, KeyError, IndexError) as e:
-            wrapped = f" (after env_wrappers {self.config.env_wrappers})" if self.config.env_wrappers else ""
-            raise EnvError(
-                f"predict got an observation that does not fit the model's observation space "
-                f"{self.observation_space}{wrapped}: {type(e).__name__}: {e}; pass observations as that "
-                "env gives them (ppokit reads Dict, Tuple and Discrete observations without flattening)"
-            ) from None
+        return predict_actions(self, obs, state, episode_start, deterministic, action_masks)
 
     def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: int = 10_000) -> dict[str, Any]:
         """Mean and std of the return over ``episodes`` fresh episodes (see ``evaluation.py``)."""

@@ -32,7 +32,7 @@ from gymnasium.vector import AutoresetMode
 from ppokit import distributed
 from ppokit.errors import EnvStepError
 from ppokit.rl import envstate
-from ppokit.rl.masking import MaskSource
+from ppokit.rl.masking import MaskSource, mask_nvec
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler
 from ppokit.rl.policy import Policy
 from ppokit.rl.recurrent import RecurrentPolicy
@@ -208,7 +208,7 @@ class Collector:
         self.obs = self._normalize(raw, update=True)
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
         mode = {True: "true", False: "false"}.get(action_masking, action_masking)
-        nvec = policy.dist.nvec if policy.dist.kind != "box" else None
+        nvec = mask_nvec(venv.single_action_space)
         self.mask_source = MaskSource.detect(venv, info, nvec, mode, label)
         self.mask = self._read_mask(info, 0)  # the current observation's mask (None: no masks)
         self.recurrent = isinstance(policy, RecurrentPolicy)

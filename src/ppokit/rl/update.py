@@ -26,6 +26,7 @@ from ppokit.functional import (
     policy_loss,
     value_loss,
 )
+from ppokit.optim import FlatAdam
 from ppokit.rl.policy import Policy
 from ppokit.rl.recurrent import evaluate_batch
 from ppokit.rl.rollout import RolloutBuffer
@@ -143,6 +144,19 @@ def ppo_update(
     metrics = distributed.aggregate_metrics(means)
     metrics.update({"train/minibatch_steps": count, "train/early_stopped": float(stop)})
     return metrics
+
+
+def make_optimizers(policy: Policy, cfg: Any) -> list[FlatAdam]:
+    """One Adam over all parameters, or (``separate_optimizers``) one for the actor and one for the
+    critic. FlatAdam, not torch.optim.Adam: see ``ppokit/optim.py`` for why."""
+    kw = {"betas": tuple(cfg.adam_betas), "eps": cfg.adam_eps}
+    if not cfg.separate_optimizers:
+        return [FlatAdam(list(policy.parameters()), lr=cfg.learning_rate, **kw)]
+    critic_lr = cfg.critic_learning_rate or cfg.learning_rate
+    return [
+        FlatAdam(policy.actor_parameters(), lr=cfg.learning_rate, **kw),
+        FlatAdam(policy.critic_parameters(), lr=critic_lr, **kw),
+    ]
 
 
 class AdaptiveKL:

@@ -54,12 +54,63 @@ def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     return norm
 
 
+class LossScaler:
+    """Dynamic loss scaling for float16 training (Micikevicius et al. 2018, *Mixed Precision Training*,
+    https://arxiv.org/abs/1710.03740), with the defaults of ``torch.amp.GradScaler``.
+
+    The loss is multiplied by ``scale`` before ``backward`` so that small float16 gradients do not
+    underflow; the gradients are divided by it again before clipping and the step. A step whose
+    gradients overflowed (inf/NaN) is skipped and the scale halves; after ``growth_interval`` good steps
+    in a row it doubles. Written out instead of using ``GradScaler`` so the decision is taken on the
+    rank-averaged gradients (every rank skips and rescales alike) and the state is plain JSON.
+    """
+
+    def __init__(
+        self,
+        init_scale: float = 2.0**16,
+        growth_factor: float = 2.0,
+        backoff_factor: float = 0.5,
+        growth_interval: int = 2000,
+    ):
+        self.scale = float(init_scale)
+        self.growth_factor, self.backoff_factor = growth_factor, backoff_factor
+        self.growth_interval = growth_interval
+        self.good_steps = 0
+        self.overflows = 0
+
+    def update(self, finite: bool) -> None:
+        """Halve the scale after an overflow; double it after ``growth_interval`` good steps."""
+        if not finite:
+            self.scale *= self.backoff_factor
+            self.good_steps = 0
+            self.overflows += 1
+            return
+        self.good_steps += 1
+        if self.good_steps >= self.growth_interval:
+            self.scale *= self.growth_factor
+            self.good_steps = 0
+
+    def state_dict(self) -> dict[str, float]:
+        """The scale and counters (JSON)."""
+        return {"scale": self.scale, "good_steps": self.good_steps, "overflows": self.overflows}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        """Restore ``state_dict``'s values."""
+        self.scale = float(state["scale"])
+        self.good_steps, self.overflows = int(state["good_steps"]), int(state["overflows"])
+
+
 class GuardedStep:
     """``step(loss, backward) -> bool``: zero the gradients, run ``backward`` when the loss is finite,
     average across ranks, clip, and step every optimizer unless something is non-finite.
 
     ``context()`` names where training is (e.g. "update 3, step 4096") in the stop message.
     ``state_dict`` / ``load_state_dict`` carry the counters through checkpoints.
+
+    With a ``LossScaler`` (float16 training) ``backward`` must multiply its loss by ``loss_scale``; the
+    gradients are unscaled here, and a non-finite gradient is an overflow: the step is skipped, counted
+    in ``skipped`` and the scale halves. Overflows count towards ``nonfinite_stop_after`` only once the
+    scale has fallen to 1 or below (then the gradient is non-finite for another reason than the scale).
     """
 
     def __init__(
@@ -68,14 +119,21 @@ class GuardedStep:
         max_grad_norm: float | None,
         nonfinite_stop_after: int,
         context: Callable[[], str] = lambda: "",
+        scaler: LossScaler | None = None,
     ):
         self.optimizers = list(optimizers)
+        self.scaler = scaler
         self.max_grad_norm = math.inf if max_grad_norm is None else float(max_grad_norm)
         self.stop_after = int(nonfinite_stop_after)
         self.context = context
         self.skipped = 0  # steps skipped over the whole run
         self.in_a_row = 0
         self.last_norm = math.nan
+
+    @property
+    def loss_scale(self) -> float:
+        """What ``backward`` multiplies its loss by: the loss scale in float16 training, else 1."""
+        return self.scaler.scale if self.scaler is not None else 1.0
 
     def zero_grad(self) -> None:
         """Clear every gradient (FlatAdam zeroes its flat buffer, of which the ``.grad``s are views;
@@ -95,12 +153,19 @@ class GuardedStep:
             for g in grads:
                 g.fill_(math.nan)
         distributed.average_gradients(grads)
+        if self.scaler is not None and finite:
+            for g in grads:
+                g.mul_(1.0 / self.scaler.scale)
         norm = clip_grad_norm(grads, self.max_grad_norm)
         self.last_norm = float(norm)
+        if self.scaler is not None:
+            scale_before = self.scaler.scale
+            self.scaler.update(math.isfinite(self.last_norm))
         if not math.isfinite(self.last_norm):
             self.zero_grad()
             self.skipped += 1
-            self.in_a_row += 1
+            if self.scaler is None or scale_before <= 1.0:  # an overflow of a large scale is routine
+                self.in_a_row += 1
             if self.in_a_row >= self.stop_after:
                 where = self.context()
                 raise NonFiniteError(
@@ -113,10 +178,15 @@ class GuardedStep:
             opt.step()
         return True
 
-    def state_dict(self) -> dict[str, int]:
-        """The counters (JSON)."""
-        return {"skipped": self.skipped, "in_a_row": self.in_a_row}
+    def state_dict(self) -> dict[str, Any]:
+        """The counters, and the loss scaler's state when there is one (JSON)."""
+        state: dict[str, Any] = {"skipped": self.skipped, "in_a_row": self.in_a_row}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Restore ``state_dict``'s counters."""
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``'s counters (and the loss scale)."""
         self.skipped, self.in_a_row = int(state["skipped"]), int(state["in_a_row"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
