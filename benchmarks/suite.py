@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_report:
         from suite_report import write_report
 
-        write_report(args.out, args.markdown)
+        default = args.markdown.resolve() == (ROOT / "docs" / "results.md").resolve()
+        write_report(args.out, args.markdown, ROOT / "README.md" if default else None)
         print(f"wrote {args.markdown}", flush=True)
 
 

@@ -210,12 +210,38 @@ def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, markdown: Path) -> None:
-    """Regenerate ``markdown`` and OUT/<suite>_curves.png from the raw results under ``out``."""
+def update_readme(readme: Path, table: list[str], aggregate: list[str]) -> None:
+    """Put the summary and aggregate tables between README's suite-summary markers."""
+    begin, end = "<!-- suite-summary:begin -->", "<!-- suite-summary:end -->"
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        return
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    body = [
+        "",
+        *table,
+        "",
+        *aggregate,
+        "",
+        "Details, sources and commands: [docs/results.md](docs/results.md).",
+        "",
+    ]
+    readme.write_text(head + begin + "\n".join(body) + end + tail)
+
+
+def write_report(out: Path, markdown: Path, readme: Path | None = None) -> None:
+    """Regenerate ``markdown`` and OUT/<suite>_curves.png from the raw results under ``out``.
+
+    With ``readme``, its suite-summary block gets the summary and aggregate tables too.
+    """
     published = yaml.safe_load(PUBLISHED.read_text())
     randoms_path = out / "random_scores.json"
     randoms = json.loads(randoms_path.read_text())["envs"] if randoms_path.exists() else {}
     suites = load_results(out)
+    summary, aggregate = summary_table(suites, published), aggregate_table(suites, published, randoms)
+    if readme is not None:
+        update_readme(readme, summary, aggregate)
     rel = lambda p: p.relative_to(ROOT) if p.is_relative_to(ROOT) else p  # noqa: E731
     lines = [
         "# Results: PPO presets across the standard suites",
@@ -241,11 +267,11 @@ def write_report(out: Path, markdown: Path) -> None:
         "",
         "## Summary",
         "",
-        *summary_table(suites, published),
+        *summary,
         "",
         "## Aggregate scores",
         "",
-        *aggregate_table(suites, published, randoms),
+        *aggregate,
         "",
         "## Learning curves",
         "",
