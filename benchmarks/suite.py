@@ -105,42 +105,46 @@ def shown(cmd: list[str]) -> str:
     return " ".join(["ppokit", *parts])
 
 
+def train_and_evaluate(job: dict, args: argparse.Namespace, run_dir: Path) -> dict:
+    """`ppokit train` then `ppokit eval --json` in subprocesses; the commands, timings and evaluation."""
+    budget = int(yaml.safe_load(job["config_path"].read_text())["total_timesteps"])
+    sets = list(job.get("sets", []))
+    if args.budget_scale != 1.0:
+        sets.append(f"total_timesteps={max(1, int(budget * args.budget_scale))}")
+    sets += args.set
+    if run_dir.exists():  # an interrupted run starts over
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    train_args = ["train", "--config", str(job["config_path"]), "--seed", str(job["seed"])]
+    train_args += ["--run-dir", str(run_dir), "--no-progress", "--no-eval"]
+    train_args += [a for s in sets for a in ("--set", s)]
+    cmd, env = ppokit_cmd(args.pythonpath, *train_args)
+    started, start = today(), time.time()
+    subprocess.run(cmd, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    wall = time.time() - start
+    ecmd, env = ppokit_cmd(
+        args.pythonpath, "eval", str(run_dir), "--json", "--episodes", str(args.eval_episodes)
+    )
+    out = subprocess.run(ecmd, env=env, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    return {
+        "budget": budget,
+        "evaluation": json.loads(out.strip().splitlines()[-1]),
+        "wall_s": wall,
+        "eval_s": time.time() - start - wall,
+        "started": started,
+        "command": f"{shown(cmd)} && {shown(ecmd)}",
+    }
+
+
 def run_one(job: dict, args: argparse.Namespace) -> dict | None:
     """Train, evaluate and record one (preset, seed); returns the result (None: skipped)."""
     dest: Path = job["dest"]
     result_path = dest / "result.json"
     if result_path.exists():
         return None
-    preset, seed = job["preset"], job["seed"]
-    config = yaml.safe_load(job["config_path"].read_text())
-    budget = int(config["total_timesteps"])
-    sets = list(job.get("sets", []))
-    if args.budget_scale != 1.0:
-        sets.append(f"total_timesteps={max(1, int(budget * args.budget_scale))}")
-    sets += args.set
     run_dir = args.scratch / dest.relative_to(args.out) / "run"
-    if run_dir.exists():  # an interrupted run starts over
-        shutil.rmtree(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    train_args = [
-        "train",
-        "--config",
-        str(job["config_path"]),
-        "--seed",
-        str(seed),
-        "--run-dir",
-        str(run_dir),
-    ]
-    train_args += ["--no-progress", "--no-eval"] + [a for s in sets for a in ("--set", s)]
-    cmd, env = ppokit_cmd(args.pythonpath, *train_args)
-    start = time.time()
-    subprocess.run(cmd, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    wall = time.time() - start
-    eval_args = ["eval", str(run_dir), "--json", "--episodes", str(args.eval_episodes)]
-    ecmd, env = ppokit_cmd(args.pythonpath, *eval_args)
-    out = subprocess.run(ecmd, env=env, check=True, cwd=ROOT, capture_output=True, text=True).stdout
-    evaluation = json.loads(out.strip().splitlines()[-1])
-    eval_s = time.time() - start - wall
+    done = train_and_evaluate(job, args, run_dir)
+    evaluation = done["evaluation"]
     dest.mkdir(parents=True, exist_ok=True)
     trim_metrics(run_dir / "metrics.csv", dest / "metrics.csv")
     with (dest / "metrics.csv").open() as f:
@@ -148,24 +152,26 @@ def run_one(job: dict, args: argparse.Namespace) -> dict | None:
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     result = {
         "suite": job["suite"],
-        "preset": preset,
+        "preset": job["preset"],
         "env": resolved["env_id"],
-        "seed": seed,
+        "seed": job["seed"],
         **job.get("extra", {}),
-        "budget": budget,
+        "budget": done["budget"],
         "budget_scale": args.budget_scale,
         "steps": int(float(last["time/total_timesteps"])),
         "eval_mean": evaluation["mean_return"],
         "eval_std": evaluation["std_return"],
         "eval_episodes": evaluation["episodes"],
         "eval_returns": evaluation.get("returns"),
-        "eval_deterministic": True,
+        "eval_deterministic": evaluation.get("deterministic", True),
+        "eval_seed": evaluation.get("seed"),
         "train_s": float(last["time/elapsed_s"]),
-        "wall_s": wall,
-        "eval_s": eval_s,
+        "wall_s": done["wall_s"],
+        "eval_s": done["eval_s"],
         "last_train_return": float(last["rollout/ep_rew_mean"]) if last["rollout/ep_rew_mean"] else None,
-        "command": f"{shown(cmd)} && {shown(ecmd)}",
-        "suite_command": " ".join(["python", "benchmarks/suite.py", *sys.argv[1:]]),
+        "command": done["command"],
+        "suite_command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "started": done["started"],
         "date": today(),
         "library_commit": git_commit(args.pythonpath),
         "suite_commit": git_commit(ROOT),

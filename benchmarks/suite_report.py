@@ -230,6 +230,17 @@ def update_readme(readme: Path, table: list[str], aggregate: list[str]) -> None:
     readme.write_text(head + begin + "\n".join(body) + end + tail)
 
 
+def random_provenance(data: dict) -> list[str]:
+    """One line saying how, when and where the random-policy scores were measured."""
+    if not data["envs"]:
+        return ["- No random-policy scores measured yet: no normalised scores."]
+    dates = sorted(e["date"] for e in data["envs"].values())
+    return [
+        f"- Random-policy scores: `{data.get('command', '?')}` ({data.get('policy', '?')}), "
+        f"{dates[0]} to {dates[-1]}, {data.get('machine', '?')}; {data.get('versions', '?')}."
+    ]
+
+
 def write_report(out: Path, markdown: Path, readme: Path | None = None) -> None:
     """Regenerate ``markdown`` and OUT/<suite>_curves.png from the raw results under ``out``.
 
@@ -237,7 +248,8 @@ def write_report(out: Path, markdown: Path, readme: Path | None = None) -> None:
     """
     published = yaml.safe_load(PUBLISHED.read_text())
     randoms_path = out / "random_scores.json"
-    randoms = json.loads(randoms_path.read_text())["envs"] if randoms_path.exists() else {}
+    random_data = json.loads(randoms_path.read_text()) if randoms_path.exists() else {"envs": {}}
+    randoms = random_data["envs"]
     suites = load_results(out)
     summary, aggregate = summary_table(suites, published), aggregate_table(suites, published, randoms)
     if readme is not None:
@@ -264,6 +276,7 @@ def write_report(out: Path, markdown: Path, readme: Path | None = None) -> None:
         "  listed for the env scores 1. **IQM** is the interquartile mean over all runs of a suite's envs",
         "  pooled, with a 95 % stratified-bootstrap percentile interval (2000 resamples of runs within each",
         "  env), as rliable computes it (benchmarks/aggregate.py).",
+        *random_provenance(random_data),
         "",
         "## Summary",
         "",
