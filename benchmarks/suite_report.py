@@ -119,8 +119,10 @@ def aggregate_table(suites: dict, published: dict, randoms: dict) -> list[str]:
     ]
     for suite in SUITE_ORDER:
         per_task, left_out = [], []
-        for _preset, runs in sorted(suites.get(suite, {}).items()):
+        for preset, runs in sorted(suites.get(suite, {}).items()):
             env = runs[0]["env"]
+            if preset != env:  # one preset per env: the wall-clock variants (-fast) are not aggregated
+                continue
             b = best_published(env, published)
             if env not in randoms or b is None:
                 left_out.append(env)
@@ -275,7 +277,8 @@ def write_report(out: Path, markdown: Path, readme: Path | None = None) -> None:
         "  actions, `python benchmarks/suite.py --random-scores`) scores 0 and the best published PPO number",
         "  listed for the env scores 1. **IQM** is the interquartile mean over all runs of a suite's envs",
         "  pooled, with a 95 % stratified-bootstrap percentile interval (2000 resamples of runs within each",
-        "  env), as rliable computes it (benchmarks/aggregate.py).",
+        "  env), as rliable computes it (benchmarks/aggregate.py); only the preset named after the env",
+        "  counts (wall-clock variants such as `-fast` are listed but not aggregated).",
         *random_provenance(random_data),
         "",
         "## Summary",
