@@ -92,3 +92,25 @@ def test_suite_command_smoke(tmp_path, capsys):
     assert "| classic | 2 | 4 |" in text  # the IQM row: 2 envs, 4 runs
     assert "IQM of normalised score" in text and "Random policy:" in text
     assert (out / "classic_curves.png").stat().st_size > 1000
+
+
+def test_table1_normalisation_by_hand():
+    """Random = 0 and the best objective's mean over seeds = 1, per env; rows pool envs and seeds."""
+    from table1 import normalised_rows
+
+    def runs(*scores):
+        return [{"last_train_return": s} for s in scores]
+
+    found = {
+        # env A: random 10; clip's mean 30 is the best -> (x - 10) / 20
+        "A": {"clip": runs(20.0, 40.0), "none": runs(0.0, 10.0)},
+        # env B: random -100; kl_penalty's mean 0 is the best -> (x + 100) / 100
+        "B": {"clip": runs(-50.0, -50.0), "kl_penalty": runs(0.0, 0.0)},
+        "C": {"clip": runs(1.0)},  # no random score: left out
+    }
+    rows, per_env = normalised_rows(found, {"A": {"mean": 10.0}, "B": {"mean": -100.0}})
+    assert set(per_env) == {"A", "B"}
+    assert per_env["A"]["best"] == 30.0 and per_env["B"]["best"] == 0.0
+    assert rows["clip"] == pytest.approx([0.5, 1.5, 0.5, 0.5])
+    assert rows["none"] == pytest.approx([-0.5, 0.0])
+    assert rows["kl_penalty"] == pytest.approx([1.0, 1.0])
