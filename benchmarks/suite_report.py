@@ -102,9 +102,12 @@ def summary_table(suites: dict, published: dict) -> list[str]:
                 target = f"≥ {fmt(s['target'], 0)}: met"
             else:
                 target = f"≥ {fmt(s['target'], 0)}: missed by {fmt(-s['miss'])}"
+            if len(runs) < 3:  # the targets are means over 3 seeds: say when fewer are in
+                target += f" ({len(runs)} seed{'s' if len(runs) > 1 else ''} so far)" if s["target"] else ""
+            spread = fmt(s["std"]) if len(runs) > 1 else "n/a"
             wall = f"{statistics.fmean(s['wall']):,.0f} s ({min(s['wall']):,.0f}–{max(s['wall']):,.0f})"
             lines.append(
-                f"| {suite} | {name} | {len(runs)} | {s['steps']:,} | {fmt(s['mean'])} ± {fmt(s['std'])} "
+                f"| {suite} | {name} | {len(runs)} | {s['steps']:,} | {fmt(s['mean'])} ± {spread} "
                 f"| {fmt(s['median'])} | {best} | {target} | {wall} |"
             )
     return lines
