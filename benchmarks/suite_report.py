@@ -206,7 +206,7 @@ def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:
             ax.plot(grid, ys.mean(axis=0), lw=1.5, color="C0")
             ax.fill_between(grid, ys.min(axis=0), ys.max(axis=0), alpha=0.25, color="C0")
             ax.set_xlabel(label)
-            ax.set_title(f"{preset} ({len(curves)} seeds)", fontsize=9)
+            ax.set_title(f"{preset} ({len(curves)} seed{'s' if len(curves) > 1 else ''})", fontsize=9)
             ax.grid(alpha=0.3)
         row[0].set_ylabel("training return")
     fig.suptitle(f"{suite}: mean (line) and min–max (band) over seeds; grey: each seed", fontsize=10)
