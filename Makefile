@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 # torch is pinned through constraints.txt so pip never pulls the CUDA build.
 CONSTRAINTS := -c constraints.txt
 
-.PHONY: run test install dev lint format bench clean readme grpo
+.PHONY: run test install dev lint format bench clean readme grpo suite
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.llm-installed: $(VENV)/.installed
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed
-	$(PIP) install $(CONSTRAINTS) -e ".[dev,llm,peft,data,atari,minigrid]"
+	$(PIP) install $(CONSTRAINTS) -e ".[dev,llm,peft,data,atari,minigrid,box2d]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -49,6 +49,11 @@ clean:
 
 readme: install
 	$(BIN)/python -m ppokit.readme README.md docs/config.md docs/rlhf_ppo.md
+
+# The preset suites over seeds 0-2 (benchmarks/suite.py; resumable, one run at a time; hours for
+# MuJoCo): writes raw results under docs/results/ and docs/results.md. SUITE_ARGS="--suite mujoco".
+suite: dev
+	$(BIN)/python benchmarks/suite.py $(SUITE_ARGS)
 
 # Side-by-side benchmark against Stable-Baselines3 (peers go into benchmarks/.peers); writes
 # docs/benchmarks.md. Full set ~1 h on 2 cores; BENCH_ARGS=--quick is a smoke test of the harness.

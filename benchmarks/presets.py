@@ -1,11 +1,13 @@
-"""Train every preset in configs/ and write docs/results.md with the figures.
+"""Train presets on single seeds and write a quick table (benchmarks/out/presets.md by default).
+
+The published, multi-seed results (docs/results.md) come from benchmarks/suite.py instead.
 
     python benchmarks/presets.py                       # all presets, seed 0
     python benchmarks/presets.py --envs CartPole-v1 --seeds 0 1 2
     python benchmarks/presets.py --adopt runs/HalfCheetah-v5-ppo-...   # record a finished preset run
 
 Each run is `ppokit train --env ENV --seed SEED --run-dir ... --no-progress`; its result is kept in
-benchmarks/out/presets/ENV-sSEED.json, and docs/results.md is regenerated from all such files.
+benchmarks/out/presets/ENV-sSEED.json, and the table is regenerated from all such files.
 `--adopt` records an existing run directory instead, after checking its config is the preset's.
 """
 
@@ -24,7 +26,7 @@ from common import OUT, ROOT, git_commit, machine, save_json, today, versions
 from ppokit.plotting import read_csv
 from ppokit.rl.config import PPOConfig
 
-TARGETS = {"CartPole-v1": 475.0, "Pendulum-v1": -250.0, "HalfCheetah-v5": 1500.0}
+TARGETS = {"CartPole-v1": 475.0, "Pendulum-v1": -250.0, "HalfCheetah-v5": 1500.0}  # quick sanity bars
 PACKAGES = ["ppokit", "torch", "gymnasium", "mujoco", "numpy"]
 
 
@@ -112,7 +114,7 @@ def main() -> None:
     p.add_argument("--seeds", nargs="*", type=int, default=[0], help="Seeds to run.")
     p.add_argument("--adopt", type=Path, help="Record this finished preset run instead of training.")
     p.add_argument("--note", default="", help="A remark stored with the results (e.g. machine load).")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md", help="Markdown file to write.")
+    p.add_argument("--out", type=Path, default=OUT / "presets.md", help="Markdown file to write.")
     args = p.parse_args()
     if args.adopt:
         records = [adopt(args.adopt, args.note)]

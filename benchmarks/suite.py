@@ -1,0 +1,287 @@
+"""Run the preset suites over several seeds and write docs/results.md from the raw results.
+
+    python benchmarks/suite.py --suite classic                   # 5 envs x seeds 0 1 2, one at a time
+    python benchmarks/suite.py --suite mujoco --envs Hopper-v5 --seeds 0 1 2 --jobs 2
+    python benchmarks/suite.py --report                          # only regenerate docs/results.md
+    python benchmarks/suite.py --random-scores                   # measure the random-policy scores
+
+Each run is a subprocess `python -m ppokit train --config configs/PRESET.yaml --seed K --run-dir ...
+--no-progress --no-eval` followed by `python -m ppokit eval RUN_DIR --json --episodes 10` (deterministic
+actions, evaluation seed 10000). What is kept, under OUT/<suite>/<preset>/seed<K>/ (OUT defaults to
+docs/results/): result.json (scores, wall-clock, command, date, commits, machine, versions, the
+resolved config) and metrics.csv trimmed to steps, seconds and the training return. The full run
+directory (checkpoints, TensorBoard) goes to benchmarks/out/suite-runs/, which git ignores.
+
+Resumable: a run whose result.json exists is skipped, so the same command can be started again after
+an interruption; an interrupted run starts over. `--jobs N` runs N trainings at a time (one per core
+at most is sensible). `--pythonpath DIR` trains with the library found in DIR (e.g. a worktree frozen
+at one commit, so edits made meanwhile cannot change a long batch); its git commit goes in every result.
+After the runs (or with `--report` alone) docs/results.md and the learning-curve plots are regenerated
+from every result.json under OUT (see benchmarks/suite_report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+from common import ROOT, machine, today, versions
+
+SUITES = {
+    "classic": ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"],
+    "box2d": ["LunarLander-v3", "LunarLanderContinuous-v3", "BipedalWalker-v3"],
+    "mujoco": [
+        "HalfCheetah-v5",
+        "Hopper-v5",
+        "Walker2d-v5",
+        "Ant-v5",
+        "Humanoid-v5",
+        "Swimmer-v5",
+        "InvertedPendulum-v5",
+        "InvertedDoublePendulum-v5",
+        "Reacher-v5",
+    ],
+}
+PACKAGES = ["torch", "gymnasium", "mujoco", "box2d", "numpy"]
+CURVE_COLUMNS = ["time/total_timesteps", "time/elapsed_s", "rollout/ep_rew_mean"]
+DEFAULT_OUT = ROOT / "docs" / "results"
+SCRATCH = ROOT / "benchmarks" / "out" / "suite-runs"
+_print_lock = threading.Lock()
+
+
+def suite_of(preset: str) -> str:
+    """The suite a preset belongs to (its env id without a `-fast`-style suffix is in SUITES)."""
+    for suite, envs in SUITES.items():
+        if any(preset == env or preset.startswith(env + "-") for env in envs):
+            return suite
+    return "other"
+
+
+def git_commit(path: Path) -> str:
+    """Full commit of the git checkout holding ``path`` ('unknown' outside git), '+dirty' if modified."""
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, check=False)
+        except OSError:
+            return ""
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return commit + ("+dirty" if dirty else "")
+
+
+def trim_metrics(src: Path, dst: Path) -> None:
+    """Copy the learning-curve columns of a run's metrics.csv (steps, seconds, training return)."""
+    with src.open() as f:
+        rows = list(csv.DictReader(f))
+    with dst.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CURVE_COLUMNS)
+        for row in rows:
+            writer.writerow([row.get(c, "") for c in CURVE_COLUMNS])
+
+
+def ppokit_cmd(pythonpath: Path, *args: str) -> tuple[list[str], dict]:
+    """A `python -m ppokit ...` command line and its environment (PYTHONPATH = the library's src)."""
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    return [sys.executable, "-m", "ppokit", *args], env
+
+
+def shown(cmd: list[str]) -> str:
+    """A `python -m ppokit ...` command as the user would type it (`ppokit ...`, repo-relative paths)."""
+    parts = [str(Path(a).relative_to(ROOT)) if a.startswith(str(ROOT) + "/") else a for a in cmd[3:]]
+    return " ".join(["ppokit", *parts])
+
+
+def train_and_evaluate(job: dict, args: argparse.Namespace, run_dir: Path) -> dict:
+    """`ppokit train` then `ppokit eval --json` in subprocesses; the commands, timings and evaluation."""
+    budget = int(yaml.safe_load(job["config_path"].read_text())["total_timesteps"])
+    sets = list(job.get("sets", []))
+    if args.budget_scale != 1.0:
+        sets.append(f"total_timesteps={max(1, int(budget * args.budget_scale))}")
+    sets += args.set
+    if run_dir.exists():  # an interrupted run starts over
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    train_args = ["train", "--config", str(job["config_path"]), "--seed", str(job["seed"])]
+    train_args += ["--run-dir", str(run_dir), "--no-progress", "--no-eval"]
+    train_args += [a for s in sets for a in ("--set", s)]
+    cmd, env = ppokit_cmd(args.pythonpath, *train_args)
+    started, start = today(), time.time()
+    subprocess.run(cmd, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    wall = time.time() - start
+    ecmd, env = ppokit_cmd(
+        args.pythonpath, "eval", str(run_dir), "--json", "--episodes", str(args.eval_episodes)
+    )
+    out = subprocess.run(ecmd, env=env, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    return {
+        "budget": budget,
+        "evaluation": json.loads(out.strip().splitlines()[-1]),
+        "wall_s": wall,
+        "eval_s": time.time() - start - wall,
+        "started": started,
+        "command": f"{shown(cmd)} && {shown(ecmd)}",
+    }
+
+
+def run_one(job: dict, args: argparse.Namespace) -> dict | None:
+    """Train, evaluate and record one (preset, seed); returns the result (None: skipped)."""
+    dest: Path = job["dest"]
+    result_path = dest / "result.json"
+    if result_path.exists():
+        return None
+    run_dir = args.scratch / dest.relative_to(args.out) / "run"
+    done = train_and_evaluate(job, args, run_dir)
+    evaluation = done["evaluation"]
+    dest.mkdir(parents=True, exist_ok=True)
+    trim_metrics(run_dir / "metrics.csv", dest / "metrics.csv")
+    with (dest / "metrics.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    result = {
+        "suite": job["suite"],
+        "preset": job["preset"],
+        "env": resolved["env_id"],
+        "seed": job["seed"],
+        **job.get("extra", {}),
+        "budget": done["budget"],
+        "budget_scale": args.budget_scale,
+        "steps": int(float(last["time/total_timesteps"])),
+        "eval_mean": evaluation["mean_return"],
+        "eval_std": evaluation["std_return"],
+        "eval_episodes": evaluation["episodes"],
+        "eval_returns": evaluation.get("returns"),
+        "eval_deterministic": evaluation.get("deterministic", True),
+        "eval_seed": evaluation.get("seed"),
+        "train_s": float(last["time/elapsed_s"]),
+        "wall_s": done["wall_s"],
+        "eval_s": done["eval_s"],
+        "last_train_return": float(last["rollout/ep_rew_mean"]) if last["rollout/ep_rew_mean"] else None,
+        "command": done["command"],
+        "suite_command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "started": done["started"],
+        "date": today(),
+        "library_commit": git_commit(args.pythonpath),
+        "suite_commit": git_commit(ROOT),
+        "machine": machine(),
+        "versions": versions(PACKAGES),
+        "note": args.note,
+        "config": resolved,
+    }
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(result_path)  # result.json appears only once complete: the resumability marker
+    if not args.keep_runs:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def plan(args: argparse.Namespace) -> list[dict]:
+    """The (preset, seed) jobs the arguments ask for, in order."""
+    presets = args.envs or [e for s in (SUITES if args.suite == "all" else [args.suite]) for e in SUITES[s]]
+    jobs = []
+    for preset in presets:
+        config_path = args.configs / f"{preset}.yaml"
+        if not config_path.exists():
+            raise SystemExit(f"no preset {config_path}")
+        suite = suite_of(preset)
+        for seed in args.seeds:
+            dest = args.out.resolve() / suite / preset / f"seed{seed}"
+            jobs.append(
+                {"preset": preset, "seed": seed, "suite": suite, "config_path": config_path, "dest": dest}
+            )
+    return jobs
+
+
+def run_jobs(
+    jobs: list[dict], args: argparse.Namespace, label=lambda j: f"{j['preset']} seed {j['seed']}"
+) -> int:
+    """Run the jobs, ``args.jobs`` at a time, printing one progress line per run; returns runs made."""
+    total, made, t0 = len(jobs), [0], time.time()
+
+    def one(i_job: tuple[int, dict]) -> None:
+        i, job = i_job
+        try:
+            r = run_one(job, args)
+        except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as e:
+            msg = f"FAILED ({type(e).__name__}: {e})"
+        else:
+            if r is None:
+                msg = "skipped (result exists)"
+            else:
+                made[0] += 1
+                score = f"{r['eval_mean']:.1f} ± {r['eval_std']:.1f}"
+                msg = f"{score} after {r['steps']:,} steps in {r['wall_s']:.0f} s"
+        with _print_lock:
+            print(f"[{i + 1}/{total}] {label(job)}: {msg} (elapsed {time.time() - t0:.0f} s)", flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        list(pool.map(one, enumerate(jobs)))
+    return made[0]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", choices=[*SUITES, "all"], default="classic", help="Suite to run.")
+    p.add_argument("--envs", nargs="*", help="Presets to run instead of a whole suite (configs/<NAME>.yaml).")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="Seeds (default 0 1 2).")
+    p.add_argument("--jobs", type=int, default=1, help="Runs at a time (at most one per core).")
+    p.add_argument("--budget-scale", type=float, default=1.0, help="Multiply each preset's total_timesteps.")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="Config override for every run."
+    )
+    p.add_argument("--eval-episodes", type=int, default=10, help="Deterministic evaluation episodes (>= 10).")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Raw results folder (default docs/results).")
+    p.add_argument("--configs", type=Path, default=ROOT / "configs", help="Folder of the presets.")
+    p.add_argument(
+        "--pythonpath", type=Path, default=ROOT / "src", help="src folder of the library to train with."
+    )
+    p.add_argument("--note", default="", help="A remark stored with every result (e.g. machine load).")
+    p.add_argument("--report", action="store_true", help="Only regenerate the report from the raw results.")
+    p.add_argument("--no-report", action="store_true", help="Do not regenerate the report after the runs.")
+    p.add_argument("--markdown", type=Path, default=ROOT / "docs" / "results.md", help="Report to write.")
+    p.add_argument(
+        "--random-scores", action="store_true", help="Measure random-policy scores (OUT/random_scores.json)."
+    )
+    p.add_argument("--scratch", type=Path, default=SCRATCH, help="Where the full run directories go.")
+    p.add_argument(
+        "--keep-runs", action="store_true", help="Keep the full run directories in benchmarks/out/."
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    args.out = args.out.resolve()
+    args.pythonpath = args.pythonpath.resolve()
+    args.scratch = args.scratch.resolve()
+    if args.random_scores:
+        from suite_report import measure_random_scores
+
+        measure_random_scores(args.out, [e for envs in SUITES.values() for e in envs])
+    if not args.report and not args.random_scores:
+        jobs = plan(args)
+        made = run_jobs(jobs, args)
+        print(f"{made} new run(s), {len(jobs) - made} skipped or failed", flush=True)
+    if not args.no_report:
+        from suite_report import write_report
+
+        default = args.markdown.resolve() == (ROOT / "docs" / "results.md").resolve()
+        write_report(args.out, args.markdown, ROOT / "README.md" if default else None)
+        print(f"wrote {args.markdown}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""The benchmark suite command (benchmarks/suite.py) at CI size, and its aggregate statistics."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from aggregate import iqm, normalise, stratified_bootstrap_ci  # noqa: E402
+
+
+def test_iqm_is_the_mean_of_the_middle_half():
+    # 8 scores: floor(8/4) = 2 dropped at each end, mean of 3, 4, 5, 6
+    assert iqm([8, 1, 7, 2, 6, 3, 5, 4]) == pytest.approx(4.5)
+    # 4 scores: one dropped at each end; the outlier 100 does not count
+    assert iqm([100, 1, 2, 3]) == pytest.approx(2.5)
+    # 3 scores: floor(3/4) = 0, so the plain mean (scipy.stats.trim_mean(x, 0.25) agrees)
+    assert iqm([1, 2, 6]) == pytest.approx(3.0)
+
+
+def test_normalise_maps_random_to_zero_and_reference_to_one():
+    assert normalise(-200.0, random=-200.0, reference=-100.0) == pytest.approx(0.0)
+    assert normalise(-100.0, random=-200.0, reference=-100.0) == pytest.approx(1.0)
+    assert normalise(-50.0, random=-200.0, reference=-100.0) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="equals the random score"):
+        normalise(1.0, random=3.0, reference=3.0)
+
+
+def test_stratified_bootstrap_by_hand():
+    # every task's runs are identical: every resample equals the data, so the interval is a point
+    assert stratified_bootstrap_ci([[1, 1, 1], [2, 2, 2]]) == pytest.approx((1.5, 1.5, 1.5))
+    # one task with runs 0 and 1 (IQM of 2 scores = their mean): a resample's mean is 0 with
+    # probability 1/4, 0.5 with 1/2 and 1 with 1/4, so the 2.5 and 97.5 percentiles are 0 and 1
+    assert stratified_bootstrap_ci([[0.0, 1.0]], reps=4000) == pytest.approx((0.5, 0.0, 1.0))
+    # stratified: a task's runs are only ever drawn from that task. Task A = [0, 0], task B = [10, 10]:
+    # every resample has two 0s and two 10s, IQM (middle two) = 5 always. Pooled resampling would not.
+    assert stratified_bootstrap_ci([[0, 0], [10, 10]], reps=500) == pytest.approx((5.0, 5.0, 5.0))
+    # a wider spread gives a wider interval around the point estimate
+    rng = np.random.default_rng(1)
+    point, low, high = stratified_bootstrap_ci([rng.normal(0, 1, 10), rng.normal(3, 1, 10)])
+    assert low < point < high
+
+
+@pytest.mark.timeout(300)  # ~36 s on the 2-core dev machine under load 4; slower when oversubscribed
+def test_suite_command_smoke(tmp_path, capsys):
+    """Two cheap envs x two seeds at tiny budgets: raw files, resumability, and the report."""
+    import suite
+    from suite_report import measure_random_scores
+
+    out, md = tmp_path / "results", tmp_path / "results.md"
+    measure_random_scores(out, ["CartPole-v1", "Pendulum-v1"])
+    argv = ["--envs", "CartPole-v1", "Pendulum-v1", "--seeds", "0", "1", "--budget-scale", "0.005"]
+    argv += ["--jobs", "2", "--out", str(out), "--scratch", str(tmp_path / "runs"), "--markdown", str(md)]
+    suite.main(argv)
+    first = capsys.readouterr().out
+    assert "4 new run(s)" in first
+    assert first.count("CartPole-v1 seed") == 2 and first.count("Pendulum-v1 seed") == 2
+
+    results = sorted(out.glob("classic/*/seed*/result.json"))
+    assert [p.relative_to(out).as_posix() for p in results] == [
+        "classic/CartPole-v1/seed0/result.json",
+        "classic/CartPole-v1/seed1/result.json",
+        "classic/Pendulum-v1/seed0/result.json",
+        "classic/Pendulum-v1/seed1/result.json",
+    ]
+    for path in results:
+        r = json.loads(path.read_text())
+        for key in ("env", "seed", "steps", "eval_mean", "eval_std", "wall_s", "command", "date"):
+            assert key in r, key
+        for key in ("library_commit", "machine", "versions"):
+            assert r[key], key
+        assert r["eval_episodes"] == 10 and r["eval_deterministic"] and r["budget_scale"] == 0.005
+        header = (path.parent / "metrics.csv").read_text().splitlines()[0]
+        assert header == "time/total_timesteps,time/elapsed_s,rollout/ep_rew_mean"
+    assert not list((tmp_path / "runs").rglob("model"))  # full run directories are not kept
+
+    stamps = [p.stat().st_mtime_ns for p in results]
+    suite.main(argv)
+    second = capsys.readouterr().out
+    assert "0 new run(s)" in second and second.count("skipped (result exists)") == 4
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+
+    text = md.read_text()
+    assert "| classic | CartPole-v1 (budget ×0.005) | 2 | 512 |" in text
+    assert "| classic | Pendulum-v1 (budget ×0.005) | 2 |" in text
+    assert "| classic | 2 | 4 |" in text  # the IQM row: 2 envs, 4 runs
+    assert "IQM of normalised score" in text and "Random policy:" in text
+    assert (out / "classic_curves.png").stat().st_size > 1000
+
+
+def test_table1_normalisation_by_hand():
+    """Random = 0 and the best objective's mean over seeds = 1, per env; rows pool envs and seeds."""
+    from table1 import normalised_rows
+
+    def runs(*scores):
+        return [{"last_train_return": s} for s in scores]
+
+    found = {
+        # env A: random 10; clip's mean 30 is the best -> (x - 10) / 20
+        "A": {"clip": runs(20.0, 40.0), "none": runs(0.0, 10.0)},
+        # env B: random -100; kl_penalty's mean 0 is the best -> (x + 100) / 100
+        "B": {"clip": runs(-50.0, -50.0), "kl_penalty": runs(0.0, 0.0)},
+        "C": {"clip": runs(1.0)},  # no random score: left out
+    }
+    rows, per_env = normalised_rows(found, {"A": {"mean": 10.0}, "B": {"mean": -100.0}})
+    assert set(per_env) == {"A", "B"}
+    assert per_env["A"]["best"] == 30.0 and per_env["B"]["best"] == 0.0
+    assert rows["clip"] == pytest.approx([0.5, 1.5, 0.5, 0.5])
+    assert rows["none"] == pytest.approx([-0.5, 0.0])
+    assert rows["kl_penalty"] == pytest.approx([1.0, 1.0])
