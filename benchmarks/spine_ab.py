@@ -73,10 +73,13 @@ def _child_cpu() -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", type=Path, required=True, help="checkout of the old commit")
+    ap.add_argument(
+        "--after", type=Path, default=HERE, help="checkout of the new commit (default: this tree)"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="run names to include (default: all)")
     args = ap.parse_args()
-    trees = {"before": args.before.resolve(), "after": HERE}
+    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     for name, (preset, steps) in RUNS.items():
         if args.only and name not in args.only:
