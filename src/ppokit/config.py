@@ -99,6 +99,15 @@ def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:  # 
     return field(default=default, metadata=meta)
 
 
+def checkpoint_every_seconds_option() -> Any:
+    """The ``checkpoint_every_seconds`` field both sides' configs have (one meaning, one text)."""
+    return option(
+        300.0,
+        "Also write a checkpoint once this many seconds of wall-clock passed since the last one (0: off), "
+        "so that a killed run loses at most this much work. A checkpoint is always written at the end.",
+    )
+
+
 def _type_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if tp is Any:

@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from ppokit.config import ConfigBase, check, option
+from ppokit.config import ConfigBase, check, checkpoint_every_seconds_option, option
 from ppokit.errors import ConfigError
 
 
@@ -161,11 +161,7 @@ class LMConfig(ConfigBase):
     eval_prompts: int = option(200, "Held-out prompts for the accuracy (greedy decoding).")
     log_every: int = option(1, "Write a metrics row every this many steps.")
     checkpoint_every: int = option(0, "Checkpoint every this many steps (0: by time and at the end).")
-    checkpoint_every_seconds: float = option(
-        300.0,
-        "Also checkpoint when this many seconds of wall-clock passed since the last one (0: off), so a "
-        "killed run loses at most this much work.",
-    )
+    checkpoint_every_seconds: float = checkpoint_every_seconds_option()
     keep_checkpoints: int = option(2, "Keep this many newest checkpoints.")
     num_samples: int = option(16, "Rows of the prompts/completions/rewards table written to samples.md.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")

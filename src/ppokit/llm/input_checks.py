@@ -5,10 +5,12 @@ from deep inside tokenisation, generation or the position embeddings."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ppokit.config import short
 from ppokit.errors import ConfigError
+from ppokit.llm.rewards import RewardFn
 
 
 def check_prompt_rows(rows: Sequence[dict[str, Any]], what: str = "train_prompts") -> None:
@@ -88,3 +90,63 @@ def check_lengths(
 
 
 __all__ = ["check_lengths", "check_prompt_rows", "check_tokenizer", "model_positions"]
+
+
+# -- what the trainers' constructors accept, turned into what they use (moved out of trainer.py) --
+def is_tokenizer(x: Any) -> bool:
+    """Whether ``x`` looks like an HF tokenizer or processor (not a reward function)."""
+    return hasattr(x, "pad_token_id") or hasattr(x, "apply_chat_template") or hasattr(x, "tokenizer")
+
+
+def tokenizer_of(model: Any) -> Any:
+    """The tokenizer saved next to a model loaded from a local directory (TRL loads it from the hub
+    name; ppokit only from a directory); ConfigError when there is none."""
+    from ppokit.llm.models import load_tokenizer
+
+    path = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    if path and Path(path).is_dir():
+        return load_tokenizer(path)
+    raise ConfigError(
+        "no tokenizer: pass processing_class= (or tokenizer), or a model directory that has one"
+    )
+
+
+def as_reward_function(spec: Any, device: str) -> RewardFn:
+    """A reward function from what ``reward_funcs`` may hold: a callable, a ``module:function`` or
+    ``file.py:function`` spec, or the directory of a sequence-classification reward model."""
+    if callable(spec):
+        return spec
+    if isinstance(spec, (str, Path)):
+        if Path(spec).is_dir():
+            from ppokit.llm.value_head import RewardModel
+
+            return RewardModel(spec, device)
+        from ppokit.llm.rewards import load_reward_function
+
+        return load_reward_function(str(spec))
+    raise ConfigError(f"reward function {spec!r} is not callable, a module:function spec or a directory")
+
+
+def check_chat_template(tokenizer: Any, rows: list[dict[str, Any]]) -> None:
+    """Conversational prompts (lists of messages) need the tokenizer's chat template."""
+    if any(isinstance(r.get("prompt"), list) for r in rows) and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            "the prompts are conversations (lists of messages) but the tokenizer has no chat template; "
+            "set tokenizer.chat_template or give the prompts as text"
+        )
+
+
+def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
+    """Prompt rows: strings become ``{"prompt": s}``; dicts must have a ``prompt`` key."""
+    rows = [p if isinstance(p, dict) else {"prompt": p} for p in prompts]
+    if not rows or any("prompt" not in r for r in rows):
+        raise ConfigError("train_prompts must be a non-empty list of strings or of dicts with a 'prompt' key")
+    return rows
+
+
+def check_inputs(model: Any, tokenizer: Any, rows: list, eval_rows: list, generation: Any) -> None:
+    """Prompts, tokenizer and lengths checked before any work (``llm/input_checks.py``)."""
+    check_tokenizer(tokenizer)
+    for what, rs in (("train_prompts", rows), ("eval_prompts", eval_rows)):
+        check_prompt_rows(rs, what)
+        check_lengths(model, tokenizer, rs, generation, what)

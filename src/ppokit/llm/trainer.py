@@ -23,76 +23,23 @@ from ppokit import distributed
 from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.llm import checkpoint as ckpt
 from ppokit.llm.generation import encode_prompts, generate
-from ppokit.llm.input_checks import check_lengths, check_prompt_rows, check_tokenizer
+from ppokit.llm.input_checks import (
+    as_reward_function,
+    as_rows,
+    check_chat_template,
+    check_inputs,
+    is_tokenizer,
+    tokenizer_of,
+)
 from ppokit.llm.models import eos_token_ids, prepare_tokenizer
 from ppokit.llm.precision import enable_gradient_checkpointing, is_peft_model, prepare_precision, wrap_peft
 from ppokit.llm.report import plot_llm_run, write_samples
 from ppokit.llm.reward_checks import checked_rewards
 from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
 from ppokit.llm.trl_compat import TrainerState, dataset_rows, is_finite_number, trl_completion
-from ppokit.train.rng import capture_rng, restore_rng
 from ppokit.train.step import GuardedStep, LossScaler, gradients
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
-
-
-def is_tokenizer(x: Any) -> bool:
-    """Whether ``x`` looks like an HF tokenizer or processor (not a reward function)."""
-    return hasattr(x, "pad_token_id") or hasattr(x, "apply_chat_template") or hasattr(x, "tokenizer")
-
-
-def tokenizer_of(model: Any) -> Any:
-    """The tokenizer saved next to a model loaded from a local directory (TRL loads it from the hub
-    name; ppokit only from a directory); ConfigError when there is none."""
-    from ppokit.llm.models import load_tokenizer
-
-    path = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
-    if path and Path(path).is_dir():
-        return load_tokenizer(path)
-    raise ConfigError(
-        "no tokenizer: pass processing_class= (or tokenizer), or a model directory that has one"
-    )
-
-
-def as_reward_function(spec: Any, device: str) -> RewardFn:
-    """A reward function from what ``reward_funcs`` may hold: a callable, a ``module:function`` or
-    ``file.py:function`` spec, or the directory of a sequence-classification reward model."""
-    if callable(spec):
-        return spec
-    if isinstance(spec, (str, Path)):
-        if Path(spec).is_dir():
-            from ppokit.llm.value_head import RewardModel
-
-            return RewardModel(spec, device)
-        from ppokit.llm.rewards import load_reward_function
-
-        return load_reward_function(str(spec))
-    raise ConfigError(f"reward function {spec!r} is not callable, a module:function spec or a directory")
-
-
-def check_chat_template(tokenizer: Any, rows: list[dict[str, Any]]) -> None:
-    """Conversational prompts (lists of messages) need the tokenizer's chat template."""
-    if any(isinstance(r.get("prompt"), list) for r in rows) and not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(
-            "the prompts are conversations (lists of messages) but the tokenizer has no chat template; "
-            "set tokenizer.chat_template or give the prompts as text"
-        )
-
-
-def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
-    """Prompt rows: strings become ``{"prompt": s}``; dicts must have a ``prompt`` key."""
-    rows = [p if isinstance(p, dict) else {"prompt": p} for p in prompts]
-    if not rows or any("prompt" not in r for r in rows):
-        raise ConfigError("train_prompts must be a non-empty list of strings or of dicts with a 'prompt' key")
-    return rows
-
-
-def check_inputs(model: Any, tokenizer: Any, rows: list, eval_rows: list, generation: Any) -> None:
-    """Prompts, tokenizer and lengths checked before any work (``llm/input_checks.py``)."""
-    check_tokenizer(tokenizer)
-    for what, rs in (("train_prompts", rows), ("eval_prompts", eval_rows)):
-        check_prompt_rows(rs, what)
-        check_lengths(model, tokenizer, rs, generation, what)
 
 
 class LMTrainer:
@@ -406,32 +353,7 @@ class LMTrainer:
         """Write ``checkpoints/step_<12 digits>`` (the shared layout: model + tokenizer via
         save_pretrained in ``model/``, trainer state in safetensors + JSON, one manifest)."""
         root = Path(root) if root is not None else self._require_run_dir() / "checkpoints"
-        tensors, optim_tree = ckpt.optimizer_tensors(self.optimizer)
-        rng, rng_tree = capture_rng(torch_generators={"sampler": self.generator})
-        tensors.update(rng)
-        tensors["prompt_order"] = self.order.clone()
-        tensors.update(self._extra_state())
-        meta = {
-            "algo": self.algo,
-            "step": self.step,
-            "num_tokens": self.num_tokens,
-            "cursor": self.cursor,
-            "epoch": self.epoch,
-            "accuracy_before": self.accuracy_before,
-            "optimizer": optim_tree,
-            "rng": rng_tree,
-            "guard": self.guard.state_dict(),
-            "config": self.config.to_dict(),
-        }
-        base = None
-        if self.is_peft:  # model/ holds the adapter; the frozen base is named, or copied in base_model/
-            meta["peft"] = {"base_model": self.model_dir}
-            if self.model_dir is None:
-                base = copy.deepcopy(self.model).unload()  # the base weights without the LoRA layers
-        keep = self.config.keep_checkpoints
-        return ckpt.save_lm_checkpoint(
-            root, self.step, self.model, self.tokenizer, tensors, meta, keep=keep, base_model=base
-        )
+        return ckpt.save_trainer(self, root)
 
     def save_model(self, out_dir: str | Path, merged: bool = False) -> Path:
         """``save_pretrained`` of the policy and tokenizer into ``out_dir``: the whole model, or for a
@@ -447,22 +369,7 @@ class LMTrainer:
     def load_state(self, path: str | Path) -> Path:
         """Restore optimizer, extra state, RNGs and counters from a checkpoint (the model weights are
         loaded with ``from_pretrained`` by ``resume``)."""
-        path = ckpt.find_checkpoint(path)
-        tensors, meta = ckpt.read_checkpoint(path)
-        if meta.get("algo", self.algo) != self.algo:
-            raise ConfigError(f"checkpoint {str(path)!r} was written by {meta['algo']}, not {self.algo}")
-        ckpt.restore_optimizer(self.optimizer, meta["optimizer"], tensors)
-        if "rng" in meta:
-            restore_rng(tensors, meta["rng"], torch_generators={"sampler": self.generator})
-        else:  # a ppokit 0.1 checkpoint
-            ckpt.restore_legacy_rng(tensors, meta["python_rng"], self.generator)
-        if "guard" in meta:
-            self.guard.load_state_dict(meta["guard"])
-        self._load_extra_state(tensors)
-        self.order, self.cursor, self.epoch = tensors["prompt_order"], meta["cursor"], meta["epoch"]
-        self.step, self.num_tokens = meta["step"], meta["num_tokens"]
-        self.accuracy_before = meta.get("accuracy_before")
-        return path
+        return ckpt.load_trainer_state(self, path)
 
     @classmethod
     def resume(
@@ -477,24 +384,10 @@ class LMTrainer:
 
         ``config`` defaults to the one stored in the checkpoint (pass one to change e.g. max_steps).
         """
-        from ppokit.llm.models import load_pretrained, load_tokenizer
-
         found = ckpt.find_checkpoint(path)
         _, meta = ckpt.read_checkpoint(found)
         config = config or cls.config_class().from_dict(meta["config"])
-        # "auto": the weights come back in the dtype they were saved in (float32 masters, a LoRA
-        # model's half-precision base), whatever torch_dtype says about loading the original model
-        if ckpt.is_adapter_checkpoint(found):
-            from ppokit.llm.precision import _peft
-
-            base_dir = (meta.get("peft") or {}).get("base_model")
-            tokenizer = load_tokenizer(found / "model")
-            base, _ = load_pretrained(base_dir or found / "base_model", config.device, "auto", tokenizer)
-            model = _peft().PeftModel.from_pretrained(base, str(found / "model"), is_trainable=True)
-            if base_dir is not None:
-                kwargs.setdefault("model_dir", base_dir)
-        else:
-            model, tokenizer = load_pretrained(found / "model", config.device, "auto")
+        model, tokenizer = ckpt.load_checkpoint_model(found, meta, config, kwargs)
         trainer = cls(model, tokenizer, reward_funcs, train_prompts, config, **kwargs)
         trainer.load_state(found)
         return trainer

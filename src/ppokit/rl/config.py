@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ppokit.config import ConfigBase, check, option
+from ppokit.config import ConfigBase, check, checkpoint_every_seconds_option, option
 from ppokit.functional.losses import OBJECTIVES
 
 
@@ -184,11 +184,7 @@ class PPOConfig(ConfigBase):
     checkpoint_every: int = option(
         0, "Write a checkpoint every this many steps (0: by time only, see checkpoint_every_seconds)."
     )
-    checkpoint_every_seconds: float = option(
-        300.0,
-        "Also write a checkpoint once this many seconds passed since the last one (0: off), so that a "
-        "killed run loses at most this much work. A checkpoint is always written at the end.",
-    )
+    checkpoint_every_seconds: float = checkpoint_every_seconds_option()
     keep_checkpoints: int = option(3, "Keep this many newest checkpoints.")
     log_every: int = option(1, "Write a metrics row every this many updates.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")

@@ -22,7 +22,7 @@ from torch import nn
 from ppokit.errors import ConfigError
 from ppokit.rl.config import NetworkConfig
 from ppokit.rl.networks import head, mlp
-from ppokit.rl.policy import Policy
+from ppokit.rl.policy import Policy, distribution_args
 from ppokit.rl.spaces import Leaf, ObsLayout
 
 IMAGE_ENCODERS = ("auto", "nature", "small")
@@ -157,13 +157,7 @@ class EncoderActorCritic(Policy):
     """
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig):
-        super().__init__(
-            observation_space,
-            action_space,
-            cfg.log_std_init,
-            (cfg.log_std_min, cfg.log_std_max),
-            cfg.action_bounds,
-        )
+        super().__init__(observation_space, action_space, *distribution_args(cfg))
         self.cfg = cfg
         self.encoder = ObsEncoder(ObsLayout(observation_space), cfg)
         dim = self.encoder.out_dim

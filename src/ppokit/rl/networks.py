@@ -18,7 +18,7 @@ from torch import nn
 
 from ppokit.errors import ConfigError
 from ppokit.rl.config import NetworkConfig
-from ppokit.rl.policy import Policy
+from ppokit.rl.policy import Policy, distribution_args
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
@@ -70,13 +70,7 @@ class MlpActorCritic(Policy):
     """
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig):
-        super().__init__(
-            observation_space,
-            action_space,
-            cfg.log_std_init,
-            (cfg.log_std_min, cfg.log_std_max),
-            cfg.action_bounds,
-        )
+        super().__init__(observation_space, action_space, *distribution_args(cfg))
         if cfg.activation not in ACTIVATIONS:
             raise ValueError(f"activation {cfg.activation!r} is not one of {sorted(ACTIVATIONS)}")
         self.cfg = cfg

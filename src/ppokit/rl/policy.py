@@ -26,6 +26,8 @@ uint8 for images; a packed vector for Discrete/Dict/Tuple observations), ``actio
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 import torch
 from torch import nn
@@ -97,3 +99,9 @@ class Policy(nn.Module):
     def critic_parameters(self) -> list[nn.Parameter]:
         """Parameters of the critic alone (named ``critic*``)."""
         return [p for n, p in self.named_parameters() if n.startswith("critic")]
+
+
+def distribution_args(cfg: Any) -> tuple[float, tuple[float, float], str]:
+    """``Policy.__init__``'s distribution settings from a ``NetworkConfig``: initial log-std, its
+    clamp bounds, and how Box actions meet their bounds (clip or tanh)."""
+    return cfg.log_std_init, (cfg.log_std_min, cfg.log_std_max), cfg.action_bounds

@@ -29,7 +29,7 @@ from ppokit.functional import gae
 from ppokit.rl.config import NetworkConfig
 from ppokit.rl.encoders import ObsEncoder
 from ppokit.rl.networks import ACTIVATIONS, head, mlp
-from ppokit.rl.policy import Policy
+from ppokit.rl.policy import Policy, distribution_args
 from ppokit.rl.spaces import ObsLayout
 
 State = torch.Tensor
@@ -140,13 +140,7 @@ class RecurrentActorCritic(RecurrentPolicy):
     """
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig):
-        super().__init__(
-            observation_space,
-            action_space,
-            cfg.log_std_init,
-            (cfg.log_std_min, cfg.log_std_max),
-            cfg.action_bounds,
-        )
+        super().__init__(observation_space, action_space, *distribution_args(cfg))
         if cfg.recurrent not in CELLS:
             raise ValueError(f"network.recurrent={cfg.recurrent!r} is not one of {sorted(CELLS)}")
         if cfg.activation not in ACTIVATIONS:
