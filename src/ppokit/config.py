@@ -283,7 +283,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     except OSError as e:  # a name too long for the file system, ...
         raise ConfigError(f"config file {short(str(path))} cannot be read: {e.strerror or e}") from None
     if not exists:
-        raise ConfigError(f"config file {short(str(path))} does not exist")
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {short(str(path))} {what}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:  # PyYAML's message spans several lines (with a caret): make it one
