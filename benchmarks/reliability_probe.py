@@ -615,7 +615,7 @@ def cases() -> list[Case]:
             timeout=400,
         )
     )
-    res = ["resume", "run", "--total-timesteps", "2048", "--no-progress", "--no-eval"]
+    res = ["resume", "run", "--total-timesteps", "60000", "--no-progress", "--no-eval"]
     c.append(Case("concurrency", "two resumes of one run", [], run=two_writers(res, res, True), timeout=400))
     return c
 

@@ -138,13 +138,18 @@ def test_a_failed_start_leaves_nothing_at_the_run_dir(args, message, tmp_path, c
 
 
 def test_claim_is_exclusive_and_abandon_undoes_it(tmp_path):
+    from ppokit.train.rundir import RunDirLock
+
     first = claim(tmp_path / "run", "x", "seed: 1\n", "ppokit resume run")
-    with pytest.raises(RunDirError, match="in use by another ppokit process"):  # the lock comes first
+    with pytest.raises(ConfigError, match="already holds a run"):  # the exclusive config.yaml
         claim(tmp_path / "run", "x", "seed: 2\n", "ppokit resume run")
     first.lock.release()
-    with pytest.raises(ConfigError, match="already holds a run"):  # then the exclusive config.yaml
-        claim(tmp_path / "run", "x", "seed: 2\n", "ppokit resume run")
     assert (tmp_path / "run" / "config.yaml").read_text() == "seed: 1\n"
+    held = RunDirLock(tmp_path / "busy")  # a process holds the lock (e.g. a resume): no config written
+    with pytest.raises(RunDirError, match="in use by another ppokit process"):
+        claim(tmp_path / "busy", "x", "seed: 2\n", "hint")
+    held.release()
+    assert not (tmp_path / "busy" / "config.yaml").exists()
     again = claim(tmp_path / "other", "x", "seed: 3\n", "hint")
     again.abandon()
     assert not (tmp_path / "other").exists()
@@ -170,9 +175,15 @@ def test_two_processes_on_one_run_directory(tmp_path):
     assert f"seed: {winner_seed}\n" in (run / "config.yaml").read_text()
     rows = (run / "metrics.csv").read_text().splitlines()[1:]
     assert len(rows) == len(set(rows)) == 512 // (32 * 8)
-    # two resumes at once: one continues, the other is refused before it touches the logs
-    procs = [
-        subprocess.Popen(
+    # a resume while another process holds the run is refused before it touches the logs
+    from ppokit.train.rundir import RunDirLock
+
+    with open(run / "metrics.csv", "a") as f:
+        f.write(f"{','.join(['9999999'] * len(rows[0].split(',')))}\n")  # a row the resume would trim
+    before = (run / "metrics.csv").read_bytes()
+    held = RunDirLock(run)
+    try:
+        r = subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -184,18 +195,15 @@ def test_two_processes_on_one_run_directory(tmp_path):
                 "--no-progress",
             ],
             env=SRC_ENV,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
+            timeout=300,
         )
-        for _ in range(2)
-    ]
-    errs = [p.communicate(timeout=300)[1] for p in procs]
-    assert sorted(p.returncode for p in procs) == [0, 2], errs
-    steps = [ln.split(",") for ln in (run / "metrics.csv").read_text().splitlines()]
-    col = steps[0].index("time/total_timesteps")
-    totals = [int(float(r[col])) for r in steps[1:]]
-    assert totals == sorted(set(totals)) and totals[-1] == 1024
+    finally:
+        held.release()
+    assert r.returncode == 2 and f"in use by another ppokit process (pid {os.getpid()})" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (run / "metrics.csv").read_bytes() == before
 
 
 def test_resume_refuses_an_edited_config_and_a_negative_budget_and_restarts_a_run_without_checkpoint(
@@ -208,10 +216,11 @@ def test_resume_refuses_an_edited_config_and_a_negative_budget_and_restarts_a_ru
     assert "--total-timesteps=-5 is not allowed" in err
     config = run / "config.yaml"
     original = config.read_text()
-    config.write_text(original.replace("learning_rate: 0.0003", "learning_rate: -1"))
+    assert "\nlearning_rate: 0.001\n" in original  # the CartPole preset's
+    config.write_text(original.replace("\nlearning_rate: 0.001\n", "\nlearning_rate: -1\n"))
     assert "learning_rate=-1" in one_line_error(capsys, "resume", str(run))
-    config.write_text(original.replace("learning_rate: 0.0003", "learning_rate: 0.123"))
-    assert "learning_rate: 0.0003 -> 0.123" in one_line_error(capsys, "resume", str(run))
+    config.write_text(original.replace("\nlearning_rate: 0.001\n", "\nlearning_rate: 0.123\n"))
+    assert "learning_rate: 0.001 -> 0.123" in one_line_error(capsys, "resume", str(run))
     # a run killed before its first checkpoint is not a dead end: resume trains it from its config
     fresh = tmp_path / "fresh"
     fresh.mkdir()
@@ -257,21 +266,8 @@ def test_sync_env_faults_name_the_env_the_step_and_what_was_wrong(mode, message,
 
 # -- fuzz ------------------------------------------------------------------------------------------
 
-BAD_VALUES = [
-    "-5",
-    "0",
-    "nan",
-    "inf",
-    "-inf",
-    "1e999",
-    "[1, 2",
-    "{a: 1}",
-    "x" * 50_000,
-    "",
-    "null",
-    "[]",
-    "🙂",
-]
+# every value here is wrong for every key below (no 0, null or empty string: valid for some keys)
+BAD_VALUES = ["-5", "nan", "inf", "-inf", "1e999", "[1, 2", "x" * 50_000, "[]", "🙂", "{a: 1}"]
 KEYS = ["learning_rate", "n_steps", "batch_size", "clip_range", "seed", "network.hidden_sizes", "gamma",
         "num_envs", "n_epochs", "device", "vectorization", "env_kwargs", "target_kl", "nonfinite_stop_after",
         "learnin_rate", "network.activaton", "checkpoint_every_seconds"]  # fmt: skip

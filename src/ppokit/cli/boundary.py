@@ -47,7 +47,8 @@ class OneLineParser(argparse.ArgumentParser):
     exit code 2 as argparse's; a huge bad value is shortened like every other message."""
 
     def error(self, message: str) -> Any:  # noqa: D102 (argparse's docstring applies)
-        sys.stderr.write(f"{self.prog}: error: {one_line(message, MAX_MESSAGE)}; see {self.prog} --help\n")
+        hint = f"; see {self.prog} --help"
+        sys.stderr.write(f"{self.prog}: error: {one_line(message, MAX_MESSAGE - 100)}{hint}\n")
         sys.exit(2)
 
 
