@@ -336,7 +336,7 @@ def cases() -> list[Case]:
         ("not a mapping", "- 1\n- 2\n"),
         ("bad YAML", "learning_rate: [1, 2\nseed: 3\n"),
         ("non-UTF-8", b"learning_rate: 0.001\nenv_id: caf\xe9\n"),
-        ("wrong type", "n_steps: many\n"),
+        ("wrong type", "gamma: many\n"),
         ("tab indented", "network:\n\thidden_sizes: [64]\n"),
     ]:
         c.append(
