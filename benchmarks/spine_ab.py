@@ -7,7 +7,9 @@ A, B, ... so that whatever else the machine does touches both alike.
 ``--before`` is a checkout of the old commit (e.g. ``git worktree add /tmp/old 3b086c5``); the
 current tree is "after". Each run is a fresh process (``python -m ppokit train``) with
 ``PYTHONPATH`` pointing at one tree's ``src``; steps/s is the run's own ``time/fps`` at its last
-update, wall-clock is launch to exit. Prints a Markdown table of medians (and every run).
+update, wall-clock is launch to exit, CPU is the child's user + system seconds (less sensitive than
+wall-clock to other work on the machine, though not immune: caches and memory bandwidth are shared).
+Prints a Markdown table of medians (and every run).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,8 +34,8 @@ RUNS = {  # name: (preset, steps)
 }
 
 
-def one_run(tree: Path, preset: str, steps: int) -> tuple[float, float]:
-    """``(steps/s, wall seconds)`` of one ``ppokit train`` with ``tree``'s code."""
+def one_run(tree: Path, preset: str, steps: int) -> tuple[float, float, float]:
+    """``(steps/s, wall seconds, CPU seconds)`` of one ``ppokit train`` with ``tree``'s code."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [
@@ -49,17 +52,22 @@ def one_run(tree: Path, preset: str, steps: int) -> tuple[float, float]:
             "--no-eval",
             "--no-progress",
         ]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _child_cpu()
         subprocess.run(
             cmd,
             check=True,
             capture_output=True,
             env={**os.environ, "PYTHONPATH": str(tree / "src")},
         )
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, _child_cpu() - cpu0
         with open(run_dir / "metrics.csv", newline="") as f:
             fps = float(list(csv.DictReader(f))[-1]["time/fps"])
-    return fps, wall
+    return fps, wall, cpu
+
+
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> int:
@@ -69,22 +77,28 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="run names to include (default: all)")
     args = ap.parse_args()
     trees = {"before": args.before.resolve(), "after": HERE}
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     for name, (preset, steps) in RUNS.items():
         if args.only and name not in args.only:
             continue
         for _ in range(args.repeats):
             for label, tree in trees.items():
                 results.setdefault((name, label), []).append(one_run(tree, preset, steps))
-                fps, wall = results[(name, label)][-1]
-                print(f"{name:40s} {label:6s} {fps:10.0f} steps/s {wall:7.1f} s", flush=True)
-    print("\n| run | before steps/s | after steps/s | after/before | before wall s | after wall s |")
+                fps, wall, cpu = results[(name, label)][-1]
+                print(f"{name:40s} {label:6s} {fps:10.0f} steps/s {wall:7.1f} s {cpu:7.1f} cpu-s", flush=True)
+    print(
+        "\n| run | before steps/s | after steps/s | after/before | wall s before / after "
+        "| CPU s before / after |"
+    )
     print("|---|---|---|---|---|---|")
     for name in dict.fromkeys(n for n, _ in results):
         b, a = results[(name, "before")], results[(name, "after")]
         fb, fa = statistics.median(x[0] for x in b), statistics.median(x[0] for x in a)
         wb, wa = statistics.median(x[1] for x in b), statistics.median(x[1] for x in a)
-        print(f"| {name} | {fb:,.0f} | {fa:,.0f} | {fa / fb:.2f} | {wb:.1f} | {wa:.1f} |")
+        cb, ca = statistics.median(x[2] for x in b), statistics.median(x[2] for x in a)
+        print(
+            f"| {name} | {fb:,.0f} | {fa:,.0f} | {fa / fb:.2f} | {wb:.1f} / {wa:.1f} | {cb:.1f} / {ca:.1f} |"
+        )
     return 0
 
 

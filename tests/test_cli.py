@@ -49,7 +49,7 @@ def test_train_eval_plot(tmp_path):
         "train/entropy",
         "train/approx_kl",
         "train/clip_fraction",
-        "train/value_clip_fraction",
+        "train/value_clipped_fraction",
         "train/explained_variance",
         "train/kl_coef",
         "time/fps",

@@ -107,7 +107,7 @@ def test_manual_gradient_equals_autograd(space, objective, variant):
     if objective == "clip":
         assert 0.0 < terms_a["clip_fraction"] < 1.0  # the clip engaged on some samples, not all
     if VARIANTS[variant].get("vf_clip_range"):
-        assert 0.0 < terms_a["value_clip_fraction"] < 1.0
+        assert 0.0 < terms_a["value_clipped_fraction"] < 1.0
     if space == "box" and variant == 1:
         assert float(model.policy.actor_log_std.grad[0]) == 0.0
 

@@ -92,7 +92,7 @@ def test_every_switch_trains_with_finite_losses(overrides):
     for key in ("train/policy_loss", "train/value_loss", "train/entropy", "train/approx_kl"):
         assert np.isfinite(last[key]), key
     if "vf_clip_range" in overrides:
-        assert "train/value_clip_fraction" in last
+        assert "train/value_clipped_fraction" in last
 
 
 def test_value_clipping_reports_a_clip_fraction():
@@ -100,7 +100,7 @@ def test_value_clipping_reports_a_clip_fraction():
     PPO("CartPole-v1", **{**SMALL, "vf_clip_range": 1e-4, "n_epochs": 4}).learn(
         128, callback=lambda m, x: metrics.append(x)
     )
-    assert metrics[-1]["train/value_clip_fraction"] > 0
+    assert metrics[-1]["train/value_clipped_fraction"] > 0
 
 
 def test_box_and_multidiscrete_and_factory_envs():

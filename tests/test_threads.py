@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ppokit.rl.ppo import PPO
-from ppokit.threads import TWO_THREADS_FROM, ThreadChooser
+from ppokit.train.threads import TWO_THREADS_FROM, ThreadChooser
 
 
 def test_auto_uses_two_threads_only_for_large_work_on_a_free_machine():

@@ -20,6 +20,17 @@ class NetworkConfig(ConfigBase):
     log_std_init: float = option(0.0, "Initial log standard deviation of the Gaussian policy (Box actions).")
     log_std_min: float = option(-5.0, "Lower bound the Gaussian log-std is clamped to.")
     log_std_max: float = option(2.0, "Upper bound the Gaussian log-std is clamped to.")
+    recurrent: str = option(
+        "none",
+        "A recurrent layer after the observation encoder (rl/recurrent.py): the policy keeps a state "
+        "across the steps of an episode. The update re-runs whole env sequences from the rollout's "
+        "stored initial states (batch_size must then be a multiple of n_steps).",
+        choices=("none", "lstm", "gru"),
+    )
+    recurrent_hidden_size: int = option(64, "Width of the recurrent layer's state (network.recurrent).")
+    recurrent_shared: bool = option(
+        False, "Actor and critic share one recurrent layer (default: each has its own encoder and layer)."
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -28,6 +39,12 @@ class NetworkConfig(ConfigBase):
             "network.hidden_sizes",
             self.hidden_sizes,
             "give one or more positive widths",
+        )
+        check(
+            self.recurrent_hidden_size > 0,
+            "network.recurrent_hidden_size",
+            self.recurrent_hidden_size,
+            "must be a positive integer",
         )
         check(
             self.log_std_min < self.log_std_max,
@@ -61,7 +78,7 @@ class PPOConfig(ConfigBase):
     torch_threads: int = option(
         0,
         "torch.set_num_threads; 0 (auto): one thread, two when the minibatch is large (batch_size x "
-        "widest layer >= 65536) and a second core is free, re-checked every second (ppokit/threads.py).",
+        "widest layer >= 65536) and a second core is free, re-checked every second (train/threads.py).",
     )
     manual_grad: bool | str = option(
         "auto",
@@ -115,6 +132,12 @@ class PPOConfig(ConfigBase):
     reward_clip: float = option(10.0, "Clip scaled rewards to +- this.")
 
     network: NetworkConfig = option(NetworkConfig(), "Actor and critic networks.")
+    action_masking: bool | str = option(
+        "auto",
+        "Invalid-action masking (rl/masking.py): auto uses the env's masks when it gives them (an "
+        "action_masks() method, info['action_mask'] or a Dict observation key action_mask); true requires "
+        "them; false ignores them. Masked actions get probability 0 in sampling, log-prob and entropy.",
+    )
 
     nan_policy: str = option(
         "raise",
@@ -201,6 +224,20 @@ class PPOConfig(ConfigBase):
         for key in ("kl_coef", "ent_coef", "vf_coef"):
             check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
         check(self.adaptive_kl_target > 0, "adaptive_kl_target", self.adaptive_kl_target, "must be > 0")
+        check(
+            self.action_masking in (True, False, "auto"),
+            "action_masking",
+            self.action_masking,
+            "use auto, true or false",
+        )
+        if self.network.recurrent != "none":  # minibatches are whole env sequences (rl/recurrent.py)
+            check(
+                self.batch_size % self.n_steps == 0,
+                "batch_size",
+                self.batch_size,
+                f"must be a multiple of n_steps={self.n_steps} with network.recurrent="
+                f"{self.network.recurrent} (each minibatch holds whole env sequences)",
+            )
         check(
             self.manual_grad in (True, False, "auto"),
             "manual_grad",

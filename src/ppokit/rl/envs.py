@@ -16,12 +16,15 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState
 
 from ppokit.errors import EnvConfigError, EnvError, EnvStepError
+from ppokit.rl.masking import strip_mask_key
 
 EnvSpec = str | Callable[[], gym.Env]
 
 
 def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
     """The registered spec of ``env_id``; an unknown id raises EnvConfigError with the closest names."""
+    if env_id.startswith("ppokit/"):  # ppokit's own small envs (rl/toy_envs.py) register on import
+        import ppokit.rl.toy_envs  # noqa: F401
     try:
         return gym.spec(env_id)
     except gym.error.Error:
@@ -97,6 +100,7 @@ def make_vec_env(
         if not env_kwargs:
             raise
         raise EnvConfigError(f"env_kwargs={env_kwargs!r} is not allowed for {label}: {e}") from None
+    venv = strip_mask_key(venv)  # a Dict observation's action_mask goes to info (rl/masking.py)
     try:
         check_spaces(venv.single_observation_space, venv.single_action_space, label)
     except EnvConfigError:

@@ -1,5 +1,7 @@
 """Evaluation: the mean return of fresh episodes, each environment counting only its first one
-(counting episodes as they finish would over-represent short ones)."""
+(counting episodes as they finish would over-represent short ones). A recurrent policy carries its
+state through ``predict`` (reset at episode starts); a model trained with action masks gets the
+evaluation envs' masks."""
 
 from __future__ import annotations
 
@@ -8,9 +10,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ppokit.rl.envs import env_name, make_vec_env
+from ppokit.rl.masking import MaskSource
 
 if TYPE_CHECKING:
     from ppokit.rl.ppo import PPO
+
+
+def _mask_source(model: PPO, venv, info: dict) -> MaskSource | None:
+    """The evaluation envs' masks when the model trained with masks (rl/masking.py)."""
+    if not model.masked:
+        return None
+    return MaskSource.detect(venv, info, model.policy.dist.nvec, "true", env_name(model.env_spec))
 
 
 def evaluate_policy(
@@ -26,15 +36,23 @@ def evaluate_policy(
             model.env_spec, k, "auto" if cfg.vectorization == "async" else cfg.vectorization, cfg.env_kwargs
         )
         try:
-            obs, _ = venv.reset(seed=seed + len(returns))
+            obs, info = venv.reset(seed=seed + len(returns))
+            masks = _mask_source(model, venv, info)
+            mask = masks.read(info, 0) if masks is not None else None
+            state, episode_start = None, np.ones(k, dtype=bool)  # a recurrent policy's memory
             ep_ret, ep_len = np.zeros(k), np.zeros(k, dtype=np.int64)
             finished = np.zeros(k, dtype=bool)
             while not finished.all():
-                action, _ = model.predict(obs, deterministic=deterministic)
-                obs, reward, terminated, truncated, _ = venv.step(action)
+                action, state = model.predict(
+                    obs, state, episode_start, deterministic=deterministic, action_masks=mask
+                )
+                obs, reward, terminated, truncated, info = venv.step(action)
+                episode_start = terminated | truncated
                 ep_ret += np.where(finished, 0.0, reward)
                 ep_len += ~finished
-                finished |= terminated | truncated
+                finished |= episode_start
+                if masks is not None and not finished.all():
+                    mask = masks.read(info, int(ep_len.max()))
         finally:
             venv.close()
         returns += ep_ret.tolist()

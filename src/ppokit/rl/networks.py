@@ -150,12 +150,18 @@ class MlpActorCritic(Policy):
         return torch.addmm(self.critic_head.bias, h, self.critic_head.weight.t()).squeeze(-1)
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def act(
+        self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
         """The actor alone per step; values None: the rollout asks ``value`` once for all its steps."""
-        action, logp = self.dist.sample(self.policy_output(obs), self.log_std(), deterministic)
+        action, logp = self.dist.sample(self.policy_output(obs), self.log_std(), deterministic, mask=mask)
         return action, logp, None
 
 
 def build_policy(observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig) -> Policy:
-    """The built-in policy for ``network`` settings ``cfg``."""
+    """The built-in policy for ``network`` settings ``cfg`` (recurrent: rl/recurrent.py)."""
+    if cfg.recurrent != "none":
+        from ppokit.rl.recurrent import build_recurrent_policy  # it builds on this module's layers
+
+        return build_recurrent_policy(observation_space, action_space, cfg)
     return MlpActorCritic(observation_space, action_space, cfg)

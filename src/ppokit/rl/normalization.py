@@ -121,3 +121,13 @@ class RewardScaler:
         self.rms.load_state_dict(state)
         if "returns" in state:
             self.returns = state["returns"].numpy().astype(np.float64).copy()
+
+
+def sync_statistics(*parts: ObsNormalizer | RewardScaler | None) -> None:
+    """With several ranks, merge every rank's new normalisation statistics (identical after)."""
+    from ppokit import distributed
+
+    if distributed.info().enabled:
+        for part in parts:
+            if part is not None:
+                part.rms.sync()

@@ -11,6 +11,11 @@ owns) and ``value`` is V(s) ``[B]``. The base class derives the three calls PPO 
 - ``evaluate(obs, actions) -> (logp, entropy, values)`` in the update, with gradients (the loss);
 - ``value(obs) -> values`` for bootstrapping, without gradients.
 
+``act`` and ``evaluate`` take an optional ``mask`` keyword (``[B, out_dim]`` bool, True = allowed;
+rl/masking.py): PPO passes it only when the env gives action masks, so a policy that overrides them
+without it keeps working on unmasked envs. A policy with memory subclasses ``RecurrentPolicy``
+(rl/recurrent.py), which adds the recurrent state to these calls.
+
 Override any of them for more (e.g. a shared encoder computed once). Shapes: ``obs [B, *obs_shape]``
 float32 (normalised when ``normalize_obs``), ``actions [B]`` (Discrete) or ``[B, k]``, the rest ``[B]``.
 ``actor_parameters`` / ``critic_parameters`` split the parameters for ``separate_optimizers``
@@ -62,19 +67,19 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, obs: torch.Tensor, deterministic: bool = False
+        self, obs: torch.Tensor, deterministic: bool = False, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(actions, logp, values)`` for a batch of observations (the rollout; no gradient)."""
         out, value = self(obs)
-        action, logp = self.dist.sample(out, self.log_std(), deterministic)
+        action, logp = self.dist.sample(out, self.log_std(), deterministic, mask=mask)
         return action, logp, value
 
     def evaluate(
-        self, obs: torch.Tensor, actions: torch.Tensor
+        self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(logp, entropy, values)`` of stored actions, with gradients (the update's loss)."""
         out, value = self(obs)
-        logp, entropy = self.dist.log_prob_entropy(out, actions, self.log_std())
+        logp, entropy = self.dist.log_prob_entropy(out, actions, self.log_std(), mask=mask)
         return logp, entropy, value
 
     @torch.no_grad()

@@ -30,16 +30,18 @@ from ppokit.optim import FlatAdam
 from ppokit.rl import fast, state
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.envs import EnvSpec, autoreset_mode, make_vec_env
+from ppokit.rl.masking import validate_masks
 from ppokit.rl.networks import build_policy
-from ppokit.rl.normalization import ObsNormalizer, RewardScaler
+from ppokit.rl.normalization import ObsNormalizer, RewardScaler, sync_statistics
 from ppokit.rl.policy import Policy
+from ppokit.rl.recurrent import RecurrentPolicy, flat_valid, sequence_batch
 from ppokit.rl.rollout import Collector, RolloutBuffer
 from ppokit.rl.update import AdaptiveKL, normalize_advantages, ppo_loss, ppo_update, rollout_batch
 from ppokit.seeding import seed_everything
-from ppokit.threads import ThreadChooser
 from ppokit.tracking import PROCESS_START
 from ppokit.train.rng import capture_rng, restore_rng
 from ppokit.train.step import GuardedStep
+from ppokit.train.threads import ThreadChooser
 
 PolicySpec = Policy | Callable[[Any, Any], Policy] | None
 
@@ -93,18 +95,34 @@ class PPO:
         self.guard = GuardedStep(self.optimizers, cfg.max_grad_norm, cfg.nonfinite_stop_after, self._where)
         # The CPU fast path (rl/fast/): used only where it computes exactly PPO.loss's gradient.
         own_loss = type(self).loss is PPO.loss
-        self.manual_grad = fast.choose(self.policy, cfg, own_loss, self.device)
         obs_shape = self.observation_space.shape
         self.obs_norm = ObsNormalizer(obs_shape, cfg.obs_clip) if cfg.normalize_obs else None
         self.reward_scaler = (
             RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
         )
         self.collector = Collector(
-            self.venv, self.policy, self.device, rank_seed, self.obs_norm, self.reward_scaler, cfg.nan_policy
+            self.venv,
+            self.policy,
+            self.device,
+            rank_seed,
+            self.obs_norm,
+            self.reward_scaler,
+            cfg.nan_policy,
+            cfg.action_masking,
+            state.env_label(self),
         )
+        self.masked = self.collector.mask_source is not None  # the env gives action masks (rl/masking.py)
+        self.recurrent = isinstance(self.policy, RecurrentPolicy)
+        self.manual_grad = fast.choose(self.policy, cfg, own_loss, self.device, masked=self.masked)
         dist = self.policy.dist
         self.buffer = RolloutBuffer.allocate(
-            cfg.n_steps, cfg.num_envs, obs_shape, dist.action_shape, dist.action_dtype
+            cfg.n_steps,
+            cfg.num_envs,
+            obs_shape,
+            dist.action_shape,
+            dist.action_dtype,
+            mask_dim=dist.out_dim if self.masked else None,
+            state_size=self.policy.state_size if self.recurrent else None,
         )
         self.kl = AdaptiveKL(cfg.kl_coef, cfg.adaptive_kl_target, cfg.objective == "kl_adaptive")
         self.num_timesteps = self.num_updates = 0
@@ -206,7 +224,9 @@ class PPO:
     def update(self, clip_range: float) -> dict[str, float]:
         """Several epochs of minibatch gradient steps on the latest rollout (the update)."""
         cfg = self.config
-        data = rollout_batch(self.buffer, cfg.gamma, cfg.gae_lambda, self.device)
+        # a recurrent policy trains on whole env sequences (rl/recurrent.py), others on transitions
+        batch = sequence_batch if self.recurrent else rollout_batch
+        data = batch(self.buffer, cfg.gamma, cfg.gae_lambda, self.device)
         n_minibatches = cfg.rollout_size // cfg.batch_size
         metrics = ppo_update(
             data, self._loss_and_backward, self.guard, clip_range, cfg.n_epochs, n_minibatches, cfg.target_kl
@@ -216,7 +236,9 @@ class PPO:
         self.kl.update(self.policy, data)
         metrics.update(
             {
-                "train/explained_variance": float(explained_variance(data["values_old"], data["returns"])),
+                "train/explained_variance": float(
+                    explained_variance(flat_valid(data, "values_old"), flat_valid(data, "returns"))
+                ),
                 "train/clip_range": clip_range,
                 "train/learning_rate": self.optimizers[0].param_groups[0]["lr"],
                 "train/n_updates": self.num_updates,
@@ -272,14 +294,23 @@ class PPO:
                 clip_range = self._set_schedules(total)
                 self.threads.update()  # one thread as soon as other work takes the second core
                 self.collector.collect(self.buffer)
-                self._sync_normalizers()
+                sync_statistics(self.obs_norm, self.reward_scaler)
                 self.num_timesteps += self.config.rollout_size * self.dist.world_size
                 try:
                     metrics = self.update(clip_range)
                 except NonFiniteError as e:
                     raise state.emergency_stop(self, e) from None
                 fps = (self.num_timesteps - start_steps) / max(time.time() - start_time, 1e-9)
-                metrics.update(self._rollout_metrics(fps))
+                metrics.update(self.collector.episodes.metrics())
+                metrics.update(
+                    {
+                        "time/fps": fps,
+                        "time/total_timesteps": self.num_timesteps,
+                        "time/elapsed_s": time.time() - PROCESS_START,
+                        "time/iterations": self.num_updates,
+                        "rollout/nonfinite_skipped": self.collector.skipped_nonfinite,
+                    }
+                )
                 self._log(metrics)
                 bar.update(
                     self.num_timesteps,
@@ -298,32 +329,6 @@ class PPO:
         stop, all stop after this same update (SIGTERM stands in for the signal they did not get)."""
         if self.dist.enabled and not distributed.all_agree(self.stop_requested is None):
             self.stop_requested = self.stop_requested or int(signal.SIGTERM)
-
-    def _sync_normalizers(self) -> None:
-        """With several ranks, merge every rank's new normalisation statistics (identical after)."""
-        if self.dist.enabled:
-            for rms in (getattr(self.obs_norm, "rms", None), getattr(self.reward_scaler, "rms", None)):
-                if rms is not None:
-                    rms.sync()
-
-    def _rollout_metrics(self, fps: float) -> dict[str, float]:
-        ep = self.collector.episodes
-        mean_return, mean_length = ep.mean_return(), ep.mean_length()
-        if self.dist.enabled:  # episode statistics over all ranks' recent episodes
-            parts = distributed.all_gather_objects(list(ep.recent))
-            recent = [x for part in parts for x in part]
-            if recent:
-                mean_return = float(np.mean([r for r, _ in recent]))
-                mean_length = float(np.mean([n for _, n in recent]))
-        return {
-            "rollout/ep_rew_mean": mean_return,
-            "rollout/ep_len_mean": mean_length,
-            "time/fps": fps,
-            "time/total_timesteps": self.num_timesteps,
-            "time/elapsed_s": time.time() - PROCESS_START,
-            "time/iterations": self.num_updates,
-            "rollout/nonfinite_skipped": self.collector.skipped_nonfinite,
-        }
 
     def _log(self, metrics: dict[str, float]) -> None:
         episodes = self.collector.episodes.drain()
@@ -387,20 +392,44 @@ class PPO:
 
     # -- using the policy ----------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, obs: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """SB3-style ``(action, None)`` for one observation or a batch (normalised like training)."""
+    def predict(
+        self,
+        obs: np.ndarray,
+        state: np.ndarray | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(action, state)`` for one observation or a batch (normalised like training), as
+        sb3-contrib's ``RecurrentPPO.predict`` / ``MaskablePPO.predict``.
+
+        A recurrent policy (rl/recurrent.py) takes the ``state`` the previous call returned (None: the
+        initial state) and ``episode_start`` (bool per env: reset the state before this observation),
+        and returns the new state ``[n, state_size]``; other policies return None. ``action_masks``
+        (``[n, mask_dim]`` or ``[mask_dim]`` bool, True = allowed; rl/masking.py) restricts the action.
+        """
         obs = np.asarray(obs, dtype=np.float32)
         single = obs.shape == self.observation_space.shape
         batch = obs[None] if single else obs
         if self.obs_norm is not None:
             batch = self.obs_norm(batch, update=False)
-        action, _, _ = self.policy.act(
-            torch.as_tensor(batch, device=self.device), deterministic=deterministic
-        )
+        as_tensor = lambda x, dtype=None: torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
+        n, kw = batch.shape[0], {}
+        if action_masks is not None:
+            nvec = self.policy.dist.nvec
+            kw["mask"] = as_tensor(validate_masks(action_masks, nvec, n, "observation"), torch.bool)
+        if self.recurrent:
+            kw["state"] = None if state is None else as_tensor(state, torch.float32).reshape(n, -1)
+            kw["episode_start"] = None if episode_start is None else as_tensor(episode_start, torch.bool)
+            action, _, _, new_state = self.policy.act(as_tensor(batch), deterministic=deterministic, **kw)
+            state = new_state.cpu().numpy()
+        else:
+            action, _, _ = self.policy.act(as_tensor(batch), deterministic=deterministic, **kw)
+            state = None
         action = action.cpu().numpy()
         if self.policy.kind == "box":
             action = np.clip(action, self.action_space.low, self.action_space.high)
-        return (action[0] if single else action), None
+        return (action[0] if single else action), state
 
     def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: int = 10_000) -> dict[str, Any]:
         """Mean and std of the return over ``episodes`` fresh episodes (see ``evaluation.py``)."""

@@ -9,6 +9,13 @@ Gymnasium 1.x vector envs reset finished sub-envs in one of two ways, and both a
   observation, and the *next* step ignores the action and returns the reset observation with reward 0.
   That step is no transition of the agent: it is stored with ``valid = False`` and left out of the
   update. The bootstrap needs no extra work: the value computed at that step *is* V(final obs).
+
+With action masks (rl/masking.py) each step's mask is passed to the policy and stored for the update.
+A recurrent policy (rl/recurrent.py) gets its state and ``episode_start``: the first observation of an
+episode is the reset observation returned by the ending step (SAME_STEP), or by the reset step after
+it (NEXT_STEP; the reset step itself still continues the ended episode's state, so its value is the
+recurrent V(final obs)). The state at the start of the rollout and every step's ``episode_start`` are
+stored, so the update can re-run the sequences exactly.
 """
 
 from __future__ import annotations
@@ -22,10 +29,13 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from ppokit import distributed
 from ppokit.errors import EnvStepError
 from ppokit.rl import envstate
+from ppokit.rl.masking import MaskSource
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler
 from ppokit.rl.policy import Policy
+from ppokit.rl.recurrent import RecurrentPolicy
 
 
 @dataclass
@@ -46,6 +56,9 @@ class RolloutBuffer:
     terminated: torch.Tensor
     done: torch.Tensor
     valid: torch.Tensor
+    masks: torch.Tensor | None = None  # [T, N, mask_dim] bool, with action masks (rl/masking.py)
+    episode_start: torch.Tensor | None = None  # [T, N] bool, recurrent policies (rl/recurrent.py)
+    initial_state: torch.Tensor | None = None  # [N, state_size], the state at the rollout's start
 
     @classmethod
     def allocate(
@@ -55,9 +68,13 @@ class RolloutBuffer:
         obs_shape: tuple,
         action_shape: tuple,
         action_dtype: torch.dtype,
+        mask_dim: int | None = None,
+        state_size: int | None = None,
     ) -> RolloutBuffer:
+        """Zeroed storage; ``mask_dim`` adds ``masks``, ``state_size`` the recurrent fields."""
         z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype)
         T, N = n_steps, num_envs
+        recurrent = state_size is not None
         return cls(
             obs=z(T, N, *obs_shape),
             actions=z(T, N, *action_shape, dtype=action_dtype),
@@ -68,17 +85,23 @@ class RolloutBuffer:
             terminated=z(T, N, dtype=torch.bool),
             done=z(T, N, dtype=torch.bool),
             valid=z(T, N, dtype=torch.bool),
+            masks=z(T, N, mask_dim, dtype=torch.bool) if mask_dim is not None else None,
+            episode_start=z(T, N, dtype=torch.bool) if recurrent else None,
+            initial_state=z(N, state_size) if recurrent else None,
         )
 
     def numpy(self) -> dict[str, np.ndarray]:
         """Writable numpy views of every field (they share memory with the tensors)."""
-        return {f.name: getattr(self, f.name).numpy() for f in fields(self)}
+        return {
+            f.name: getattr(self, f.name).numpy() for f in fields(self) if getattr(self, f.name) is not None
+        }
 
     def to(self, device: torch.device) -> RolloutBuffer:
         """The buffer on ``device`` (itself on CPU)."""
         if device.type == "cpu":
             return self
-        return RolloutBuffer(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return RolloutBuffer(**{k: v.to(device) if v is not None else None for k, v in moved.items()})
 
 
 class EpisodeStats:
@@ -102,8 +125,13 @@ class EpisodeStats:
     def mean_return(self) -> float:
         return float(np.mean([r for r, _ in self.recent])) if self.recent else float("nan")
 
-    def mean_length(self) -> float:
-        return float(np.mean([n for _, n in self.recent])) if self.recent else float("nan")
+    def metrics(self) -> dict[str, float]:
+        """Mean return and length of the recent episodes; with several ranks, of all ranks' recent ones."""
+        recent = list(self.recent)
+        if distributed.info().enabled:
+            recent = [x for part in distributed.all_gather_objects(recent) for x in part]
+        mean = lambda i: float(np.mean([x[i] for x in recent])) if recent else float("nan")  # noqa: E731
+        return {"rollout/ep_rew_mean": mean(0), "rollout/ep_len_mean": mean(1)}
 
     def drain(self) -> list[tuple[float, int, int, float]]:
         new, self.new = self.new, []
@@ -153,6 +181,8 @@ class Collector:
         obs_norm: ObsNormalizer | None,
         reward_scaler: RewardScaler | None,
         nan_policy: str = "raise",
+        action_masking: bool | str = "auto",
+        label: str = "env",
     ):
         self.venv, self.policy, self.device = venv, policy, device
         self.obs_norm, self.reward_scaler, self.nan_policy = obs_norm, reward_scaler, nan_policy
@@ -166,11 +196,49 @@ class Collector:
         self.skipped_nonfinite = 0
         self.steps = 0  # env steps taken (all envs together)
         venv.action_space.seed(seed)
-        raw, _ = venv.reset(seed=seed)
+        raw, info = venv.reset(seed=seed)
         self._check_finite(raw, "observation", 0)
         self.raw_obs = raw  # kept so that a resumed run can re-normalise it with restored statistics
         self.obs = self._normalize(raw, update=True)
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
+        mode = {True: "true", False: "false"}.get(action_masking, action_masking)
+        nvec = policy.dist.nvec if policy.dist.kind != "box" else None
+        self.mask_source = MaskSource.detect(venv, info, nvec, mode, label)
+        self.mask = self._read_mask(info, 0)  # the current observation's mask (None: no masks)
+        self.recurrent = isinstance(policy, RecurrentPolicy)
+        if self.recurrent:  # the state before the current observation, and whether it starts an episode
+            self.state = policy.initial_state(self.num_envs).to(device)
+            self.episode_start = np.ones(self.num_envs, dtype=bool)
+
+    def _read_mask(self, info: dict, step: int, done: np.ndarray | None = None) -> torch.Tensor | None:
+        if self.mask_source is None:
+            return None
+        ignore = None if self.same_step else done  # NEXT_STEP: the env ignores the next action there
+        return torch.as_tensor(self.mask_source.read(info, step, ignore), device=self.device)
+
+    def _act(self, nb: dict[str, np.ndarray], t: int) -> tuple:
+        """The policy's ``(action, logp, values)`` for the current observation, passing (and storing)
+        the mask and, for a recurrent policy, its state."""
+        kw = {} if self.mask is None else {"mask": self.mask}
+        if self.mask is not None:
+            nb["masks"][t] = self.mask.cpu().numpy()
+        if not self.recurrent:
+            return self.policy.act(self.obs, **kw)
+        nb["episode_start"][t] = self.episode_start
+        start = torch.as_tensor(self.episode_start, device=self.device)
+        action, logp, values, self.state = self.policy.act(
+            self.obs, state=self.state, episode_start=start, **kw
+        )
+        return action, logp, values
+
+    def _value(self, obs: torch.Tensor, idx: np.ndarray | None = None) -> torch.Tensor:
+        """V(obs) without gradient; a recurrent policy continues each env's episode (``idx``: which)."""
+        if not self.recurrent:
+            return self.policy.value(obs)
+        if idx is not None:  # final observations of ending episodes: their state is not reset
+            return self.policy.value(obs, state=self.state[torch.as_tensor(idx, device=self.device)])
+        start = torch.as_tensor(self.episode_start, device=self.device)
+        return self.policy.value(obs, state=self.state, episode_start=start)
 
     def _normalize(self, raw: np.ndarray, update: bool) -> torch.Tensor:
         obs = self.obs_norm(raw, update=update) if self.obs_norm is not None else raw
@@ -217,8 +285,10 @@ class Collector:
         final_values = np.zeros_like(nb["next_values"])  # V(final obs) of SAME_STEP truncations
         has_final = np.zeros_like(nb["done"])
         batched_values = False  # the policy left the values to one batched call after the rollout
+        if self.recurrent:
+            nb["initial_state"][:] = host(self.state)
         for t in range(T):
-            action, logp, values = self.policy.act(self.obs)
+            action, logp, values = self._act(nb, t)
             action, logp = host(action), host(logp)
             nb["obs"][t] = host(self.obs)
             nb["actions"][t] = action
@@ -250,12 +320,15 @@ class Collector:
             nb["valid"][t] = valid
             self.raw_obs = raw
             self.obs = self._normalize(raw, update=True)
+            self.mask = self._read_mask(info, self.steps, done)
             if self.same_step and truncated.any():
                 idx = np.flatnonzero(truncated)
                 final = np.stack([info["final_obs"][i] for i in idx])
                 final, idx = self._drop_nonfinite_final(final, idx, nb["valid"], t)
-                final_values[t, idx] = host(self.policy.value(self._normalize(final, update=False)))
+                final_values[t, idx] = host(self._value(self._normalize(final, update=False), idx))
                 has_final[t, idx] = True
+            if self.recurrent:  # does the new observation start an episode? (module docstring)
+                self.episode_start = done.copy() if self.same_step else self.prev_done.copy()
             # NEXT_STEP: the step after an ending step is the env's reset step (see module docstring)
             self.prev_done = np.zeros_like(done) if self.same_step else done
         # By default step t bootstraps with V(obs t+1). A policy that returned no values gets V of every
@@ -267,7 +340,7 @@ class Collector:
             values = host(self.policy.value(all_obs)).reshape(T + 1, self.num_envs)
             nb["values"][:] = values[:T]
         else:
-            values = np.concatenate([nb["values"], host(self.policy.value(self.obs))[None]])
+            values = np.concatenate([nb["values"], host(self._value(self.obs))[None]])
         nb["next_values"][:] = values[1:]
         nb["next_values"][has_final] = final_values[has_final]
 
@@ -285,6 +358,11 @@ class Collector:
         if missing is None:  # the rollout's position within the current episodes
             state["obs"] = self.obs.cpu()
             state["prev_done"] = torch.from_numpy(np.array(self.prev_done, dtype=bool))
+            if self.mask is not None:
+                state["mask"] = self.mask.cpu()
+            if self.recurrent:
+                state["recurrent_state"] = self.state.cpu()
+                state["episode_start"] = torch.from_numpy(np.array(self.episode_start, dtype=bool))
         return state
 
     def load_state_dict(self, state: dict) -> str | None:
@@ -301,6 +379,11 @@ class Collector:
         if missing is None:
             self.obs = state["obs"].to(self.device)
             self.prev_done = state["prev_done"].numpy().copy()
+            if self.mask is not None:
+                self.mask = state["mask"].to(self.device)
+            if self.recurrent:
+                self.state = state["recurrent_state"].to(self.device)
+                self.episode_start = state["episode_start"].numpy().copy()
         else:
             self.obs = self._normalize(self.raw_obs, update=False)
         return missing

@@ -13,8 +13,6 @@ step count; ``resume_info`` says which happened.
 
 from __future__ import annotations
 
-import csv
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ppokit.errors import CheckpointError, NonFiniteError
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.envs import env_name, space_signature
+from ppokit.tracking import trim_csv
 from ppokit.train.checkpoint import (
     flatten_state,
     latest_checkpoint,
@@ -250,22 +249,8 @@ def resume(
 def trim_logs(run_dir: Path, step: int) -> None:
     """Drop CSV rows logged after ``step`` (work lost with the process), so a resumed run's logs
     read as if it had never stopped."""
-    for name, column in (("metrics.csv", "time/total_timesteps"), ("episodes.csv", "step")):
-        path = run_dir / name
-        if not path.is_file():
-            continue
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            fields, rows = reader.fieldnames or [], list(reader)
-        keep = [r for r in rows if not r.get(column) or float(r[column]) <= step]
-        if len(keep) == len(rows):
-            continue
-        tmp = path.with_name(f".{name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(keep)
-        os.replace(tmp, path)
+    trim_csv(run_dir / "metrics.csv", "time/total_timesteps", step)
+    trim_csv(run_dir / "episodes.csv", "step", step)
 
 
 def emergency_stop(ppo: PPO, error: NonFiniteError) -> NonFiniteError:

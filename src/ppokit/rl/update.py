@@ -27,6 +27,7 @@ from ppokit.functional import (
     value_loss,
 )
 from ppokit.rl.policy import Policy
+from ppokit.rl.recurrent import evaluate_batch
 from ppokit.rl.rollout import RolloutBuffer
 from ppokit.train.step import GuardedStep
 
@@ -44,7 +45,7 @@ def rollout_batch(buf: RolloutBuffer, gamma: float, gae_lambda: float, device: t
     )
     valid = buf.valid.reshape(-1)
     flat = lambda x: x.reshape(-1, *x.shape[2:])[valid]
-    return {
+    data = {
         "obs": flat(buf.obs),
         "actions": flat(buf.actions),
         "logp_old": flat(buf.logp),
@@ -52,6 +53,9 @@ def rollout_batch(buf: RolloutBuffer, gamma: float, gae_lambda: float, device: t
         "advantages": flat(advantages),
         "returns": flat(returns),
     }
+    if buf.masks is not None:  # the masks used at collection time, reused by the loss
+        data["masks"] = flat(buf.masks)
+    return data
 
 
 def normalize_advantages(adv: torch.Tensor) -> torch.Tensor:
@@ -69,8 +73,9 @@ def ppo_loss(
 
     Returns the scalar loss and detached terms/diagnostics. The minus sign on the entropy makes the
     bonus *raise* entropy when the loss is minimised (some tutorials add it, which lowers entropy).
+    A minibatch of env sequences (recurrent policies) is re-run and flattened to its valid steps first.
     """
-    logp, entropy, values = policy.evaluate(mb["obs"], mb["actions"])
+    logp, entropy, values, mb = evaluate_batch(policy, mb)
     adv = normalize_advantages(mb["advantages"]) if cfg.normalize_advantage else mb["advantages"]
     pg, ratio, kl = policy_loss(logp, mb["logp_old"], adv, cfg.objective, clip_range, kl_coef)
     vf, vf_clipped = value_loss(
@@ -86,7 +91,7 @@ def ppo_loss(
         "kl": kl.mean(),
         "approx_kl": approx_kl(logp.detach(), mb["logp_old"]),
         "clip_fraction": clip_fraction(ratio.detach(), clip_range),
-        "value_clip_fraction": vf_clipped.float().mean(),
+        "value_clipped_fraction": vf_clipped.float().mean(),
         "ratio_mean": ratio.mean(),
     }
     return total, {k: v.detach() for k, v in terms.items()}
@@ -152,8 +157,8 @@ class AdaptiveKL:
         """Adapt to the mean KL(pi_old || pi_new) over the whole rollout (all ranks)."""
         if not self.adaptive:
             return
-        logp, _, _ = policy.evaluate(data["obs"], data["actions"])
-        kl = float(distributed.all_reduce_mean(approx_kl(logp, data["logp_old"])))
+        logp, _, _, ref = evaluate_batch(policy, data)
+        kl = float(distributed.all_reduce_mean(approx_kl(logp, ref["logp_old"])))
         self.coef = adaptive_beta(self.coef, kl, self.target)
 
     def state_dict(self) -> dict[str, float]:

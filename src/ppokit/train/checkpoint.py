@@ -123,7 +123,7 @@ def save_step_checkpoint(
 
 def prune(root: str | Path, keep: int) -> None:
     """Delete all but the ``keep`` newest complete checkpoints under ``root``."""
-    for stale in list_checkpoints(root)[:-keep]:
+    for stale in list_checkpoints(root, verify_hashes=False)[:-keep]:
         # Rename first: a writer killed while deleting leaves a dot-directory readers skip.
         trash = Path(root) / f".old-{stale.name}-{os.getpid()}"
         os.replace(stale, trash)
@@ -151,9 +151,9 @@ def remove_stale(root: str | Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def is_complete(path: str | Path) -> bool:
+def is_complete(path: str | Path, verify_hashes: bool = True) -> bool:
     """True when the manifest exists, lists exactly the files present (tensors and meta among them),
-    and every file has the recorded size and hash."""
+    and every file has the recorded size and (with ``verify_hashes``) SHA-256."""
     path = Path(path)
     try:
         manifest = json.loads((path / MANIFEST).read_text())
@@ -164,7 +164,7 @@ def is_complete(path: str | Path) -> bool:
             return False
         for rel, info in listed.items():
             f = path / rel
-            if f.stat().st_size != info["size"] or _sha256(f) != info["sha256"]:
+            if f.stat().st_size != info["size"] or (verify_hashes and _sha256(f) != info["sha256"]):
                 return False
         return True
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -176,19 +176,23 @@ def _step_key(path: Path) -> tuple[int, str]:
     return (int(m.group(1)) if m else -1, path.name)
 
 
-def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoints under ``root``, oldest first (by the step number ending their name)."""
+def list_checkpoints(root: str | Path, verify_hashes: bool = True) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first (by the step number ending their name).
+    ``verify_hashes=False`` checks the manifest and file sizes only (cheap for multi-GB models)."""
     root = Path(root)
     if not root.is_dir():
         return []
     dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return sorted((p for p in dirs if is_complete(p)), key=_step_key)
+    return sorted((p for p in dirs if is_complete(p, verify_hashes)), key=_step_key)
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``root``, or None."""
-    found = list_checkpoints(root)
-    return found[-1] if found else None
+    """The newest complete checkpoint under ``root``, or None. Hashes are verified newest first and
+    only until one passes, so a model of many GB is read once, not once per checkpoint kept."""
+    for path in reversed(list_checkpoints(root, verify_hashes=False)):
+        if is_complete(path):
+            return path
+    return None
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

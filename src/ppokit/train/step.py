@@ -19,10 +19,12 @@ from ppokit import distributed
 from ppokit.errors import NonFiniteError
 
 
-def gradients(optimizers: list[Any]) -> list[torch.Tensor]:
-    """The gradient tensors of ``optimizers``: FlatAdam's one flat buffer, or every parameter's
-    ``.grad`` of a ``torch.optim`` optimizer (created as zeros where missing, so that all ranks
-    average the same list)."""
+def gradients(optimizers: list[Any], fill_missing: bool = False) -> list[torch.Tensor]:
+    """The gradient tensors of ``optimizers``: FlatAdam's one flat buffer, or the ``.grad`` of each
+    parameter of a ``torch.optim`` optimizer that has one. ``fill_missing`` creates zeros for the
+    others: under torchrun every rank must average the same list, and a NaN fill must reach every
+    parameter. Otherwise a parameter without a gradient stays without one, so that e.g. AdamW's weight
+    decay does not move a parameter the loss never reached."""
     out: list[torch.Tensor] = []
     for opt in optimizers:
         if hasattr(opt, "flat_grad"):
@@ -30,9 +32,10 @@ def gradients(optimizers: list[Any]) -> list[torch.Tensor]:
             continue
         for group in opt.param_groups:
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None and fill_missing:
                     p.grad = torch.zeros_like(p)
-                out.append(p.grad)
+                if p.grad is not None:
+                    out.append(p.grad)
     return out
 
 
@@ -75,9 +78,10 @@ class GuardedStep:
         self.last_norm = math.nan
 
     def zero_grad(self) -> None:
-        """Zero every gradient (kept allocated: FlatAdam's are views of one buffer)."""
+        """Clear every gradient (FlatAdam zeroes its flat buffer, of which the ``.grad``s are views;
+        torch optimizers drop them, so a parameter the next loss does not reach gets none)."""
         for opt in self.optimizers:
-            opt.zero_grad(set_to_none=False)
+            opt.zero_grad(set_to_none=True)
 
     def step(self, loss: torch.Tensor | float, backward: Callable[[], None]) -> bool:
         """One optimizer step; returns whether it was taken (see the class docstring)."""
@@ -85,9 +89,9 @@ class GuardedStep:
         finite = bool(torch.isfinite(loss)) if isinstance(loss, torch.Tensor) else math.isfinite(loss)
         if finite:
             backward()
-            grads = gradients(self.optimizers)
+            grads = gradients(self.optimizers, fill_missing=distributed.info().enabled)
         else:  # a NaN gradient instead: through the all-reduce every rank sees it and skips too
-            grads = gradients(self.optimizers)
+            grads = gradients(self.optimizers, fill_missing=True)
             for g in grads:
                 g.fill_(math.nan)
         distributed.average_gradients(grads)

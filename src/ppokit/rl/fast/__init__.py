@@ -24,12 +24,17 @@ VALUE_LOSSES = frozenset({"mse", "huber"})
 ACTION_KINDS = frozenset({"discrete", "multidiscrete", "box"})
 
 
-def unsupported_reason(policy: Any, config: Any, own_loss: bool, device: torch.device) -> str | None:
-    """Why the fast path cannot train this run exactly, or None when it can."""
+def unsupported_reason(
+    policy: Any, config: Any, own_loss: bool, device: torch.device, masked: bool = False
+) -> str | None:
+    """Why the fast path cannot train this run exactly, or None when it can (``masked``: the env gives
+    action masks)."""
     from ppokit.rl.networks import MlpActorCritic
 
-    if type(policy) is not MlpActorCritic:
+    if type(policy) is not MlpActorCritic:  # this refuses recurrent policies too (rl/recurrent.py)
         return f"the policy is {type(policy).__name__}, not the built-in MlpActorCritic"
+    if masked:
+        return "the env gives action masks (the hand-written gradient has no masked softmax)"
     if not own_loss:
         return "PPO.loss is overridden (the hand-written gradient is that of the built-in loss)"
     if device.type != "cpu":
@@ -46,11 +51,13 @@ def unsupported_reason(policy: Any, config: Any, own_loss: bool, device: torch.d
     return None
 
 
-def choose(policy: Any, config: Any, own_loss: bool, device: torch.device) -> ManualGrad | None:
+def choose(
+    policy: Any, config: Any, own_loss: bool, device: torch.device, masked: bool = False
+) -> ManualGrad | None:
     """The fast path's backward for this run, or None for autograd (see the module docstring)."""
     if config.manual_grad is False:
         return None
-    reason = unsupported_reason(policy, config, own_loss, device)
+    reason = unsupported_reason(policy, config, own_loss, device, masked)
     if reason is None:
         return ManualGrad(policy)
     if config.manual_grad is True:

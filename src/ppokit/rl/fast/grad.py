@@ -172,7 +172,7 @@ def loss_and_grads(
         "kl": kl_mean,
         "approx_kl": kl_mean,  # the same k3 mean, under SB3's name
         "clip_fraction": ((ratio - 1.0).abs() > clip_range).float().mean(),
-        "value_clip_fraction": vf_clipped.float().mean(),
+        "value_clipped_fraction": vf_clipped.float().mean(),
         "ratio_mean": ratio.mean(),
     }
     return terms["loss"], terms, grads
