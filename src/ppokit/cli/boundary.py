@@ -17,7 +17,7 @@ import errno
 import sys
 from typing import Any
 
-from ppokit.config import one_line
+from ppokit.config import one_line, short
 from ppokit.errors import PPOKitError
 
 # errno values that describe the user's paths or machine, not ppokit's code
@@ -57,9 +57,9 @@ def user_message(e: BaseException) -> str | None:
     if isinstance(e, PPOKitError):
         return str(e)
     if isinstance(e, OSError) and e.errno in USER_ERRNOS:
-        where = e.filename if e.filename is not None else ""
+        where = short(str(e.filename)) if e.filename is not None else ""
         if e.filename2 is not None:
-            where = f"{where} -> {e.filename2}"
+            where = f"{where} -> {short(str(e.filename2))}"
         what = e.strerror or type(e).__name__
         return f"{where}: {what}" if where else what
     if type(e).__name__ == "DependencyNotInstalled":  # gymnasium.error: names the pip command
