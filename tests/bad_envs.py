@@ -7,7 +7,16 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-MODES = ("WrongShape", "RaiseStep", "RaiseReset", "OldApi", "ArrayReward", "EmptyBox", "RaiseMake")
+MODES = (
+    "WrongShape",
+    "RaiseStep",
+    "RaiseReset",
+    "OldApi",
+    "ArrayReward",
+    "EmptyBox",
+    "RaiseMake",
+    "MissingDep",
+)
 
 
 class BadEnv(gym.Env):
@@ -16,6 +25,11 @@ class BadEnv(gym.Env):
     def __init__(self, mode: str = "RaiseStep", fail_at: int = 3):
         if mode == "RaiseMake":
             raise RuntimeError("injected failure while making the environment")
+        if mode == "MissingDep":  # what gymnasium raises for LunarLander without Box2D
+            raise gym.error.DependencyNotInstalled(
+                "Box2D is not installed, you can install it by run `pip install swig` followed by "
+                '`pip install "gymnasium[box2d]"`'
+            )
         shape = (0,) if mode == "EmptyBox" else (4,)
         self.observation_space = gym.spaces.Box(-1.0, 1.0, shape, np.float32)
         self.action_space = gym.spaces.Discrete(2)

@@ -40,3 +40,8 @@ class CheckpointError(PPOKitError):
 
 class RunDirError(PPOKitError):
     """A run directory cannot be used: another process holds it, or it cannot be written."""
+
+
+class MissingDependencyError(PPOKitError, ImportError):
+    """An optional dependency is not installed (Box2D for LunarLander, MuJoCo, transformers, ...); the
+    message names the package and the command that installs it. The CLI prints it as one line."""
