@@ -81,11 +81,32 @@ def test_sigkill_during_train_then_eval_and_resume(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] >= step + 4096  # no repeated rows, nothing missing
 
 
+# The CI-sized variant: the default config but for a smaller tiny model, no warm start and a short
+# evaluation (the default-config variant below takes ~6 min per verb on a busy 2-core machine).
+SMALL_LM = [
+    *("--set", "warm_start.steps=0", "--set", "eval_prompts=8", "--set", "prompts_per_step=4"),
+    *("--set", "tiny_model.n_layer=1", "--set", "tiny_model.n_embd=16", "--set", "tiny_model.n_head=2"),
+]
+
+
 @pytest.mark.parametrize("verb", ["grpo", "rlhf-ppo"])
 def test_sigkill_and_sigterm_during_an_lm_run(verb, tmp_path):
+    sigkill_sigterm_resume(verb, tmp_path, SMALL_LM)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", ["grpo", "rlhf-ppo"])
+def test_sigkill_and_sigterm_during_an_lm_run_default_config_slow(verb, tmp_path):
+    sigkill_sigterm_resume(verb, tmp_path, [])
+
+
+def sigkill_sigterm_resume(verb: str, tmp_path: Path, extra: list[str]) -> None:
+    """SIGKILL at a random moment after the first checkpoint, resume, SIGTERM once the resumed run
+    checkpointed again (exit 143, a checkpoint at the step it stopped on), resume to the end."""
     rng = random.Random(os.getpid())
     run = tmp_path / "run"
-    proc = start(verb, "--run-dir", str(run), "--no-progress", "--max-steps", "400", *CHECKPOINT_OFTEN)
+    argv = [verb, "--run-dir", str(run), "--no-progress", "--max-steps", "400", *CHECKPOINT_OFTEN, *extra]
+    proc = start(*argv)
     wait_for(lambda: bool(lm_steps(run)), proc, timeout=400)
     time.sleep(rng.uniform(0.0, 1.5))
     proc.send_signal(signal.SIGKILL)
