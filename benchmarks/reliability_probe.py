@@ -481,13 +481,23 @@ def cases() -> list[Case]:
         Case(
             "envs",
             "async env RaiseStep",
-            T("--env", "PPOKitBad/RaiseStep-v0", "--set", "vectorization=async", "--num-envs", "2"),
+            T("--env", "PPOKitBad/RaiseStep-v0", "--set", "vectorization=async", "--num-envs", "2")
+            + ["--set", "batch_size=64"],
+            match="raised RuntimeError",
+        )
+    )
+    c.append(
+        Case("envs", "float64 1e300 observation", T("--env", "PPOKitBad/HugeObs-v0"), match="non-finite")
+    )
+    c.append(
+        Case(
+            "envs", "missing optional dependency", T("--env", "PPOKitBad/MissingDep-v0"), match="pip install"
         )
     )
     c.append(
         Case(
             "envs",
-            "float64 1e300 observation",
+            "env raising at step 40 (faulty_envs)",
             [
                 "train",
                 "--run-dir",
@@ -498,6 +508,7 @@ def cases() -> list[Case]:
                 "--total-timesteps",
                 "512",
             ],
+            match="at its step 40",
         )
     )
     # --- reward functions and prompts (GRPO and RLHF-PPO)
