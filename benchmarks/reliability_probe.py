@@ -114,7 +114,10 @@ def verdict(case: Case, r: dict[str, Any]) -> str:
         return "silently wrong"
     if r["rc"] != 2:
         return "other"
-    lines = [ln for ln in r["err"].splitlines() if ln.strip() and "Warning" not in ln]
+    # a library's warning (a line naming the warning, then its indented source line) is not ppokit's
+    lines = [
+        ln for ln in r["err"].splitlines() if ln.strip() and not ln[0].isspace() and "Warning:" not in ln
+    ]
     if len(lines) != 1 or len(lines[0]) > 1000 or "error:" not in lines[0]:
         return "degraded"
     if case.match and case.match not in lines[0]:
