@@ -297,7 +297,7 @@ def cases() -> list[Case]:
         ("cuda on a CPU machine", ["--device", "cuda"], "CUDA is not available"),
         ("unknown device", ["--device", "tpu"], "device='tpu'"),
         ("unknown env", ["--env", "CartPol-v1"], "did you mean"),
-        ("empty env id", ["--env", ""], "env_id=''"),
+        ("empty env id", ["--env", ""], "empty value"),
         ("negative learning rate", ["--set", "learning_rate=-1"], "learning_rate=-1"),
         ("unknown key", ["--set", "learnin_rate=1e-3"], "did you mean 'learning_rate'"),
         ("NaN value", ["--set", "learning_rate=nan"], "finite"),
@@ -456,7 +456,7 @@ def cases() -> list[Case]:
 
     def failed_start(tmp: Path) -> None:  # a run killed before its first checkpoint
         (tmp / "run").mkdir()
-        (tmp / "run" / "config.yaml").write_text("env_id: CartPole-v1\ntotal_timesteps: 256\nn_steps: 16\n")
+        (tmp / "run" / "config.yaml").write_text("env_id: CartPole-v1\ntotal_timesteps: 256\nn_steps: 32\n")
 
     c.append(
         Case(

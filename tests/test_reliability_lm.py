@@ -94,12 +94,12 @@ def test_checked_reward_names_the_function_row_and_problem():
             "no completion of step 1 was scored",
         ),
         (lambda prompts, completions, **_: [math.inf] * len(completions), "rewards must be finite"),
-        (lambda prompts, completions, **_: [1.0], "returned 1 values for"),
+        (lambda prompts, completions, **_: [1.0], "returned 1 values for 4 completions"),
     ],
 )
 def test_rewards_that_cannot_train_stop_the_run(trainer_cls, reward, message, tmp_path):
     trainer = tiny(trainer_cls, reward, run_dir=tmp_path)
-    with pytest.raises(ConfigError if "values for" in message else RewardFunctionError, match=message):
+    with pytest.raises(RewardFunctionError, match=message):
         trainer.train()
 
 
