@@ -661,12 +661,13 @@ def run_case(case: Case) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=2, help="cases run at once (default 2)")
-    ap.add_argument("--only", help="run the cases whose area or name contains this")
+    ap.add_argument("--only", help="run the cases whose area or name contains one of these (comma-separated)")
     ap.add_argument("--json", help="write the results to this file")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     a = ap.parse_args()
     random.seed(a.seed)
-    todo = [k for k in cases() if not a.only or a.only in k.area or a.only in k.name]
+    words = [w for w in (a.only or "").split(",") if w]
+    todo = [k for k in cases() if not words or any(w in k.area or w in k.name for w in words)]
     start = time.monotonic()
     results = []
     with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
