@@ -94,7 +94,7 @@ def test_checked_reward_names_the_function_row_and_problem():
             "no completion of step 1 was scored",
         ),
         (lambda prompts, completions, **_: [math.inf] * len(completions), "rewards must be finite"),
-        (lambda prompts, completions, **_: [1.0], "returned 1 values for 4 completions"),
+        (lambda prompts, completions, **_: [1.0], r"returned 1 values for \d completions"),
     ],
 )
 def test_rewards_that_cannot_train_stop_the_run(trainer_cls, reward, message, tmp_path):
@@ -194,3 +194,15 @@ def test_lm_runs_checkpoint_by_wall_clock_by_default(tmp_path, monkeypatch):
     trainer.save_checkpoint = lambda *a: saved.append(trainer.step) or save(*a)
     trainer.train()
     assert saved == [2, 4, 4]  # by time after steps 2 and 4, then the final one
+
+
+def test_a_model_directory_without_tokenizer_is_refused(tmp_path, capsys):
+    from ppokit.errors import CheckpointError
+    from ppokit.llm.models import load_pretrained
+
+    tok = build_char_tokenizer()
+    build_tiny_model(TinyModelConfig(n_layer=1, n_embd=16, n_head=2), tok, seed=0).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="has no tokenizer"):  # it used to crash in a reshape
+        load_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    assert load_pretrained(tmp_path)[1].pad_token is not None

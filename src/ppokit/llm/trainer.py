@@ -21,7 +21,7 @@ from ppokit import distributed
 from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.llm import checkpoint as ckpt
 from ppokit.llm.generation import encode_prompts, generate
-from ppokit.llm.input_checks import check_lengths, check_prompt_rows, check_tokenizer
+from ppokit.llm.input_checks import check_lengths, check_prompt_rows, check_tokenizer, check_tokenizes
 from ppokit.llm.models import eos_token_ids, prepare_tokenizer
 from ppokit.llm.report import plot_llm_run, write_samples
 from ppokit.llm.reward_checks import checked_rewards
@@ -45,6 +45,7 @@ def check_inputs(model: Any, tokenizer: Any, rows: list, eval_rows: list, genera
     check_tokenizer(tokenizer)
     for what, rs in (("train_prompts", rows), ("eval_prompts", eval_rows)):
         check_prompt_rows(rs, what)
+        check_tokenizes(tokenizer, rs, what)
         check_lengths(model, tokenizer, rs, generation, what)
 
 
