@@ -20,7 +20,7 @@ $(VENV)/.llm-installed: $(VENV)/.installed
 	touch $@
 
 $(VENV)/.dev-installed: $(VENV)/.installed
-	$(PIP) install $(CONSTRAINTS) -e ".[dev,llm]"
+	$(PIP) install $(CONSTRAINTS) -e ".[dev,llm,atari,minigrid]"
 	touch $@
 
 install: $(VENV)/.installed

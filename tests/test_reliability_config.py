@@ -62,8 +62,8 @@ def test_yaml_wrong_type_and_yaml_floats(tmp_path):
     assert PPOConfig.load_yaml(path).learning_rate == 3e-4
 
 
-class DictObsEnv(gym.Env):
-    observation_space = gym.spaces.Dict({"x": gym.spaces.Box(-1, 1, (2,))})
+class DictObsEnv(gym.Env):  # Dict observations are supported; a Text entry in one is not
+    observation_space = gym.spaces.Dict({"x": gym.spaces.Box(-1, 1, (2,)), "text": gym.spaces.Text(4)})
     action_space = gym.spaces.Discrete(2)
 
 
@@ -78,8 +78,12 @@ class TupleActionEnv(gym.Env):
         ("CartPol-v1", {}, r"env_id='CartPol-v1' is not allowed.*did you mean CartPole-v1"),
         ("Pendulum-v1", {"vectorization": "vector_entry_point"}, r"vectorization='vector_entry_point'"),
         ("CartPole-v1", {"env_kwargs": {"bogus": 1}}, r"env_kwargs=\{'bogus': 1\} is not allowed"),
-        (DictObsEnv, {}, r"observation space Dict.* is not supported"),
-        (TupleActionEnv, {}, r"action space Tuple.* is not supported; use Discrete, MultiDiscrete or Box"),
+        (DictObsEnv, {}, r"observation\['text'\] space Text.* is not supported"),
+        (
+            TupleActionEnv,
+            {},
+            r"action space Tuple.* is not supported; supported: Discrete, MultiDiscrete, MultiBinary, Box",
+        ),
     ],
 )
 def test_environment_problems_are_config_errors(env, overrides, match):

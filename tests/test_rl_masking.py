@@ -243,3 +243,114 @@ def test_next_step_envs_may_allow_nothing_on_the_ignored_reset_step():
     collector.collect(buf)
     assert (~buf.valid).any()  # reset steps happened
     assert (buf.actions[buf.valid] != 2).all()  # action 2 is masked on every real step
+
+
+def test_masks_survive_save_load_and_exact_resume(tmp_path):
+    cfg = dict(SMALL, seed=4, checkpoint_every=128, keep_checkpoints=10)
+    a = PPO("ppokit/MaskedChoice-v0", run_dir=tmp_path / "a", **cfg).learn(4 * 128)
+    b = PPO.resume(tmp_path / "a" / "checkpoints" / f"step_{2 * 128:012d}", run_dir=tmp_path / "b")
+    assert b.resume_info["env_state_restored"], b.resume_info
+    b.learn()
+    params = lambda m: torch.cat([p.detach().flatten() for p in m.policy.parameters()])
+    assert torch.equal(params(a), params(b)) and torch.equal(a.collector.mask, b.collector.mask)
+    a.save(tmp_path / "model")
+    loaded = PPO.load(tmp_path / "model")
+    assert loaded.masked and loaded.manual_grad is None
+    result = loaded.evaluate(episodes=4)
+    assert min(result["returns"]) >= 16 * 0.1 - 1e-9  # never an invalid action
+    for m in (a, b, loaded):
+        m.close()
+
+
+def test_masked_multibinary_by_hand():
+    from ppokit.rl.masking import mask_dim, masked_binary
+
+    assert mask_dim(gym.spaces.MultiBinary(3)) == 6
+    out = torch.tensor([[0.7, -1.3, 2.0]])
+    free = torch.ones(1, 6, dtype=torch.bool)
+    forced = torch.tensor([[True, True, False, True, True, False]])  # bit 1 must be 1, bit 2 must be 0
+    p = torch.sigmoid(out)[0].double()
+    bern = lambda q: float(-(q * q.log() + (1 - q) * (1 - q).log()))
+    actions = torch.tensor([[1.0, 1.0, 0.0]])
+    _, logp, entropy = masked_binary(out, free, actions)
+    assert logp.item() == pytest.approx(float(p[0].log() + p[1].log() + (1 - p[2]).log()), abs=1e-6)
+    assert entropy.item() == pytest.approx(sum(bern(q) for q in p), abs=1e-6)
+    _, logp, entropy = masked_binary(out, forced, actions)
+    assert logp.item() == pytest.approx(float(p[0].log()), abs=1e-6)  # the forced bits have p = 1
+    assert entropy.item() == pytest.approx(bern(p[0]), abs=1e-6)
+    _, logp, _ = masked_binary(out, forced, torch.tensor([[1.0, 0.0, 0.0]]))
+    assert logp.item() == -np.inf
+    many = forced.expand(5000, 6)
+    sampled, logp, _ = masked_binary(out.expand(5000, 3), many)
+    assert (sampled[:, 1] == 1).all() and (sampled[:, 2] == 0).all() and torch.isfinite(logp).all()
+    assert abs(sampled[:, 0].mean().item() - p[0].item()) < 0.03
+
+
+class _MaskedBits(gym.Env):
+    """MultiBinary(3) actions; bit 0 must be 1 and bit 2 must be 0 (``info["action_mask"]``)."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.MultiBinary(3)
+    MASK = np.array([False, True, True, True, True, False])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {"action_mask": self.MASK}
+
+    def step(self, action):
+        ok = action[0] == 1 and action[2] == 0
+        return np.zeros(2, np.float32), float(action[1]), not ok, False, {"action_mask": self.MASK}
+
+
+def test_multibinary_masks_through_ppo():
+    model = PPO(lambda: gym.wrappers.TimeLimit(_MaskedBits(), 8), seed=0, **SMALL)
+    assert model.masked and model.buffer.masks.shape[-1] == 6
+    model.learn(256)
+    acts = model.buffer.actions
+    assert (acts[..., 0] == 1).all() and (acts[..., 2] == 0).all() and (model.buffer.terminated == 0).all()
+    data = rollout_batch(model.buffer, 0.99, 0.95, model.device)
+    logp, _ = model.policy.dist.log_prob_entropy(
+        model.policy(data["obs"])[0], data["actions"], mask=data["masks"]
+    )
+    assert torch.isfinite(logp).all()
+    action, _ = model.predict(np.zeros(2, np.float32), action_masks=_MaskedBits.MASK)
+    assert action[0] == 1 and action[2] == 0
+    model.close()
+
+
+class _DictWithMask(gym.Env):
+    """A Dict observation with other keys besides action_mask (a board and a turn flag)."""
+
+    observation_space = gym.spaces.Dict(
+        {
+            "board": gym.spaces.Box(0, 1, (4,), np.float32),
+            "turn": gym.spaces.Discrete(2),
+            "action_mask": gym.spaces.MultiBinary(4),
+        }
+    )
+    action_space = gym.spaces.Discrete(4)
+
+    def _obs(self):
+        self.mask = np.zeros(4, np.int8)
+        self.mask[self.np_random.choice(4, 2, replace=False)] = 1
+        return {"board": self.mask.astype(np.float32), "turn": int(self.t % 2), "action_mask": self.mask}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        ok = bool(self.mask[int(action)])
+        self.t += 1
+        return self._obs(), 1.0 if ok else -1.0, not ok, self.t >= 8, {}
+
+
+def test_a_dict_observation_keeps_its_other_keys_without_the_mask():
+    model = PPO(_DictWithMask, seed=0, **SMALL)
+    assert model.masked and set(model.observation_space.spaces) == {"board", "turn"}
+    model.learn(256)
+    assert (model.buffer.rewards > 0).all()
+    action, _ = model.predict({"board": np.ones(4, np.float32), "turn": 0}, action_masks=[0, 0, 1, 0])
+    assert action == 2
+    model.close()

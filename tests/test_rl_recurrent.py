@@ -233,3 +233,59 @@ def test_cli_trains_and_evaluates_a_recurrent_policy(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["episodes"] == 5
+
+
+class _UserGru(RecurrentPolicy):
+    """A user's recurrent policy: only ``step`` written; ``act``, ``value`` and ``evaluate_sequences``
+    come from the base class."""
+
+    def __init__(self, observation_space, action_space, width=16):
+        super().__init__(observation_space, action_space)
+        self.cell = torch.nn.GRUCell(observation_space.shape[0], width)
+        self.pi = torch.nn.Linear(width, self.dist.out_dim)
+        self.critic_v = torch.nn.Linear(width, 1)
+        self.state_size = width
+
+    def step(self, obs, state):
+        h = self.cell(obs, state)
+        return self.pi(h), self.critic_v(h).squeeze(-1), h
+
+
+def test_a_user_recurrent_policy_needs_only_step():
+    model = PPO(ENVS["same_step"], policy=_UserGru, seed=0, **SMALL)
+    assert model.recurrent and model.manual_grad is None
+    model.collector.collect(model.buffer)
+    model.collector.collect(model.buffer)
+    data = sequence_batch(model.buffer, 0.99, 0.95, model.device)
+    logp, _, values, ref = evaluate_batch(model.policy, data)
+    assert torch.allclose(logp, ref["logp_old"], atol=1e-5) and torch.allclose(
+        values, ref["values_old"], atol=1e-5
+    )
+    model.learn(256)
+    assert np.isfinite(model.evaluate(episodes=2)["mean_return"])
+    with pytest.raises(TypeError, match="is recurrent.*evaluate_sequences"):
+        model.policy.evaluate(data["obs"][:, 0], data["actions"][:, 0])
+    model.close()
+
+
+@pytest.mark.parametrize(
+    "env_cls", ["BrightSideEnv", "DictObsEnv", "TupleObsEnv", "CopyBitsEnv", "MatrixTargetEnv"]
+)
+def test_recurrent_policies_take_every_observation_encoder_and_action_space(env_cls):
+    import space_envs
+
+    env = getattr(space_envs, env_cls)
+    image = env_cls == "BrightSideEnv"
+    net = dict(recurrent="gru", image_encoder="small") if image else dict(recurrent="lstm")
+    model = _model(env, net, seed=0, n_epochs=1)
+    assert (model.policy.obs_encoder is not None) == (env_cls not in ("MatrixTargetEnv",))
+    for _ in range(2):
+        model.collector.collect(model.buffer)
+    data = sequence_batch(model.buffer, 0.99, 0.95, model.device)
+    logp, _, values, ref = evaluate_batch(model.policy, data)
+    assert torch.allclose(logp, ref["logp_old"], atol=1e-5) and torch.allclose(
+        values, ref["values_old"], atol=1e-5
+    )
+    model.learn(128)
+    assert np.isfinite(model.evaluate(episodes=2)["mean_return"])
+    model.close()

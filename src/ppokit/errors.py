@@ -38,10 +38,10 @@ class CheckpointError(PPOKitError):
     """A checkpoint or saved model is missing, incomplete, corrupt, foreign or incompatible."""
 
 
+class MissingDependencyError(EnvConfigError):
+    """An optional package the environment needs is not installed; the message names the package and
+    the command that installs it."""
+
+
 class RunDirError(PPOKitError):
     """A run directory cannot be used: another process holds it, or it cannot be written."""
-
-
-class MissingDependencyError(PPOKitError, ImportError):
-    """An optional dependency is not installed (Box2D for LunarLander, MuJoCo, transformers, ...); the
-    message names the package and the command that installs it. The CLI prints it as one line."""

@@ -28,10 +28,18 @@ def add_progress_options(p: argparse.ArgumentParser, evaluation: bool = True) ->
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """The options of ``ppokit train`` (Gymnasium PPO)."""
     p.add_argument(
-        "--env", metavar="ID", help="Gymnasium environment id; uses configs/<ID>.yaml when it exists."
+        "--env",
+        metavar="ID",
+        help="Gymnasium id, or module:Id (imports module first); uses configs/<ID>.yaml when it exists.",
     )
     p.add_argument(
         "--config", metavar="FILE.yaml", help="YAML config file (keys as in README's config table)."
+    )
+    p.add_argument(
+        "--gym-packages",
+        nargs="+",
+        metavar="MODULE",
+        help="Python modules to import before looking the env id up (they register their envs).",
     )
     p.add_argument("--total-timesteps", type=int, metavar="N", help="Environment steps to train for.")
     p.add_argument("--seed", type=int, metavar="N", help="Random seed.")

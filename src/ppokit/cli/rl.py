@@ -98,7 +98,14 @@ def resolve_config(args: argparse.Namespace) -> PPOConfig:
     ):
         if getattr(args, flag, None) is not None:
             data[key] = getattr(args, flag)
-    return PPOConfig.from_dict(apply_overrides(data, args.overrides, PPOConfig))
+    if getattr(args, "gym_packages", None):
+        data["gym_packages"] = list(data.get("gym_packages") or []) + list(args.gym_packages)
+    data = apply_overrides(data, args.overrides, PPOConfig)
+    if not data.get("env_wrappers"):  # e.g. MiniGrid's Text mission is dropped (envfind.DEFAULT_WRAPPERS)
+        from ppokit.rl.envfind import default_wrappers
+
+        data["env_wrappers"] = default_wrappers(str(data.get("env_id", "")))
+    return PPOConfig.from_dict(data)
 
 
 def new_run_dir(cfg: PPOConfig, given: str | None) -> Path:

@@ -49,6 +49,7 @@ def precheck(given: str | Path, resume_hint: str) -> Path:
 def default_run_dir(name: str) -> Path:
     """``runs/<name>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... when taken; ``claim`` re-checks)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = name.replace("/", "-").replace(":", "-")  # ALE/Pong-v5, module:Id: one folder, not a path
     path, n = Path("runs") / f"{name}-{stamp}", 1
     while path.exists():
         n += 1

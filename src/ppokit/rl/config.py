@@ -20,6 +20,24 @@ class NetworkConfig(ConfigBase):
     log_std_init: float = option(0.0, "Initial log standard deviation of the Gaussian policy (Box actions).")
     log_std_min: float = option(-5.0, "Lower bound the Gaussian log-std is clamped to.")
     log_std_max: float = option(2.0, "Upper bound the Gaussian log-std is clamped to.")
+    action_bounds: str = option(
+        "clip",
+        "Bounded Box actions: clip the Gaussian sample at the env (SB3's default), or tanh-squash it to "
+        "the bounds with the log-prob corrected.",
+        choices=("clip", "tanh"),
+    )
+    image_encoder: str = option(
+        "auto",
+        "CNN for image observations (uint8 Box, channels first or last): nature (Atari DQN, images "
+        ">= 36x36), small (3x3 convs, small images); auto picks nature when it fits.",
+        choices=("auto", "nature", "small"),
+    )
+    cnn_features: int = option(512, "Width of the CNN's final linear layer (its feature vector).")
+    mlp_after_cnn: bool = option(
+        False,
+        "Image-only observations: put the hidden_sizes MLP(s) after the CNN (default: the heads read "
+        "the CNN features directly, as SB3's CnnPolicy and CleanRL's Atari agent).",
+    )
     recurrent: str = option(
         "none",
         "A recurrent layer after the observation encoder (rl/recurrent.py): the policy keeps a state "
@@ -58,6 +76,7 @@ class NetworkConfig(ConfigBase):
             self.log_std_init,
             f"must lie in [{self.log_std_min}, {self.log_std_max}]",
         )
+        check(self.cnn_features >= 1, "network.cnn_features", self.cnn_features, "must be a positive integer")
 
 
 @dataclass
@@ -66,6 +85,16 @@ class PPOConfig(ConfigBase):
 
     env_id: str = option("CartPole-v1", "Gymnasium environment id.")
     env_kwargs: dict = option({}, "Keyword arguments passed to gymnasium.make / make_vec.")
+    gym_packages: list[str] = option(
+        [],
+        "Python modules to import before looking the env id up (they register their envs), as rl-zoo's "
+        "--gym-packages. Ids of common packages (ALE/, MiniGrid-, ...) import theirs automatically.",
+    )
+    env_wrappers: list = option(
+        [],
+        "Gymnasium wrappers applied to each env in order: dotted names, or {dotted.Name: {kwargs}}; "
+        "saved with the run and re-applied by eval, resume and PPO.load.",
+    )
     num_envs: int = option(8, "Environments stepped in parallel (per process).")
     vectorization: str = option(
         "auto",
@@ -253,4 +282,14 @@ class PPOConfig(ConfigBase):
             self.device,
             "use cpu, cuda or cuda:N",
         )
+        from ppokit.rl.wrappers import parse_wrappers
+
+        parse_wrappers(self.env_wrappers)
+        for module in self.gym_packages:
+            check(
+                bool(re.fullmatch(r"[A-Za-z_][\w.]*", module)),
+                "gym_packages",
+                self.gym_packages,
+                "give importable module names",
+            )
         self.network.validate()

@@ -4,6 +4,12 @@ design notes measured ``Categorical`` sampling at ~350 us a call on these machin
 ``ActionDistribution(action_space)`` turns a policy's output (logits, or a Gaussian mean plus a
 log-std) into samples, log-probabilities and entropies. Every supported space is listed in
 ``KINDS``; any other space is refused with an error naming it (fail closed).
+
+Box actions of any shape are handled flat (``[B, prod(shape)]``: the rollout stores them so, and
+``to_env`` gives them the env's shape). ``squashed_box`` is a bounded Box under
+``network.action_bounds: tanh``: the Gaussian sample ``u`` is stored and the env gets
+``low + (tanh(u) + 1) (high - low) / 2``; its log-probability carries the change-of-variables
+correction (SAC, Haarnoja et al. 2018, appendix C, https://arxiv.org/abs/1801.01290).
 """
 
 from __future__ import annotations
@@ -16,22 +22,35 @@ import torch
 
 from ppokit.errors import EnvConfigError
 from ppokit.functional.losses import entropy_from_logits
-from ppokit.rl.masking import masked_entropy, masked_log_softmax
+from ppokit.rl.masking import masked_binary, masked_entropy, masked_log_softmax
 
 _LOG_2PI = math.log(2 * math.pi)
-KINDS = ("discrete", "multidiscrete", "box")
+KINDS = ("discrete", "multidiscrete", "multibinary", "box", "squashed_box")
+_LOG_2 = math.log(2.0)
 
 
-def action_kind(space: gym.Space) -> str:
-    """The ``KINDS`` entry of ``space``, or EnvConfigError naming the space and what is supported."""
+def action_kind(space: gym.Space, bounds: str = "clip") -> str:
+    """The ``KINDS`` entry of ``space`` (``bounds``: ``clip`` or ``tanh`` for a bounded Box), or
+    EnvConfigError naming the space and what is supported."""
     if isinstance(space, gym.spaces.Discrete):
         return "discrete"
     if isinstance(space, gym.spaces.MultiDiscrete):
         return "multidiscrete"
-    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+    if isinstance(space, gym.spaces.MultiBinary):
+        return "multibinary"
+    if isinstance(space, gym.spaces.Box) and len(space.shape) >= 1:
+        if bounds == "tanh":
+            if not space.is_bounded("both"):
+                raise EnvConfigError(
+                    f"network.action_bounds='tanh' is not allowed for the unbounded action space {space}; "
+                    "use clip"
+                )
+            return "squashed_box"
+        if bounds != "clip":
+            raise EnvConfigError(f"network.action_bounds={bounds!r} is not allowed; use clip or tanh")
         return "box"
     raise EnvConfigError(
-        f"action space {space} is not supported; supported: Discrete, MultiDiscrete, 1-D Box"
+        f"action space {space} is not supported; supported: Discrete, MultiDiscrete, MultiBinary, Box"
     )
 
 
@@ -44,17 +63,54 @@ class ActionDistribution:
     probability exactly 0 in sampling, log-probability and entropy.
     """
 
-    def __init__(self, action_space: gym.Space):
-        self.kind = action_kind(action_space)
+    def __init__(self, action_space: gym.Space, bounds: str = "clip"):
+        self.kind = action_kind(action_space, bounds)
+        self.space = action_space
+        self.start = None
         if self.kind == "discrete":
             self.nvec = [int(action_space.n)]
+            self.start = int(action_space.start)
         elif self.kind == "multidiscrete":
             self.nvec = [int(n) for n in np.asarray(action_space.nvec).ravel()]
+            self.start = np.asarray(action_space.start)
         else:
             self.nvec = []
-        self.out_dim = sum(self.nvec) if self.nvec else int(action_space.shape[0])
-        self.action_shape: tuple[int, ...] = () if self.kind == "discrete" else tuple(action_space.shape)
-        self.action_dtype = torch.float32 if self.kind == "box" else torch.long
+        self.gaussian = self.kind in ("box", "squashed_box")
+        self.env_shape: tuple[int, ...] = tuple(action_space.shape)
+        flat = int(np.prod(self.env_shape)) if self.env_shape else 1
+        self.out_dim = sum(self.nvec) if self.nvec else flat
+        # How the rollout stores actions: indices as in the space, Box/MultiBinary values flat.
+        self.action_shape: tuple[int, ...] = {"discrete": (), "multidiscrete": self.env_shape}.get(
+            self.kind, (flat,)
+        )
+        self.action_dtype = torch.long if self.kind in ("discrete", "multidiscrete") else torch.float32
+        if self.gaussian:
+            self.low = np.asarray(action_space.low, dtype=np.float64).reshape(-1)
+            self.high = np.asarray(action_space.high, dtype=np.float64).reshape(-1)
+        if self.kind == "squashed_box":
+            self._scale = torch.as_tensor((self.high - self.low) / 2.0, dtype=torch.float32)
+            self._log_scale_sum = float(np.log((self.high - self.low) / 2.0).sum())
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """Stored actions ``[B, *action_shape]`` -> what the env takes: clipped (box) or squashed to
+        the bounds, in the space's shape and dtype (categories shifted by the space's ``start``)."""
+        B = actions.shape[0]
+        if self.kind == "box":  # a Gaussian sample is stored unclipped (its logp is exact), clipped here
+            return np.clip(actions, self.low, self.high).reshape(B, *self.env_shape).astype(self.space.dtype)
+        if self.kind == "squashed_box":
+            a = self.low + (np.tanh(actions.astype(np.float64)) + 1.0) * (self.high - self.low) / 2.0
+            return np.clip(a, self.low, self.high).reshape(B, *self.env_shape).astype(self.space.dtype)
+        if self.kind == "multibinary":
+            return actions.reshape(B, *self.env_shape).astype(self.space.dtype)
+        if self.start is not None and np.any(self.start != 0):
+            return actions + self.start
+        return actions
+
+    def _squash_correction(self, u: torch.Tensor) -> torch.Tensor:
+        """sum log |d a / d u| of a = low + (tanh(u) + 1) (high - low) / 2, ``[B]``: log(1 - tanh(u)^2)
+        written as 2 (log 2 - u - softplus(-2u)), stable for large |u| (as in SB3's and CleanRL's SAC)."""
+        log_dtanh = 2.0 * (_LOG_2 - u - torch.nn.functional.softplus(-2.0 * u))
+        return log_dtanh.sum(-1) + self._log_scale_sum
 
     def _split(self, logits: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(logits, self.nvec, dim=-1))
@@ -63,8 +119,8 @@ class ActionDistribution:
         """``mask`` split like the logits (one None per sub-action without a mask)."""
         if mask is None:
             return [None] * len(self.nvec)
-        if self.kind == "box":
-            raise ValueError("action masks apply to discrete actions, not to a Box action space")
+        if self.kind not in ("discrete", "multidiscrete"):
+            raise ValueError(f"action masks apply to discrete actions, not to {self.kind} actions")
         return self._split(mask.bool())
 
     def log_prob_entropy(
@@ -76,11 +132,21 @@ class ActionDistribution:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi(a|s) ``[B]`` and the entropy ``[B]`` of the distribution ``out`` ``[B, out_dim]``
         (over the allowed actions only, given a ``mask``)."""
-        if self.kind == "box":
+        if self.gaussian:
             z = (actions - out) * torch.exp(-log_std)
             logp = (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)
+            # squashed: the entropy of the pre-squash Gaussian (the squashed one has no closed form)
             entropy = (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1).expand(out.shape[0])
+            if self.kind == "squashed_box":
+                logp = logp - self._squash_correction(actions)
             return logp, entropy
+        if self.kind == "multibinary" and mask is not None:  # rl/masking.py: each bit a 2-way categorical
+            return masked_binary(out, mask, actions)[1:]
+        if self.kind == "multibinary":  # independent Bernoullis with logits ``out``
+            logp = (actions * out - torch.nn.functional.softplus(out)).sum(-1)
+            p = torch.sigmoid(out)
+            sp_pos, sp_neg = torch.nn.functional.softplus(out), torch.nn.functional.softplus(-out)
+            return logp, (p * sp_neg + (1.0 - p) * sp_pos).sum(-1)
         actions = actions.long().view(out.shape[0], -1)
         logp = out.new_zeros(out.shape[0])
         entropy = out.new_zeros(out.shape[0])
@@ -103,9 +169,16 @@ class ActionDistribution:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """An action (``[B]`` discrete, ``[B, k]`` otherwise) and its log-probability ``[B]``;
         ``deterministic`` takes the mode; a ``mask`` restricts both to the allowed actions."""
-        if self.kind == "box":
+        if self.gaussian:
             action = out if deterministic else out + torch.exp(log_std) * torch.randn_like(out)
             return action, self.log_prob_entropy(out, action, log_std)[0]
+        if self.kind == "multibinary" and mask is not None:
+            return masked_binary(out, mask, None, deterministic)[:2]
+        if self.kind == "multibinary":
+            action = (
+                (out > 0).float() if deterministic else (torch.rand_like(out) < torch.sigmoid(out)).float()
+            )
+            return action, self.log_prob_entropy(out, action)[0]
         parts, logps = [], []
         splits = self._split(out) if self.kind == "multidiscrete" else [out]
         for logits, m in zip(splits, self._masks(mask)):

@@ -1,8 +1,10 @@
-"""Making vectorized Gymnasium environments and checking that ppokit supports their spaces."""
+"""Making vectorized Gymnasium environments and checking that ppokit supports their spaces.
+
+Finding the id (``module:Id``, ``gym_packages``, third-party namespaces) is ``envfind.py``; wrappers
+from the config, ``wrappers.py``; how each observation space is stored, ``spaces.py``."""
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import signal
@@ -15,41 +17,33 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState
 
-from ppokit.errors import EnvConfigError, EnvError, EnvStepError
+from ppokit.errors import EnvConfigError, EnvError, EnvStepError, MissingDependencyError
+from ppokit.rl.envfind import find_spec, import_packages, load_entry_point, one_line
 from ppokit.rl.masking import strip_mask_key
+from ppokit.rl.wrappers import apply_wrappers, check_wrappers
 
 EnvSpec = str | Callable[[], gym.Env]
 
 
-def check_env_id(env_id: str) -> gym.envs.registration.EnvSpec:
-    """The registered spec of ``env_id``; an unknown id raises EnvConfigError with the closest names."""
-    if env_id.startswith("ppokit/"):  # ppokit's own small envs (rl/toy_envs.py) register on import
-        import ppokit.rl.toy_envs  # noqa: F401
-    try:
-        return gym.spec(env_id)
-    except gym.error.Error:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise EnvConfigError(
-            f"env_id={env_id!r} is not allowed: it is not a registered Gymnasium environment{hint}"
-        ) from None
+def check_env_id(env_id: str, packages: list[str] | tuple = ()) -> gym.envs.registration.EnvSpec:
+    """The registered spec of ``env_id`` (``Id`` or ``module:Id``, after importing ``packages`` and
+    the id's known provider); an unknown id raises EnvConfigError with the closest names, a missing
+    optional dependency MissingDependencyError with the install command (envfind.py)."""
+    spec = find_spec(env_id, packages)
+    load_entry_point(spec, env_id)
+    return spec
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space, env: str = "env") -> None:
-    """Raise EnvConfigError unless observations are a Box and actions Discrete, MultiDiscrete or 1-D Box."""
-    if not isinstance(observation_space, gym.spaces.Box):
-        raise EnvConfigError(
-            f"{env}: observation space {observation_space} is not supported; ppokit needs a Box "
-            "(wrap dict/tuple spaces with gymnasium.wrappers.FlattenObservation)"
-        )
-    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.Box)):
-        raise EnvConfigError(
-            f"{env}: action space {action_space} is not supported; use Discrete, MultiDiscrete or Box"
-        )
-    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1:
-        raise EnvConfigError(
-            f"{env}: Box action space of shape {action_space.shape} is not supported; it must be 1-D"
-        )
+    """Raise EnvConfigError naming the space unless ppokit supports both (spaces.py, distributions.py)."""
+    from ppokit.rl.distributions import action_kind
+    from ppokit.rl.spaces import ObsLayout
+
+    try:
+        ObsLayout(observation_space)
+        action_kind(action_space)
+    except EnvConfigError as e:
+        raise EnvConfigError(f"{env}: {e}") from None
 
 
 def _worker_env(factory: Callable[[], gym.Env], main_pid: int) -> gym.Env:
@@ -65,12 +59,28 @@ def _worker_env(factory: Callable[[], gym.Env], main_pid: int) -> gym.Env:
     return factory()
 
 
-def _make_registered(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
-    return gym.make(env_id, **env_kwargs)
+def _make_registered(
+    env_id: str, env_kwargs: dict[str, Any], packages: tuple = (), wrappers: tuple = ()
+) -> gym.Env:
+    import_packages(packages)  # again: a spawned worker process has not imported them
+    try:
+        env = gym.make(env_id, **env_kwargs)
+    except gym.error.DependencyNotInstalled as e:
+        raise MissingDependencyError(f"env_id={env_id!r}: {one_line(e)}") from None
+    return apply_wrappers(env, list(wrappers))
+
+
+def _make_custom(factory: Callable[[], gym.Env], wrappers: tuple) -> gym.Env:
+    return apply_wrappers(factory(), list(wrappers))
 
 
 def make_vec_env(
-    env: EnvSpec, num_envs: int, vectorization: str = "auto", env_kwargs: dict[str, Any] | None = None
+    env: EnvSpec,
+    num_envs: int,
+    vectorization: str = "auto",
+    env_kwargs: dict[str, Any] | None = None,
+    packages: list[str] | tuple = (),
+    wrappers: list | tuple = (),
 ) -> gym.vector.VectorEnv:
     """A vector env of ``num_envs`` copies of ``env`` (an id or a factory returning a ``gym.Env``).
 
@@ -79,21 +89,32 @@ def make_vec_env(
     autoreset (the final observation comes in ``info["final_obs"]``); vector entry points keep their
     own mode, which the rollout reads from ``metadata["autoreset_mode"]``. ``async`` gives a
     ``CheckedAsyncVectorEnv`` (worker errors name the env index and carry the worker's traceback).
+    ``packages`` are imported before the id is looked up; ``wrappers`` (``env_wrappers`` entries)
+    wrap every sub-environment, so ``auto`` then chooses ``sync`` (a vector entry point has none).
     """
     env_kwargs = dict(env_kwargs or {})
+    packages, wrappers = tuple(packages), tuple(wrappers)
     label = f"env_id={env!r}" if isinstance(env, str) else env_name(env)
+    check_wrappers(list(wrappers))
     if isinstance(env, str):
-        spec = check_env_id(env)
+        spec = check_env_id(env, packages)
         if vectorization == "auto":
-            vectorization = "vector_entry_point" if spec.vector_entry_point else "sync"
+            vectorization = "vector_entry_point" if spec.vector_entry_point and not wrappers else "sync"
+        if vectorization == "vector_entry_point" and wrappers:
+            raise EnvConfigError(
+                f"vectorization='vector_entry_point' is not allowed with env_wrappers for env_id={env!r}: "
+                "the wrappers wrap single environments; use auto, sync or async"
+            )
         if vectorization == "vector_entry_point" and not spec.vector_entry_point:
             raise EnvConfigError(
                 f"vectorization='vector_entry_point' is not allowed for env_id={env!r}: it has no "
                 "vector entry point; use auto, sync or async"
             )
-        factory: Callable[[], gym.Env] = functools.partial(_make_registered, env, env_kwargs)
+        factory: Callable[[], gym.Env] = functools.partial(
+            _make_registered, env, env_kwargs, packages, wrappers
+        )
     else:
-        factory = env
+        factory = functools.partial(_make_custom, env, wrappers) if wrappers else env
     try:
         venv = _build(env, factory, num_envs, vectorization, env_kwargs)
     except TypeError as e:
@@ -187,14 +208,18 @@ def env_name(env: EnvSpec) -> str:
 
 def space_signature(observation_space: gym.Space, action_space: gym.Space) -> dict[str, Any]:
     """JSON description of the spaces, saved with a model and checked when it is loaded."""
+    from ppokit.rl.spaces import ObsLayout
+
     sig: dict[str, Any] = {
-        "obs_shape": list(observation_space.shape),
+        **ObsLayout(observation_space).signature(),
         "action_type": type(action_space).__name__,
     }
     if isinstance(action_space, gym.spaces.Discrete):
         sig["action_n"] = int(action_space.n)
     elif isinstance(action_space, gym.spaces.MultiDiscrete):
         sig["action_nvec"] = [int(n) for n in np.asarray(action_space.nvec).ravel()]
+    elif isinstance(action_space, gym.spaces.MultiBinary):
+        sig["action_shape"] = list(action_space.shape)
     else:
         sig["action_shape"] = list(action_space.shape)
         sig["action_low"] = np.asarray(action_space.low, dtype=float).tolist()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ppokit.rl.envs import env_name, make_vec_env
-from ppokit.rl.masking import MaskSource
+from ppokit.rl.masking import MaskSource, mask_nvec
 
 if TYPE_CHECKING:
     from ppokit.rl.ppo import PPO
@@ -20,7 +20,8 @@ def _mask_source(model: PPO, venv, info: dict) -> MaskSource | None:
     """The evaluation envs' masks when the model trained with masks (rl/masking.py)."""
     if not model.masked:
         return None
-    return MaskSource.detect(venv, info, model.policy.dist.nvec, "true", env_name(model.env_spec))
+    nvec = mask_nvec(model.action_space)
+    return MaskSource.detect(venv, info, nvec, "true", env_name(model.env_spec))
 
 
 def evaluate_policy(
@@ -33,7 +34,12 @@ def evaluate_policy(
     while len(returns) < episodes:
         k = min(max_parallel, episodes - len(returns))
         venv = make_vec_env(
-            model.env_spec, k, "auto" if cfg.vectorization == "async" else cfg.vectorization, cfg.env_kwargs
+            model.env_spec,
+            k,
+            "auto" if cfg.vectorization == "async" else cfg.vectorization,
+            cfg.env_kwargs,
+            cfg.gym_packages,
+            cfg.env_wrappers,
         )
         try:
             obs, info = venv.reset(seed=seed + len(returns))

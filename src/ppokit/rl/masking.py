@@ -33,15 +33,22 @@ MASK_KEY = "action_mask"
 MODES = ("auto", "true", "false")
 
 
+def mask_nvec(action_space: gym.Space) -> list[int] | None:
+    """The widths of the mask's per-sub-action rows (``[n]``, ``nvec``, ``[2] * n`` for MultiBinary),
+    or None when masking does not apply (Box)."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return [int(action_space.n)]
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        return [int(n) for n in np.asarray(action_space.nvec).ravel()]
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        return [2] * int(np.prod(action_space.shape))
+    return None
+
+
 def mask_dim(action_space: gym.Space) -> int | None:
     """The flat mask width for ``action_space``, or None when masking does not apply (Box)."""
-    if isinstance(action_space, gym.spaces.Discrete):
-        return int(action_space.n)
-    if isinstance(action_space, gym.spaces.MultiDiscrete):
-        return int(np.asarray(action_space.nvec).sum())
-    if isinstance(action_space, gym.spaces.MultiBinary):
-        return 2 * int(np.prod(action_space.shape))
-    return None
+    nvec = mask_nvec(action_space)
+    return None if nvec is None else int(sum(nvec))
 
 
 # -- the maths ------------------------------------------------------------------------------------
@@ -58,6 +65,26 @@ def masked_entropy(log_probs: torch.Tensor, mask: torch.Tensor | None) -> torch.
     if mask is None:
         return -(log_probs.exp() * log_probs).sum(-1)
     return -(log_probs.exp() * log_probs.masked_fill(~mask, 0.0)).sum(-1)
+
+
+def masked_binary(
+    out: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None, deterministic: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Masked independent Bernoullis (MultiBinary): ``(actions [B, n] float, logp [B], entropy [B])``
+    for logits ``out [B, n]`` and a mask ``[B, 2n]`` (each bit's ``[0 allowed, 1 allowed]``). Each bit is
+    the categorical over {0, 1} with logits ``[0, out]`` (the same distribution: p(1) = sigmoid(out)),
+    masked as any categorical, so a forced bit has probability exactly 1 and adds no entropy. Given
+    ``actions`` they are scored; else sampled (Gumbel-max) or, ``deterministic``, the mode."""
+    B, n = out.shape
+    m = mask.reshape(B, n, 2).bool()
+    log_probs = masked_log_softmax(torch.stack([torch.zeros_like(out), out], -1), m)
+    if actions is None:
+        score = log_probs
+        if not deterministic:
+            score = log_probs - torch.rand_like(log_probs).clamp_(1e-20, 1.0).log_().neg_().log_()
+        actions = score.argmax(-1).float()
+    logp = log_probs.gather(-1, actions.long().reshape(B, n, 1)).squeeze(-1).sum(-1)
+    return actions, logp, masked_entropy(log_probs, m).sum(-1)
 
 
 def check_rows(mask: np.ndarray, what: str, step: int | None = None) -> None:

@@ -69,7 +69,11 @@ class MlpActorCritic(Policy):
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig):
         super().__init__(
-            observation_space, action_space, cfg.log_std_init, (cfg.log_std_min, cfg.log_std_max)
+            observation_space,
+            action_space,
+            cfg.log_std_init,
+            (cfg.log_std_min, cfg.log_std_max),
+            cfg.action_bounds,
         )
         if cfg.activation not in ACTIVATIONS:
             raise ValueError(f"activation {cfg.activation!r} is not one of {sorted(ACTIVATIONS)}")
@@ -159,9 +163,18 @@ class MlpActorCritic(Policy):
 
 
 def build_policy(observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig) -> Policy:
-    """The built-in policy for ``network`` settings ``cfg`` (recurrent: rl/recurrent.py)."""
+    """The built-in policy for ``network`` settings ``cfg``: the MLP for Box observations, else an
+    ``EncoderActorCritic`` (rl/encoders.py: CNN for images, one-hot for discrete, Dict/Tuple per key);
+    recurrent: rl/recurrent.py (on the same encoders)."""
+    from ppokit.rl.spaces import ObsLayout
+
+    kind = ObsLayout(observation_space).kind
     if cfg.recurrent != "none":
         from ppokit.rl.recurrent import build_recurrent_policy  # it builds on this module's layers
 
         return build_recurrent_policy(observation_space, action_space, cfg)
-    return MlpActorCritic(observation_space, action_space, cfg)
+    if kind == "box":
+        return MlpActorCritic(observation_space, action_space, cfg)
+    from ppokit.rl.encoders import EncoderActorCritic
+
+    return EncoderActorCritic(observation_space, action_space, cfg)

@@ -17,7 +17,9 @@ without it keeps working on unmasked envs. A policy with memory subclasses ``Rec
 (rl/recurrent.py), which adds the recurrent state to these calls.
 
 Override any of them for more (e.g. a shared encoder computed once). Shapes: ``obs [B, *obs_shape]``
-float32 (normalised when ``normalize_obs``), ``actions [B]`` (Discrete) or ``[B, k]``, the rest ``[B]``.
+in the rollout's storage form (``rl/spaces.py``: float32 for a Box, normalised when ``normalize_obs``;
+uint8 for images; a packed vector for Discrete/Dict/Tuple observations), ``actions [B]`` (Discrete) or
+``[B, k]`` (Box and MultiBinary flat), the rest ``[B]``.
 ``actor_parameters`` / ``critic_parameters`` split the parameters for ``separate_optimizers``
 (by default: names starting with ``critic`` belong to the critic).
 """
@@ -40,18 +42,19 @@ class Policy(nn.Module):
         action_space: gym.Space,
         log_std_init: float = 0.0,
         log_std_bounds: tuple[float, float] = (-5.0, 2.0),
+        action_bounds: str = "clip",
     ):
         super().__init__()
         self.observation_space, self.action_space = observation_space, action_space
-        self.dist = ActionDistribution(action_space)
+        self.dist = ActionDistribution(action_space, action_bounds)
         self.log_std_bounds = tuple(log_std_bounds)
-        if self.dist.kind == "box":
+        if self.dist.gaussian:
             # State-independent log-std (as in the PPO paper's MuJoCo setup), clamped in use.
             self.actor_log_std = nn.Parameter(torch.full((self.dist.out_dim,), float(log_std_init)))
 
     @property
     def kind(self) -> str:
-        """The action distribution: ``discrete``, ``multidiscrete`` or ``box``."""
+        """The action distribution, one of ``distributions.KINDS``."""
         return self.dist.kind
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
@@ -61,7 +64,7 @@ class Policy(nn.Module):
     def log_std(self) -> torch.Tensor | None:
         """The Gaussian log-std kept in ``log_std_bounds`` (avoids collapse and blow-up); None for
         discrete actions."""
-        if self.dist.kind != "box":
+        if not self.dist.gaussian:
             return None
         return self.actor_log_std.clamp(*self.log_std_bounds)
 

@@ -24,18 +24,19 @@ import torch
 
 from ppokit import distributed
 from ppokit.config import ConfigError
-from ppokit.errors import NonFiniteError
+from ppokit.errors import EnvError, NonFiniteError
 from ppokit.functional import explained_variance
 from ppokit.optim import FlatAdam
 from ppokit.rl import fast, state
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.envs import EnvSpec, autoreset_mode, make_vec_env
-from ppokit.rl.masking import validate_masks
+from ppokit.rl.masking import mask_dim, mask_nvec, validate_masks
 from ppokit.rl.networks import build_policy
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler, sync_statistics
 from ppokit.rl.policy import Policy
 from ppokit.rl.recurrent import RecurrentPolicy, flat_valid, sequence_batch
 from ppokit.rl.rollout import Collector, RolloutBuffer
+from ppokit.rl.spaces import ObsLayout
 from ppokit.rl.update import AdaptiveKL, normalize_advantages, ppo_loss, ppo_update, rollout_batch
 from ppokit.seeding import seed_everything
 from ppokit.tracking import PROCESS_START
@@ -80,10 +81,20 @@ class PPO:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device!r} is not allowed; CUDA is not available on this machine")
         # -- the environments and the policy ----------------------------------------------------
-        self.venv = make_vec_env(self.env_spec, cfg.num_envs, cfg.vectorization, cfg.env_kwargs)
+        self.venv = make_vec_env(
+            self.env_spec, cfg.num_envs, cfg.vectorization, cfg.env_kwargs, cfg.gym_packages, cfg.env_wrappers
+        )
         autoreset_mode(self.venv)
         self.observation_space = self.venv.single_observation_space
         self.action_space = self.venv.single_action_space
+        # how observations are stored and fed to the policy (rl/spaces.py): uint8 images, packed Dicts
+        self.obs_layout = ObsLayout(self.observation_space)
+        if cfg.normalize_obs and self.obs_layout.kind != "box":
+            self.venv.close()
+            raise ConfigError(
+                f"normalize_obs=True is not allowed for {self.obs_layout.kind} observations "
+                f"({self.observation_space}); it applies to Box observations (images are scaled by 1/255)"
+            )
         self.policy = self._make_policy(policy).to(self.device)
         distributed.broadcast_parameters(self.policy)  # every rank starts from rank 0's networks
         # Each rank samples and steps its own environments with a seed derived from the run seed.
@@ -95,7 +106,7 @@ class PPO:
         self.guard = GuardedStep(self.optimizers, cfg.max_grad_norm, cfg.nonfinite_stop_after, self._where)
         # The CPU fast path (rl/fast/): used only where it computes exactly PPO.loss's gradient.
         own_loss = type(self).loss is PPO.loss
-        obs_shape = self.observation_space.shape
+        obs_shape = self.obs_layout.shape
         self.obs_norm = ObsNormalizer(obs_shape, cfg.obs_clip) if cfg.normalize_obs else None
         self.reward_scaler = (
             RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
@@ -110,6 +121,7 @@ class PPO:
             cfg.nan_policy,
             cfg.action_masking,
             state.env_label(self),
+            self.obs_layout,
         )
         self.masked = self.collector.mask_source is not None  # the env gives action masks (rl/masking.py)
         self.recurrent = isinstance(self.policy, RecurrentPolicy)
@@ -121,8 +133,9 @@ class PPO:
             obs_shape,
             dist.action_shape,
             dist.action_dtype,
-            mask_dim=dist.out_dim if self.masked else None,
+            mask_dim=mask_dim(self.action_space) if self.masked else None,
             state_size=self.policy.state_size if self.recurrent else None,
+            obs_dtype=self.obs_layout.dtype,
         )
         self.kl = AdaptiveKL(cfg.kl_coef, cfg.adaptive_kl_target, cfg.objective == "kl_adaptive")
         self.num_timesteps = self.num_updates = 0
@@ -394,42 +407,55 @@ class PPO:
     @torch.no_grad()
     def predict(
         self,
-        obs: np.ndarray,
+        obs: Any,
         state: np.ndarray | None = None,
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
         action_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(action, state)`` for one observation or a batch (normalised like training), as
-        sb3-contrib's ``RecurrentPPO.predict`` / ``MaskablePPO.predict``.
+        """``(action, state)`` for one observation or a batch, exactly as the env gives them (a dict
+        for Dict spaces, an int for Discrete ones), encoded and normalised like training; the action
+        as the env takes it (clipped or squashed Box, MultiBinary in the space's dtype). As
+        sb3-contrib's ``RecurrentPPO.predict`` / ``MaskablePPO.predict``:
 
         A recurrent policy (rl/recurrent.py) takes the ``state`` the previous call returned (None: the
         initial state) and ``episode_start`` (bool per env: reset the state before this observation),
         and returns the new state ``[n, state_size]``; other policies return None. ``action_masks``
         (``[n, mask_dim]`` or ``[mask_dim]`` bool, True = allowed; rl/masking.py) restricts the action.
         """
-        obs = np.asarray(obs, dtype=np.float32)
-        single = obs.shape == self.observation_space.shape
-        batch = obs[None] if single else obs
+        batch, single = self._encode_for_predict(obs)
         if self.obs_norm is not None:
             batch = self.obs_norm(batch, update=False)
         as_tensor = lambda x, dtype=None: torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
         n, kw = batch.shape[0], {}
+        x = as_tensor(batch, self.obs_layout.dtype)
         if action_masks is not None:
-            nvec = self.policy.dist.nvec
+            nvec = mask_nvec(self.action_space)
             kw["mask"] = as_tensor(validate_masks(action_masks, nvec, n, "observation"), torch.bool)
         if self.recurrent:
             kw["state"] = None if state is None else as_tensor(state, torch.float32).reshape(n, -1)
             kw["episode_start"] = None if episode_start is None else as_tensor(episode_start, torch.bool)
-            action, _, _, new_state = self.policy.act(as_tensor(batch), deterministic=deterministic, **kw)
+            action, _, _, new_state = self.policy.act(x, deterministic=deterministic, **kw)
             state = new_state.cpu().numpy()
         else:
-            action, _, _ = self.policy.act(as_tensor(batch), deterministic=deterministic, **kw)
+            action, _, _ = self.policy.act(x, deterministic=deterministic, **kw)
             state = None
-        action = action.cpu().numpy()
-        if self.policy.kind == "box":
-            action = np.clip(action, self.action_space.low, self.action_space.high)
+        action = self.policy.dist.to_env(action.cpu().numpy())
         return (action[0] if single else action), state
+
+    def _encode_for_predict(self, obs: Any) -> tuple[np.ndarray, bool]:
+        """``(observations encoded as the rollout stores them [n, ...], whether obs was a single one)``."""
+        layout = self.obs_layout
+        try:
+            single = layout.is_single(obs)
+            return layout.encode(layout.batch_of_one(obs) if single else obs), single
+        except (TypeError, ValueError, KeyError, IndexError) as e:
+            wrapped = f" (after env_wrappers {self.config.env_wrappers})" if self.config.env_wrappers else ""
+            raise EnvError(
+                f"predict got an observation that does not fit the model's observation space "
+                f"{self.observation_space}{wrapped}: {type(e).__name__}: {e}; pass observations as that "
+                "env gives them (ppokit reads Dict, Tuple and Discrete observations without flattening)"
+            ) from None
 
     def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: int = 10_000) -> dict[str, Any]:
         """Mean and std of the return over ``episodes`` fresh episodes (see ``evaluation.py``)."""

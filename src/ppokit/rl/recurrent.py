@@ -27,8 +27,10 @@ from torch import nn
 
 from ppokit.functional import gae
 from ppokit.rl.config import NetworkConfig
+from ppokit.rl.encoders import ObsEncoder
 from ppokit.rl.networks import ACTIVATIONS, head, mlp
 from ppokit.rl.policy import Policy
+from ppokit.rl.spaces import ObsLayout
 
 State = torch.Tensor
 
@@ -119,11 +121,15 @@ CELLS = {"lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 
 class RecurrentActorCritic(RecurrentPolicy):
-    """Encoder (the MLP of ``network.hidden_sizes``) -> LSTM or GRU cell -> policy and value heads.
+    """Encoder -> LSTM or GRU cell -> policy and value heads.
 
-    By default actor and critic each have their own encoder and recurrent cell (sb3-contrib's default:
-    a critic LSTM apart from the actor's); ``recurrent_shared`` shares both, ``shared_trunk`` only the
-    encoder. The state is ``[h_actor, (c_actor), h_critic, (c_critic)]`` side by side.
+    The encoder is the MLP of ``network.hidden_sizes``, after the observation encoder of rl/encoders.py
+    for observations that are not a plain Box (a CNN for images, one-hot for discrete, Dict/Tuple per
+    key; shared by actor and critic, as in ``EncoderActorCritic``; an image alone feeds the cells
+    directly unless ``mlp_after_cnn``, as CleanRL's Atari LSTM agent). By default actor and critic each
+    have their own MLP and recurrent cell (sb3-contrib's default: a critic LSTM apart from the actor's);
+    ``recurrent_shared`` shares both, ``shared_trunk`` only the MLP. The state is
+    ``[h_actor, (c_actor), h_critic, (c_critic)]`` side by side.
 
     The cells are ``nn.LSTMCell`` / ``nn.GRUCell`` modules (their parameters and names), but the step
     is computed here, for the actor's and the critic's cell together (their weights stacked, one
@@ -135,21 +141,29 @@ class RecurrentActorCritic(RecurrentPolicy):
 
     def __init__(self, observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig):
         super().__init__(
-            observation_space, action_space, cfg.log_std_init, (cfg.log_std_min, cfg.log_std_max)
+            observation_space,
+            action_space,
+            cfg.log_std_init,
+            (cfg.log_std_min, cfg.log_std_max),
+            cfg.action_bounds,
         )
         if cfg.recurrent not in CELLS:
             raise ValueError(f"network.recurrent={cfg.recurrent!r} is not one of {sorted(CELLS)}")
         if cfg.activation not in ACTIVATIONS:
             raise ValueError(f"activation {cfg.activation!r} is not one of {sorted(ACTIVATIONS)}")
         self.cfg = cfg
-        obs_dim = int(np.prod(observation_space.shape))
-        feat, self.hidden = cfg.hidden_sizes[-1], cfg.recurrent_hidden_size
+        layout = ObsLayout(observation_space)
+        self.obs_encoder = None if layout.kind == "box" else ObsEncoder(layout, cfg)
+        in_dim = int(np.prod(observation_space.shape)) if layout.kind == "box" else self.obs_encoder.out_dim
+        self.hidden = cfg.recurrent_hidden_size
         self.lstm = cfg.recurrent == "lstm"
         share_encoder = cfg.recurrent_shared or cfg.shared_trunk
-        self.encoder = mlp(obs_dim, cfg.hidden_sizes, cfg.activation, cfg.ortho_init)
-        self.critic_encoder = (
-            None if share_encoder else mlp(obs_dim, cfg.hidden_sizes, cfg.activation, cfg.ortho_init)
-        )
+        if layout.kind == "image" and not cfg.mlp_after_cnn:
+            self.encoder, self.critic_encoder, feat = nn.Identity(), None, in_dim
+        else:
+            make = lambda: mlp(in_dim, cfg.hidden_sizes, cfg.activation, cfg.ortho_init)
+            self.encoder, self.critic_encoder = make(), None if share_encoder else make()
+            feat = cfg.hidden_sizes[-1]
         self.core = self._cell(feat)
         self.critic_core = None if cfg.recurrent_shared else self._cell(feat)
         self.actor_head = head(self.hidden, self.dist.out_dim, 0.01, cfg.ortho_init)
@@ -177,7 +191,7 @@ class RecurrentActorCritic(RecurrentPolicy):
 
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
         """Encoder outputs ``[K, B, F]`` (the actor's, then the critic's when it has its own cell)."""
-        x = obs.reshape(obs.shape[0], -1)
+        x = obs.reshape(obs.shape[0], -1) if self.obs_encoder is None else self.obs_encoder(obs)
         xa = self.encoder(x)
         if self.n_cores == 1:
             return xa[None]

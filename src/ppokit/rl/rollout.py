@@ -32,10 +32,11 @@ from gymnasium.vector import AutoresetMode
 from ppokit import distributed
 from ppokit.errors import EnvStepError
 from ppokit.rl import envstate
-from ppokit.rl.masking import MaskSource
+from ppokit.rl.masking import MaskSource, mask_nvec
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler
 from ppokit.rl.policy import Policy
 from ppokit.rl.recurrent import RecurrentPolicy
+from ppokit.rl.spaces import ObsLayout
 
 
 @dataclass
@@ -70,13 +71,15 @@ class RolloutBuffer:
         action_dtype: torch.dtype,
         mask_dim: int | None = None,
         state_size: int | None = None,
+        obs_dtype: torch.dtype = torch.float32,
     ) -> RolloutBuffer:
-        """Zeroed storage; ``mask_dim`` adds ``masks``, ``state_size`` the recurrent fields."""
+        """Zeroed storage; ``mask_dim`` adds ``masks``, ``state_size`` the recurrent fields, ``obs_dtype``
+        is the observation layout's (uint8 for images, rl/spaces.py)."""
         z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype)
         T, N = n_steps, num_envs
         recurrent = state_size is not None
         return cls(
-            obs=z(T, N, *obs_shape),
+            obs=z(T, N, *obs_shape, dtype=obs_dtype),
             actions=z(T, N, *action_shape, dtype=action_dtype),
             logp=z(T, N),
             values=z(T, N),
@@ -183,6 +186,7 @@ class Collector:
         nan_policy: str = "raise",
         action_masking: bool | str = "auto",
         label: str = "env",
+        layout: ObsLayout | None = None,
     ):
         self.venv, self.policy, self.device = venv, policy, device
         self.obs_norm, self.reward_scaler, self.nan_policy = obs_norm, reward_scaler, nan_policy
@@ -191,18 +195,20 @@ class Collector:
         )
         self.num_envs = venv.num_envs
         self.action_space = venv.single_action_space
-        self.box = isinstance(self.action_space, gym.spaces.Box)
+        # observations are stored as the layout says (rl/spaces.py): Dict/Discrete packed, images uint8
+        self.layout = layout if layout is not None else ObsLayout(venv.single_observation_space)
         self.episodes = EpisodeStats(self.num_envs)
         self.skipped_nonfinite = 0
         self.steps = 0  # env steps taken (all envs together)
         venv.action_space.seed(seed)
         raw, info = venv.reset(seed=seed)
+        raw = self.layout.encode(raw)
         self._check_finite(raw, "observation", 0)
         self.raw_obs = raw  # kept so that a resumed run can re-normalise it with restored statistics
         self.obs = self._normalize(raw, update=True)
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
         mode = {True: "true", False: "false"}.get(action_masking, action_masking)
-        nvec = policy.dist.nvec if policy.dist.kind != "box" else None
+        nvec = mask_nvec(venv.single_action_space)
         self.mask_source = MaskSource.detect(venv, info, nvec, mode, label)
         self.mask = self._read_mask(info, 0)  # the current observation's mask (None: no masks)
         self.recurrent = isinstance(policy, RecurrentPolicy)
@@ -241,15 +247,17 @@ class Collector:
         return self.policy.value(obs, state=self.state, episode_start=start)
 
     def _normalize(self, raw: np.ndarray, update: bool) -> torch.Tensor:
+        """Encoded observations ``[B, *layout.shape]`` -> the policy's input on the device."""
         obs = self.obs_norm(raw, update=update) if self.obs_norm is not None else raw
-        return torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        return torch.as_tensor(np.asarray(obs, dtype=self.layout.np_dtype), device=self.device)
 
     def _check_finite(self, x: np.ndarray, field: str, step: int) -> np.ndarray:
         """Raise EnvStepError naming env index, step and field, or (nan_policy=skip) return a bad mask.
 
         Checked as training will see it, in float32: a finite float64 such as 1e300 overflows to inf
         in the cast, and without this the run stopped updates later blaming "the loss"."""
-        if _finite_in_float32(x).all():  # the common case, in a few numpy calls
+        # the common case, in a few numpy calls (integer data, e.g. uint8 images, cannot be non-finite)
+        if x.dtype.kind in "uib" or _finite_in_float32(x).all():
             return np.zeros(self.num_envs, dtype=bool)
         bad = ~_finite_in_float32(x).reshape(self.num_envs, -1).all(axis=1)
         if bad.any() and self.nan_policy == "raise":
@@ -297,11 +305,9 @@ class Collector:
                 batched_values = True
             else:
                 nb["values"][t] = host(values)
-            # a Gaussian sample is stored unclipped (its logp is exact); the env gets it clipped
-            env_action = (
-                np.clip(action, self.action_space.low, self.action_space.high) if self.box else action
-            )
-            raw, reward, terminated, truncated, info = self.venv.step(env_action)
+            # stored as sampled (its logp is exact); the env gets it clipped/squashed, in its shape
+            raw, reward, terminated, truncated, info = self.venv.step(self.policy.dist.to_env(action))
+            raw = self.layout.encode(raw)
             self.steps += self.num_envs
             valid = ~self.prev_done
             bad = self._check_finite(raw, "observation", self.steps) | self._check_finite(
@@ -323,7 +329,7 @@ class Collector:
             self.mask = self._read_mask(info, self.steps, done)
             if self.same_step and truncated.any():
                 idx = np.flatnonzero(truncated)
-                final = np.stack([info["final_obs"][i] for i in idx])
+                final = np.stack([self.layout.encode_one(info["final_obs"][i]) for i in idx])
                 final, idx = self._drop_nonfinite_final(final, idx, nb["valid"], t)
                 final_values[t, idx] = host(self._value(self._normalize(final, update=False), idx))
                 has_final[t, idx] = True

@@ -21,7 +21,7 @@ class RunDirLock:
     """Hold ``run_dir``'s lock from construction until ``release`` (or the process's end)."""
 
     def __init__(self, run_dir: str | Path):
-        self.fd: int | None = None
+        self.fd: int | None = None  # set once held (__del__ runs even when __init__ raised)
         self.path = Path(run_dir) / LOCK_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
