@@ -7,7 +7,17 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-MODES = ("WrongShape", "RaiseStep", "RaiseReset", "OldApi", "ArrayReward", "EmptyBox", "RaiseMake")
+MODES = (
+    "WrongShape",
+    "RaiseStep",
+    "RaiseReset",
+    "OldApi",
+    "ArrayReward",
+    "EmptyBox",
+    "RaiseMake",
+    "MissingDep",
+    "HugeObs",
+)
 
 
 class BadEnv(gym.Env):
@@ -16,8 +26,14 @@ class BadEnv(gym.Env):
     def __init__(self, mode: str = "RaiseStep", fail_at: int = 3):
         if mode == "RaiseMake":
             raise RuntimeError("injected failure while making the environment")
+        if mode == "MissingDep":  # what gymnasium raises for LunarLander without Box2D
+            raise gym.error.DependencyNotInstalled(
+                "Box2D is not installed, you can install it by run `pip install swig` followed by "
+                '`pip install "gymnasium[box2d]"`'
+            )
         shape = (0,) if mode == "EmptyBox" else (4,)
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, shape, np.float32)
+        dtype = np.float64 if mode == "HugeObs" else np.float32  # 1e300 is finite in float64 only
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape, dtype)
         self.action_space = gym.spaces.Discrete(2)
         self.mode, self.fail_at, self.t = mode, fail_at, 0
 
@@ -26,12 +42,14 @@ class BadEnv(gym.Env):
         if self.mode == "RaiseReset":
             raise ValueError("injected failure in reset")
         self.t = 0
-        return np.zeros(self.observation_space.shape, np.float32), {}
+        return np.zeros(self.observation_space.shape, self.observation_space.dtype), {}
 
     def step(self, action):
         self.t += 1
-        obs = np.zeros(self.observation_space.shape, np.float32)
+        obs = np.zeros(self.observation_space.shape, self.observation_space.dtype)
         if self.t >= self.fail_at:
+            if self.mode == "HugeObs":
+                obs[1] = 1e300
             if self.mode == "WrongShape":
                 return np.zeros(7, np.float32), 1.0, False, False, {}
             if self.mode == "RaiseStep":

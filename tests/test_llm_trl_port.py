@@ -247,7 +247,7 @@ def test_user_errors_of_this_path_are_config_errors(model_dir, tmp_path):
         (tmp_path / "notok" / name).write_bytes((model_dir / name).read_bytes())
     from ppokit.errors import CheckpointError
 
-    with pytest.raises(CheckpointError, match="no loadable tokenizer"):
+    with pytest.raises(CheckpointError, match="has no tokenizer"):
         GRPOTrainer(model=str(tmp_path / "notok"), reward_funcs=len, args=cfg, train_dataset=["a"])
     with pytest.raises(ConfigError, match="use_vllm"):
         GRPOConfig(use_vllm=True)

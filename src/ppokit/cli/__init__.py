@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # An empty value is a mistake (a shell variable that was not set), not a request for the default:
+    # `--env ""` trained CartPole and `--model ""` the built-in tiny model (issue 16).
+    empty = [k for k, v in vars(args).items() if v == "" and k != "command"]
+    if empty:
+        positional = empty[0] == "run_dir" and args.command in ("eval", "plot", "resume")
+        name = "RUN_DIR" if positional else "--" + empty[0].replace("_", "-")
+        parser.error(f"{args.command} {name} '' (an empty value) is not allowed")
     try:
         result = args.func(args)
     except KeyboardInterrupt:

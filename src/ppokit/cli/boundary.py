@@ -17,7 +17,7 @@ import errno
 import sys
 from typing import Any
 
-from ppokit.config import one_line
+from ppokit.config import one_line, short
 from ppokit.errors import PPOKitError
 
 # errno values that describe the user's paths or machine, not ppokit's code
@@ -47,7 +47,8 @@ class OneLineParser(argparse.ArgumentParser):
     exit code 2 as argparse's; a huge bad value is shortened like every other message."""
 
     def error(self, message: str) -> Any:  # noqa: D102 (argparse's docstring applies)
-        sys.stderr.write(f"{self.prog}: error: {one_line(message, MAX_MESSAGE)}; see {self.prog} --help\n")
+        hint = f"; see {self.prog} --help"
+        sys.stderr.write(f"{self.prog}: error: {one_line(message, MAX_MESSAGE - 100)}{hint}\n")
         sys.exit(2)
 
 
@@ -56,9 +57,9 @@ def user_message(e: BaseException) -> str | None:
     if isinstance(e, PPOKitError):
         return str(e)
     if isinstance(e, OSError) and e.errno in USER_ERRNOS:
-        where = e.filename if e.filename is not None else ""
+        where = short(str(e.filename)) if e.filename is not None else ""
         if e.filename2 is not None:
-            where = f"{where} -> {e.filename2}"
+            where = f"{where} -> {short(str(e.filename2))}"
         what = e.strerror or type(e).__name__
         return f"{where}: {what}" if where else what
     if type(e).__name__ == "DependencyNotInstalled":  # gymnasium.error: names the pip command

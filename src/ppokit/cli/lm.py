@@ -84,7 +84,7 @@ def config_from_flags(args: argparse.Namespace, config_cls: Any, presets: dict[s
         raise ConfigError(f"--task {task!r} is not a built-in task; choose one of {sorted(TASKS)}")
     data: dict[str, Any] = {} if args.model else json.loads(json.dumps(presets.get(task, {})))  # a deep copy
     reward_model = getattr(args, "reward_model", None)  # only `ppokit rlhf-ppo` has --reward-model
-    if reward_model:  # the preset weighs the task's two functions, which a reward model replaces
+    if reward_model or args.reward:  # the preset weighs the task's two functions, which these replace
         data.pop("reward_weights", None)
     if args.config:
         config_cls.load_yaml(args.config)  # a bad file fails here, naming the file and the key

@@ -77,7 +77,10 @@ def resolve_config(args: argparse.Namespace) -> PPOConfig:
     from ppokit.rl.config import PPOConfig
 
     data: dict[str, Any] = {}
-    env_id = args.env or (None if args.config else DEFAULT_ENV)
+    # `--env ""` is a mistake to report, not a request for the default (it trained CartPole: issue 16)
+    env_id = args.env if args.env is not None else (None if args.config else DEFAULT_ENV)
+    if env_id == "":
+        raise ConfigError("--env '' is not allowed; give a Gymnasium environment id")
     if env_id:
         preset = find_preset(env_id)
         if preset is not None:
@@ -85,7 +88,7 @@ def resolve_config(args: argparse.Namespace) -> PPOConfig:
         data["env_id"] = env_id
     if args.config:
         data.update(PPOConfig.canonicalize(read_yaml_mapping(Path(args.config))))
-        if args.env:
+        if args.env is not None:
             data["env_id"] = args.env
     for flag, key in (
         ("total_timesteps", "total_timesteps"),

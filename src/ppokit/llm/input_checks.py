@@ -41,6 +41,20 @@ def check_tokenizer(tokenizer: Any) -> None:
         )
 
 
+def check_tokenizes(tokenizer: Any, rows: Sequence[dict[str, Any]], what: str, first: int = 256) -> None:
+    """The first ``first`` string prompts each give at least one token (an empty vocabulary or a prompt
+    of characters the tokenizer drops would give an empty row, which fails deep in generation)."""
+    texts = [r["prompt"] for r in rows[:first] if isinstance(r["prompt"], str)]
+    if not texts:
+        return
+    for i, ids in enumerate(tokenizer(texts, add_special_tokens=False)["input_ids"]):
+        if not ids:
+            raise ConfigError(
+                f"{what} row {i}: prompt {short(texts[i])} gives no tokens with this tokenizer "
+                f"({type(tokenizer).__name__}, vocabulary of {len(tokenizer)})"
+            )
+
+
 def model_positions(model: Any) -> int | None:
     """The longest sequence the model's position embeddings accept, when its config says."""
     cfg = getattr(model, "config", None)
@@ -89,7 +103,7 @@ def check_lengths(
             )
 
 
-__all__ = ["check_lengths", "check_prompt_rows", "check_tokenizer", "model_positions"]
+__all__ = ["check_lengths", "check_prompt_rows", "check_tokenizer", "check_tokenizes", "model_positions"]
 
 
 # -- what the trainers' constructors accept, turned into what they use (moved out of trainer.py) --
@@ -149,4 +163,6 @@ def check_inputs(model: Any, tokenizer: Any, rows: list, eval_rows: list, genera
     check_tokenizer(tokenizer)
     for what, rs in (("train_prompts", rows), ("eval_prompts", eval_rows)):
         check_prompt_rows(rs, what)
+        check_chat_template(tokenizer, rs)
+        check_tokenizes(tokenizer, rs, what)
         check_lengths(model, tokenizer, rs, generation, what)

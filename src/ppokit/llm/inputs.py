@@ -17,7 +17,11 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
     if not p.is_file():
         raise ConfigError(f"prompts file {path!r} does not exist")
     rows = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"prompts file {path!r} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

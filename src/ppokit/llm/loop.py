@@ -18,6 +18,7 @@ from ppokit.tracking import PROCESS_START, ProgressBar, Tracker, trim_csv
 from ppokit.train.rundir import RunDirLock
 
 COMPLETIONS = "completions.jsonl"  # the completions table: one JSON object per sampled completion
+_clock = time.monotonic  # wall-clock of checkpoint_every_seconds (a test moves it)
 
 
 class WandbReporter:
@@ -167,7 +168,7 @@ def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
         enabled=trainer.progress,
         unit="steps",
     )
-    saved_at = time.monotonic()  # checkpoint_every_seconds counts from here and from each checkpoint
+    saved_at = _clock()  # checkpoint_every_seconds counts from here and from each checkpoint
     stopped = None
     callbacks = Callbacks(trainer.callbacks, trainer)
     callbacks.begin()
@@ -202,11 +203,11 @@ def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
                 _log(tracker, trainer.step, metrics)
             every_steps = cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0
             every_seconds = cfg.checkpoint_every_seconds and (
-                time.monotonic() - saved_at >= cfg.checkpoint_every_seconds
+                _clock() - saved_at >= cfg.checkpoint_every_seconds
             )
             if tracker is not None and (every_steps or every_seconds):
                 trainer.save_checkpoint()
-                saved_at = time.monotonic()
+                saved_at = _clock()
             bar.update(trainer.step, metrics.get(headline), done_since_start=trainer.step - start_step)
             if callbacks.step_end(metrics):  # a callback asked to stop
                 break

@@ -159,6 +159,18 @@ def load_pretrained(
         raise CheckpointError(
             f"model directory {str(path)!r} has no config.json (expected save_pretrained output)"
         )
+    tokenizer_files = (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "vocab.txt",
+        "tokenizer.model",
+    )
+    if not any((path / name).is_file() for name in tokenizer_files):  # transformers would build an empty one
+        raise CheckpointError(
+            f"model directory {str(path)!r} has no tokenizer (none of {', '.join(tokenizer_files)}); save it "
+            "there with tokenizer.save_pretrained(DIR)"
+        )
     tf = _transformers()
     tokenizer = prepare_tokenizer(tokenizer) if tokenizer is not None else load_tokenizer(path)
     try:

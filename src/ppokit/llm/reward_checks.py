@@ -102,6 +102,10 @@ class CheckedReward:
                 f"return a list with one number (or None) per completion"
                 + (f" ({n} completions)" if n is not None else "")
             )
+        if n is not None and len(values) != n:
+            raise RewardFunctionError(
+                f"reward function {name!r} returned {len(values)} values for {n} completions"
+            )
         out: list[float | None] = []
         for i, v in enumerate(values):
             if v is None:

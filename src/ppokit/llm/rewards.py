@@ -48,6 +48,10 @@ def load_reward_function(spec: str) -> RewardFn:
             module = importlib.import_module(target)
     except ImportError as e:
         raise ConfigError(f"--reward {spec!r}: cannot import {target!r}: {e}") from None
+    except ConfigError:
+        raise
+    except Exception as e:  # a SyntaxError or an error at import time in the user's file
+        raise ConfigError(f"--reward {spec!r}: importing {target!r} raised {type(e).__name__}: {e}") from None
     fn = getattr(module, name, None)
     if not callable(fn):
         raise ConfigError(f"--reward {spec!r}: {target!r} has no callable named {name!r}")

@@ -26,7 +26,6 @@ from ppokit.llm.generation import encode_prompts, generate
 from ppokit.llm.input_checks import (
     as_reward_function,
     as_rows,
-    check_chat_template,
     check_inputs,
     is_tokenizer,
     tokenizer_of,
@@ -129,7 +128,6 @@ class LMTrainer:
         self.rows = as_rows(dataset_rows(train_prompts if train_prompts is not None else train_dataset))
         evals = eval_prompts if eval_prompts is not None else eval_dataset
         self.eval_rows = as_rows(dataset_rows(evals)) if evals is not None and len(evals) else []
-        check_chat_template(self.tokenizer, self.rows[:1] + self.eval_rows[:1])
         check_inputs(self.model, self.tokenizer, self.rows, self.eval_rows, cfg.generation)
         self._pending_metrics: dict[str, list[float]] = {}
         self._pending_columns: dict[str, list[Any]] = {}
