@@ -127,8 +127,8 @@ def load_tokenizer(path: str | Path) -> Any:
     if not any((Path(path) / name).is_file() for name in names):
         # transformers 5 would build an empty tokenizer (one token) from config.json alone
         raise CheckpointError(
-            f"model directory {str(path)!r} has no loadable tokenizer (none of {', '.join(names)}); save "
-            "one there with tokenizer.save_pretrained, or pass processing_class="
+            f"model directory {str(path)!r} has no tokenizer (none of {', '.join(names)}); save one "
+            "there with tokenizer.save_pretrained(DIR), or pass processing_class="
         )
     try:
         tokenizer = tf.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -159,18 +159,8 @@ def load_pretrained(
         raise CheckpointError(
             f"model directory {str(path)!r} has no config.json (expected save_pretrained output)"
         )
-    tokenizer_files = (
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.json",
-        "vocab.txt",
-        "tokenizer.model",
-    )
-    if not any((path / name).is_file() for name in tokenizer_files):  # transformers would build an empty one
-        raise CheckpointError(
-            f"model directory {str(path)!r} has no tokenizer (none of {', '.join(tokenizer_files)}); save it "
-            "there with tokenizer.save_pretrained(DIR)"
-        )
+    # load_tokenizer refuses a directory without tokenizer files (transformers 5 would build an
+    # empty one-token tokenizer); a tokenizer given by the caller needs none there
     tf = _transformers()
     tokenizer = prepare_tokenizer(tokenizer) if tokenizer is not None else load_tokenizer(path)
     try:
