@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import pytest
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 
 from ppokit import Policy
 from ppokit.errors import CheckpointError, ConfigError
+from ppokit.rl.config import PPOConfig
 from ppokit.rl.ppo import PPO
 
 
@@ -27,24 +30,14 @@ class SmallPolicy(Policy):
         return self.pi(h), self.critic_v(h).squeeze(-1)
 
 
-# rl-zoo's CartPole settings (configs/CartPole-v1.yaml) at half its budget
-ZOO = dict(
-    num_envs=8,
-    n_steps=32,
-    batch_size=256,
-    n_epochs=20,
-    gamma=0.98,
-    gae_lambda=0.8,
-    learning_rate=1e-3,
-    lr_schedule="linear",
-    clip_range_schedule="linear",
-    tensorboard=False,
-)
+# rl-zoo's CartPole settings: the project's own preset (configs/CartPole-v1.yaml), not a copy of it
+PRESET = Path(__file__).resolve().parents[1] / "configs" / "CartPole-v1.yaml"
 
 
 def test_a_user_policy_trains_cartpole_to_195_with_autograd():
     torch.manual_seed(0)
-    model = PPO("CartPole-v1", policy=SmallPolicy, seed=1, **ZOO)
+    cfg = PPOConfig.load_yaml(PRESET).replace(seed=1, tensorboard=False)
+    model = PPO("CartPole-v1", cfg, policy=SmallPolicy)
     assert model.manual_grad is None  # auto: the fast path is only for the built-in MLP
     model.learn(60_000)
     result = model.evaluate(episodes=10)
