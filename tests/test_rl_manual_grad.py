@@ -193,7 +193,7 @@ def test_every_choice_is_covered_by_the_equivalence_test_or_refused():
         assert supported[key] <= tested[key], f"{key}: supported but untested {supported[key] - tested[key]}"
         for choice in existing[key] - supported[key]:  # exists but unsupported: must be refused
             policy = _model("discrete", "clip", {}).policy
-            cfg = type("Cfg", (), {"objective": "clip", "value_loss": "mse"})()
+            cfg = type("Cfg", (), {"objective": "clip", "value_loss": "mse", "bf16": False})()
             cfg.network = type("Net", (), {"activation": "tanh"})()
             if key == "kind":
                 policy.dist.kind = choice
@@ -218,7 +218,7 @@ def test_the_capability_check_refuses_a_choice_it_does_not_know(field, value):
     choice's gradient."""
     model = _model("discrete", "clip", {})
     cfg = model.config
-    stub = type("Cfg", (), {"objective": cfg.objective, "value_loss": cfg.value_loss})()
+    stub = type("Cfg", (), {"objective": cfg.objective, "value_loss": cfg.value_loss, "bf16": False})()
     stub.network = type("Net", (), {"activation": cfg.network.activation})()
     policy = model.policy
     if field == "kind":

@@ -104,6 +104,12 @@ class PPOConfig(ConfigBase):
     total_timesteps: int = option(100_000, "Environment steps to train for (all envs together).")
     seed: int = option(0, "Seed for torch, numpy and the environments.")
     device: str = option("cpu", "Torch device for the networks: cpu, cuda, cuda:N.")
+    bf16: bool = option(
+        False,
+        "Mixed precision: the policy's forward passes (rollout and loss) under bfloat16 autocast, weights, "
+        "optimizer state and the loss's arithmetic in float32 (train/precision.py). Pays for CNNs on "
+        "GPUs and on CPUs with AMX/AVX512-BF16; turns the CPU fast path off (manual_grad).",
+    )
     torch_threads: int = option(
         0,
         "torch.set_num_threads; 0 (auto): one thread, two when the minibatch is large (batch_size x "

@@ -132,6 +132,7 @@ class ActionDistribution:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """log pi(a|s) ``[B]`` and the entropy ``[B]`` of the distribution ``out`` ``[B, out_dim]``
         (over the allowed actions only, given a ``mask``)."""
+        out = out.float()  # a bfloat16 network output (bf16 autocast): the log-probs in float32
         if self.gaussian:
             z = (actions - out) * torch.exp(-log_std)
             logp = (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)
@@ -169,6 +170,7 @@ class ActionDistribution:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """An action (``[B]`` discrete, ``[B, k]`` otherwise) and its log-probability ``[B]``;
         ``deterministic`` takes the mode; a ``mask`` restricts both to the allowed actions."""
+        out = out.float()  # as in log_prob_entropy
         if self.gaussian:
             action = out if deterministic else out + torch.exp(log_std) * torch.randn_like(out)
             return action, self.log_prob_entropy(out, action, log_std)[0]

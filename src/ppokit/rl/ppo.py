@@ -46,6 +46,7 @@ from ppokit.rl.update import (
 )
 from ppokit.seeding import seed_everything
 from ppokit.tracking import PROCESS_START
+from ppokit.train.precision import autocast
 from ppokit.train.rng import capture_rng, restore_rng
 from ppokit.train.step import GuardedStep
 from ppokit.train.threads import ThreadChooser
@@ -191,7 +192,8 @@ class PPO:
         """The minibatch loss, its terms and the function that fills the gradients: autograd's
         ``loss.backward`` on ``self.loss``, or the fast path's hand-written backward of the same loss."""
         if self.manual_grad is None:
-            loss, terms = self.loss(mb, clip_range)
+            with autocast(self.device, self.config.bf16):  # the forward only; backward runs outside
+                loss, terms = self.loss(mb, clip_range)
             return loss, terms, loss.backward
         cfg = self.config
         adv = normalize_advantages(mb["advantages"]) if cfg.normalize_advantage else mb["advantages"]
@@ -269,7 +271,8 @@ class PPO:
             while self.num_timesteps < total and self.stop_requested is None:
                 clip_range = self._set_schedules(total)
                 self.threads.update()  # one thread as soon as other work takes the second core
-                self.collector.collect(self.buffer)
+                with autocast(self.device, self.config.bf16):
+                    self.collector.collect(self.buffer)
                 sync_statistics(self.obs_norm, self.reward_scaler)
                 self.num_timesteps += self.config.rollout_size * self.dist.world_size
                 try:

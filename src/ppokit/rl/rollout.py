@@ -297,14 +297,14 @@ class Collector:
             nb["initial_state"][:] = host(self.state)
         for t in range(T):
             action, logp, values = self._act(nb, t)
-            action, logp = host(action), host(logp)
+            action, logp = host(action), host(logp.float())
             nb["obs"][t] = host(self.obs)
             nb["actions"][t] = action
             nb["logp"][t] = logp
             if values is None:
                 batched_values = True
             else:
-                nb["values"][t] = host(values)
+                nb["values"][t] = host(values.float())  # float() under bf16 autocast
             # stored as sampled (its logp is exact); the env gets it clipped/squashed, in its shape
             raw, reward, terminated, truncated, info = self.venv.step(self.policy.dist.to_env(action))
             raw = self.layout.encode(raw)
@@ -331,7 +331,7 @@ class Collector:
                 idx = np.flatnonzero(truncated)
                 final = np.stack([self.layout.encode_one(info["final_obs"][i]) for i in idx])
                 final, idx = self._drop_nonfinite_final(final, idx, nb["valid"], t)
-                final_values[t, idx] = host(self._value(self._normalize(final, update=False), idx))
+                final_values[t, idx] = host(self._value(self._normalize(final, update=False), idx).float())
                 has_final[t, idx] = True
             if self.recurrent:  # does the new observation start an episode? (module docstring)
                 self.episode_start = done.copy() if self.same_step else self.prev_done.copy()
@@ -343,10 +343,10 @@ class Collector:
         if batched_values:
             obs_shape = buf.obs.shape[2:]
             all_obs = torch.cat([buf.obs.reshape(T * self.num_envs, *obs_shape).to(self.device), self.obs])
-            values = host(self.policy.value(all_obs)).reshape(T + 1, self.num_envs)
+            values = host(self.policy.value(all_obs).float()).reshape(T + 1, self.num_envs)
             nb["values"][:] = values[:T]
         else:
-            values = np.concatenate([nb["values"], host(self._value(self.obs))[None]])
+            values = np.concatenate([nb["values"], host(self._value(self.obs).float())[None]])
         nb["next_values"][:] = values[1:]
         nb["next_values"][has_final] = final_values[has_final]
 

@@ -77,6 +77,8 @@ def ppo_loss(
     A minibatch of env sequences (recurrent policies) is re-run and flattened to its valid steps first.
     """
     logp, entropy, values, mb = evaluate_batch(policy, mb)
+    # under bf16 autocast (config bf16) the network's outputs are bfloat16: the loss is float32
+    logp, entropy, values = logp.float(), entropy.float(), values.float()
     adv = normalize_advantages(mb["advantages"]) if cfg.normalize_advantage else mb["advantages"]
     pg, ratio, kl = policy_loss(logp, mb["logp_old"], adv, cfg.objective, clip_range, kl_coef)
     vf, vf_clipped = value_loss(

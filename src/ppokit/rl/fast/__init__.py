@@ -39,6 +39,8 @@ def unsupported_reason(
         return "PPO.loss is overridden (the hand-written gradient is that of the built-in loss)"
     if device.type != "cpu":
         return f"the device is {device.type} (the fast path is for CPUs)"
+    if config.bf16:
+        return "bf16 is on (the hand-written gradient is float32 arithmetic)"
     checks = (
         ("objective", config.objective, OBJECTIVES),
         ("network.activation", config.network.activation, ACTIVATIONS),
