@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ppokit.config import ConfigBase, check, checkpoint_every_seconds_option, option
 from ppokit.functional.losses import OBJECTIVES
@@ -271,3 +272,13 @@ class PPOConfig(ConfigBase):
                 self.gym_packages,
                 "give importable module names",
             )
+
+
+def resolve_config(config: PPOConfig | dict | None, env: Any, overrides: dict[str, Any]) -> PPOConfig:
+    """The config of a ``PPO(env, config, **overrides)`` call: ``config`` (a PPOConfig, a dict, or None
+    for the defaults) with ``overrides`` applied, and ``env_id`` set when ``env`` is a Gymnasium id."""
+    if isinstance(config, dict) or config is None:
+        config = PPOConfig.from_dict({**(config or {}), **overrides})
+    elif overrides:
+        config = config.replace(**overrides)
+    return config.replace(env_id=env) if isinstance(env, str) else config
