@@ -350,12 +350,20 @@ def check(cond: bool, key: str, value: Any, rule: str) -> None:
         raise ConfigError(f"{key}={short(value)} is not allowed; {rule}")
 
 
+def check_adam_betas(betas: list[float]) -> None:
+    """Adam's ``(beta1, beta2)``, the ``adam_betas`` key both sides' configs have: two numbers in [0, 1)."""
+    check(
+        len(betas) == 2 and all(0 <= b < 1 for b in betas), "adam_betas", betas, "give two numbers in [0, 1)"
+    )
+
+
 __all__ = [
     "ALIASES",
     "ConfigBase",
     "ConfigError",
     "apply_overrides",
     "check",
+    "check_adam_betas",
     "has_key",
     "dataclass",
     "one_line",

@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from ppokit.config import ConfigBase, check, checkpoint_every_seconds_option, option
+from ppokit.config import ConfigBase, check, check_adam_betas, checkpoint_every_seconds_option, option
 from ppokit.errors import ConfigError
 
 
@@ -239,12 +239,7 @@ class LMConfig(ConfigBase):
             self.max_grad_norm,
             "must be > 0 or null",
         )
-        check(
-            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-            "adam_betas",
-            self.adam_betas,
-            "give two numbers in [0, 1)",
-        )
+        check_adam_betas(self.adam_betas)
         check(
             self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
             "device",

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ppokit.config import ConfigBase, check, checkpoint_every_seconds_option, option
+from ppokit.config import ConfigBase, check, check_adam_betas, checkpoint_every_seconds_option, option
 from ppokit.functional.losses import OBJECTIVES
 
 
@@ -235,12 +235,7 @@ class PPOConfig(ConfigBase):
         positive = ("learning_rate", "clip_range", "adam_eps", "obs_clip", "reward_clip", "huber_delta")
         self.check_each(positive, lambda v: v > 0, "must be > 0")
         self.check_each(("critic_learning_rate",), lambda v: v is None or v > 0, "must be > 0")
-        check(
-            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-            "adam_betas",
-            self.adam_betas,
-            "give two numbers in [0, 1)",
-        )
+        check_adam_betas(self.adam_betas)
         check(0 <= self.gamma <= 1, "gamma", self.gamma, "must lie in [0, 1]")
         check(0 <= self.gae_lambda <= 1, "gae_lambda", self.gae_lambda, "must lie in [0, 1]")
         self.check_each(("kl_coef", "ent_coef", "vf_coef"), lambda v: v >= 0, "must be >= 0")
