@@ -5,8 +5,8 @@
 Sections: construction (env, policy, optimizers: parts that each own their state) -> ``learn``
 (the rollout, ``rollout.py``; the update and the loss, ``update.py``; logging; checkpoints) -> using
 the policy (predict, evaluate, save, load). ``state_dict`` is the composition of the parts' states;
-``state.py`` composes it (``parts_state``) and writes it to disk. References: Schulman et al. 2017 (PPO, https://arxiv.org/abs/1707.06347);
-Huang et al. 2022, "The 37 Implementation Details of PPO"
+``state.py`` composes it (``parts_state``) and writes it to disk. References: Schulman et al. 2017
+(PPO, https://arxiv.org/abs/1707.06347); Huang et al. 2022, "The 37 Implementation Details of PPO"
 (https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/).
 """
 
