@@ -16,6 +16,7 @@ SHARED = {
     "train",
     "functional",
     "config",
+    "config_aliases",
     "errors",
     "tracking",
     "plotting",

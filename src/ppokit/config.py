@@ -14,60 +14,15 @@ import re
 import reprlib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ppokit.config_aliases import ALIASES  # re-exported: ppokit.config.ALIASES is the table
 from ppokit.errors import ConfigError
-
-# One name per concept across PPOConfig, GRPOConfig and RLHFPPOConfig; the spellings of the libraries
-# users come from (Stable-Baselines3 on the classic side, TRL on the language-model side) and ppokit's
-# own earlier names stay accepted as aliases, so their configs keep working. alias -> (canonical key,
-# where the spelling comes from). A dotted canonical key reaches into a section. ``from_dict`` applies
-# the table at every section level, to the classes that have the target; configs are always saved
-# with the canonical names. docs/config.md is generated from this table (``make readme``).
-ALIASES: dict[str, tuple[str, str]] = {
-    # the policy-ratio clip range
-    "epsilon": ("clip_range", "TRL GRPOConfig; ppokit 0.1 GRPOConfig"),
-    "cliprange": ("clip_range", "TRL PPOConfig; ppokit 0.1 RLHFPPOConfig"),
-    "epsilon_high": ("clip_range_high", "TRL GRPOConfig; ppokit 0.1 GRPOConfig"),
-    # the value-prediction clip range
-    "cliprange_value": ("vf_clip_range", "TRL PPOConfig; ppokit 0.1 RLHFPPOConfig"),
-    "clip_range_vf": ("vf_clip_range", "Stable-Baselines3 PPO"),
-    # the weight of the KL penalty
-    "beta": ("kl_coef", "TRL GRPOConfig; ppokit 0.1 GRPOConfig"),
-    "kl_beta": ("kl_coef", "ppokit 0.1 PPOConfig"),
-    # the adaptive KL rule's target (units differ: see each config's help)
-    "kl_target": ("adaptive_kl_target", "ppokit 0.1 PPOConfig and RLHFPPOConfig"),
-    # GAE
-    "lam": ("gae_lambda", "TRL PPOConfig; ppokit 0.1 RLHFPPOConfig"),
-    # passes over one batch of experience
-    "num_ppo_epochs": ("n_epochs", "TRL PPOConfig; ppokit 0.1 RLHFPPOConfig"),
-    "num_iterations": ("n_epochs", "TRL GRPOConfig; ppokit 0.1 GRPOConfig"),
-    "whiten_advantages": ("normalize_advantage", "ppokit 0.1 RLHFPPOConfig"),
-    # TRL's top-level generation keys, which ppokit keeps in the generation section
-    "max_prompt_length": ("generation.max_prompt_length", "TRL GRPOConfig"),
-    "max_completion_length": ("generation.max_completion_length", "TRL GRPOConfig"),
-    "response_length": ("generation.max_completion_length", "TRL PPOConfig"),
-    "temperature": ("generation.temperature", "TRL GRPOConfig and PPOConfig"),
-    "top_p": ("generation.top_p", "TRL GRPOConfig"),
-    "top_k": ("generation.top_k", "TRL GRPOConfig"),
-    # loading and LoRA
-    "dtype": ("torch_dtype", "transformers >= 4.56 from_pretrained; TRL model_init_kwargs"),
-    # TRL's (transformers TrainingArguments') names of the run loop's keys
-    "logging_steps": ("log_every", "TRL GRPOConfig (TrainingArguments)"),
-    "save_steps": ("checkpoint_every", "TRL GRPOConfig (TrainingArguments)"),
-    "save_total_limit": ("keep_checkpoints", "TRL GRPOConfig (TrainingArguments)"),
-    "eval_steps": ("eval_every", "TRL GRPOConfig (TrainingArguments)"),
-    "lr_scheduler_type": ("lr_schedule", "TRL GRPOConfig (TrainingArguments)"),
-    "min_p": ("generation.min_p", "TRL GRPOConfig"),
-    "repetition_penalty": ("generation.repetition_penalty", "TRL GRPOConfig"),
-    # vectorised environments
-    "n_envs": ("num_envs", "Stable-Baselines3 (make_vec_env)"),
-}
-
 
 # Values in error messages are shortened: a 551-byte YAML of nested aliases expands to gigabytes
 # when printed in full (issue 16: the error message never returned), and a 50 MB value made a 50 MB
@@ -171,7 +126,7 @@ class ConfigBase:
         head, _, rest = key.partition(".")
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
-        if head not in names and head in ALIASES and _has_key(cls, ALIASES[head][0]):
+        if head not in names and head in ALIASES and has_key(cls, ALIASES[head][0]):
             return ALIASES[head][0] + (f".{rest}" if rest else "")
         tp = hints.get(head)
         if rest and dataclasses.is_dataclass(tp):
@@ -184,7 +139,7 @@ class ConfigBase:
         rewritten to its canonical key. An alias and its canonical key both given is a ConfigError;
         an alias whose target this class lacks stays as it is (``from_dict`` calls it unknown)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        is_alias = lambda k: k not in names and k in ALIASES and _has_key(cls, ALIASES[k][0])
+        is_alias = lambda k: k not in names and k in ALIASES and has_key(cls, ALIASES[k][0])
         out = {k: v for k, v in data.items() if not is_alias(k)}
         written: dict[str, str] = {}  # canonical key -> the alias that set it
         for key in filter(is_alias, data):
@@ -295,6 +250,17 @@ class ConfigBase:
             if isinstance(value, ConfigBase):
                 value.validate()
 
+    # The rules the configs' ``validate`` share, so that each states a rule once for all its keys.
+    def check_each(self, keys: tuple[str, ...], ok: Callable[[Any], bool], rule: str) -> None:
+        """``check`` every key of ``keys`` with one rule: ``ok(value)`` must hold."""
+        for key in keys:
+            check(ok(getattr(self, key)), key, getattr(self, key), rule)
+
+    def check_divides(self, key: str, total: int, total_name: str, why: str = "") -> None:
+        """The value of ``key`` must split ``total`` (``total_name`` in the message) into equal parts."""
+        value = getattr(self, key)
+        check(total % value == 0, key, value, f"must divide {total_name}{total}{why}")
+
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """The mapping a YAML config file holds; ConfigError for a missing file, bad YAML or a non-mapping."""
@@ -368,14 +334,14 @@ def apply_overrides(
     return data
 
 
-def _has_key(cls: Any, dotted: str) -> bool:
+def has_key(cls: Any, dotted: str) -> bool:
     """Whether config class ``cls`` has the (dotted) key ``dotted``."""
     head, _, rest = dotted.partition(".")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if head not in fields:
         return False
     tp = typing.get_type_hints(cls)[head]
-    return not rest or (dataclasses.is_dataclass(tp) and _has_key(tp, rest))
+    return not rest or (dataclasses.is_dataclass(tp) and has_key(tp, rest))
 
 
 def check(cond: bool, key: str, value: Any, rule: str) -> None:
@@ -384,34 +350,24 @@ def check(cond: bool, key: str, value: Any, rule: str) -> None:
         raise ConfigError(f"{key}={short(value)} is not allowed; {rule}")
 
 
+def check_adam_betas(betas: list[float]) -> None:
+    """Adam's ``(beta1, beta2)``, the ``adam_betas`` key both sides' configs have: two numbers in [0, 1)."""
+    check(
+        len(betas) == 2 and all(0 <= b < 1 for b in betas), "adam_betas", betas, "give two numbers in [0, 1)"
+    )
+
+
 __all__ = [
     "ALIASES",
     "ConfigBase",
     "ConfigError",
     "apply_overrides",
     "check",
+    "check_adam_betas",
+    "has_key",
     "dataclass",
     "one_line",
     "option",
     "parse_value",
     "short",
 ]
-
-
-def markdown_table(cls: type[ConfigBase]) -> str:
-    """The config keys of ``cls`` as a Markdown table (README's config reference is made from it)."""
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key, tp, default, help_ in cls.fields_help():
-        tp = tp.replace("|", "\\|")  # "float | None" must not split the Markdown row
-        rows.append(f"| `{key}` | {tp} | `{default!r}` | {help_} |")
-    return "\n".join(rows)
-
-
-def alias_table(classes: dict[str, type[ConfigBase]]) -> str:
-    """``ALIASES`` as a Markdown table: alias, canonical key, the configs of ``classes`` (name ->
-    class) that accept it, and where the spelling comes from (docs/config.md is made from it)."""
-    rows = ["| alias | canonical key | accepted by | spelling from |", "|---|---|---|---|"]
-    for alias, (target, source) in ALIASES.items():
-        users = ", ".join(name for name, cls in classes.items() if _has_key(cls, target)) or "none"
-        rows.append(f"| `{alias}` | `{target}` | {users} | {source} |")
-    return "\n".join(rows)

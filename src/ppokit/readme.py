@@ -11,7 +11,7 @@ import re
 import sys
 from pathlib import Path
 
-from ppokit.config import alias_table, markdown_table
+from ppokit.config import ALIASES, ConfigBase, has_key
 
 
 def tables() -> dict[str, str]:
@@ -31,6 +31,25 @@ def tables() -> dict[str, str]:
         pass
     out["alias-table"] = alias_table(classes)
     return out
+
+
+def markdown_table(cls: type[ConfigBase]) -> str:
+    """The config keys of ``cls`` as a Markdown table (README's config reference is made from it)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, tp, default, help_ in cls.fields_help():
+        tp = tp.replace("|", "\\|")  # "float | None" must not split the Markdown row
+        rows.append(f"| `{key}` | {tp} | `{default!r}` | {help_} |")
+    return "\n".join(rows)
+
+
+def alias_table(classes: dict[str, type[ConfigBase]]) -> str:
+    """``ALIASES`` as a Markdown table: alias, canonical key, the configs of ``classes`` (name ->
+    class) that accept it, and where the spelling comes from (docs/config.md is made from it)."""
+    rows = ["| alias | canonical key | accepted by | spelling from |", "|---|---|---|---|"]
+    for alias, (target, source) in ALIASES.items():
+        users = ", ".join(name for name, cls in classes.items() if has_key(cls, target)) or "none"
+        rows.append(f"| `{alias}` | `{target}` | {users} | {source} |")
+    return "\n".join(rows)
 
 
 def render(text: str) -> str:

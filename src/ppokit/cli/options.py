@@ -25,27 +25,41 @@ def add_progress_options(p: argparse.ArgumentParser, evaluation: bool = True) ->
     p.add_argument("--no-progress", action="store_true", help="No live progress bar.")
 
 
+# An option as a row, ``(flag, metavar, help[, other add_argument keywords])``: the verbs list their
+# options in order, and the ones several verbs take are one row each, so they read the same everywhere.
+INT = {"type": int}
+SEED = ("--seed", "N", "Random seed.", INT)
+DEVICE = ("--device", "DEV", "Torch device: cpu, cuda, cuda:N.")
+
+
+def add_rows(p: argparse.ArgumentParser, *rows: tuple) -> None:
+    """``add_argument`` for each row, in order."""
+    for flag, metavar, help_, *keywords in rows:
+        p.add_argument(flag, metavar=metavar, help=help_, **(keywords[0] if keywords else {}))
+
+
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """The options of ``ppokit train`` (Gymnasium PPO)."""
-    p.add_argument(
-        "--env",
-        metavar="ID",
-        help="Gymnasium id, or module:Id (imports module first); uses configs/<ID>.yaml when it exists.",
+    add_rows(
+        p,
+        (
+            "--env",
+            "ID",
+            "Gymnasium id, or module:Id (imports module first); uses configs/<ID>.yaml when it exists.",
+        ),
+        ("--config", "FILE.yaml", "YAML config file (keys as in README's config table)."),
+        (
+            "--gym-packages",
+            "MODULE",
+            "Python modules to import before looking the env id up (they register their envs).",
+            {"nargs": "+"},
+        ),
+        ("--total-timesteps", "N", "Environment steps to train for.", INT),
+        SEED,
+        ("--num-envs", "N", "Environments stepped in parallel.", INT),
+        DEVICE,
+        ("--run-dir", "DIR", "Run directory (default runs/<env>-ppo-<timestamp>)."),
     )
-    p.add_argument(
-        "--config", metavar="FILE.yaml", help="YAML config file (keys as in README's config table)."
-    )
-    p.add_argument(
-        "--gym-packages",
-        nargs="+",
-        metavar="MODULE",
-        help="Python modules to import before looking the env id up (they register their envs).",
-    )
-    p.add_argument("--total-timesteps", type=int, metavar="N", help="Environment steps to train for.")
-    p.add_argument("--seed", type=int, metavar="N", help="Random seed.")
-    p.add_argument("--num-envs", type=int, metavar="N", help="Environments stepped in parallel.")
-    p.add_argument("--device", metavar="DEV", help="Torch device: cpu, cuda, cuda:N.")
-    p.add_argument("--run-dir", metavar="DIR", help="Run directory (default runs/<env>-ppo-<timestamp>).")
     add_overrides_option(p, "network.hidden_sizes=[64,64]")
     add_progress_options(p)
 
@@ -53,40 +67,43 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 def add_lm_options(p: argparse.ArgumentParser, algo: str, steps: str, reward_model: bool = False) -> None:
     """The options of ``ppokit grpo`` and ``ppokit rlhf-ppo``: ``algo`` names the run directory and the
     docs page, ``steps`` what ``--max-steps`` counts; ``reward_model`` adds ``--reward-model DIR``."""
-    p.add_argument(
-        "--task", metavar="NAME", help="Built-in task for prompts, rewards and accuracy (default: addition)."
-    )
-    p.add_argument(
-        "--model", metavar="DIR", help="Local directory of an HF causal LM (save_pretrained format)."
+    add_rows(
+        p,
+        ("--task", "NAME", "Built-in task for prompts, rewards and accuracy (default: addition)."),
+        ("--model", "DIR", "Local directory of an HF causal LM (save_pretrained format)."),
     )
     if reward_model:
-        p.add_argument(
-            "--reward-model",
-            metavar="DIR",
-            help="Local directory of an HF sequence-classification reward model (num_labels=1).",
+        add_rows(
+            p,
+            (
+                "--reward-model",
+                "DIR",
+                "Local directory of an HF sequence-classification reward model (num_labels=1).",
+            ),
         )
-    p.add_argument(
-        "--prompts",
-        metavar="FILE.jsonl",
-        help="Prompts: JSONL (one object per line with a 'prompt' key), a JSON list or Parquet.",
+    add_rows(
+        p,
+        (
+            "--prompts",
+            "FILE.jsonl",
+            "Prompts: JSONL (one object per line with a 'prompt' key), a JSON list or Parquet.",
+        ),
+        ("--eval-prompts", "FILE.jsonl", "Held-out prompts for the greedy eval reward."),
+        (
+            "--reward",
+            "MODULE:FN",
+            "Reward function module:function or file.py:function; repeatable.",
+            {"action": "append", "default": []},
+        ),
+        ("--run-dir", "DIR", f"Run directory (default runs/<task>-{algo}-<timestamp>)."),
+        ("--config", "FILE.yaml", f"YAML config file (keys as in docs/{algo}.md)."),
     )
-    p.add_argument(
-        "--eval-prompts", metavar="FILE.jsonl", help="Held-out prompts for the greedy eval reward."
-    )
-    p.add_argument(
-        "--reward",
-        action="append",
-        default=[],
-        metavar="MODULE:FN",
-        help="Reward function module:function or file.py:function; repeatable.",
-    )
-    p.add_argument(
-        "--run-dir", metavar="DIR", help=f"Run directory (default runs/<task>-{algo}-<timestamp>)."
-    )
-    p.add_argument("--config", metavar="FILE.yaml", help=f"YAML config file (keys as in docs/{algo}.md).")
     add_overrides_option(p, "generation.temperature=0.7")
-    p.add_argument("--max-steps", type=int, metavar="N", help=f"{steps} (overrides max_steps).")
-    p.add_argument("--seed", type=int, metavar="N", help="Random seed.")
-    p.add_argument("--device", metavar="DEV", help="Torch device: cpu, cuda, cuda:N.")
-    p.add_argument("--resume", metavar="RUN_DIR", help="Continue a run from its newest complete checkpoint.")
+    add_rows(
+        p,
+        ("--max-steps", "N", f"{steps} (overrides max_steps).", INT),
+        SEED,
+        DEVICE,
+        ("--resume", "RUN_DIR", "Continue a run from its newest complete checkpoint."),
+    )
     add_progress_options(p, evaluation=False)

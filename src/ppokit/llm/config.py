@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from ppokit.config import ConfigBase, check, checkpoint_every_seconds_option, option
+from ppokit.config import ConfigBase, check, check_adam_betas, checkpoint_every_seconds_option, option
 from ppokit.errors import ConfigError
 
 
@@ -224,47 +224,22 @@ class LMConfig(ConfigBase):
         check(self.logprob_chunk_size >= 0, "logprob_chunk_size", self.logprob_chunk_size, "must be >= 0")
         check(self.lora_r >= 1, "lora_r", self.lora_r, "must be >= 1")
         check(0 <= self.lora_dropout < 1, "lora_dropout", self.lora_dropout, "must lie in [0, 1)")
-        for key in (
-            "max_steps",
-            "prompts_per_step",
-            "n_epochs",
-            "log_every",
-            "keep_checkpoints",
-            "eval_prompts",
-            "task_digits",
-            "nonfinite_stop_after",
-        ):
-            check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
-        for key in (
-            "micro_batch_size",
-            "warmup_steps",
-            "eval_every",
-            "checkpoint_every",
-            "num_samples",
-            "torch_threads",
-        ):
-            check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        positive = ("max_steps", "prompts_per_step", "n_epochs", "log_every", "keep_checkpoints")
+        positive += ("eval_prompts", "task_digits", "nonfinite_stop_after")
+        self.check_each(positive, lambda v: v >= 1, "must be a positive integer")
+        non_negative = ("micro_batch_size", "warmup_steps", "eval_every", "checkpoint_every")
+        non_negative += ("num_samples", "torch_threads")
+        self.check_each(non_negative, lambda v: v >= 0, "must be >= 0")
         check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
-        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
-        check(self.max_seconds >= 0, "max_seconds", self.max_seconds, "must be >= 0")
-        check(
-            self.checkpoint_every_seconds >= 0,
-            "checkpoint_every_seconds",
-            self.checkpoint_every_seconds,
-            "must be >= 0",
-        )
+        non_negative = ("weight_decay", "max_seconds", "checkpoint_every_seconds")
+        self.check_each(non_negative, lambda v: v >= 0, "must be >= 0")
         check(
             self.max_grad_norm is None or self.max_grad_norm > 0,
             "max_grad_norm",
             self.max_grad_norm,
             "must be > 0 or null",
         )
-        check(
-            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-            "adam_betas",
-            self.adam_betas,
-            "give two numbers in [0, 1)",
-        )
+        check_adam_betas(self.adam_betas)
         check(
             self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
             "device",

@@ -34,9 +34,9 @@ from ppokit.functional import (
     masked_sum,
     sapo_surrogate,
 )
-from ppokit.llm.generation import completion_logprobs, encode_prompts, generate
+from ppokit.llm.generation import completion_logprobs
 from ppokit.llm.grpo_config import GRPOConfig
-from ppokit.llm.reward_checks import require_scored
+from ppokit.llm.sampling import sample, score_samples
 from ppokit.llm.trainer import LMTrainer
 
 
@@ -70,11 +70,7 @@ class GRPOTrainer(LMTrainer):
     """
 
     algo = "grpo"
-
-    @classmethod
-    def config_class(cls) -> type[GRPOConfig]:
-        """``GRPOConfig``."""
-        return GRPOConfig
+    config_cls = GRPOConfig
 
     def _kl_weight(self) -> float:
         return self.config.kl_coef
@@ -98,35 +94,12 @@ class GRPOTrainer(LMTrainer):
     # ------------------------------------------------------------------ 1. generate
     @torch.no_grad()
     def _rollout(self, rows: list[dict[str, Any]]) -> Rollout:
-        cfg, gen, G = self.config, self.config.generation, self.config.num_generations
+        cfg, G = self.config, self.config.num_generations
         rows = [r for r in rows for _ in range(G)]  # groups of G consecutive rows
-        prompt_ids, prompt_mask = encode_prompts(
-            self.tokenizer, [r["prompt"] for r in rows], gen.max_prompt_length, str(self.device)
-        )
-        shared = self._group  # 1 when prompts are not shared across a group
-        with self.autocast():
-            out = generate(
-                self.model,
-                prompt_ids[::shared],
-                prompt_mask[::shared],
-                gen.max_completion_length,
-                self.eos_ids,
-                self.tokenizer.pad_token_id,
-                gen.temperature,
-                gen.top_k,
-                gen.top_p,
-                generator=self.generator,
-                num_return_sequences=shared,
-                min_p=gen.min_p,
-                repetition_penalty=gen.repetition_penalty,
-            )
-        texts = self.tokenizer.batch_decode(
-            out.tokens.masked_fill(~out.mask, self.tokenizer.pad_token_id), skip_special_tokens=True
-        )
+        # each group's prompt runs once, its KV cache shared by the G completions (share_prompt_prefix)
+        prompt_ids, prompt_mask, out, texts = sample(self, rows, group=self._group)
         # ---------------------------------------------------------- 2. advantage
-        ids = [row[m].tolist() for row, m in zip(out.tokens, out.mask)]  # up to and including EOS
-        rewards, per_fn = self.score(rows, texts, ids)
-        require_scored(rewards, self.reward_names, self.step + 1)  # a step with no signal stops the run
+        rewards, per_fn = score_samples(self, rows, out, texts)  # a step with no signal stops the run
         unscored = torch.isnan(rewards)
         grouped = rewards.view(-1, G)
         # A completion no function scored is left out of the loss; for the group statistics it takes

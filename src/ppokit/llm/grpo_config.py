@@ -102,23 +102,13 @@ class GRPOConfig(LMConfig):
         )
         check(self.entropy_coef >= 0, "entropy_coef", self.entropy_coef, "must be >= 0")
         check(self.delta is None or self.delta > 1, "delta", self.delta, "must be > 1 or null")
-        for key in ("sapo_temperature_pos", "sapo_temperature_neg"):
-            check(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")
-        check(
-            self.prompts_per_step % self.steps_per_generation == 0,
-            "steps_per_generation",
-            self.steps_per_generation,
-            f"must divide prompts_per_step={self.prompts_per_step} (each step takes whole groups)",
-        )
+        self.check_each(("sapo_temperature_pos", "sapo_temperature_neg"), lambda v: v > 0, "must be > 0")
+        why = " (each step takes whole groups)"
+        self.check_divides("steps_per_generation", self.prompts_per_step, "prompts_per_step=", why)
         if self.micro_batch_size:
             part = self.batch_size // self.steps_per_generation
-            check(
-                part % self.micro_batch_size == 0,
-                "micro_batch_size",
-                self.micro_batch_size,
-                f"must divide the completions of one optimizer step: prompts_per_step * num_generations / "
-                f"steps_per_generation = {part}",
-            )
+            step = "the completions of one optimizer step: prompts_per_step * num_generations / "
+            self.check_divides("micro_batch_size", part, step + "steps_per_generation = ")
             check(
                 not self.share_prompt_prefix or self.micro_batch_size % self.num_generations == 0,
                 "micro_batch_size",

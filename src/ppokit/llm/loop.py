@@ -151,15 +151,10 @@ def _checkpointed(trainer: Any, error: RewardFunctionError) -> RewardFunctionErr
 
 def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
     cfg = trainer.config
-    has_eval = bool(trainer.eval_rows)
-    summary: dict[str, Any] = {}
-    if has_eval and trainer.step == 0:
-        before, _ = trainer.evaluate()
-        trainer.accuracy_before = before.get("eval/accuracy")
-        summary["reward_before"] = before.get("eval/reward")
-        _log(tracker, 0, before)
-    start, start_step, final, metrics = time.perf_counter(), trainer.step, {}, {}
-    records: list[dict[str, Any]] = []
+    summary = _evaluate_before(trainer, tracker)
+    start, start_step, metrics = time.perf_counter(), trainer.step, {}
+    time_up = lambda: bool(cfg.max_seconds) and time.perf_counter() - start >= cfg.max_seconds
+    final: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])  # the last step's evaluation
     headline = getattr(trainer, "progress_metric", "reward")  # the metric the bar shows
     bar = ProgressBar(
         cfg.max_steps,
@@ -174,38 +169,19 @@ def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
     callbacks.begin()
     with bar:
         bar.update(trainer.step, done_since_start=0)
-        while trainer.step < cfg.max_steps:
-            if cfg.max_seconds and time.perf_counter() - start >= cfg.max_seconds:
-                break
+        while trainer.step < cfg.max_steps and not time_up():
             stopped = getattr(trainer, "stop_requested", None)  # SIGINT/SIGTERM (cli/signals.py)
             if stopped is not None:
                 break
             callbacks.step_begin()
-            try:
-                metrics = trainer.train_step()
-            except NonFiniteError as e:
-                raise trainer.emergency_stop(e) from None
-            logged, columns = trainer.pop_reward_logs()  # log_metric / log_extra of the reward functions
-            metrics.update(logged)
-            if tracker is not None and trainer.step % cfg.log_every == 0:
-                tracker.log_completions(trainer.step, trainer.last_samples[: cfg.num_samples], columns)
+            metrics = _train_step(trainer, tracker)
             # the last step: by count, or because the time is up (checked here, so the final
             # evaluation lands in this step's row instead of a second row for the same step)
-            last = trainer.step >= cfg.max_steps or (
-                cfg.max_seconds and time.perf_counter() - start >= cfg.max_seconds
-            )
-            if has_eval and (last or (cfg.eval_every and trainer.step % cfg.eval_every == 0)):
-                evaluated, eval_records = trainer.evaluate()
-                metrics.update(evaluated)
-                if last:
-                    final, records = evaluated, eval_records
-            if last or trainer.step % cfg.log_every == 0:
-                _log(tracker, trainer.step, metrics)
-            every_steps = cfg.checkpoint_every and trainer.step % cfg.checkpoint_every == 0
-            every_seconds = cfg.checkpoint_every_seconds and (
-                _clock() - saved_at >= cfg.checkpoint_every_seconds
-            )
-            if tracker is not None and (every_steps or every_seconds):
+            last = trainer.step >= cfg.max_steps or time_up()
+            evaluated = _evaluate_and_log(trainer, tracker, metrics, last)
+            if last and evaluated is not None:
+                final = evaluated
+            if tracker is not None and _checkpoint_due(cfg, trainer.step, saved_at):
                 trainer.save_checkpoint()
                 saved_at = _clock()
             bar.update(trainer.step, metrics.get(headline), done_since_start=trainer.step - start_step)
@@ -222,21 +198,86 @@ def _run(trainer: Any, tracker: Tracker | None) -> dict[str, Any]:
             summary["checkpoint"] = str(trainer.save_checkpoint())
             summary["run_dir"] = str(trainer.run_dir)
         return summary
-    if has_eval:
-        if not final:  # no step ran (already at max_steps, or max_seconds spent before the first)
-            final, records = trainer.evaluate()
+    return _finish(trainer, tracker, summary, final, metrics.get(headline), train_seconds)
+
+
+def _evaluate_before(trainer: Any, tracker: Reporters | None) -> dict[str, Any]:
+    """The summary's start: held-out accuracy before the first step, logged at step 0 (a resumed run
+    keeps the one it measured then)."""
+    summary: dict[str, Any] = {}
+    if trainer.eval_rows and trainer.step == 0:
+        before, _ = trainer.evaluate()
+        trainer.accuracy_before = before.get("eval/accuracy")
+        summary["reward_before"] = before.get("eval/reward")
+        _log(tracker, 0, before)
+    return summary
+
+
+def _train_step(trainer: Any, tracker: Reporters | None) -> dict[str, Any]:
+    """One step of the algorithm, with what its reward functions logged, and its completions in the
+    completions table; a ``NonFiniteError`` stops the run with an emergency checkpoint."""
+    cfg = trainer.config
+    try:
+        metrics = trainer.train_step()
+    except NonFiniteError as e:
+        raise trainer.emergency_stop(e) from None
+    logged, columns = trainer.pop_reward_logs()  # log_metric / log_extra of the reward functions
+    metrics.update(logged)
+    if tracker is not None and trainer.step % cfg.log_every == 0:
+        tracker.log_completions(trainer.step, trainer.last_samples[: cfg.num_samples], columns)
+    return metrics
+
+
+def _evaluate_and_log(
+    trainer: Any, tracker: Reporters | None, metrics: dict[str, Any], last: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The held-out evaluation when it is due (every ``eval_every`` steps and at the last) into the
+    step's metrics, and the metrics row (every ``log_every`` steps and at the last); returns the
+    evaluation when one ran."""
+    cfg = trainer.config
+    evaluated = None
+    if trainer.eval_rows and (last or (cfg.eval_every and trainer.step % cfg.eval_every == 0)):
+        evaluated = trainer.evaluate()
+        metrics.update(evaluated[0])
+    if last or trainer.step % cfg.log_every == 0:
+        _log(tracker, trainer.step, metrics)
+    return evaluated
+
+
+def _checkpoint_due(cfg: Any, step: int, saved_at: float) -> bool:
+    """Whether ``step`` is a multiple of ``checkpoint_every`` or ``checkpoint_every_seconds`` have passed
+    since ``saved_at``."""
+    every_steps = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+    every_seconds = cfg.checkpoint_every_seconds and _clock() - saved_at >= cfg.checkpoint_every_seconds
+    return bool(every_steps or every_seconds)
+
+
+def _finish(
+    trainer: Any,
+    tracker: Reporters | None,
+    summary: dict[str, Any],
+    final: tuple[dict[str, Any], list[dict[str, Any]]],
+    last_reward: Any,
+    train_seconds: float,
+) -> dict[str, Any]:
+    """The summary of a run that ended by steps, time or a callback: accuracy before and after, and,
+    with a run directory, the final checkpoint and the report (samples.md, plots)."""
+    evaluated, records = final
+    if trainer.eval_rows:
+        if not evaluated:  # no step ran (already at max_steps, or max_seconds spent before the first)
+            evaluated, records = trainer.evaluate()
         summary.update(
             {
                 "accuracy_before": trainer.accuracy_before,
-                "accuracy_after": final.get("eval/accuracy"),
-                "reward_after": final.get("eval/reward"),
+                "accuracy_after": evaluated.get("eval/accuracy"),
+                "reward_after": evaluated.get("eval/reward"),
             }
         )
     summary.update(
         {
             "steps": trainer.step,
             "train_seconds": round(train_seconds, 2),
-            "last_reward": metrics.get(headline),
+            "last_reward": last_reward,
             "num_tokens": trainer.num_tokens,
         }
     )

@@ -95,6 +95,17 @@ def prepare_precision(model: Any, cfg: Any) -> None:
         model.float()
 
 
+def prepare_model(model: Any, cfg: Any, peft_config: Any, device: torch.device) -> Any:
+    """``model`` as it trains, on ``device``: LoRA (peft) first, then precision (adapters are trainable
+    float32, a half-precision base stays as it is, frozen; trainable half-precision weights need
+    bf16/fp16 and become float32 masters), then activation checkpointing when the config asks."""
+    model = wrap_peft(model.to(device), cfg, peft_config)
+    prepare_precision(model, cfg)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model
+
+
 def enable_gradient_checkpointing(model: Any) -> None:
     """Turn on the model's activation (gradient) checkpointing, non-reentrant (works with frozen
     inputs such as a LoRA base, no ``enable_input_require_grads`` needed)."""
@@ -118,6 +129,7 @@ __all__ = [
     "is_peft_model",
     "load_dtype",
     "lora_config",
+    "prepare_model",
     "prepare_precision",
     "wrap_peft",
 ]

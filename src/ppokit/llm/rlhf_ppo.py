@@ -45,17 +45,10 @@ from ppokit.functional import (
 )
 from ppokit.functional.losses import entropy_from_logits
 from ppokit.functional.tokens import selective_log_softmax
-from ppokit.llm.generation import (
-    encode_prompts,
-    generate,
-    head_logprobs,
-    positions_from_mask,
-    split_lm,
-    unwrap_peft,
-)
+from ppokit.llm.generation import head_logprobs, positions_from_mask, split_lm, unwrap_peft
 from ppokit.llm.report import plot_rlhf_run
-from ppokit.llm.reward_checks import require_scored
 from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
+from ppokit.llm.sampling import sample, score_samples
 from ppokit.llm.trainer import LMTrainer
 from ppokit.llm.value_head import ValueHead, hidden_size
 
@@ -92,12 +85,8 @@ class RLHFPPOTrainer(LMTrainer):
     """
 
     algo = "rlhf_ppo"
+    config_cls = RLHFPPOConfig
     progress_metric = "objective/scores"
-
-    @classmethod
-    def config_class(cls) -> type[RLHFPPOConfig]:
-        """``RLHFPPOConfig``."""
-        return RLHFPPOConfig
 
     def _kl_weight(self) -> float:
         return self.config.kl_coef
@@ -233,31 +222,9 @@ class RLHFPPOTrainer(LMTrainer):
     # ------------------------------------------------------------------ 1-4. rollout and advantages
     @torch.no_grad()
     def _rollout(self, rows: list[dict[str, Any]]) -> PPOBatch:
-        cfg, gen = self.config, self.config.generation
-        prompts = [r["prompt"] for r in rows]
-        prompt_ids, prompt_mask = encode_prompts(
-            self.tokenizer, prompts, gen.max_prompt_length, str(self.device)
-        )
-        pad = self.tokenizer.pad_token_id
-        with self.autocast():
-            out = generate(
-                self.model,
-                prompt_ids,
-                prompt_mask,
-                gen.max_completion_length,
-                self.eos_ids,
-                pad,
-                gen.temperature,
-                gen.top_k,
-                gen.top_p,
-                generator=self.generator,
-                min_p=gen.min_p,
-                repetition_penalty=gen.repetition_penalty,
-            )
-        texts = self.tokenizer.batch_decode(out.tokens.masked_fill(~out.mask, pad), skip_special_tokens=True)
-        ids = [row[m].tolist() for row, m in zip(out.tokens, out.mask)]  # up to and including EOS
-        scores, per_fn = self.score(rows, texts, ids)
-        require_scored(scores, self.reward_names, self.step + 1)  # a step with no signal stops the run
+        cfg = self.config
+        prompt_ids, prompt_mask, out, texts = sample(self, rows)
+        scores, per_fn = score_samples(self, rows, out, texts)  # a step with no signal stops the run
         unscored = torch.isnan(scores)  # no function scored it: it stays out of the update
         scores = torch.nan_to_num(scores).to(self.device)
         if cfg.missing_eos_penalty is not None:  # TRL's missing_eos_penalty

@@ -81,8 +81,7 @@ class RLHFPPOConfig(LMConfig):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("num_mini_batches", "kl_horizon"):
-            check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
+        self.check_each(("num_mini_batches", "kl_horizon"), lambda v: v >= 1, "must be a positive integer")
         check(
             self.critic_learning_rate is None or self.critic_learning_rate > 0,
             "critic_learning_rate",
@@ -105,19 +104,10 @@ class RLHFPPOConfig(LMConfig):
             self.kl_coef,
             "the adaptive rule multiplies kl_coef, so it must start > 0",
         )
-        check(
-            self.prompts_per_step % self.num_mini_batches == 0,
-            "num_mini_batches",
-            self.num_mini_batches,
-            f"must divide prompts_per_step={self.prompts_per_step}",
-        )
+        self.check_divides("num_mini_batches", self.prompts_per_step, "prompts_per_step=")
         if self.micro_batch_size:
-            check(
-                self.mini_batch_size % self.micro_batch_size == 0,
-                "micro_batch_size",
-                self.micro_batch_size,
-                f"must divide prompts_per_step / num_mini_batches = {self.mini_batch_size}",
-            )
+            mini = "prompts_per_step / num_mini_batches = "
+            self.check_divides("micro_batch_size", self.mini_batch_size, mini)
 
 
 # The built-in addition task's settings for PPO: ADDITION_BASE_PRESET (the model, warm start and

@@ -1,10 +1,11 @@
 """``LMTrainer``: what every language-model trainer of ppokit shares, apart from its algorithm.
 
-Model/tokenizer set-up, the frozen reference model, the prompt stream, greedy held-out evaluation,
-the learning-rate schedule, the guarded optimizer step (``ppokit.train.step.GuardedStep``, as on the
-classic side), checkpoints (save/load/resume, ``ppokit.train`` layout and RNG capture) and the report.
-``GRPOTrainer`` adds the four GRPO steps; ``RLHFPPOTrainer`` adds its value head, per-token GAE and
-KL penalty and keeps all of this (its value head goes into ``_extra_state`` / ``_load_extra_state``).
+Model/tokenizer set-up, the frozen reference model, the prompt stream, sampling, scoring and greedy
+held-out evaluation (``sampling.py``), the learning-rate schedule, the guarded optimizer step
+(``ppokit.train.step.GuardedStep``, as on the classic side), checkpoints (save/load/resume,
+``ppokit.train`` layout and RNG capture) and the report. ``GRPOTrainer`` adds the four GRPO steps;
+``RLHFPPOTrainer`` adds its value head, per-token GAE and KL penalty and keeps all of this (its value
+head goes into ``_extra_state`` / ``_load_extra_state``).
 """
 
 from __future__ import annotations
@@ -22,20 +23,14 @@ import torch
 from ppokit import distributed
 from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.llm import checkpoint as ckpt
-from ppokit.llm.generation import encode_prompts, generate
-from ppokit.llm.input_checks import (
-    as_reward_function,
-    as_rows,
-    check_inputs,
-    is_tokenizer,
-    tokenizer_of,
-)
-from ppokit.llm.models import eos_token_ids, prepare_tokenizer
-from ppokit.llm.precision import enable_gradient_checkpointing, is_peft_model, prepare_precision, wrap_peft
+from ppokit.llm import sampling
+from ppokit.llm.input_checks import as_reward_function, as_rows, check_inputs, is_tokenizer, tokenizer_of
+from ppokit.llm.models import eos_token_ids, load_pretrained, prepare_tokenizer
+from ppokit.llm.precision import is_peft_model, prepare_model
 from ppokit.llm.report import plot_llm_run, write_samples
 from ppokit.llm.reward_checks import checked_rewards
-from ppokit.llm.rewards import RewardFn, repeat_columns, reward_name, score_completions
-from ppokit.llm.trl_compat import TrainerState, dataset_rows, is_finite_number, trl_completion
+from ppokit.llm.rewards import RewardFn, reward_name
+from ppokit.llm.trl_compat import TrainerState, dataset_rows, trl_positional
 from ppokit.train.step import GuardedStep, LossScaler, gradients
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
@@ -43,7 +38,8 @@ AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
 
 class LMTrainer:
     """Shared state and plumbing; subclasses implement ``train_step() -> dict`` (one step's metrics),
-    ``config_class()`` (an ``LMConfig``), and where they need them ``_kl_weight()`` and ``_setup()``.
+    name their config class (an ``LMConfig``) in ``config_cls``, and where they need them override
+    ``_kl_weight()`` and ``_setup()``.
 
     ``config`` defaults to ``config_class()()``; ``ref_model`` defaults to a frozen copy of ``model``
     taken here, and is built only when ``_kl_weight() > 0``; for a LoRA model (``use_peft``,
@@ -53,6 +49,7 @@ class LMTrainer:
     """
 
     algo = "lm"
+    config_cls: type | None = None  # the algorithm's config class; None: an LMTrainer that only evaluates
 
     def __init__(
         self,
@@ -78,18 +75,17 @@ class LMTrainer:
         # TRL's signature, GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset,
         # processing_class, ...), next to ppokit's (model, tokenizer, reward_funcs, train_prompts, config)
         if tokenizer is not None and not is_tokenizer(tokenizer):  # TRL's positional order
-            positional = (tokenizer, reward_funcs, train_prompts, config)  # reward_funcs, args, train, eval
+            reward_funcs, args, train_dataset, eval_dataset = trl_positional(
+                (tokenizer, reward_funcs, train_prompts, config), args, train_dataset, eval_dataset
+            )
             tokenizer, train_prompts, config = None, None, None
-            reward_funcs = positional[0]
-            args = positional[1] if positional[1] is not None else args
-            train_dataset = positional[2] if positional[2] is not None else train_dataset
-            eval_dataset = positional[3] if positional[3] is not None else eval_dataset
         self.config = cfg = (
             config if config is not None else (args if args is not None else self.config_class()())
         )
         cfg.validate()
         self.callbacks = list(callbacks or [])
-        if train_prompts is None and train_dataset is None:
+        train = train_prompts if train_prompts is not None else train_dataset
+        if train is None:
             raise ConfigError(f"{type(self).__name__} needs train_prompts= (or TRL's train_dataset=)")
         if reward_funcs is None:
             raise ConfigError(f"{type(self).__name__} needs reward_funcs= (functions, module:function specs "
@@ -98,43 +94,54 @@ class LMTrainer:
         # progress and writes the run directory (see ppokit/distributed.py).
         self.dist = distributed.init(cfg.device)
         run_dir = run_dir if run_dir is not None else cfg.output_dir
+        evals = eval_prompts if eval_prompts is not None else eval_dataset
         if not self.dist.is_main:
-            eval_prompts, eval_dataset, run_dir, progress = None, None, None, False
+            evals, run_dir, progress = None, None, False
         self.device = torch.device(cfg.device)
         tokenizer = tokenizer if tokenizer is not None else processing_class
-        if isinstance(model, (str, Path)):  # a local model directory, loaded in torch_dtype (TRL: a name)
-            from ppokit.llm.models import load_pretrained
+        self._set_model(model, tokenizer, peft_config, model_dir)
+        self._set_inputs(reward_funcs, train, evals)
+        self.reward_logs = sampling.RewardLogs()  # what reward functions log through TRL's keywords
+        self.accuracy_fn = accuracy_fn
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.progress = progress
+        self._set_training_state()
+        self._set_reference(ref_model)
+        self._setup()
 
+    # ------------------------------------------------------------------ set-up, in the order it runs
+    def _set_model(self, model: Any, tokenizer: Any, peft_config: Any, model_dir: str | Path | None) -> None:
+        """The policy as it trains and its tokenizer (left padding, a pad token) and EOS ids; every
+        rank starts from rank 0's weights."""
+        cfg = self.config
+        if isinstance(model, (str, Path)):  # a local model directory, loaded in torch_dtype (TRL: a name)
             model_dir = model_dir if model_dir is not None else model
             model, tokenizer = load_pretrained(model, cfg.device, cfg.torch_dtype, tokenizer)
         elif tokenizer is None:
             tokenizer = tokenizer_of(model)
-        # LoRA (peft) first, then precision: adapters are trainable float32, a half-precision base stays
-        # as it is (frozen); trainable half-precision weights need bf16/fp16 and become float32 masters.
-        model = wrap_peft(model.to(self.device), cfg, peft_config)
-        self.is_peft = is_peft_model(model)
+        self.model = prepare_model(model, cfg, peft_config, self.device)  # LoRA, precision, checkpointing
+        self.is_peft = is_peft_model(self.model)
         self.model_dir = str(Path(model_dir).resolve()) if model_dir is not None else None
-        prepare_precision(model, cfg)
-        if cfg.gradient_checkpointing:
-            enable_gradient_checkpointing(model)
-        self.model = model
         distributed.broadcast_parameters(self.model)
         self.model.train()
         self.tokenizer = prepare_tokenizer(tokenizer)
+        self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+
+    def _set_inputs(self, reward_funcs: Any, train: Any, evals: Any) -> None:
+        """The reward functions (wrapped so that their errors name the function and row:
+        reward_checks.py) and the training and held-out rows, checked before any work."""
+        cfg = self.config
         funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-        # errors name the function and row (reward_checks.py)
         self.reward_funcs = checked_rewards([as_reward_function(f, cfg.device) for f in funcs])
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
-        self.rows = as_rows(dataset_rows(train_prompts if train_prompts is not None else train_dataset))
-        evals = eval_prompts if eval_prompts is not None else eval_dataset
+        self.rows = as_rows(dataset_rows(train))
         self.eval_rows = as_rows(dataset_rows(evals)) if evals is not None and len(evals) else []
         check_inputs(self.model, self.tokenizer, self.rows, self.eval_rows, cfg.generation)
-        self._pending_metrics: dict[str, list[float]] = {}
-        self._pending_columns: dict[str, list[Any]] = {}
-        self.accuracy_fn = accuracy_fn
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.progress = progress
-        self.eos_ids = eos_token_ids(model, tokenizer)
+
+    def _set_training_state(self) -> None:
+        """The optimizer and its guarded step, the sampling generator, the prompt order and the
+        counters: what a checkpoint holds besides the model."""
+        cfg = self.config
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay
@@ -150,15 +157,16 @@ class LMTrainer:
         where = lambda: f"{self.algo} step {self.step + 1}"
         scaler = LossScaler() if cfg.fp16 else None  # float16: dynamic loss scaling (bfloat16 needs none)
         self.guard = GuardedStep([self.optimizer], cfg.max_grad_norm, cfg.nonfinite_stop_after, where, scaler)
-        # The KL anchor: the policy training starts from (or ``ref_model``), frozen. A KL weight of 0
-        # needs none: skip the copy and its forward passes entirely. With LoRA the anchor is the base
-        # model, i.e. the policy with its adapter disabled: no copy of the weights at all.
+
+    def _set_reference(self, ref_model: Any) -> None:
+        """The KL anchor: the policy training starts from (or ``ref_model``), frozen. A KL weight of 0
+        needs none: skip the copy and its forward passes entirely. With LoRA the anchor is the base
+        model, i.e. the policy with its adapter disabled: no copy of the weights at all."""
         self.ref_model = None
         self.has_reference = self._kl_weight() > 0
         if self.has_reference and (ref_model is not None or not self.is_peft):
-            self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(self.device)
-            self.ref_model.eval().requires_grad_(False)
-        self._setup()
+            ref = ref_model if ref_model is not None else copy.deepcopy(self.model)
+            self.ref_model = ref.to(self.device).eval().requires_grad_(False)
 
     def autocast(self) -> Any:
         """The autocast context of the forward passes: bfloat16 or float16 with ``bf16``/``fp16``, else
@@ -204,41 +212,16 @@ class LMTrainer:
         epoch = self.epoch + self.cursor / max(len(self.rows), 1)
         return TrainerState(self.step, self.config.max_steps, epoch, self.num_tokens)
 
-    def _log_metric(self, name: str, value: float) -> None:
-        """``log_metric`` of TRL's reward signature: a scalar averaged into this step's metrics row."""
-        if not is_finite_number(value):
-            raise ConfigError(f"log_metric({name!r}, {value!r}): the value must be a finite number")
-        self._pending_metrics.setdefault(name, []).append(float(value))
-
-    def _log_extra(self, column: str, values: list[Any]) -> None:
-        """``log_extra`` of TRL's reward signature: a column added to this step's completions table."""
-        self._pending_columns.setdefault(column, []).extend(values)
-
     def score(
         self, rows: list[dict[str, Any]], texts: list[str], completion_ids: list[list[int]] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Call the reward functions with every keyword TRL passes: ``prompts``, ``completions`` (for
-        conversational prompts ``[{"role": "assistant", "content": text}]``, as TRL), ``completion_ids``
-        (token ids up to and including EOS), ``trainer_state``, ``log_extra``, ``log_metric`` and the
-        rows' other columns. A function receives only the keywords its signature names (all of them
-        when it takes ``**kwargs``), so ppokit-style functions keep working. Returns
-        ``score_completions``' ``(total [B], per_function [B, F])``."""
-        prompts = [r["prompt"] for r in rows]
-        completions = [trl_completion(p, t) for p, t in zip(prompts, texts)]
-        extra = {
-            "completion_ids": completion_ids if completion_ids is not None else [[] for _ in texts],
-            "trainer_state": self.state,
-            "log_extra": self._log_extra,
-            "log_metric": self._log_metric,
-        }
-        columns = {**repeat_columns(rows, 1), **extra}
-        return score_completions(self.reward_funcs, self.config.reward_weights, prompts, completions, columns)
+        """The reward functions called with every keyword TRL passes (``sampling.score``): ``(total
+        [B], per_function [B, F])``."""
+        return sampling.score(self, rows, texts, completion_ids)
 
     def pop_reward_logs(self) -> tuple[dict[str, float], dict[str, list[Any]]]:
         """The metrics and completion-table columns reward functions logged since the last call."""
-        metrics = {k: sum(v) / len(v) for k, v in self._pending_metrics.items()}
-        columns, self._pending_metrics, self._pending_columns = self._pending_columns, {}, {}
-        return metrics, columns
+        return self.reward_logs.pop()
 
     # ------------------------------------------------------------------ prompts, schedule, guards
     def _next_rows(self) -> list[dict[str, Any]]:
@@ -298,34 +281,7 @@ class LMTrainer:
         self, rows: Sequence[dict[str, Any]] | None = None, batch_size: int = 256
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Greedy completions for held-out rows: ``({"eval/accuracy", "eval/reward"}, per-row records)``."""
-        rows = list(rows if rows is not None else self.eval_rows)
-        if not rows:
-            return {}, []
-        gen, texts = self.config.generation, []
-        for i in range(0, len(rows), batch_size):
-            prompts = [r["prompt"] for r in rows[i : i + batch_size]]
-            ids, mask = encode_prompts(self.tokenizer, prompts, gen.max_prompt_length, str(self.device))
-            pad = self.tokenizer.pad_token_id
-            with self.autocast():
-                out = generate(
-                    self.model, ids, mask, gen.max_completion_length, self.eos_ids, pad, greedy=True
-                )
-            texts += self.tokenizer.batch_decode(
-                out.tokens.masked_fill(~out.mask, pad), skip_special_tokens=True
-            )
-        rewards, _ = self.score(rows, texts)
-        self.pop_reward_logs()  # what the rewards log during evaluation is not a training step's
-        result = {"eval/reward": float(rewards.nanmean())}
-        records = [
-            {"prompt": r["prompt"], "completion": t, "reward": float(x)}
-            for r, t, x in zip(rows, texts, rewards)
-        ]
-        if self.accuracy_fn is not None:
-            correct = [bool(c) for c in self.accuracy_fn(rows, texts)]
-            result["eval/accuracy"] = sum(correct) / len(correct)
-            for rec, c in zip(records, correct):
-                rec["correct"] = c
-        return result, records
+        return sampling.evaluate(self, rows if rows is not None else self.eval_rows, batch_size)
 
     def train(self) -> dict[str, Any]:
         """Train to ``max_steps`` (or ``max_seconds``); returns a summary (accuracy before/after, ...)."""
@@ -391,9 +347,11 @@ class LMTrainer:
         return trainer
 
     @classmethod
-    def config_class(cls) -> Any:  # pragma: no cover - abstract
-        """The config dataclass of this trainer."""
-        raise NotImplementedError
+    def config_class(cls) -> Any:
+        """The config dataclass of this trainer (``config_cls``)."""
+        if cls.config_cls is None:  # pragma: no cover - abstract
+            raise NotImplementedError
+        return cls.config_cls
 
     # ------------------------------------------------------------------ report
     def _require_run_dir(self) -> Path:

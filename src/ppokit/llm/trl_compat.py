@@ -217,6 +217,16 @@ def dataset_rows(dataset: Any) -> list[dict[str, Any]]:
     return list(dataset)
 
 
+def trl_positional(positional: tuple, args: Any, train_dataset: Any, eval_dataset: Any) -> tuple:
+    """TRL's positional order, ``GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset)``,
+    read from the four positions ppokit's trainers call ``(tokenizer, reward_funcs, train_prompts,
+    config)``: ``(reward_funcs, args, train_dataset, eval_dataset)``, each keyword kept where its
+    position is empty."""
+    reward_funcs, *rest = positional
+    given = (args, train_dataset, eval_dataset)
+    return (reward_funcs, *(pos if pos is not None else kw for pos, kw in zip(rest, given)))
+
+
 def trl_completion(prompt: Any, text: str) -> Any:
     """A completion as TRL hands it to reward functions: for a conversational prompt (a list of
     messages) ``[{"role": "assistant", "content": text}]``, otherwise the text."""

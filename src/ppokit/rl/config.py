@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-from ppokit.config import ConfigBase, check, checkpoint_every_seconds_option, option
+from ppokit.config import ConfigBase, check, check_adam_betas, checkpoint_every_seconds_option, option
 from ppokit.functional.losses import OBJECTIVES
 
 
@@ -202,65 +203,54 @@ class PPOConfig(ConfigBase):
 
     def validate(self) -> None:
         super().validate()
-        for key in (
-            "num_envs",
-            "total_timesteps",
-            "n_steps",
-            "batch_size",
-            "n_epochs",
-            "eval_episodes",
-            "keep_checkpoints",
-            "log_every",
-            "nonfinite_stop_after",
-        ):
-            check(getattr(self, key) >= 1, key, getattr(self, key), "must be a positive integer")
+        self._check_counts()
+        self._check_optimization()
+        self._check_switches()
+        self.check_each(
+            ("target_kl", "vf_clip_range", "max_grad_norm"),
+            lambda v: v is None or v > 0,
+            "must be > 0 or null",
+        )
+        check(
+            self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
+            "device",
+            self.device,
+            "use cpu, cuda or cuda:N",
+        )
+        self._check_env_sources()
+        self.network.validate()
+
+    def _check_counts(self) -> None:
+        """Counts, the seed, the checkpoint cadence, and the rollout's split into minibatches."""
+        positive = ("num_envs", "total_timesteps", "n_steps", "batch_size", "n_epochs", "eval_episodes")
+        positive += ("keep_checkpoints", "log_every", "nonfinite_stop_after")
+        self.check_each(positive, lambda v: v >= 1, "must be a positive integer")
         check(self.torch_threads >= 0, "torch_threads", self.torch_threads, "must be >= 0 (0: auto)")
         check(0 <= self.seed < 2**63, "seed", self.seed, "must lie in [0, 2**63)")
-        check(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "must be >= 0")
-        check(
-            self.checkpoint_every_seconds >= 0,
-            "checkpoint_every_seconds",
-            self.checkpoint_every_seconds,
-            "must be >= 0",
-        )
+        self.check_each(("checkpoint_every", "checkpoint_every_seconds"), lambda v: v >= 0, "must be >= 0")
         check(
             self.batch_size <= self.rollout_size,
             "batch_size",
             self.batch_size,
             f"must be <= n_steps * num_envs = {self.rollout_size}",
         )
-        check(
-            self.rollout_size % self.batch_size == 0,
-            "batch_size",
-            self.batch_size,
-            f"must divide n_steps * num_envs = {self.rollout_size}",
-        )
-        for key in ("learning_rate", "clip_range", "adam_eps", "obs_clip", "reward_clip", "huber_delta"):
-            check(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")
-        if self.critic_learning_rate is not None:
-            check(
-                self.critic_learning_rate > 0,
-                "critic_learning_rate",
-                self.critic_learning_rate,
-                "must be > 0",
-            )
-        check(
-            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-            "adam_betas",
-            self.adam_betas,
-            "give two numbers in [0, 1)",
-        )
+        self.check_divides("batch_size", self.rollout_size, "n_steps * num_envs = ")
+
+    def _check_optimization(self) -> None:
+        """The optimizer, the returns and the loss terms."""
+        positive = ("learning_rate", "clip_range", "adam_eps", "obs_clip", "reward_clip", "huber_delta")
+        self.check_each(positive, lambda v: v > 0, "must be > 0")
+        self.check_each(("critic_learning_rate",), lambda v: v is None or v > 0, "must be > 0")
+        check_adam_betas(self.adam_betas)
         check(0 <= self.gamma <= 1, "gamma", self.gamma, "must lie in [0, 1]")
         check(0 <= self.gae_lambda <= 1, "gae_lambda", self.gae_lambda, "must lie in [0, 1]")
-        for key in ("kl_coef", "ent_coef", "vf_coef"):
-            check(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        self.check_each(("kl_coef", "ent_coef", "vf_coef"), lambda v: v >= 0, "must be >= 0")
         check(self.adaptive_kl_target > 0, "adaptive_kl_target", self.adaptive_kl_target, "must be > 0")
-        check(
-            self.action_masking in (True, False, "auto"),
-            "action_masking",
-            self.action_masking,
-            "use auto, true or false",
-        )
+
+    def _check_switches(self) -> None:
+        """The auto/true/false switches, and the minibatch size a recurrent network needs."""
+        auto_or_bool = lambda v: v in (True, False, "auto")
+        self.check_each(("action_masking",), auto_or_bool, "use auto, true or false")
         if self.network.recurrent != "none":  # minibatches are whole env sequences (rl/recurrent.py)
             check(
                 self.batch_size % self.n_steps == 0,
@@ -269,21 +259,10 @@ class PPOConfig(ConfigBase):
                 f"must be a multiple of n_steps={self.n_steps} with network.recurrent="
                 f"{self.network.recurrent} (each minibatch holds whole env sequences)",
             )
-        check(
-            self.manual_grad in (True, False, "auto"),
-            "manual_grad",
-            self.manual_grad,
-            "use auto, true or false",
-        )
-        for key in ("target_kl", "vf_clip_range", "max_grad_norm"):
-            value = getattr(self, key)
-            check(value is None or value > 0, key, value, "must be > 0 or null")
-        check(
-            self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
-            "device",
-            self.device,
-            "use cpu, cuda or cuda:N",
-        )
+        self.check_each(("manual_grad",), auto_or_bool, "use auto, true or false")
+
+    def _check_env_sources(self) -> None:
+        """The wrappers and the packages that register env ids are well-formed."""
         from ppokit.rl.wrappers import parse_wrappers
 
         parse_wrappers(self.env_wrappers)
@@ -294,4 +273,13 @@ class PPOConfig(ConfigBase):
                 self.gym_packages,
                 "give importable module names",
             )
-        self.network.validate()
+
+
+def resolve_config(config: PPOConfig | dict | None, env: Any, overrides: dict[str, Any]) -> PPOConfig:
+    """The config of a ``PPO(env, config, **overrides)`` call: ``config`` (a PPOConfig, a dict, or None
+    for the defaults) with ``overrides`` applied, and ``env_id`` set when ``env`` is a Gymnasium id."""
+    if isinstance(config, dict) or config is None:
+        config = PPOConfig.from_dict({**(config or {}), **overrides})
+    elif overrides:
+        config = config.replace(**overrides)
+    return config.replace(env_id=env) if isinstance(env, str) else config

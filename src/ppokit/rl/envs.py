@@ -17,9 +17,10 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState
 
-from ppokit.errors import EnvConfigError, EnvError, EnvStepError, MissingDependencyError
+from ppokit.errors import ConfigError, EnvConfigError, EnvError, EnvStepError, MissingDependencyError
 from ppokit.rl.envfind import find_spec, import_packages, load_entry_point, one_line
 from ppokit.rl.masking import strip_mask_key
+from ppokit.rl.spaces import ObsLayout
 from ppokit.rl.wrappers import apply_wrappers, check_wrappers
 
 EnvSpec = str | Callable[[], gym.Env]
@@ -128,6 +129,23 @@ def make_vec_env(
         venv.close()
         raise
     return venv
+
+
+def make_training_envs(env: EnvSpec, cfg: Any) -> tuple[gym.vector.VectorEnv, ObsLayout]:
+    """The vector env a ``PPOConfig`` describes, with its autoreset mode checked, and how its
+    observations are stored and fed to the policy (rl/spaces.py: uint8 images, packed Dicts)."""
+    venv = make_vec_env(
+        env, cfg.num_envs, cfg.vectorization, cfg.env_kwargs, cfg.gym_packages, cfg.env_wrappers
+    )
+    autoreset_mode(venv)
+    layout = ObsLayout(venv.single_observation_space)
+    if cfg.normalize_obs and layout.kind != "box":
+        venv.close()
+        raise ConfigError(
+            f"normalize_obs=True is not allowed for {layout.kind} observations "
+            f"({venv.single_observation_space}); it applies to Box observations (images are scaled by 1/255)"
+        )
+    return venv, layout
 
 
 def _build(

@@ -5,8 +5,8 @@
 Sections: construction (env, policy, optimizers: parts that each own their state) -> ``learn``
 (the rollout, ``rollout.py``; the update and the loss, ``update.py``; logging; checkpoints) -> using
 the policy (predict, evaluate, save, load). ``state_dict`` is the composition of the parts' states;
-``state.py`` writes it to disk. References: Schulman et al. 2017 (PPO, https://arxiv.org/abs/1707.06347);
-Huang et al. 2022, "The 37 Implementation Details of PPO"
+``state.py`` composes it (``parts_state``) and writes it to disk. References: Schulman et al. 2017
+(PPO, https://arxiv.org/abs/1707.06347); Huang et al. 2022, "The 37 Implementation Details of PPO"
 (https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/).
 """
 
@@ -27,15 +27,14 @@ from ppokit.config import ConfigError
 from ppokit.errors import NonFiniteError
 from ppokit.functional import explained_variance
 from ppokit.rl import fast, state
-from ppokit.rl.config import PPOConfig
-from ppokit.rl.envs import EnvSpec, autoreset_mode, make_vec_env
+from ppokit.rl.config import PPOConfig, resolve_config
+from ppokit.rl.envs import EnvSpec, make_training_envs
 from ppokit.rl.masking import mask_dim
 from ppokit.rl.networks import PolicySpec, make_policy
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler, sync_statistics
 from ppokit.rl.predict import predict_actions
 from ppokit.rl.recurrent import RecurrentPolicy, flat_valid, sequence_batch
 from ppokit.rl.rollout import Collector, RolloutBuffer
-from ppokit.rl.spaces import ObsLayout
 from ppokit.rl.update import (
     AdaptiveKL,
     make_optimizers,
@@ -47,7 +46,6 @@ from ppokit.rl.update import (
 from ppokit.seeding import seed_everything
 from ppokit.tracking import PROCESS_START
 from ppokit.train.precision import autocast
-from ppokit.train.rng import capture_rng, restore_rng
 from ppokit.train.step import GuardedStep
 from ppokit.train.threads import ThreadChooser
 
@@ -65,18 +63,12 @@ class PPO:
         policy: PolicySpec = None,
         **overrides: Any,
     ):
-        if isinstance(config, dict) or config is None:
-            config = PPOConfig.from_dict({**(config or {}), **overrides})
-        elif overrides:
-            config = config.replace(**overrides)
-        if isinstance(env, str):
-            config = config.replace(env_id=env)
+        self.config = cfg = resolve_config(config, env, overrides)
         if isinstance(env, gym.Env):  # SB3 accepts one instance; ppokit makes num_envs copies
             raise ConfigError(
                 f"env={env!r} is an environment instance; pass its id (e.g. PPO('CartPole-v1')) or a "
                 "factory that makes a new one per call (e.g. PPO(lambda: gym.make('CartPole-v1')))"
             )
-        self.config = cfg = config
         self.env_fn = env if env is not None and not isinstance(env, str) else None
         self.env_spec: EnvSpec = env if env is not None else cfg.env_id
         self.threads = ThreadChooser(cfg.torch_threads, cfg.batch_size * max(cfg.network.hidden_sizes))
@@ -86,20 +78,9 @@ class PPO:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device!r} is not allowed; CUDA is not available on this machine")
         # -- the environments and the policy ----------------------------------------------------
-        self.venv = make_vec_env(
-            self.env_spec, cfg.num_envs, cfg.vectorization, cfg.env_kwargs, cfg.gym_packages, cfg.env_wrappers
-        )
-        autoreset_mode(self.venv)
+        self.venv, self.obs_layout = make_training_envs(self.env_spec, cfg)
         self.observation_space = self.venv.single_observation_space
         self.action_space = self.venv.single_action_space
-        # how observations are stored and fed to the policy (rl/spaces.py): uint8 images, packed Dicts
-        self.obs_layout = ObsLayout(self.observation_space)
-        if cfg.normalize_obs and self.obs_layout.kind != "box":
-            self.venv.close()
-            raise ConfigError(
-                f"normalize_obs=True is not allowed for {self.obs_layout.kind} observations "
-                f"({self.observation_space}); it applies to Box observations (images are scaled by 1/255)"
-            )
         spaces = (self.observation_space, self.action_space)
         self.policy = make_policy(policy, *spaces, cfg.network).to(self.device)
         distributed.broadcast_parameters(self.policy)  # every rank starts from rank 0's networks
@@ -110,26 +91,10 @@ class PPO:
         # -- the parts that own training state (each has state_dict / load_state_dict) ----------------
         self.optimizers = make_optimizers(self.policy, cfg)
         self.guard = GuardedStep(self.optimizers, cfg.max_grad_norm, cfg.nonfinite_stop_after, self._where)
+        self._make_rollout_parts(rank_seed)
         # The CPU fast path (rl/fast/): used only where it computes exactly PPO.loss's gradient.
         own_loss = type(self).loss is PPO.loss
-        obs_shape = self.obs_layout.shape
-        self.obs_norm = ObsNormalizer(obs_shape, cfg.obs_clip) if cfg.normalize_obs else None
-        self.reward_scaler = (
-            RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
-        )
-        self.collector = Collector(
-            self.venv, self.policy, self.device, rank_seed, self.obs_norm, self.reward_scaler,
-            cfg.nan_policy, cfg.action_masking, state.env_label(self), self.obs_layout,
-        )  # fmt: skip
-        self.masked = self.collector.mask_source is not None  # the env gives action masks (rl/masking.py)
-        self.recurrent = isinstance(self.policy, RecurrentPolicy)
         self.manual_grad = fast.choose(self.policy, cfg, own_loss, self.device, masked=self.masked)
-        dist = self.policy.dist
-        self.buffer = RolloutBuffer.allocate(
-            cfg.n_steps, cfg.num_envs, obs_shape, dist.action_shape, dist.action_dtype,
-            mask_dim=mask_dim(self.action_space) if self.masked else None,
-            state_size=self.policy.state_size if self.recurrent else None, obs_dtype=self.obs_layout.dtype,
-        )  # fmt: skip
         self.kl = AdaptiveKL(cfg.kl_coef, cfg.adaptive_kl_target, cfg.objective == "kl_adaptive")
         self.num_timesteps = self.num_updates = 0
         self.target_timesteps: int | None = None  # the `total` of the current run (schedules need it)
@@ -142,6 +107,26 @@ class PPO:
         self.tracker = None
         if run_dir is not None:
             self.set_run_dir(run_dir)
+
+    def _make_rollout_parts(self, rank_seed: int) -> None:
+        """The normalisers, the collector that steps the envs with the policy, and the rollout buffer."""
+        cfg, obs_shape = self.config, self.obs_layout.shape
+        self.obs_norm = ObsNormalizer(obs_shape, cfg.obs_clip) if cfg.normalize_obs else None
+        self.reward_scaler = (
+            RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
+        )
+        self.collector = Collector(
+            self.venv, self.policy, self.device, rank_seed, self.obs_norm, self.reward_scaler,
+            cfg.nan_policy, cfg.action_masking, state.env_label(self), self.obs_layout,
+        )  # fmt: skip
+        self.masked = self.collector.mask_source is not None  # the env gives action masks (rl/masking.py)
+        self.recurrent = isinstance(self.policy, RecurrentPolicy)
+        dist = self.policy.dist
+        self.buffer = RolloutBuffer.allocate(
+            cfg.n_steps, cfg.num_envs, obs_shape, dist.action_shape, dist.action_dtype,
+            mask_dim=mask_dim(self.action_space) if self.masked else None,
+            state_size=self.policy.state_size if self.recurrent else None, obs_dtype=self.obs_layout.dtype,
+        )  # fmt: skip
 
     def _where(self) -> str:
         return f"update {self.num_updates + 1}, step {self.num_timesteps}"
@@ -316,53 +301,15 @@ class PPO:
                 self.tracker.log(self.num_timesteps, metrics)
             self.tracker.log_episodes(episodes)
 
-    # -- state: the composition of the parts' states -------------------------------------------------
+    # -- state: the composition of the parts' states (state.py) -----------------------------------------
     def state_dict(self, training: bool = True) -> dict[str, Any]:
         """Everything a model needs (policy, normalisers, counters, KL coefficient) and, with
         ``training``, everything a resumed run needs too (optimizers, step guard, collector, RNGs)."""
-        out: dict[str, Any] = {
-            "policy": self.policy.state_dict(),
-            "counters": {"num_timesteps": self.num_timesteps, "num_updates": self.num_updates},
-            "kl": self.kl.state_dict(),
-        }
-        if self.obs_norm is not None:
-            out["obs_norm"] = self.obs_norm.state_dict()
-        if self.reward_scaler is not None:
-            out["reward_scaler"] = self.reward_scaler.state_dict()
-        if training:
-            rng_tensors, rng_tree = capture_rng(numpy_generators={"ppo": self.np_rng})
-            out["counters"]["target_timesteps"] = self.target_timesteps
-            out.update(
-                optimizers=[opt.state_dict() for opt in self.optimizers],
-                guard=self.guard.state_dict(),
-                collector=self.collector.state_dict(),
-                rng={"tensors": rng_tensors, "tree": rng_tree},
-            )
-        return out
+        return state.parts_state(self, training)
 
     def load_state_dict(self, sd: dict[str, Any]) -> dict[str, Any]:
         """Restore ``state_dict`` (a model's or a training checkpoint's); returns what was restored."""
-        self.policy.load_state_dict(sd["policy"])
-        for part, key in ((self.obs_norm, "obs_norm"), (self.reward_scaler, "reward_scaler")):
-            if part is not None:
-                part.load_state_dict(sd[key])
-        self.num_timesteps = int(sd["counters"]["num_timesteps"])
-        self.num_updates = int(sd["counters"]["num_updates"])
-        self.kl.load_state_dict(sd["kl"])
-        info: dict[str, Any] = {"step": self.num_timesteps, "env_state_restored": False}
-        if "optimizers" not in sd:
-            return info
-        for opt, opt_state in zip(self.optimizers, sd["optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
-        self.guard.load_state_dict(sd["guard"])
-        self.target_timesteps = sd["counters"]["target_timesteps"]
-        restore_rng(sd["rng"]["tensors"], sd["rng"]["tree"], numpy_generators={"ppo": self.np_rng})
-        missing = self.collector.load_state_dict(sd["collector"])
-        if missing is not None and self.reward_scaler is not None:
-            self.reward_scaler.returns[:] = 0.0  # fresh episodes: their discounted returns start at 0
-        self.last_checkpoint_step = self.num_timesteps
-        info.update(env_state_restored=missing is None, env_state_missing=missing)
-        return info
+        return state.load_parts_state(self, sd)
 
     @property
     def nonfinite_skipped(self) -> int:

@@ -1,5 +1,6 @@
-"""Saving, loading and checkpointing a PPO run: ``PPO.state_dict()`` written by the one checkpoint
-writer (train/checkpoint.py): tensors to safetensors, the rest to JSON, nothing pickled.
+"""Saving, loading and checkpointing a PPO run: ``PPO.state_dict()``, the composition of the parts'
+states (``parts_state``), written by the one checkpoint writer (train/checkpoint.py): tensors to
+safetensors, the rest to JSON, nothing pickled.
 
 A *model* (``PPO.save``) holds ``state_dict(training=False)``: the policy, normalisation statistics,
 counters and KL coefficient, with the config and the spaces. A *training checkpoint* holds the full
@@ -29,6 +30,7 @@ from ppokit.train.checkpoint import (
     save_step_checkpoint,
     unflatten_state,
 )
+from ppokit.train.rng import capture_rng, restore_rng
 
 if TYPE_CHECKING:
     from ppokit.rl.ppo import PPO
@@ -44,6 +46,56 @@ def env_label(ppo: PPO) -> str:
 def _policy_name(ppo: PPO) -> str:
     cls = type(ppo.policy)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# -- PPO.state_dict / load_state_dict: the composition of the parts' states -----------------------
+def parts_state(ppo: PPO, training: bool = True) -> dict[str, Any]:
+    """``PPO.state_dict``: each part's own ``state_dict`` under its name, the counters and, with
+    ``training``, what only a resumed run needs (optimizers, step guard, collector, RNGs)."""
+    out: dict[str, Any] = {
+        "policy": ppo.policy.state_dict(),
+        "counters": {"num_timesteps": ppo.num_timesteps, "num_updates": ppo.num_updates},
+        "kl": ppo.kl.state_dict(),
+    }
+    if ppo.obs_norm is not None:
+        out["obs_norm"] = ppo.obs_norm.state_dict()
+    if ppo.reward_scaler is not None:
+        out["reward_scaler"] = ppo.reward_scaler.state_dict()
+    if training:
+        rng_tensors, rng_tree = capture_rng(numpy_generators={"ppo": ppo.np_rng})
+        out["counters"]["target_timesteps"] = ppo.target_timesteps
+        out.update(
+            optimizers=[opt.state_dict() for opt in ppo.optimizers],
+            guard=ppo.guard.state_dict(),
+            collector=ppo.collector.state_dict(),
+            rng={"tensors": rng_tensors, "tree": rng_tree},
+        )
+    return out
+
+
+def load_parts_state(ppo: PPO, sd: dict[str, Any]) -> dict[str, Any]:
+    """``PPO.load_state_dict``: each part restores its own state; returns what was restored."""
+    ppo.policy.load_state_dict(sd["policy"])
+    for part, key in ((ppo.obs_norm, "obs_norm"), (ppo.reward_scaler, "reward_scaler")):
+        if part is not None:
+            part.load_state_dict(sd[key])
+    ppo.num_timesteps = int(sd["counters"]["num_timesteps"])
+    ppo.num_updates = int(sd["counters"]["num_updates"])
+    ppo.kl.load_state_dict(sd["kl"])
+    info: dict[str, Any] = {"step": ppo.num_timesteps, "env_state_restored": False}
+    if "optimizers" not in sd:
+        return info
+    for opt, opt_state in zip(ppo.optimizers, sd["optimizers"], strict=True):
+        opt.load_state_dict(opt_state)
+    ppo.guard.load_state_dict(sd["guard"])
+    ppo.target_timesteps = sd["counters"]["target_timesteps"]
+    restore_rng(sd["rng"]["tensors"], sd["rng"]["tree"], numpy_generators={"ppo": ppo.np_rng})
+    missing = ppo.collector.load_state_dict(sd["collector"])
+    if missing is not None and ppo.reward_scaler is not None:
+        ppo.reward_scaler.returns[:] = 0.0  # fresh episodes: their discounted returns start at 0
+    ppo.last_checkpoint_step = ppo.num_timesteps
+    info.update(env_state_restored=missing is None, env_state_missing=missing)
+    return info
 
 
 def to_disk(ppo: PPO, training: bool) -> tuple[dict, dict[str, Any]]:
