@@ -14,7 +14,7 @@ import copy
 import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from ppokit.llm.report import plot_llm_run, write_samples
 from ppokit.llm.reward_checks import checked_rewards
 from ppokit.llm.rewards import RewardFn, reward_name
 from ppokit.llm.trl_compat import TrainerState, dataset_rows, trl_positional
+from ppokit.train.precision import autocast as precision_autocast
 from ppokit.train.step import GuardedStep, LossScaler, gradients
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
@@ -171,11 +172,8 @@ class LMTrainer:
     def autocast(self) -> Any:
         """The autocast context of the forward passes: bfloat16 or float16 with ``bf16``/``fp16``, else
         nothing. The weights stay float32; matmuls run in half precision (TRL/accelerate's mixed
-        precision)."""
-        cfg = self.config
-        if not (cfg.bf16 or cfg.fp16):
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if cfg.bf16 else torch.float16)
+        precision; the classic side's ``bf16`` uses the same context, train/precision.py)."""
+        return precision_autocast(self.device, self.config.bf16, self.config.fp16)
 
     @contextmanager
     def reference(self) -> Iterator[Any]:
