@@ -68,12 +68,13 @@ def main() -> None:
             path = out / f"{lib}-{i}.json"
             if lib == "ppokit":
                 cmd = [sys.executable, __file__, "--ppokit-once", str(path)]
-            else:
+            else:  # it writes DIR/result.json
+                path = out / f"{lib}-{i}" / "result.json"
                 cmd = [
                     str(PEERS_PY),
                     str(ROOT / "benchmarks" / "peers" / "sb3_atari_run.py"),
                     "--out",
-                    str(path),
+                    str(path.parent),
                 ]
             cmd += ["--total-timesteps", str(args.total_timesteps)]
             subprocess.run(cmd, check=True, cwd=ROOT)
