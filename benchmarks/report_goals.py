@@ -82,7 +82,8 @@ def select(jobs: list[dict], **match) -> list[dict]:
 
 
 def by_seed(jobs: list[dict]) -> dict[int, dict]:
-    return {j["seed"]: j["record"] for j in jobs}
+    """Records by seed, leaving out runs the harness skipped (a part not installed)."""
+    return {j["seed"]: j["record"] for j in jobs if "skipped" not in j["record"]}
 
 
 def done(rec: dict | None) -> bool:

@@ -17,8 +17,8 @@ STYLE = {"idle": "-", "load": ":"}
 def plot_curves(jobs: list[dict], path: Path, note: str) -> bool:
     """One panel per environment (CartPole, then the MuJoCo envs): each contestant's checkpoint
     evaluations against seconds since launch; solid idle, dotted under load. False: nothing to plot."""
-    envs = list(dict.fromkeys(j["item"] for j in jobs if j["group"] in ("cartpole", "mujoco")))
-    runs = [j for j in jobs if j["record"].get("eval_curve")]
+    runs = [j for j in jobs if j["group"] in ("cartpole", "mujoco") and j["record"].get("eval_curve")]
+    envs = list(dict.fromkeys(j["item"] for j in runs))
     if not envs or not runs:
         return False
     fig, axes = plt.subplots(1, len(envs), figsize=(6.5 * len(envs), 4.5), squeeze=False)

@@ -198,11 +198,11 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.report_only:
         write_report(args.report_only, args.md)
         return args.report_only
-    previous, started = {}, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    previous, started, old_caps = {}, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), None
     if args.resume:
         data = json.loads((args.resume / "records.json").read_text())
         previous = {Job(**j).key: j["record"] for j in data["jobs"] if j["record"]}
-        started = data["meta"]["started"]
+        started, old_caps = data["meta"]["started"], data["meta"].get("capabilities")
         argv = data["meta"]["argv"]
         args = parse_args(argv)  # the same plan and options as the first start
         run = Path(data["meta"]["run_dir"])
@@ -224,23 +224,24 @@ def main(argv: list[str] | None = None) -> Path | None:
         return None
     run.mkdir(parents=True, exist_ok=True)
     zoo_yaml.write_text(yaml.safe_dump(ZOO_CARTPOLE, sort_keys=False))
-    caps = capabilities(peers_py)
     meta = {"mode": mode, "plan": plan, "goals": args.goals, "argv": argv, "run_dir": str(run)}
     meta.update(
         command=" ".join(["python benchmarks/side_by_side.py", *argv]),
         started=started,
         commit=git_commit(),
-        capabilities=caps,
+        capabilities=None,  # probed before the first run that is not done yet
         peers_python=str(peers_py),
         estimate_min=estimate_min(jobs),
     )
     busy = BusyLoop()
     try:
         for i, job in enumerate(jobs, 1):
-            if job.key in previous and (previous[job.key].get("rc") == 0 or "skipped" in previous[job.key]):
+            if previous.get(job.key, {}).get("rc") == 0:  # failed and skipped runs get another try
                 job.record = previous[job.key]
                 continue
-            missing = [n for n in job.needs if not caps.get(n)]
+            if meta["capabilities"] is None:
+                meta["capabilities"] = capabilities(peers_py)
+            missing = [n for n in job.needs if not meta["capabilities"].get(n)]
             if missing:
                 job.record = {"skipped": f"not installed: {', '.join(missing)}", "load": job.load}
                 save(run, meta, jobs)
@@ -266,6 +267,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     finally:
         busy.stop()
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    meta["capabilities"] = meta["capabilities"] or old_caps  # a resume that ran nothing probed nothing
     save(run, meta, jobs)
     write_report(run, args.md)
     print(f"results: {run}\nreport: {args.md}")
