@@ -55,7 +55,8 @@ readme: install
 suite: dev
 	$(BIN)/python benchmarks/suite.py $(SUITE_ARGS)
 
-# Side-by-side benchmark against Stable-Baselines3 (peers go into benchmarks/.peers); writes
-# docs/benchmarks.md. Full set ~1 h on 2 cores; BENCH_ARGS=--quick is a smoke test of the harness.
+# Issue 17's goals side by side with Stable-Baselines3, idle and beside a busy loop (peers go into
+# benchmarks/.peers); writes docs/benchmarks.md. Full plan ~65 min on 2 cores (BENCH_ARGS=--dry-run
+# prints the jobs and the estimate); BENCH_ARGS=--quick is a smoke test of the harness (~10 min).
 bench: install
 	$(BIN)/python benchmarks/side_by_side.py $(BENCH_ARGS)
