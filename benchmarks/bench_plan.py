@@ -260,7 +260,7 @@ def mujoco_jobs(plan: dict, seed: int, load: str, run: Path, peers_py: Path) -> 
             label = "ppokit " + ("fast preset" if name.endswith("-fast") else "preset")
             out = run / "mujoco" / f"{name}-{load}-s{seed}"
             kw = dict(
-                item=env, est_s=STARTUP_S + min(cap, steps / rate_of(name)) + 20, needs=["ppokit:mujoco"]
+                item=env, est_s=STARTUP_S + min(cap, steps / rate_of(name)) + 40, needs=["ppokit:mujoco"]
             )
             jobs.append(ppokit_job("4", "mujoco", label, seed, load, out, args, **kw))
         steps = plan["mujoco_steps"] or 1_000_000
@@ -276,7 +276,7 @@ def mujoco_jobs(plan: dict, seed: int, load: str, run: Path, peers_py: Path) -> 
         ]
         args += ["--checkpoint-every", str(plan["mujoco_ckpt"]["sb3"]), *stop]
         out = run / "mujoco" / f"sb3-zoo-{env}-{load}-s{seed}"
-        kw = dict(item=env, est_s=STARTUP_S + min(cap, steps / 800) + 30, needs=["peers:sb3", "peers:mujoco"])
+        kw = dict(item=env, est_s=STARTUP_S + min(cap, steps / 800) + 40, needs=["peers:sb3", "peers:mujoco"])
         jobs.append(sb3_job(peers_py, "sb3_run.py", "4", "mujoco", "SB3 zoo-HP", seed, load, out, args, **kw))
     return jobs
 
