@@ -258,7 +258,13 @@ def goal4(jobs: list[dict], meta: dict) -> tuple[list[str], dict]:
     from bench_plan import MUJOCO
 
     muj, plan = select(jobs, group="mujoco"), meta["plan"]
-    cap = plan["mujoco_cap_s"]
+    cap, few = plan["mujoco_cap_s"], plan["mujoco_seeds"] < 3 or len(plan["mujoco_loads"]) < 2
+    scope = (
+        f"**{plan['mujoco_seeds']} seed(s), {' and '.join(LOAD_NAME[x] for x in plan['mujoco_loads'])} only**"
+    )
+    scope += (
+        " (to fit the plan's ~1 h; `--mujoco-seeds 3 --mujoco-loads idle load` runs more)." if few else "."
+    )
     lines = [
         "## Goal 4: wall-clock to a good MuJoCo policy, ≤ 1/5 of SB3's time",
         "",
@@ -266,7 +272,7 @@ def goal4(jobs: list[dict], meta: dict) -> tuple[list[str], dict]:
         "episodes, evaluated after the run) first reaches HalfCheetah 3,000 / Hopper 2,500. Every run stops "
         f"at {cap} s after launch (or at its step budget); a run that never reached the target is reported "
         "as not reached, with its best evaluation, and its time is only a lower bound. "
-        f"Seeds: {plan['mujoco_seeds']}; loads: {', '.join(LOAD_NAME[x] for x in plan['mujoco_loads'])}. "
+        f"{scope} "
         "The CleanRL-style runner (`benchmarks/peers/cleanrl_style_ppo.py`) supports discrete actions only, "
         "so it is not in this goal.",
         "",
