@@ -198,7 +198,7 @@ def write_report(bench_dir: Path, md: Path) -> None:
     has_curves = plot_curves(jobs, plots / "eval_vs_time.png", note)
     plot_cnn_growth(jobs, plots / "cnn_growth.png", note)
 
-    l1, s1 = goal1(jobs)
+    l1, s1 = goal1(jobs, meta["plan"])
     l2, s2 = goal2(jobs)
     l3, s3 = goal3(jobs)
     l4, s4 = goal4(jobs, meta)
