@@ -278,7 +278,9 @@ def goal4(jobs: list[dict], meta: dict) -> tuple[list[str], dict]:
         f"Seconds from launch until a checkpoint's deterministic evaluation ({plan['mujoco_eval_episodes']} "
         "episodes, evaluated after the run) first reaches HalfCheetah 3,000 / Hopper 2,500. Every run stops "
         f"at {cap} s after launch (or at its step budget); a run that never reached the target is reported "
-        "as not reached, with its best evaluation, and its time is only a lower bound. "
+        "as not reached, with its best evaluation, and its time is only a lower bound. ppokit presets "
+        "without an annealed schedule train until the cap (their budget only says where a run stops); "
+        "Hopper's preset anneals its learning rate over its 1M steps and keeps that budget. "
         f"{scope} "
         "The CleanRL-style runner (`benchmarks/peers/cleanrl_style_ppo.py`) supports discrete actions only, "
         "so it is not in this goal.",
