@@ -198,17 +198,18 @@ def main(argv: list[str] | None = None) -> Path | None:
     if args.report_only:
         write_report(args.report_only, args.md)
         return args.report_only
-    previous, started, old_caps = {}, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), None
+    previous, started, old_caps, old_plan = {}, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), None, None
     if args.resume:
         data = json.loads((args.resume / "records.json").read_text())
         previous = {Job(**j).key: j["record"] for j in data["jobs"] if j["record"]}
         started, old_caps = data["meta"]["started"], data["meta"].get("capabilities")
+        old_plan = data["meta"]["mode"], data["meta"]["plan"]  # as started, even if PLANS changed since
         argv = data["meta"]["argv"]
         args = parse_args(argv)  # the same plan and options as the first start
         run = Path(data["meta"]["run_dir"])
     else:
         run = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
-    mode, plan = plan_from(args)
+    mode, plan = old_plan or plan_from(args)
     peers_py = args.peers
     if mode != "ci" and not args.no_install and not args.dry_run:
         peers_py = ensure_peers(args.peers)
