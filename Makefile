@@ -19,6 +19,11 @@ $(VENV)/.llm-installed: $(VENV)/.installed
 	$(PIP) install $(CONSTRAINTS) -e ".[llm]"
 	touch $@
 
+# make bench also runs the Box2D and Atari presets (goal 1) and the Atari CNN (goal 5).
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PIP) install $(CONSTRAINTS) -e ".[atari,box2d]"
+	touch $@
+
 $(VENV)/.dev-installed: $(VENV)/.installed
 	$(PIP) install $(CONSTRAINTS) -e ".[dev,llm,peft,data,atari,minigrid,box2d]"
 	touch $@
@@ -55,7 +60,8 @@ readme: install
 suite: dev
 	$(BIN)/python benchmarks/suite.py $(SUITE_ARGS)
 
-# Side-by-side benchmark against Stable-Baselines3 (peers go into benchmarks/.peers); writes
-# docs/benchmarks.md. Full set ~1 h on 2 cores; BENCH_ARGS=--quick is a smoke test of the harness.
-bench: install
+# Issue 17's goals side by side with Stable-Baselines3, idle and beside a busy loop (peers go into
+# benchmarks/.peers); writes docs/benchmarks.md. Full plan ~70 min on 2 cores (BENCH_ARGS=--dry-run
+# prints the jobs and the estimate); BENCH_ARGS=--quick is a smoke test of the harness (~10-15 min).
+bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/side_by_side.py $(BENCH_ARGS)

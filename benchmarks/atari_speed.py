@@ -79,12 +79,13 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--ppokit-once", str(path)] + ["--bf16"] * (
                     lib == "ppokit-bf16"
                 )
-            else:
+            else:  # it writes DIR/result.json
+                path = out / f"{lib}-{i}" / "result.json"
                 cmd = [
                     str(PEERS_PY),
                     str(ROOT / "benchmarks" / "peers" / "sb3_atari_run.py"),
                     "--out",
-                    str(path),
+                    str(path.parent),
                 ]
             cmd += ["--total-timesteps", str(args.total_timesteps)]
             subprocess.run(cmd, check=True, cwd=ROOT)

@@ -1,4 +1,4 @@
-"""Micro-measurements behind the update's design (benchmarks/notes.md), one torch thread.
+"""Micro-measurements behind the update's design (docs/benchmarks_presets.md), one torch thread.
 
     .venv/bin/python benchmarks/micro.py
 

@@ -2,7 +2,9 @@
 
 Every library is measured the same way: from its episode log (``step, return, length, time_s``
 with time counted from the launch of the process), the time and step at which the mean of the last
-100 training-episode returns first reaches the target, and its final 20-episode evaluation.
+100 training-episode returns first reaches the target (CartPole's 475), its final evaluation, and the
+evaluations of its checkpoints (``[time_s, eval_mean, step]``; goal 4 reads the first that reaches
+the env's target with ``first_eval_reaching``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ def first_reaching(episodes: list[dict[str, float]], target: float = TARGET, win
     return None, None
 
 
+def first_eval_reaching(curve: list[list[float]], target: float) -> tuple[float | None, int | None]:
+    """``(time_s, step)`` of the first checkpoint (in step order) whose evaluation reaches ``target``."""
+    for t, mean, step in sorted(curve, key=lambda c: c[2]):
+        if mean >= target:
+            return t, int(step)
+    return None, None
+
+
 def rolling_curve(
     episodes: list[dict[str, float]], window: int = WINDOW, points: int = 200
 ) -> list[list[float]]:
@@ -62,14 +72,15 @@ def parse_run(library: str, out: Path) -> dict:
             "train_end_s": bench["train_end_s"],
             "eval_mean": ev["mean_return"] if ev else None,
             "eval_std": ev["std_return"] if ev else None,
+            "capped": bench.get("capped", False),
+            "torch_threads_seen": bench.get("torch_threads_seen"),
         }
     else:  # the peers' drivers write result.json, episodes.csv and checkpoints.csv themselves
         result = json.loads((out / "result.json").read_text())
         episodes = read_rows(out / "episodes.csv")
         curve_rows = read_rows(out / "checkpoints.csv")
-        record = {
-            k: result.get(k) for k in ("fps", "total_timesteps", "train_end_s", "eval_mean", "eval_std")
-        }
+        keys = ("fps", "total_timesteps", "train_end_s", "eval_mean", "eval_std", "capped")
+        record = {k: result.get(k) for k in keys}
         record["versions"] = result.get("versions")
     t, step = first_reaching(episodes)
     record.update(

@@ -1,243 +1,56 @@
-"""ppokit against Stable-Baselines3 (and CleanRL when it runs) on the same machine, side by side.
+"""Issue 17 ("Performance, round two"): ppokit against Stable-Baselines3 on the same machine, idle
+and under load, goal by goal; writes docs/benchmarks.md.
 
-    make bench                                     # = .venv/bin/python benchmarks/side_by_side.py
-    python benchmarks/side_by_side.py --quick      # 1 seed, small budgets: a smoke test of the harness
-    python benchmarks/side_by_side.py --groups cartpole --seeds 0 1 2
+    make bench                                          # = .venv/bin/python benchmarks/side_by_side.py
+    python benchmarks/side_by_side.py --quick           # smoke test of the harness (~10 min on 2 cores)
+    python benchmarks/side_by_side.py --dry-run         # list the jobs and the time estimate only
+    python benchmarks/side_by_side.py --goals 2 3 --seeds 0 1 2
+    python benchmarks/side_by_side.py --resume benchmarks/out/bench-YYYYmmdd-HHMMSS   # after a crash
     python benchmarks/side_by_side.py --report-only benchmarks/out/bench-YYYYmmdd-HHMMSS
 
-What runs (each a separate process, every library timed the same way, as docs/benchmarks.md
-explains): for every seed in turn, one run of every contestant, so a change in machine load over
-the session touches all of them alike.
+Goals (``bench_plan.py`` has the jobs and budgets of each plan):
 
-- ``cartpole``: ppokit's CartPole preset, ppokit with rl-baselines3-zoo's hyperparameters (skipped
-  when the preset *is* those), ppokit's fast preset, SB3 with the zoo's hyperparameters, SB3 with
-  its defaults (1 env), and a CleanRL-style single-file PPO written by us (CleanRL's own ``ppo.py``
-  does not run here; the harness re-checks and reports why).
-- ``halfcheetah``: ppokit's HalfCheetah preset, ppokit with SB3's default hyperparameters, and SB3
-  with its defaults, all for the same number of steps.
-- ``growth``: steps/s of ppokit and SB3 against ``num_envs`` (1 to 1024, CartPole) and against the
-  hidden width, on the first seed only (throughput, not learning).
+1. every preset in configs/ (and configs/ALE/) with ``torch_threads`` auto and 1, idle and under
+   load, a few rollouts each;
+2. CartPole-v1, seconds from launch to a last-100 training mean of 475: ppokit's default preset
+   (what ``ppokit train`` runs) and its fast preset against SB3 with rl-baselines3-zoo's settings;
+3. steps/s of the same work (the zoo's CartPole settings) in ppokit and SB3, from goal 2's runs;
+4. seconds from launch until a checkpoint's deterministic evaluation reaches HalfCheetah 3,000 /
+   Hopper 2,500: ppokit's presets against SB3 zoo-HP, every run capped in wall-clock time;
+5. steps/s of the CNN policy (Pong) against num_envs and the CNN's width, ppokit and SB3;
+6.-7. GPU and torchrun scale-out: need a GPU machine; not run here (the two-node torchrun check
+   on localhost is tests/test_multinode.py).
 
-Results land in ``benchmarks/out/bench-<stamp>/`` (``records.json`` plus each run's files) and
-``docs/benchmarks.md`` + ``docs/benchmarks/*.png`` are written from them by ``report.py``.
+"Under load" means a ``python -c "while True: pass"`` process that this harness starts before the
+load block's runs and stops after them. Every run is its own process; for each the harness records
+the CPU time all other processes used, less the busy loop's. Raw records are written to
+``benchmarks/out/bench-<stamp>/records.json`` after every run, so ``--resume`` can go on after a crash.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
+from bench_plan import PLANS, ZOO_CARTPOLE, Job, build_jobs
 from common import OUT, ROOT, git_commit
 from parse import parse_run
-from peers_setup import check_cleanrl, ensure_peers
+from peers_setup import PEERS, ensure_peers, probe_peers
 from report import write_report
 
-BENCH = ROOT / "benchmarks"
-PPOKIT_PY = sys.executable  # make bench runs this file with ppokit's own venv
-
-# rl-baselines3-zoo hyperparams/ppo.yml, entry CartPole-v1, written as a ppokit config.
-ZOO_CARTPOLE = {
-    "env_id": "CartPole-v1",
-    "num_envs": 8,
-    "total_timesteps": 100_000,
-    "n_steps": 32,
-    "batch_size": 256,
-    "n_epochs": 20,
-    "gamma": 0.98,
-    "gae_lambda": 0.8,
-    "learning_rate": 1e-3,
-    "lr_schedule": "linear",
-    "clip_range": 0.2,
-    "clip_range_schedule": "linear",
-    "ent_coef": 0.0,
-}
-
-# SB3 PPO's defaults (n_steps 2048, batch 64, 10 epochs, 64-64 tanh, 1 env); every other ppokit
-# default already is SB3's (lr 3e-4, gamma 0.99, lambda 0.95, clip 0.2, Adam eps 1e-5, grad norm 0.5).
-SB3_DEFAULTS_CHEETAH = {
-    "env_id": "HalfCheetah-v5",
-    "num_envs": 1,
-    "n_steps": 2048,
-    "batch_size": 64,
-    "n_epochs": 10,
-}
-
-# Step budgets and sweep points; --quick makes a smoke test that exercises every code path.
-PLANS = {
-    "full": {
-        "cartpole_steps": None,  # each contestant's own budget: the zoo's 100k, the presets' own,
-        "cleanrl_steps": 500_000,  # and CleanRL ppo.py's default 500k
-        "cartpole_ckpt": 10_000,
-        "cheetah_steps": 100_000,
-        "cheetah_ckpt": 25_000,
-        "num_envs": [1, 4, 16, 64, 256, 1024],
-        "widths": [64, 128, 256, 512],
-        "growth_min_steps": 8192,
-        "growth_min_updates": 5,
-        "timeout_s": 1200,
-    },
-    "quick": {
-        "cartpole_steps": 20_000,
-        "cleanrl_steps": 20_000,
-        "cartpole_ckpt": 10_000,
-        "cheetah_steps": 4_096,
-        "cheetah_ckpt": 2_048,
-        "num_envs": [1, 64, 1024],
-        "widths": [64, 256],
-        "growth_min_steps": 2048,
-        "growth_min_updates": 2,
-        "timeout_s": 600,
-    },
-}
-
-
-@dataclass
-class Job:
-    """One benchmark process: what it is, the command, and where its files land."""
-
-    group: str  # cartpole | halfcheetah | growth-envs | growth-width
-    label: str  # the contestant, as shown in tables and plots
-    library: str
-    seed: int
-    cmd: list[str]
-    out: str  # run directory of this job
-    x: int | None = None  # the swept value (num_envs or width) for growth jobs
-    record: dict = field(default_factory=dict)
-
-
-def ppokit_job(group: str, label: str, seed: int, out: Path, args: list[str], x: int | None = None) -> Job:
-    cmd = [PPOKIT_PY, str(BENCH / "ppokit_run.py"), "--seed", str(seed), "--run-dir", str(out)]
-    return Job(group, label, "ppokit", seed, cmd + ["--no-progress", *args], str(out), x)
-
-
-def sb3_job(
-    peers_py: Path, group: str, label: str, seed: int, out: Path, args: list[str], x: int | None = None
-) -> Job:
-    cmd = [str(peers_py), str(BENCH / "peers" / "sb3_run.py"), "--seed", str(seed), "--out", str(out)]
-    return Job(group, label, "stable-baselines3", seed, cmd + args, str(out), x)
-
-
-def cartpole_jobs(plan: dict, seed: int, run: Path, peers_py: Path, zoo_yaml: Path) -> list[Job]:
-    """Every CartPole contestant for one seed."""
-    ckpt, d = plan["cartpole_ckpt"], run / "cartpole"
-    budget = lambda own: str(own if plan["cartpole_steps"] is None else plan["cartpole_steps"])
-    curve = ["--set", f"checkpoint_every={ckpt}", "--set", "keep_checkpoints=100000"]
-    preset = yaml.safe_load((ROOT / "configs" / "CartPole-v1.yaml").read_text())
-    ppokit_runs = [("ppokit preset", "preset", ["--env", "CartPole-v1"], budget(preset["total_timesteps"]))]
-    if {k: v for k, v in preset.items() if k != "seed"} != ZOO_CARTPOLE:  # else the preset row is it
-        zoo_steps = budget(ZOO_CARTPOLE["total_timesteps"])
-        ppokit_runs.append(("ppokit zoo-HP", "zoo", ["--config", str(zoo_yaml)], zoo_steps))
-    fast = ROOT / "configs" / "CartPole-v1-fast.yaml"
-    if fast.exists():  # its own budget even in --quick: seconds, and the smoke test covers a solved run
-        fast_steps = str(yaml.safe_load(fast.read_text())["total_timesteps"])
-        ppokit_runs.append(("ppokit fast preset", "fast", ["--config", str(fast)], fast_steps))
-    jobs = [
-        ppokit_job(
-            "cartpole", label, seed, d / f"ppokit-{tag}-s{seed}", [*src, "--total-timesteps", steps, *curve]
-        )
-        for label, tag, src, steps in ppokit_runs
-    ]
-    sb3_args = ["--checkpoint-every", str(ckpt), "--total-timesteps", budget(100_000)]
-    for label, hparams in (("SB3 zoo-HP", "zoo"), ("SB3 defaults", "defaults")):
-        out = d / f"sb3-{hparams}-s{seed}"
-        jobs.append(sb3_job(peers_py, "cartpole", label, seed, out, ["--hparams", hparams, *sb3_args]))
-    out, steps = d / f"cleanrl-style-s{seed}", plan["cleanrl_steps"]
-    cmd = [
-        str(peers_py),
-        str(BENCH / "peers" / "cleanrl_style_ppo.py"),
-        "--seed",
-        str(seed),
-        "--out",
-        str(out),
-    ]
-    cmd += ["--total-timesteps", str(steps), "--checkpoint-every", str(steps // 10)]
-    jobs.append(Job("cartpole", "CleanRL-style (ours)", "cleanrl-style (ours)", seed, cmd, str(out)))
-    return jobs
-
-
-def halfcheetah_jobs(plan: dict, seed: int, run: Path, peers_py: Path) -> list[Job]:
-    """ppokit's HalfCheetah preset, ppokit with SB3's default hyperparameters (the same work as SB3,
-    so the ratio of steps/s is the implementations' alone) and SB3's defaults, for the same steps."""
-    steps, ckpt, d = plan["cheetah_steps"], plan["cheetah_ckpt"], run / "halfcheetah"
-    sb3_defaults = run / "HalfCheetah-v5-sb3-defaults.yaml"
-    sb3_defaults.write_text(yaml.safe_dump(SB3_DEFAULTS_CHEETAH, sort_keys=False))
-    curve = ["--set", f"checkpoint_every={ckpt}", "--set", "keep_checkpoints=100000"]
-    fast = ROOT / "configs" / "HalfCheetah-v5-fast.yaml"  # the wall-clock preset, for goal 3
-    fast_jobs = [
-        ppokit_job(
-            "halfcheetah",
-            "ppokit fast preset",
-            seed,
-            d / f"ppokit-fast-s{seed}",
-            ["--config", str(fast), "--total-timesteps", str(steps), *curve],
-        )
-    ]
-    return fast_jobs * fast.exists() + [
-        ppokit_job(
-            "halfcheetah",
-            "ppokit preset",
-            seed,
-            d / f"ppokit-preset-s{seed}",
-            ["--env", "HalfCheetah-v5", "--total-timesteps", str(steps), *curve],
-        ),
-        ppokit_job(
-            "halfcheetah",
-            "ppokit SB3-defaults-HP",
-            seed,
-            d / f"ppokit-sb3defaults-s{seed}",
-            ["--config", str(sb3_defaults), "--total-timesteps", str(steps), *curve],
-        ),
-        sb3_job(
-            peers_py,
-            "halfcheetah",
-            "SB3 defaults",
-            seed,
-            d / f"sb3-defaults-s{seed}",
-            ["--env", "HalfCheetah-v5", "--hparams", "defaults", "--total-timesteps", str(steps)]
-            + ["--checkpoint-every", str(ckpt)],
-        ),
-    ]
-
-
-def growth_jobs(plan: dict, seed: int, run: Path, peers_py: Path, zoo_yaml: Path) -> list[Job]:
-    """Steps/s against num_envs and width: the zoo's CartPole settings (n_steps 32, 20 epochs, one
-    minibatch of the whole rollout per epoch, as the zoo's 8 x 32 = 256 = batch_size) with one knob
-    changed. Budgets: at least ``growth_min_updates`` updates and ``growth_min_steps`` steps."""
-
-    def budget(rollout: int) -> int:
-        return rollout * max(plan["growth_min_updates"], -(-plan["growth_min_steps"] // rollout))
-
-    jobs, d = [], run / "growth"
-    points = [("growth-envs", n, 64) for n in plan["num_envs"]] + [
-        ("growth-width", 8, w) for w in plan["widths"]
-    ]
-    for group, n, width in points:
-        x, rollout = (n if group == "growth-envs" else width), 32 * n
-        steps = str(budget(rollout))
-        name = f"{group}-{x}"
-        ppokit_args = [
-            "--config",
-            str(zoo_yaml),
-            "--no-eval",
-            "--total-timesteps",
-            steps,
-            "--num-envs",
-            str(n),
-        ]
-        ppokit_args += ["--set", f"batch_size={rollout}", "--set", f"network.hidden_sizes=[{width},{width}]"]
-        jobs.append(ppokit_job(group, "ppokit", seed, d / f"ppokit-{name}", ppokit_args, x))
-        sb3_args = ["--hparams", "zoo", "--eval-episodes", "0", "--total-timesteps", steps]
-        sb3_args += ["--num-envs", str(n), "--batch-size", str(rollout), "--width", str(width)]
-        jobs.append(sb3_job(peers_py, group, "SB3", seed, d / f"sb3-{name}", sb3_args, x))
-    return jobs
+GOALS = ["1", "2", "3", "4", "5"]
+BUSY = "while True: pass"
+LOAD_SLOWDOWN = 1.4  # for the time estimate only
 
 
 def busy_seconds() -> float:
@@ -250,18 +63,64 @@ def busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def pid_cpu(pid: int) -> float:
+    """CPU-seconds process ``pid`` has used (utime + stime), NaN when unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
-def launch(job: Job, timeout_s: int) -> None:
-    """Run one job; time it from just before launch (``BENCH_T0``) and measure the CPU that other
-    processes used meanwhile (``other_cpu_cores``: average cores busy with anything but this job)."""
+class BusyLoop:
+    """The competing CPU-bound process of the load runs: started before them, stopped after."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self.proc is None:
+            self.proc = subprocess.Popen([sys.executable, "-c", BUSY])
+            time.sleep(1.0)  # so that a run launched next already sees a core taken
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+def capabilities(peers_py: Path) -> dict[str, bool]:
+    """Which optional parts each venv has: ppokit:{mujoco,box2d,ale}, peers:{sb3,mujoco,ale}."""
+    found = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731
+    caps = {"ppokit:mujoco": found("mujoco"), "ppokit:box2d": found("Box2D"), "ppokit:ale": found("ale_py")}
+    caps.update({f"peers:{k}": v for k, v in probe_peers(peers_py).items()})
+    return caps
+
+
+def launch(job: Job, timeout_s: int, busy: BusyLoop) -> None:
+    """Run one job, timed from just before launch (``BENCH_T0``), with the CPU other processes used
+    meanwhile: ``other_cpu_cores`` (all of them) and ``foreign_cpu_cores`` (less the busy loop)."""
     out = Path(job.out)
+    if out.exists():  # a rerun after --resume: ppokit refuses a run directory that holds a run
+        shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.parent / f"{out.name}.log"
-    busy0, mine0 = busy_seconds(), children_cpu()
+    busy_pid = busy.pid
+    busy0, mine0, loop0 = busy_seconds(), children_cpu(), pid_cpu(busy_pid) if busy_pid else 0.0
     t0 = time.time()
     env = {**os.environ, "BENCH_T0": repr(t0), "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as f:
@@ -272,62 +131,148 @@ def launch(job: Job, timeout_s: int) -> None:
         except subprocess.TimeoutExpired:
             rc = "timeout"
     wall = time.time() - t0
-    others = (busy_seconds() - busy0 - (children_cpu() - mine0)) / max(wall, 1e-9)
-    job.record = {"rc": rc, "process_wall_s": wall, "other_cpu_cores": max(others, 0.0), "log": str(log)}
+    others = max((busy_seconds() - busy0 - (children_cpu() - mine0)) / max(wall, 1e-9), 0.0)
+    loop = (pid_cpu(busy_pid) - loop0) / max(wall, 1e-9) if busy_pid else 0.0
+    job.record = {
+        "rc": rc,
+        "load": job.load,
+        "busy_loop_pid": busy_pid,
+        "busy_loop_cores": loop,
+        "process_wall_s": wall,
+        "other_cpu_cores": others,
+        "foreign_cpu_cores": max(others - loop, 0.0),
+        "log": str(log),
+    }
     if rc == 0:
         job.record.update(parse_run(job.library, out))
 
 
-def main() -> None:
+def save(run: Path, meta: dict, jobs: list[Job]) -> None:
+    tmp = run / "records.json.tmp"
+    tmp.write_text(json.dumps({"meta": meta, "jobs": [asdict(j) for j in jobs]}, indent=1))
+    tmp.replace(run / "records.json")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="Smoke test: 1 seed, small budgets.")
-    p.add_argument("--seeds", nargs="*", type=int, help="Seeds (default 0 1 2; --quick: 0).")
-    p.add_argument("--groups", nargs="*", default=["cartpole", "halfcheetah", "growth"])
-    p.add_argument("--report-only", type=Path, help="Rewrite the report from this finished bench directory.")
+    p.add_argument("--quick", action="store_true", help="Smoke test: --plan quick.")
+    p.add_argument("--plan", choices=sorted(PLANS), help="Budgets and seeds (default full).")
+    p.add_argument("--goals", nargs="*", default=GOALS, choices=GOALS, help="Goals to run (default all).")
+    p.add_argument("--seeds", nargs="*", type=int, help="Seeds of goals 2-3 (default: the plan's).")
+    p.add_argument("--mujoco-seeds", type=int, help="Seeds of goal 4 (default: the plan's, 1 in full).")
+    p.add_argument("--mujoco-loads", nargs="*", choices=["idle", "load"], help="Goal 4 loads (full: idle).")
+    p.add_argument("--mujoco-cap-s", type=int, help="Goal 4's wall-clock cap per run (full: 420).")
+    p.add_argument("--peers", type=Path, default=PEERS / "bin" / "python", help="The peers venv's python.")
+    p.add_argument("--no-install", action="store_true", help="Never pip-install the peers (skip what lacks).")
+    p.add_argument("--out", type=Path, default=OUT, help="Where the bench-<stamp> directory goes.")
     p.add_argument("--md", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file to write.")
-    args = p.parse_args()
+    p.add_argument(
+        "--dry-run", action="store_true", help="Print the jobs and the time estimate; run nothing."
+    )
+    p.add_argument("--resume", type=Path, help="Go on with this unfinished bench directory.")
+    p.add_argument("--report-only", type=Path, help="Rewrite the report from this bench directory.")
+    return p.parse_args(argv)
+
+
+def plan_from(args: argparse.Namespace) -> tuple[str, dict]:
+    name = args.plan or ("quick" if args.quick else "full")
+    plan = dict(PLANS[name])
+    for key, value in (
+        ("seeds", args.seeds),
+        ("mujoco_seeds", args.mujoco_seeds),
+        ("mujoco_loads", args.mujoco_loads),
+        ("mujoco_cap_s", args.mujoco_cap_s),
+    ):
+        if value is not None:
+            plan[key] = value
+    return name, plan
+
+
+def estimate_min(jobs: list[Job]) -> float:
+    return sum(j.est_s * (LOAD_SLOWDOWN if j.load == "load" else 1.0) for j in jobs) / 60
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
     if args.report_only:
         write_report(args.report_only, args.md)
-        return
-    mode = "quick" if args.quick else "full"
-    plan, seeds = PLANS[mode], args.seeds or ([0] if args.quick else [0, 1, 2])
-    run = OUT / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
-    run.mkdir(parents=True)
-    peers_py = ensure_peers()
-    cleanrl = check_cleanrl()
+        return args.report_only
+    previous, started, old_caps, old_plan = {}, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), None, None
+    if args.resume:
+        data = json.loads((args.resume / "records.json").read_text())
+        previous = {Job(**j).key: j["record"] for j in data["jobs"] if j["record"]}
+        started, old_caps = data["meta"]["started"], data["meta"].get("capabilities")
+        old_plan = data["meta"]["mode"], data["meta"]["plan"]  # as started, even if PLANS changed since
+        argv = data["meta"]["argv"]
+        args = parse_args(argv)  # the same plan and options as the first start
+        run = Path(data["meta"]["run_dir"])
+    else:
+        run = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
+    mode, plan = old_plan or plan_from(args)
+    peers_py = args.peers
+    if mode != "ci" and not args.no_install and not args.dry_run:
+        peers_py = ensure_peers(args.peers)
     zoo_yaml = run / "CartPole-v1-zoo.yaml"
+    jobs = build_jobs(plan, args.goals, run, peers_py, zoo_yaml)
+    print(f"{mode} plan: {len(jobs)} jobs, estimated {estimate_min(jobs):.0f} min", flush=True)
+    if args.dry_run:
+        for j in jobs:
+            print(
+                f"  goal {j.goal} {j.group:9s} {j.item:22s} {j.label:18s} s{j.seed} {j.load:4s} "
+                f"x={j.x} ~{j.est_s:.0f}s"
+            )
+        return None
+    run.mkdir(parents=True, exist_ok=True)
     zoo_yaml.write_text(yaml.safe_dump(ZOO_CARTPOLE, sort_keys=False))
-
-    jobs: list[Job] = []
-    for seed in seeds:  # alternate: every contestant once per seed, then the next seed
-        if "cartpole" in args.groups:
-            jobs += cartpole_jobs(plan, seed, run, peers_py, zoo_yaml)
-        if "halfcheetah" in args.groups:
-            jobs += halfcheetah_jobs(plan, seed, run, peers_py)
-    if "growth" in args.groups:
-        jobs += growth_jobs(plan, seeds[0], run, peers_py, zoo_yaml)
-
-    meta = {"mode": mode, "seeds": seeds, "groups": args.groups, "plan": plan, "cleanrl_check": cleanrl}
-    meta["command"] = " ".join(["python benchmarks/side_by_side.py", *sys.argv[1:]])
-    meta["started"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    meta["commit"] = git_commit()
-    for i, job in enumerate(jobs, 1):
-        print(f"[{i}/{len(jobs)}] {job.group:12s} {job.label:22s} seed {job.seed} x={job.x}", flush=True)
-        launch(job, plan["timeout_s"])
-        r = job.record
-        print(
-            f"    rc={r['rc']} wall {r['process_wall_s']:.1f}s, steps/s {r.get('fps', float('nan')):.0f}, "
-            f"time to 475 {r.get('time_to_target')}, eval {r.get('eval_mean')}, "
-            f"other CPU {r['other_cpu_cores']:.2f} cores",
-            flush=True,
-        )
-        (run / "records.json").write_text(
-            json.dumps({"meta": meta, "jobs": [asdict(j) for j in jobs]}, indent=1)
-        )
+    meta = {"mode": mode, "plan": plan, "goals": args.goals, "argv": argv, "run_dir": str(run)}
+    meta.update(
+        command=" ".join(["python benchmarks/side_by_side.py", *argv]),
+        started=started,
+        commit=git_commit(),
+        capabilities=None,  # probed before the first run that is not done yet
+        peers_python=str(peers_py),
+        estimate_min=estimate_min(jobs),
+    )
+    busy = BusyLoop()
+    try:
+        for i, job in enumerate(jobs, 1):
+            if previous.get(job.key, {}).get("rc") == 0:  # failed and skipped runs get another try
+                job.record = previous[job.key]
+                continue
+            if meta["capabilities"] is None:
+                meta["capabilities"] = capabilities(peers_py)
+            missing = [n for n in job.needs if not meta["capabilities"].get(n)]
+            if missing:
+                job.record = {"skipped": f"not installed: {', '.join(missing)}", "load": job.load}
+                save(run, meta, jobs)
+                continue
+            if job.load == "load":
+                busy.start()
+            else:
+                busy.stop()
+            print(
+                f"[{i}/{len(jobs)}] goal {job.goal} {job.group} {job.item} {job.label}, seed {job.seed}, "
+                f"{job.load}, x={job.x}",
+                flush=True,
+            )
+            launch(job, plan["timeout_s"], busy)
+            r = job.record
+            print(
+                f"    rc={r['rc']} wall {r['process_wall_s']:.1f}s, steps/s {r.get('fps') or 0:.0f}, "
+                f"time to 475 {r.get('time_to_target')}, eval {r.get('eval_mean')}, "
+                f"busy loop {r['busy_loop_cores']:.2f} cores, other CPU {r['foreign_cpu_cores']:.2f} cores",
+                flush=True,
+            )
+            save(run, meta, jobs)
+    finally:
+        busy.stop()
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    (run / "records.json").write_text(json.dumps({"meta": meta, "jobs": [asdict(j) for j in jobs]}, indent=1))
+    meta["capabilities"] = meta["capabilities"] or old_caps  # a resume that ran nothing probed nothing
+    save(run, meta, jobs)
     write_report(run, args.md)
     print(f"results: {run}\nreport: {args.md}")
+    return run
 
 
 if __name__ == "__main__":

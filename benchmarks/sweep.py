@@ -10,7 +10,7 @@ variant's ``--set`` overrides, no checkpoints, and its usual final 20-episode ev
 JSON per run: seconds from process launch to a last-100 training mean of 475 (CartPole; ``null`` when
 never reached), steps/s of the run, final evaluation. Seeds are the outer loop, so a change of machine
 load touches every variant alike. This is how the fast presets in configs/ were chosen
-(benchmarks/notes.md); run it on an otherwise idle machine.
+(docs/benchmarks_presets.md); run it on an otherwise idle machine.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ alternating settings so that drift touches all alike, and prints a Markdown tabl
 wall-clock from launch to exit and the median steps/s.
 
     .venv/bin/python benchmarks/threads_load.py --config configs/CartPole-v1-fast.yaml --repeats 3
+
+One preset, any thread counts, more repeats: for a closer look. Every preset with auto against one
+thread, idle and under load, is goal 1 of ``benchmarks/side_by_side.py`` (``--goals 1``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 This is NOT CleanRL's code. CleanRL's ``ppo.py`` cannot run on this machine's stack: PyPI's newest
 cleanrl for Python 3.11 (0.4.8) ships the 2020 ``ppo.py`` for gym <= 0.21 (it stops at
 ``from gym.wrappers import Monitor``), and cleanrl 1.x requires Python < 3.11 (see
-``peers_setup.check_cleanrl``, which re-checks on every bench). So that the benchmark still shows
+``peers_setup.check_cleanrl``; issue 17's ``side_by_side.py`` no longer runs this file or the check:
+its goals name SB3, and goal 4 needs continuous actions, which this file lacks). So that it shows
 the shape of CleanRL's program -- one loop, ``torch.distributions.Categorical``, a Python
 ``SyncVectorEnv`` -- this file follows the algorithm and the default hyperparameters documented for
 CleanRL's ``ppo.py`` (4 envs, 128 steps, 4 minibatches, 4 epochs, lr 2.5e-4 annealed, gamma 0.99,

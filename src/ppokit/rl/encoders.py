@@ -87,7 +87,7 @@ class ImageEncoder(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         x = x.float()  # keeps the memory format
         # The 1/255 scaling folded into the first convolution's weights: conv(x / 255) with one pass
-        # over the input fewer (~20% off a 256-image NatureCNN step here, benchmarks/notes.md).
+        # over the input fewer (~20% off a 256-image NatureCNN step here, docs/benchmarks_presets.md).
         conv = self.cnn[0]
         h = nn.functional.conv2d(x, conv.weight * (1.0 / 255.0), conv.bias, conv.stride)
         return self.linear(self.cnn[1:](h))

@@ -3,7 +3,7 @@
 Besides the autograd ``forward`` every policy has, it offers no-autograd passes without module calls
 (``infer``, ``policy_output``, ``value``): the rollout's per-step actor pass and the CPU fast path's
 hand-written backward (rl/fast/) use them, because with small MLPs on a CPU each module call and
-autograd node costs more than its arithmetic (benchmarks/notes.md).
+autograd node costs more than its arithmetic (docs/benchmarks_presets.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ppokit.rl.policy import Policy, distribution_args
 def tanh(x: torch.Tensor) -> torch.Tensor:
     """tanh(x) as 2 sigmoid(2x) - 1: the same function, but on the torch 2.13 CPU wheel (AVX-512 kernels)
     ``torch.tanh`` measured 71 us on a 2x256x64 float32 tensor against 8 us for ``torch.sigmoid``
-    (benchmarks/notes.md), and the actor-critic applies it four times per forward pass."""
+    (docs/benchmarks_presets.md), and the actor-critic applies it four times per forward pass."""
     return torch.sigmoid(x * 2.0) * 2.0 - 1.0
 
 

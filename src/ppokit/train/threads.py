@@ -17,7 +17,7 @@ import time
 import torch
 
 # Work (minibatch rows x widest hidden layer) from which a second thread paid off on the idle 2-core
-# development machine: a minibatch of 1024 through 64-wide layers (benchmarks/notes.md).
+# development machine: a minibatch of 1024 through 64-wide layers (docs/benchmarks_presets.md).
 TWO_THREADS_FROM = 1024 * 64
 CHECK_EVERY_S = 1.0
 

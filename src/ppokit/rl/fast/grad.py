@@ -2,7 +2,7 @@
 
 Why: with small MLPs on a CPU, a gradient step is bound by per-op bookkeeping, not arithmetic.
 Through autograd a 64-64 actor-critic step at batch 256 cost ~1 ms on the 2-core dev machine
-(profile and micro-measurements: benchmarks/notes.md); rl-zoo's CartPole settings take 20 such steps
+(profile and micro-measurements: docs/benchmarks_presets.md); rl-zoo's CartPole settings take 20 such steps
 per 256 env steps, so the update was 80% of the run. Autograd is general; these two are the same
 derivatives for the one graph PPO has, in ~5x fewer tensor ops:
 

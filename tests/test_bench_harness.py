@@ -1,0 +1,177 @@
+"""The issue-17 benchmark harness (benchmarks/side_by_side.py): the report's ratios and verdicts from
+made-up records, and the whole harness at CI size (``--plan ci``). No timing is asserted.
+
+The CI-size run includes Stable-Baselines3 when the peers venv (benchmarks/.peers) exists; without
+it the SB3 jobs must be recorded as skipped and the report must say so, while every ppokit job
+still has to run and be reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_plan import CI, FULL  # noqa: E402
+from report import write_report  # noqa: E402
+from report_goals import Val, ratio, verdict  # noqa: E402
+
+# PPOKIT_BENCH_PEERS=/nonexistent checks the path CI takes (no peers venv) on a machine that has one
+PEERS_PY = Path(os.environ.get("PPOKIT_BENCH_PEERS", ROOT / "benchmarks" / ".peers" / "bin" / "python"))
+NO_GPU = "not measured: no GPU machine was lent"
+
+
+def test_ratios_carry_censoring_as_bounds():
+    assert ratio(Val(6.0), Val(12.0)) == Val(0.5)
+    assert ratio(Val(60.0), Val(420.0, ">")) == Val(60.0 / 420.0, "<")  # SB3 never got there
+    assert ratio(Val(420.0, ">"), Val(100.0)) == Val(4.2, ">")  # ppokit never got there
+    assert ratio(Val(420.0, ">"), Val(420.0, ">")) is None  # neither: unknown
+    assert ratio(None, Val(1.0)) is None
+
+
+def test_verdicts_count_only_decided_seeds():
+    assert verdict([Val(0.1), Val(0.15), Val(0.3)], 0.2, at_most=True)[1] is True
+    text, ok = verdict([Val(0.5), Val(0.6), Val(0.4)], 0.2, at_most=True)
+    assert ok is False and "misses** by 2.50×" in text
+    # an upper bound below the target decides "holds"; a bound above it decides nothing
+    assert verdict([Val(0.1, "<")] * 3, 0.2, at_most=True)[1] is True
+    assert verdict([Val(0.5, "<")] * 3, 0.2, at_most=True)[1] is None
+    assert verdict([Val(0.5, ">")] * 3, 0.2, at_most=True)[1] is False
+    assert verdict([None, None], 0.2, at_most=True)[1] is None
+    assert verdict([Val(2.5), Val(3.5), Val(3.1)], 3.0, at_most=False)[1] is True
+    assert verdict([], 3.0, at_most=False) == ("not measured", None)
+
+
+def job(goal, group, label, seed, load, item="", x=None, library=None, **record) -> dict:
+    library = library or ("ppokit" if label.startswith("ppokit") or label in ("auto", "1 thread") else "sb3")
+    record = {"rc": 0, "foreign_cpu_cores": 0.0, "train_end_s": 10.0, **record}
+    return dict(goal=goal, group=group, label=label, library=library, seed=seed, load=load, cmd=[], out="",
+                item=item, x=x, est_s=0.0, needs=[], record=record)  # fmt: skip
+
+
+def made_up_records() -> list[dict]:
+    jobs = []
+    for name, fps in (
+        ("CartPole-v1-fast", {"idle": (40e3, 30e3), "load": (20e3, 30e3)}),
+        ("Pendulum-v1", None),
+    ):
+        for load in ("idle", "load"):
+            auto, one = fps[load] if fps else (5e3, 5e3)
+            jobs.append(job("1", "threads", "auto", 0, load, name, fps=auto, torch_threads_seen=[1, 2]))
+            jobs.append(job("1", "threads", "1 thread", 0, load, name, fps=one))
+    # auto ran one thread (the same program as torch_threads 1): a 1.3x gap is noise, not a miss
+    jobs.append(job("1", "threads", "auto", 0, "idle", "Acrobot-v1", fps=4e3, torch_threads_seen=[1]))
+    jobs.append(job("1", "threads", "1 thread", 0, "idle", "Acrobot-v1", fps=5.2e3))
+    cp = "CartPole-v1"
+    for s, (pre, fast) in enumerate([(6, 2.0), (7, 2.2), (8, 2.4)]):
+        jobs.append(job("2", "cartpole", "ppokit preset", s, "idle", cp, time_to_target=pre, fps=16e3))
+        jobs.append(job("2", "cartpole", "ppokit fast preset", s, "idle", cp, time_to_target=fast, fps=7e4))
+        jobs.append(job("2", "cartpole", "SB3 zoo-HP", s, "idle", cp, time_to_target=12.0, fps=6e3))
+        jobs.append(
+            job("2", "cartpole", "ppokit fast preset", s, "load", cp, time_to_target=None, train_end_s=5)
+        )
+        jobs.append(job("2", "cartpole", "SB3 zoo-HP", s, "load", cp, time_to_target=20.0, fps=5e3))
+    curve = [[30.0, 1500.0, 400_000], [60.0, 3100.0, 800_000]]
+    jobs.append(
+        job("4", "mujoco", "ppokit fast preset", 0, "idle", "HalfCheetah-v5", eval_curve=curve, fps=13e3)
+    )
+    never = dict(eval_curve=[[400.0, 1800.0, 300_000]], train_end_s=420.0, capped=True)
+    jobs.append(job("4", "mujoco", "SB3 zoo-HP", 0, "idle", "HalfCheetah-v5", **never))
+    jobs.append(job("4", "mujoco", "ppokit preset", 0, "idle", "Hopper-v5", **never))
+    jobs.append(job("4", "mujoco", "SB3 zoo-HP", 0, "idle", "Hopper-v5", **never))
+    for x, a, b in ((1, 120.0, 100.0), (8, 400.0, 200.0)):
+        jobs.append(job("5", "cnn-envs", "ppokit", 0, "idle", x=x, fps=a))
+        jobs.append(job("5", "cnn-envs", "SB3 CnnPolicy", 0, "idle", x=x, fps=b, library="stable-baselines3"))
+    return jobs
+
+
+def test_report_states_each_goal_per_seed_median_and_verdict(tmp_path):
+    meta = {"mode": "full", "plan": FULL, "goals": ["1", "2", "3", "4", "5"], "command": "python x.py",
+            "started": "2026-11-29 00:00 UTC", "finished": "2026-11-29 01:00 UTC", "commit": "abc1234",
+            "capabilities": {"peers:sb3": True}}  # fmt: skip
+    (tmp_path / "records.json").write_text(json.dumps({"meta": meta, "jobs": made_up_records()}))
+    md = tmp_path / "bench.md"
+    write_report(tmp_path, md)
+    text = md.read_text()
+    assert "Not figures to quote" not in text and "commit abc1234" in text and "- Machine:" in text
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    idle = rows["| 1. threads: training time, auto / 1 thread, every preset"].split(" | ")[2]
+    assert idle.startswith("**holds**") and "noise where auto ran one thread: Acrobot-v1 1.30×" in idle
+    assert (
+        "slower in CartPole-v1-fast 1.50×"
+        in rows["| 1. threads: training time, auto / 1 thread, every preset"]
+    )
+    preset = rows["| 2. CartPole seconds to 475, default `ppokit train` preset / SB3 zoo-HP"]
+    assert "0.58×, per seed 0.50, 0.58, 0.67: **misses** by 2.92×" in preset
+    fast = rows["| 2. CartPole seconds to 475, ppokit fast preset / SB3 zoo-HP"].split(" | ")
+    assert "**holds**" in fast[2] and ">0.25, >0.25, >0.25" in fast[3] and "**misses**" in fast[3]
+    assert (
+        "2.67×, per seed 2.67, 2.67, 2.67: **misses** by 1.12×"
+        in rows["| 3. CartPole steps/s, same hyperparameters, ppokit / SB3"]
+    )
+    cheetah = rows["| 4. HalfCheetah-v5 seconds to target, ppokit fast preset / SB3 zoo-HP"]
+    assert "per seed <0.14: **holds**" in cheetah
+    assert "**cannot tell**" in rows["| 4. Hopper-v5 seconds to target, ppokit preset / SB3 zoo-HP"]
+    assert "1.20–2.00×" in rows["| 5. Pong CNN steps/s against num_envs, ppokit / SB3 (range over points)"]
+    assert (
+        rows["| 6. GPU"].count(NO_GPU) == 2
+        and rows["| 7. torchrun scale-out 1/2/4/8 processes"].count(NO_GPU) == 2
+    )
+    assert "not reached within 420 s" in text and "3,100 (60 s)" in text
+    assert (tmp_path / "benchmarks" / "eval_vs_time.png").exists()
+    assert (tmp_path / "benchmarks" / "cnn_growth.png").exists()
+
+
+@pytest.mark.timeout(600)  # 2-core dev machine, others using 1.3 cores: ~65 s; ~100 s with the peers
+def test_harness_ci_plan_end_to_end(tmp_path, capsys):
+    import side_by_side
+
+    md = tmp_path / "bench.md"
+    run = side_by_side.main(
+        ["--plan", "ci", "--out", str(tmp_path), "--md", str(md), "--peers", str(PEERS_PY)]
+    )
+    jobs = json.loads((run / "records.json").read_text())["jobs"]
+    have_peers = PEERS_PY.exists()
+    ppokit = [j for j in jobs if j["library"] == "ppokit"]
+    assert {j["goal"] for j in ppokit} == {"1", "2", "4", "5"}
+    for j in ppokit:
+        assert j["record"].get("rc") == 0, (j["label"], j["record"])
+        assert j["record"]["fps"] > 0 and j["record"]["total_timesteps"] > 0
+    for j in jobs:  # the busy loop ran beside the load runs only
+        if "skipped" in j["record"]:
+            continue
+        if j["load"] == "load":
+            assert j["record"]["busy_loop_pid"] and j["record"]["busy_loop_cores"] > 0.1
+        else:
+            assert j["record"]["busy_loop_pid"] is None and j["record"]["busy_loop_cores"] == 0.0
+    assert {j["load"] for j in ppokit if j["goal"] == "1"} == {"idle", "load"}
+    cheetah = next(j["record"] for j in ppokit if j["goal"] == "4")
+    assert cheetah["eval_curve"] and (cheetah["capped"] or cheetah["total_timesteps"] == CI["mujoco_steps"])
+    assert all(j["record"]["eval_curve"] for j in ppokit if j["goal"] == "2")
+    sb3 = [j for j in jobs if j["library"] == "stable-baselines3"]
+    assert {j["goal"] for j in sb3} == {"2", "4", "5"}
+    if have_peers:
+        assert all(j["record"].get("rc") == 0 for j in sb3), [j["record"] for j in sb3]
+    else:
+        assert all("peers:sb3" in j["record"]["skipped"] for j in sb3)
+
+    text = md.read_text()
+    assert "Not figures to quote" in text and "(ci plan)" in text
+    for goal in range(1, 8):
+        assert f"## Goal {goal}:" in text
+    assert text.count(NO_GPU) >= 4
+    assert "| CartPole-v1 | 512 |" in text  # goal 1's row for the CI preset
+    assert ("SB3 not run" in text and "not installed: peers:sb3" in text) or have_peers
+    assert (tmp_path / "benchmarks" / "eval_vs_time.png").exists()
+
+    capsys.readouterr()
+    side_by_side.main(["--resume", str(run)])  # everything finished: nothing runs again
+    assert "] goal" not in capsys.readouterr().out
+    again = json.loads((run / "records.json").read_text())["jobs"]
+    assert [j["record"] for j in again] == [j["record"] for j in jobs]
