@@ -316,6 +316,11 @@ def cnn_jobs(plan: dict, seed: int, load: str, run: Path, peers_py: Path) -> lis
         args += ["--set", f"network.cnn_features={width}"]
         kw = dict(x=x, est_s=est, needs=["ppokit:ale"])
         jobs.append(ppokit_job("5", group, "ppokit", seed, load, run / "cnn" / f"ppokit-{name}", args, **kw))
+        if group == "cnn-envs":  # the same run with bf16 autocast (config bf16; AMX/AVX512-BF16 CPUs)
+            out = run / "cnn" / f"ppokit-bf16-{name}"
+            jobs.append(
+                ppokit_job("5", group, "ppokit bf16", seed, load, out, [*args, "--set", "bf16=true"], **kw)
+            )
         args = ["--total-timesteps", str(steps), "--num-envs", str(n), "--batch-size", batch]
         args += ["--features-dim", str(width)]
         kw = dict(x=x, est_s=est * 1.3, needs=["peers:sb3", "peers:ale"])

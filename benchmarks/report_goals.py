@@ -339,21 +339,30 @@ def goal5(jobs: list[dict], meta: dict) -> tuple[list[str], dict]:
         "Training steps/s, ppokit (`configs/ALE/Pong-v5.yaml`: ALE's C++ vector env) against SB3's "
         "`CnnPolicy` (`make_atari_env` + `VecFrameStack`, the same hyperparameters), one run per point "
         f"(seed {meta['plan']['seeds'][0]}), 4 minibatches per epoch, one torch thread each. Width = the "
-        "features of the linear layer after the Nature CNN's convolutions (512 as shipped).",
+        "features of the linear layer after the Nature CNN's convolutions (512 as shipped). `ppokit bf16`: "
+        "the same runs with `bf16: true` (the policy's forward passes under bfloat16 autocast; this "
+        "CPU has AMX-BF16); its ratio is against SB3 in float32, so it is not the same arithmetic.",
         "",
     ]
     summary = {}
     for group, knob in (("cnn-envs", "num_envs (width 512)"), ("cnn-width", "CNN width (8 envs)")):
         rows = select(jobs, group=group)
         if group == "cnn-width":  # the num_envs=8 point is the width-512 point
-            rows += [{**j, "x": 512} for j in select(jobs, group="cnn-envs", x=8)]
+            rows += [
+                {**j, "x": 512} for j in select(jobs, group="cnn-envs", x=8) if j["label"] != "ppokit bf16"
+            ]
         if not rows:
             continue
-        lines += [f"| {knob} | load | ppokit steps/s | SB3 steps/s | ratio |", "|---|---|---|---|---|"]
+        bf16 = bool(select(rows, label="ppokit bf16"))  # the num_envs sweep also runs ppokit with bf16
+        head = (
+            f"| {knob} | load | ppokit steps/s | SB3 steps/s | ratio |"
+            + " ppokit bf16 steps/s | ratio |" * bf16
+        )
+        lines += [head, "|---|---|---|---|---|" + "---|---|" * bf16]
         ratios = {load: [] for load in LOADS}
         for x in sorted({j["x"] for j in rows}):
             for load in LOADS:
-                a = next((j["record"] for j in select(rows, x=x, load=load, library="ppokit")), None)
+                a = next((j["record"] for j in select(rows, x=x, load=load, label="ppokit")), None)
                 b = next(
                     (j["record"] for j in select(rows, x=x, load=load, library="stable-baselines3")), None
                 )
@@ -365,7 +374,13 @@ def goal5(jobs: list[dict], meta: dict) -> tuple[list[str], dict]:
                     ratios[load].append(rv.value)
                 cell = lambda r, f: num(f) if f else ((r or {}).get("skipped") or "failed")  # noqa: E731
                 rtext = num(rv.value if rv else None, "{:.2f}×")
-                lines.append(f"| {x} | {LOAD_NAME[load]} | {cell(a, fa)} | {cell(b, fb)} | {rtext} |")
+                row = f"| {x} | {LOAD_NAME[load]} | {cell(a, fa)} | {cell(b, fb)} | {rtext} |"
+                if bf16:
+                    c = next((j["record"] for j in select(rows, x=x, load=load, label="ppokit bf16")), None)
+                    fc = c.get("fps") if c and done(c) else None
+                    rc = ratio(Val(fc), Val(fb)) if fc and fb else None
+                    row += f" {cell(c, fc)} | {num(rc.value if rc else None, '{:.2f}×')} |"
+                lines.append(row)
         lines.append("")
         for load in LOADS:
             rs = ratios[load]

@@ -61,13 +61,17 @@ def plot_cnn_growth(jobs: list[dict], path: Path, note: str) -> bool:
     for ax, group in zip(axes[0], groups):
         rows = [j for j in jobs if j["group"] == group]
         if group == "cnn-width":
-            rows += [{**j, "x": 512} for j in jobs if j["group"] == "cnn-envs" and j["x"] == 8]
-        for k, lib in enumerate(("ppokit", "stable-baselines3")):
+            rows += [
+                {**j, "x": 512}
+                for j in jobs
+                if j["group"] == "cnn-envs" and j["x"] == 8 and j["label"] != "ppokit bf16"
+            ]
+        for k, lib in enumerate(("ppokit", "SB3 CnnPolicy", "ppokit bf16")):  # the contestants' labels
             for load in ("idle", "load"):
                 pts = sorted(
                     (j["x"], j["record"]["fps"])
                     for j in rows
-                    if j["library"] == lib and j["load"] == load and j["record"].get("fps")
+                    if j["label"] == lib and j["load"] == load and j["record"].get("fps")
                 )
                 if pts:
                     ax.plot(*zip(*pts), STYLE[load], marker="o", color=f"C{k}", label=f"{lib} ({load})")
