@@ -239,7 +239,12 @@ def write_report(bench_dir: Path, md: Path) -> None:
     ]
     where = Path(bench_dir).resolve()
     where = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
-    lines += ["", f"Raw records: `{where}/records.json` (not committed)."]
+    kept = md.parent / "benchmarks" / f"records-{Path(bench_dir).name.removeprefix('bench-')}.json.gz"
+    if kept.exists():  # a gzipped copy committed beside the page (gzip -c records.json > that file)
+        rel = kept.relative_to(md.parent)
+        lines += ["", f"Raw records: `{where}/records.json`, committed gzipped as [{rel}]({rel})."]
+    else:
+        lines += ["", f"Raw records: `{where}/records.json` (not committed)."]
     md.write_text("\n".join(lines) + "\n")
 
 
