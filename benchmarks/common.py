@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -57,3 +58,10 @@ def today() -> str:
 def save_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
+
+
+def train_cmd(config: str | Path, run_dir: str | Path, steps: int, *extra: str) -> list[str]:
+    """``python -m ppokit train`` of a preset for ``steps`` steps, without the final evaluation or the
+    progress bar (the timed runs of threads_load.py and spine_ab.py)."""
+    cmd = [sys.executable, "-m", "ppokit", "train", "--config", str(config), "--run-dir", str(run_dir)]
+    return cmd + ["--total-timesteps", str(steps), "--no-eval", "--no-progress", *extra]

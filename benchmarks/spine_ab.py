@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import train_cmd
+
 HERE = Path(__file__).resolve().parents[1]
 RUNS = {  # name: (preset, steps)
     "CartPole-v1 (default `ppokit train`)": ("configs/CartPole-v1.yaml", 100_000),
@@ -38,20 +40,7 @@ def one_run(tree: Path, preset: str, steps: int) -> tuple[float, float, float]:
     """``(steps/s, wall seconds, CPU seconds)`` of one ``ppokit train`` with ``tree``'s code."""
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        cmd = [
-            sys.executable,
-            "-m",
-            "ppokit",
-            "train",
-            "--config",
-            str(tree / preset),
-            "--run-dir",
-            str(run_dir),
-            "--total-timesteps",
-            str(steps),
-            "--no-eval",
-            "--no-progress",
-        ]
+        cmd = train_cmd(tree / preset, run_dir, steps)
         t0, cpu0 = time.perf_counter(), _child_cpu()
         subprocess.run(
             cmd,

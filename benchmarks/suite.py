@@ -276,11 +276,17 @@ def main(argv: list[str] | None = None) -> None:
         made = run_jobs(jobs, args)
         print(f"{made} new run(s), {len(jobs) - made} skipped or failed", flush=True)
     if not args.no_report:
-        from suite_report import write_report
+        write_results(args.out, args.markdown)
 
-        default = args.markdown.resolve() == (ROOT / "docs" / "results.md").resolve()
-        write_report(args.out, args.markdown, ROOT / "README.md" if default else None)
-        print(f"wrote {args.markdown}", flush=True)
+
+def write_results(out: Path, markdown: Path) -> None:
+    """docs/results.md (or ``markdown``) and its plots from every result under ``out``; README's
+    summary table too when the page is the project's own docs/results.md."""
+    from suite_report import write_report
+
+    default = markdown.resolve() == (ROOT / "docs" / "results.md").resolve()
+    write_report(out, markdown, ROOT / "README.md" if default else None)
+    print(f"wrote {markdown}", flush=True)
 
 
 if __name__ == "__main__":

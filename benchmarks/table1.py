@@ -26,7 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from common import ROOT
-from suite import DEFAULT_OUT, parser, run_jobs
+from suite import DEFAULT_OUT, parser, run_jobs, write_results
 
 ENVS = [
     "HalfCheetah-v5",
@@ -182,11 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         made = run_jobs(jobs, args)
         print(f"{made} new run(s), {len(jobs) - made} skipped or failed", flush=True)
     if not a.no_report:
-        from suite_report import write_report
-
-        default = args.markdown.resolve() == (ROOT / "docs" / "results.md").resolve()
-        write_report(args.out, args.markdown, ROOT / "README.md" if default else None)
-        print(f"wrote {args.markdown}", flush=True)
+        write_results(args.out, args.markdown)
 
 
 if __name__ == "__main__":

@@ -23,28 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import train_cmd
+
 BUSY = "while True: pass"
 
 
 def one_run(config: str, threads: int, steps: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        cmd = [
-            sys.executable,
-            "-m",
-            "ppokit",
-            "train",
-            "--config",
-            config,
-            "--run-dir",
-            str(run_dir),
-            "--total-timesteps",
-            str(steps),
-            "--no-eval",
-            "--no-progress",
-            "--set",
-            f"torch_threads={threads}",
-        ]
+        cmd = train_cmd(config, run_dir, steps, "--set", f"torch_threads={threads}")
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, env=os.environ)
         wall = time.perf_counter() - t0

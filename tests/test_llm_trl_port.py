@@ -72,6 +72,20 @@ trainer.save_model(OUTPUT_DIR + "/final")
 """
 
 
+def _one_step_config():
+    """One GRPO step on 2 prompts x 2 completions of at most 4 tokens, no KL (the tests' smallest run)."""
+    from ppokit.llm.grpo_config import GRPOConfig
+
+    return GRPOConfig(
+        max_steps=1,
+        prompts_per_step=2,
+        num_generations=2,
+        kl_coef=0.0,
+        tensorboard=False,
+        max_completion_length=4,
+    )
+
+
 @pytest.fixture
 def model_dir(tmp_path):
     tok = build_char_tokenizer()
@@ -134,7 +148,6 @@ def test_ppokit_positional_signature_still_works_and_rewards_get_only_their_keyw
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet"])
 def test_datasets_from_files(model_dir, tmp_path, suffix):
     from ppokit.llm.grpo import GRPOTrainer
-    from ppokit.llm.grpo_config import GRPOConfig
 
     rows = [{"prompt": p, "answer": "2"} for p in ("1+1=", "0+2=")]
     path = tmp_path / f"prompts{suffix}"
@@ -151,14 +164,7 @@ def test_datasets_from_files(model_dir, tmp_path, suffix):
     def answer_reward(completions, answer, **_):
         return [float(c == a) for c, a in zip(completions, answer)]
 
-    cfg = GRPOConfig(
-        max_steps=1,
-        prompts_per_step=2,
-        num_generations=2,
-        kl_coef=0.0,
-        tensorboard=False,
-        max_completion_length=4,
-    )
+    cfg = _one_step_config()
     trainer = GRPOTrainer(str(model_dir), answer_reward, cfg, str(path), progress=False)  # TRL's positions
     assert trainer.rows == rows
     trainer.train_step()
@@ -168,7 +174,6 @@ def test_a_reward_model_directory_scores_conversational_completions(model_dir, t
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     from ppokit.llm.grpo import GRPOTrainer
-    from ppokit.llm.grpo_config import GRPOConfig
     from ppokit.llm.models import load_tokenizer
 
     tok = load_tokenizer(model_dir)
@@ -176,14 +181,7 @@ def test_a_reward_model_directory_scores_conversational_completions(model_dir, t
         GPT2Config(n_positions=64, n_embd=16, n_layer=1, n_head=2, vocab_size=len(tok), num_labels=1)
     )
     save_pretrained(rm, tok, tmp_path / "rm")
-    cfg = GRPOConfig(
-        max_steps=1,
-        prompts_per_step=2,
-        num_generations=2,
-        kl_coef=0.0,
-        tensorboard=False,
-        max_completion_length=4,
-    )
+    cfg = _one_step_config()
     prompts = [
         {"prompt": [{"role": "user", "content": "1+1"}]},
         {"prompt": [{"role": "user", "content": "2+3"}]},
@@ -207,16 +205,8 @@ def test_a_reward_model_directory_scores_conversational_completions(model_dir, t
 def test_bad_reward_functions_are_one_line_errors(model_dir, reward, message):
     from ppokit.errors import PPOKitError
     from ppokit.llm.grpo import GRPOTrainer
-    from ppokit.llm.grpo_config import GRPOConfig
 
-    cfg = GRPOConfig(
-        max_steps=1,
-        prompts_per_step=2,
-        num_generations=2,
-        kl_coef=0.0,
-        tensorboard=False,
-        max_completion_length=4,
-    )
+    cfg = _one_step_config()
     trainer = GRPOTrainer(model=str(model_dir), reward_funcs=reward, args=cfg, train_dataset=["1+1=", "2+2="])
     with pytest.raises(PPOKitError, match=message) as err:  # ConfigError or RewardFunctionError
         trainer.train_step()
@@ -227,14 +217,7 @@ def test_user_errors_of_this_path_are_config_errors(model_dir, tmp_path):
     from ppokit.llm.grpo import GRPOTrainer
     from ppokit.llm.grpo_config import GRPOConfig
 
-    cfg = GRPOConfig(
-        max_steps=1,
-        prompts_per_step=2,
-        num_generations=2,
-        kl_coef=0.0,
-        tensorboard=False,
-        max_completion_length=4,
-    )
+    cfg = _one_step_config()
     conv = [{"prompt": [{"role": "user", "content": "1+1"}]}]
     tok = build_char_tokenizer()  # no chat template
     save_pretrained(
