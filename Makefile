@@ -62,6 +62,7 @@ suite: dev
 
 # Issue 17's goals side by side with Stable-Baselines3, idle and beside a busy loop (peers go into
 # benchmarks/.peers); writes docs/benchmarks.md. Full plan ~70 min on 2 cores (BENCH_ARGS=--dry-run
-# prints the jobs and the estimate); BENCH_ARGS=--quick is a smoke test of the harness (~10-15 min).
+# prints the jobs and the estimate); BENCH_ARGS=--quick is the smoke test CI runs (~2 min),
+# BENCH_ARGS="--plan short" every goal at small budgets (~10-15 min).
 bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/side_by_side.py $(BENCH_ARGS)

@@ -43,6 +43,8 @@ MUJOCO = {
     "Hopper-v5": (2500.0, ["Hopper-v5"]),
 }
 
+CLEANRL = "CleanRL-style"  # goal 4's third contestant (benchmarks/peers/cleanrl_style_ppo_continuous.py)
+
 FULL = {
     "seeds": [0, 1, 2, 3, 4],  # goals 2-3: every contestant, idle and under load, per seed
     "threads_repeats": 1,  # goal 1: every preset x {auto, 1 thread} x {idle, load}
@@ -65,12 +67,13 @@ FULL = {
         "sb3": 20_480,
     },
     "mujoco_eval_episodes": 10,
+    "mujoco_cleanrl": True,
     "cnn_envs": [1, 4, 8, 16],
     "cnn_widths": [128, 2048],  # plus 512, the num_envs=8 point of the envs sweep
     "cnn_min_steps": 2048,
     "timeout_s": 900,
 }
-QUICK = {  # make bench BENCH_ARGS=--quick: every goal's path, small budgets
+SHORT = {  # make bench BENCH_ARGS="--plan short": every goal's path, small budgets (~10-15 min)
     **FULL,
     "seeds": [0],
     "threads_repeats_two": 1,
@@ -87,8 +90,8 @@ QUICK = {  # make bench BENCH_ARGS=--quick: every goal's path, small budgets
     "cnn_min_steps": 512,
     "timeout_s": 600,
 }
-CI = {  # tests/test_bench_harness.py: every code path at seconds per run
-    **QUICK,
+CI = {  # --quick, the smoke test CI runs (tests/test_bench_harness.py): every code path, seconds per run
+    **SHORT,
     "threads_min_steps": 512,
     "threads_presets": ["CartPole-v1"],
     "cartpole_steps": 4096,
@@ -105,7 +108,7 @@ CI = {  # tests/test_bench_harness.py: every code path at seconds per run
     "cnn_loads": ["idle"],
     "timeout_s": 300,
 }
-PLANS: dict[str, dict] = {"full": FULL, "quick": QUICK, "ci": CI}
+PLANS: dict[str, dict] = {"full": FULL, "short": SHORT, "ci": CI}
 
 # Steps/s of two rollouts of each preset on the shared 2-core dev machine (load average ~3,
 # 2026-11-29; CartPole's and HalfCheetah-fast's are of longer runs): only for the printed estimate.
@@ -292,6 +295,25 @@ def mujoco_jobs(plan: dict, seed: int, load: str, run: Path, peers_py: Path) -> 
         out = run / "mujoco" / f"sb3-zoo-{env}-{load}-s{seed}"
         kw = dict(item=env, est_s=STARTUP_S + min(cap, steps / 800) + 60, needs=["peers:sb3", "peers:mujoco"])
         jobs.append(sb3_job(peers_py, "sb3_run.py", "4", "mujoco", "SB3 zoo-HP", seed, load, out, args, **kw))
+        if plan.get("mujoco_cleanrl"):  # CleanRL's documented continuous-action defaults, our single file
+            args = ["--env", env, "--total-timesteps", str(steps), "--eval-episodes", episodes]
+            args += ["--checkpoint-every", str(plan["mujoco_ckpt"]["sb3"]), *stop]
+            out = run / "mujoco" / f"cleanrl-style-{env}-{load}-s{seed}"
+            kw["needs"] = ["peers:mujoco"]
+            job = sb3_job(
+                peers_py,
+                "cleanrl_style_ppo_continuous.py",
+                "4",
+                "mujoco",
+                CLEANRL,
+                seed,
+                load,
+                out,
+                args,
+                **kw,
+            )
+            job.library = "cleanrl-style"
+            jobs.append(job)
     return jobs
 
 

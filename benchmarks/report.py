@@ -59,10 +59,16 @@ RUNNING = """## Running it
 
 ```bash
 make bench                          # full plan (~1 h; the estimate is printed first)
-make bench BENCH_ARGS=--quick       # smoke test of every goal's path, small budgets
+make bench BENCH_ARGS=--quick       # the smoke test CI runs (tests/test_bench_harness.py), ~2 min
+make bench BENCH_ARGS="--plan short"   # every goal's path at small budgets, ~10-15 min
 .venv/bin/python benchmarks/side_by_side.py --dry-run                 # the jobs and the estimate
 .venv/bin/python benchmarks/side_by_side.py --goals 2 3 --seeds 0 1 2   # some goals only
 .venv/bin/python benchmarks/side_by_side.py --resume benchmarks/out/bench-<stamp>   # after a crash
+# more of a finished run (goal 4 with 3 seeds, idle and under load, a 300 s cap, the best presets),
+# the load being a long training the user runs anyway, pinned to one core and paused for idle runs:
+.venv/bin/python benchmarks/side_by_side.py --resume benchmarks/out/bench-<stamp> --mujoco-seeds 3 \
+    --mujoco-loads idle load --mujoco-cap-s 300 --mujoco-presets HalfCheetah-v5 Hopper-v5 \
+    --load-pid <pid> --load-desc "what the process is"
 .venv/bin/python benchmarks/report.py benchmarks/out/bench-<stamp>        # rewrite this file
 ```
 """
@@ -107,6 +113,17 @@ def setup_lines(meta: dict, jobs: list[dict], med: float, mx: float) -> list[str
         f"- Load: idle runs alone; 'under load' runs beside a busy loop on one core. Other processes' CPU "
         f"during the runs (besides the busy loop): median {med:.2f}, max {mx:.2f} cores "
         f"(above {CONTENDED_CORES}: contended).",
+        *(
+            f"- From {x['from']} on, the load runs' competing process was {x['desc'] or 'another process'} "
+            f"(pid {x['pid']}) instead of the busy loop; it was stopped (SIGSTOP) during the idle runs."
+            for x in meta.get("external_loads", [])
+        ),
+        *(
+            f"- Resumed {h['resumed']} at commit {h['commit']}"
+            + (f" with `{' '.join(h['extra'])}`" if h["extra"] else "")
+            + "."
+            for h in meta.get("history", [])
+        ),
         f"- ppokit venv: {versions(PPOKIT_PACKAGES)}.",
         "- peers venv: "
         + (", ".join(f"{k} {v}" for k, v in peer.items()) if peer else "no SB3 run finished")
@@ -149,7 +166,7 @@ def summary_table(s1: dict, s2: dict, s3: dict, s4: dict, s5: dict) -> list[str]
     )
     for env, label in dict.fromkeys((k[0], k[1]) for k in s4):
         lines.append(
-            f"| 4. {env} seconds to target, {label} / SB3 zoo-HP | ≤ 0.20× | "
+            f"| 4. {env} seconds to target, {label if '/' in label else label + ' / SB3 zoo-HP'} | ≤ 0.20× | "
             + " | ".join(cell(s4.get((env, label, load))) for load in LOADS)
             + " |"
         )

@@ -2,7 +2,8 @@
 and under load, goal by goal; writes docs/benchmarks.md.
 
     make bench                                          # = .venv/bin/python benchmarks/side_by_side.py
-    python benchmarks/side_by_side.py --quick           # smoke test of the harness (~10 min on 2 cores)
+    python benchmarks/side_by_side.py --quick           # the smoke test CI runs (= --plan ci, ~2 min)
+    python benchmarks/side_by_side.py --plan short      # every goal's path, small budgets (~10-15 min)
     python benchmarks/side_by_side.py --dry-run         # list the jobs and the time estimate only
     python benchmarks/side_by_side.py --goals 2 3 --seeds 0 1 2
     python benchmarks/side_by_side.py --resume benchmarks/out/bench-YYYYmmdd-HHMMSS   # after a crash
@@ -35,6 +36,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -78,18 +80,33 @@ def children_cpu() -> float:
 
 
 class BusyLoop:
-    """The competing CPU-bound process of the load runs: started before them, stopped after."""
+    """The competing CPU-bound process of the load runs: started before them, stopped after.
 
-    def __init__(self) -> None:
+    With ``external`` (``--load-pid``) the load is a process the user already runs (e.g. a long
+    training pinned to one core with ``taskset``): it gets SIGCONT before the load runs and SIGSTOP
+    before the idle ones, so the idle runs stay alone, and SIGCONT when the harness ends."""
+
+    def __init__(self, external: int | None = None) -> None:
         self.proc: subprocess.Popen | None = None
+        self.external = external
+        self.paused: list[list[float]] = []  # [stopped at, continued at] of the external process
 
     def start(self) -> None:
-        if self.proc is None:
+        if self.external is not None:
+            if self.paused and len(self.paused[-1]) == 1:
+                os.kill(self.external, signal.SIGCONT)
+                self.paused[-1].append(time.time())
+                time.sleep(1.0)
+        elif self.proc is None:
             self.proc = subprocess.Popen([sys.executable, "-c", BUSY])
             time.sleep(1.0)  # so that a run launched next already sees a core taken
 
     def stop(self) -> None:
-        if self.proc is not None:
+        if self.external is not None:
+            if not self.paused or len(self.paused[-1]) == 2:
+                os.kill(self.external, signal.SIGSTOP)
+                self.paused.append([time.time()])
+        elif self.proc is not None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
@@ -98,8 +115,17 @@ class BusyLoop:
                 self.proc.wait()
             self.proc = None
 
+    def release(self) -> None:
+        """At the end: the harness's own loop stops, an external load goes on running."""
+        if self.external is not None:
+            self.start()
+        else:
+            self.stop()
+
     @property
     def pid(self) -> int | None:
+        if self.external is not None:
+            return None if self.paused and len(self.paused[-1]) == 1 else self.external
         return self.proc.pid if self.proc is not None else None
 
 
@@ -155,13 +181,14 @@ def save(run: Path, meta: dict, jobs: list[Job]) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="Smoke test: --plan quick.")
+    p.add_argument("--quick", action="store_true", help="The smoke test CI runs: --plan ci.")
     p.add_argument("--plan", choices=sorted(PLANS), help="Budgets and seeds (default full).")
     p.add_argument("--goals", nargs="*", default=GOALS, choices=GOALS, help="Goals to run (default all).")
     p.add_argument("--seeds", nargs="*", type=int, help="Seeds of goals 2-3 (default: the plan's).")
     p.add_argument("--mujoco-seeds", type=int, help="Seeds of goal 4 (default: the plan's, 1 in full).")
     p.add_argument("--mujoco-loads", nargs="*", choices=["idle", "load"], help="Goal 4 loads (full: idle).")
     p.add_argument("--mujoco-cap-s", type=int, help="Goal 4's wall-clock cap per run (full: 420).")
+    p.add_argument("--mujoco-presets", nargs="*", help="Goal 4's ppokit presets (default: each env's all).")
     p.add_argument("--peers", type=Path, default=PEERS / "bin" / "python", help="The peers venv's python.")
     p.add_argument("--no-install", action="store_true", help="Never pip-install the peers (skip what lacks).")
     p.add_argument("--out", type=Path, default=OUT, help="Where the bench-<stamp> directory goes.")
@@ -169,19 +196,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--dry-run", action="store_true", help="Print the jobs and the time estimate; run nothing."
     )
-    p.add_argument("--resume", type=Path, help="Go on with this unfinished bench directory.")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        help="Go on with this bench directory (its plan; --goals/--seeds/--mujoco-* given here extend it).",
+    )
+    p.add_argument(
+        "--load-pid",
+        type=int,
+        help="Use this running process as the load (instead of a busy loop): continued for the load "
+        "runs, stopped (SIGSTOP) for the idle ones. Pin it to one core first (taskset -c 1).",
+    )
+    p.add_argument("--load-desc", default="", help="What the --load-pid process is (for the report).")
     p.add_argument("--report-only", type=Path, help="Rewrite the report from this bench directory.")
     return p.parse_args(argv)
 
 
 def plan_from(args: argparse.Namespace) -> tuple[str, dict]:
-    name = args.plan or ("quick" if args.quick else "full")
+    name = args.plan or ("ci" if args.quick else "full")
     plan = dict(PLANS[name])
     for key, value in (
         ("seeds", args.seeds),
         ("mujoco_seeds", args.mujoco_seeds),
         ("mujoco_loads", args.mujoco_loads),
         ("mujoco_cap_s", args.mujoco_cap_s),
+        ("mujoco_presets", args.mujoco_presets),
     ):
         if value is not None:
             plan[key] = value
@@ -192,21 +231,54 @@ def estimate_min(jobs: list[Job]) -> float:
     return sum(j.est_s * (LOAD_SLOWDOWN if j.load == "load" else 1.0) for j in jobs) / 60
 
 
+# Options that change what runs (a --resume given them extends its plan) and the load's options.
+PLAN_OPTIONS = {
+    "--goals",
+    "--seeds",
+    "--mujoco-seeds",
+    "--mujoco-loads",
+    "--mujoco-cap-s",
+    "--mujoco-presets",
+}
+LOAD_OPTIONS = {"--load-pid", "--load-desc"}
+
+
+def pick_options(argv: list[str], names: set[str]) -> list[str]:
+    """The options of ``argv`` named in ``names``, each with its values."""
+    out, keep = [], False
+    for a in argv:
+        if a.startswith("--"):
+            keep = a in names
+        if keep:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> Path | None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.report_only:
         write_report(args.report_only, args.md)
         return args.report_only
-    previous, started, old_caps, old_plan = {}, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), None, None
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    previous, started, old_caps, old_plan, history, first_commit = {}, now, None, None, [], git_commit()
+    load_argv, old_jobs = pick_options(argv, LOAD_OPTIONS), {}
     if args.resume:
         data = json.loads((args.resume / "records.json").read_text())
-        previous = {Job(**j).key: j["record"] for j in data["jobs"] if j["record"]}
+        old_jobs = {Job(**j).key: Job(**j) for j in data["jobs"] if j["record"]}
+        previous = {k: j.record for k, j in old_jobs.items()}
         started, old_caps = data["meta"]["started"], data["meta"].get("capabilities")
         old_plan = data["meta"]["mode"], data["meta"]["plan"]  # as started, even if PLANS changed since
-        argv = data["meta"]["argv"]
-        args = parse_args(argv)  # the same plan and options as the first start
+        extra = pick_options(argv, PLAN_OPTIONS)
+        if extra:  # more of the same run: the plan is rebuilt from the first start's options + these
+            old_plan = None
+        argv = data["meta"]["argv"] + extra  # later options win in argparse
+        dry_run = args.dry_run  # this invocation's, not the first start's (which ran)
+        args = parse_args(argv + load_argv)
+        args.dry_run = dry_run
         run = Path(data["meta"]["run_dir"])
+        first_commit = data["meta"].get("commit", first_commit)
+        history = data["meta"].get("history", []) + [{"resumed": now, "commit": git_commit(), "extra": extra}]
     else:
         run = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     mode, plan = old_plan or plan_from(args)
@@ -215,9 +287,15 @@ def main(argv: list[str] | None = None) -> Path | None:
         peers_py = ensure_peers(args.peers)
     zoo_yaml = run / "CartPole-v1-zoo.yaml"
     jobs = build_jobs(plan, args.goals, run, peers_py, zoo_yaml)
-    print(f"{mode} plan: {len(jobs)} jobs, estimated {estimate_min(jobs):.0f} min", flush=True)
+    todo = [j for j in jobs if previous.get(j.key, {}).get("rc") != 0]
+    known = {j.key for j in jobs}  # a resume: runs the plan no longer has (e.g. a preset left out) stay
+    jobs += [j for k, j in old_jobs.items() if k not in known]
+    print(
+        f"{mode} plan: {len(todo)} of {len(jobs)} jobs to run, estimated {estimate_min(todo):.0f} min",
+        flush=True,
+    )
     if args.dry_run:
-        for j in jobs:
+        for j in todo:
             print(
                 f"  goal {j.goal} {j.group:9s} {j.item:22s} {j.label:18s} s{j.seed} {j.load:4s} "
                 f"x={j.x} ~{j.est_s:.0f}s"
@@ -229,17 +307,23 @@ def main(argv: list[str] | None = None) -> Path | None:
     meta.update(
         command=" ".join(["python benchmarks/side_by_side.py", *argv]),
         started=started,
-        commit=git_commit(),
+        commit=first_commit,  # the first start's; a resume from another commit is in history
+        history=history,
         capabilities=None,  # probed before the first run that is not done yet
         peers_python=str(peers_py),
         estimate_min=estimate_min(jobs),
     )
-    busy = BusyLoop()
+    if args.load_pid is not None:
+        loads = data["meta"].get("external_loads", []) if args.resume else []
+        meta["external_loads"] = loads + [{"pid": args.load_pid, "desc": args.load_desc, "from": now}]
+    busy = BusyLoop(args.load_pid)
+    busy.paused = data["meta"].get("external_pauses", []) if args.resume else []
+    meta["external_pauses"] = busy.paused  # the same list: every save writes the pauses so far
     try:
         for i, job in enumerate(jobs, 1):
             if previous.get(job.key, {}).get("rc") == 0:  # failed and skipped runs get another try
-                job.record = previous[job.key]
-                continue
+                job.cmd, job.out, job.record = old_jobs[job.key].cmd, old_jobs[job.key].out, previous[job.key]
+                continue  # (as run: a resume may have changed the plan's options since)
             if meta["capabilities"] is None:
                 meta["capabilities"] = capabilities(peers_py)
             missing = [n for n in job.needs if not meta["capabilities"].get(n)]
@@ -266,7 +350,7 @@ def main(argv: list[str] | None = None) -> Path | None:
             )
             save(run, meta, jobs)
     finally:
-        busy.stop()
+        busy.release()
     meta["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     meta["capabilities"] = meta["capabilities"] or old_caps  # a resume that ran nothing probed nothing
     save(run, meta, jobs)

@@ -1,5 +1,5 @@
 """The issue-17 benchmark harness (benchmarks/side_by_side.py): the report's ratios and verdicts from
-made-up records, and the whole harness at CI size (``--plan ci``). No timing is asserted.
+made-up records, and the whole harness at CI size (``--quick``, the ci plan). No timing is asserted.
 
 The CI-size run includes Stable-Baselines3 when the peers venv (benchmarks/.peers) exists; without
 it the SB3 jobs must be recorded as skipped and the report must say so, while every ppokit job
@@ -129,13 +129,11 @@ def test_report_states_each_goal_per_seed_median_and_verdict(tmp_path):
 
 
 @pytest.mark.timeout(600)  # 2-core dev machine, others using 1.3 cores: ~65 s; ~100 s with the peers
-def test_harness_ci_plan_end_to_end(tmp_path, capsys):
+def test_harness_ci_plan_end_to_end(tmp_path, capsys, monkeypatch):
     import side_by_side
 
     md = tmp_path / "bench.md"
-    run = side_by_side.main(
-        ["--plan", "ci", "--out", str(tmp_path), "--md", str(md), "--peers", str(PEERS_PY)]
-    )
+    run = side_by_side.main(["--quick", "--out", str(tmp_path), "--md", str(md), "--peers", str(PEERS_PY)])
     jobs = json.loads((run / "records.json").read_text())["jobs"]
     have_peers = PEERS_PY.exists()
     ppokit = [j for j in jobs if j["library"] == "ppokit"]
@@ -156,10 +154,14 @@ def test_harness_ci_plan_end_to_end(tmp_path, capsys):
     assert all(j["record"]["eval_curve"] for j in ppokit if j["goal"] == "2")
     sb3 = [j for j in jobs if j["library"] == "stable-baselines3"]
     assert {j["goal"] for j in sb3} == {"2", "4", "5"}
+    cleanrl = [j for j in jobs if j["library"] == "cleanrl-style"]  # goal 4's continuous single file
+    assert [j["item"] for j in cleanrl] == ["HalfCheetah-v5"]
     if have_peers:
-        assert all(j["record"].get("rc") == 0 for j in sb3), [j["record"] for j in sb3]
+        assert all(j["record"].get("rc") == 0 for j in sb3 + cleanrl), [j["record"] for j in sb3 + cleanrl]
+        assert cleanrl[0]["record"]["eval_curve"] and cleanrl[0]["record"]["total_timesteps"] >= 2048
     else:
         assert all("peers:sb3" in j["record"]["skipped"] for j in sb3)
+        assert "peers:mujoco" in cleanrl[0]["record"]["skipped"]
 
     text = md.read_text()
     assert "Not figures to quote" in text and "(ci plan)" in text
@@ -175,3 +177,52 @@ def test_harness_ci_plan_end_to_end(tmp_path, capsys):
     assert "] goal" not in capsys.readouterr().out
     again = json.loads((run / "records.json").read_text())["jobs"]
     assert [j["record"] for j in again] == [j["record"] for j in jobs]
+    # more of the same run: a second goal-4 seed's runs are the only new jobs, the old records are kept
+    side_by_side.main(["--resume", str(run), "--mujoco-seeds", "2", "--mujoco-loads", "idle", "--dry-run"])
+    out = capsys.readouterr().out
+    retried = sum(1 for j in jobs if j["record"].get("rc") != 0)  # skipped ones (no peers) get another try
+    assert f"{3 + retried} of {len(jobs) + 3} jobs to run" in out, out
+    assert out.count(" s1 idle") == 3 and "HalfCheetah-v5" in out
+
+    # a resume that changes the plan: a run it no longer has keeps its record and its command as run
+    ran = []
+    monkeypatch.setattr(side_by_side, "launch", lambda job, *_: ran.append(job) or setattr(job, "record", {}))
+    monkeypatch.setattr(side_by_side, "write_report", lambda *a: None)
+    side_by_side.main(["--resume", str(run), "--mujoco-presets", "HalfCheetah-v5", "--mujoco-cap-s", "9"])
+    assert [j.label for j in ran] == ["ppokit preset"] and "9" in ran[0].cmd
+    after = json.loads((run / "records.json").read_text())["jobs"]
+    fast = [j for j in after if j["label"] == "ppokit fast preset"]
+    assert len(fast) == 1 and fast[0]["record"] == cheetah and "6" in fast[0]["cmd"]
+
+
+def proc_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_external_load_is_paused_for_idle_runs_and_left_running():
+    import subprocess
+    import time
+
+    from side_by_side import BusyLoop
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        load = BusyLoop(external=proc.pid)
+        load.start()  # a load run first: the process already runs, nothing to do
+        assert load.pid == proc.pid and load.paused == []
+        load.stop()  # an idle run: the load is stopped
+        time.sleep(0.2)
+        assert proc_state(proc.pid) == "T" and load.pid is None and len(load.paused[0]) == 1
+        load.stop()  # still stopped: no second pause recorded
+        assert len(load.paused) == 1
+        load.start()
+        time.sleep(0.2)
+        assert proc_state(proc.pid) in "SR" and load.pid == proc.pid and len(load.paused[0]) == 2
+        load.stop()
+        load.release()  # the harness ends: the user's process goes on
+        time.sleep(0.2)
+        assert proc_state(proc.pid) in "SR" and proc.poll() is None and len(load.paused) == 2
+    finally:
+        proc.kill()
+        proc.wait()

@@ -85,6 +85,52 @@ def evaluate(agent: Agent, env_id: str, episodes: int, seed: int = 10_000) -> li
     return returns.tolist()
 
 
+def gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
+    """Advantages and returns of a rollout (https://arxiv.org/abs/1506.02438), bootstrapping the
+    value after the last step unless the episode ended there."""
+    num_steps = rewards.shape[0]
+    next_value = next_value.reshape(1, -1)
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextnonterminal, nextvalues = 1.0 - next_done, next_value
+        else:
+            nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+def update(
+    agent, optimizer, batch, epochs, minibatch_size, clip_coef, ent_coef, vf_coef, max_grad_norm
+) -> None:
+    """Optimizing the policy and value network: clipped surrogate, value loss clipped around the
+    rollout's values, minibatch-normalised advantages (CleanRL's update, both of our files)."""
+    b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = batch
+    b_inds = np.arange(b_obs.shape[0])
+    for _epoch in range(epochs):
+        np.random.shuffle(b_inds)
+        for start in range(0, len(b_inds), minibatch_size):
+            mb = b_inds[start : start + minibatch_size]
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_actions[mb])
+            ratio = (newlogprob - b_logprobs[mb]).exp()
+            mb_adv = b_advantages[mb]
+            mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+            pg_loss = torch.max(
+                -mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+            ).mean()
+            newvalue = newvalue.view(-1)
+            v_unclipped = (newvalue - b_returns[mb]) ** 2
+            v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -clip_coef, clip_coef)
+            v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]) ** 2).mean()
+            loss = pg_loss - ent_coef * entropy.mean() + v_loss * vf_coef
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+            optimizer.step()
+
+
 def main() -> None:  # noqa: C901 - one loop top to bottom, as in CleanRL
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="CartPole-v1")
@@ -165,46 +211,23 @@ def main() -> None:  # noqa: C901 - one loop top to bottom, as in CleanRL
                 episodes.append((global_step, float(ep_return[i]), int(ep_len[i]), time.time() - T0))
                 ep_return[i], ep_len[i] = 0.0, 0
 
-        # bootstrap value if not done; GAE (https://arxiv.org/abs/1506.02438)
         with torch.no_grad():
-            next_value = agent.get_value(next_obs).reshape(1, -1)
-            advantages = torch.zeros_like(rewards)
-            lastgaelam = 0
-            for t in reversed(range(num_steps)):
-                if t == num_steps - 1:
-                    nextnonterminal, nextvalues = 1.0 - next_done, next_value
-                else:
-                    nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
-                delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
-                advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
-            returns = advantages + values
-
-        # flatten the batch
-        b_obs, b_logprobs, b_actions = obs.reshape(-1, obs_dim), logprobs.reshape(-1), actions.reshape(-1)
-        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-
-        # optimizing the policy and value network
-        b_inds = np.arange(batch_size)
-        for _epoch in range(update_epochs):
-            np.random.shuffle(b_inds)
-            for start in range(0, batch_size, minibatch_size):
-                mb = b_inds[start : start + minibatch_size]
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_actions.long()[mb])
-                ratio = (newlogprob - b_logprobs[mb]).exp()
-                mb_adv = b_advantages[mb]
-                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                pg_loss = torch.max(
-                    -mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
-                ).mean()
-                newvalue = newvalue.view(-1)
-                v_unclipped = (newvalue - b_returns[mb]) ** 2
-                v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -clip_coef, clip_coef)
-                v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]) ** 2).mean()
-                loss = pg_loss - ent_coef * entropy.mean() + v_loss * vf_coef
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
-                optimizer.step()
+            advantages, returns = gae(
+                rewards, values, dones, agent.get_value(next_obs), next_done, gamma, gae_lambda
+            )
+        batch = (obs.reshape(-1, obs_dim), actions.reshape(-1).long(), logprobs.reshape(-1))
+        batch += (advantages.reshape(-1), returns.reshape(-1), values.reshape(-1))
+        update(
+            agent,
+            optimizer,
+            batch,
+            update_epochs,
+            minibatch_size,
+            clip_coef,
+            ent_coef,
+            vf_coef,
+            max_grad_norm,
+        )
 
         if a.checkpoint_every and global_step // a.checkpoint_every > last_ckpt // a.checkpoint_every:
             last_ckpt = global_step

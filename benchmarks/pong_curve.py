@@ -1,0 +1,115 @@
+"""Pong's learning curve from one `ppokit train` run: every checkpoint evaluated (deterministic, full
+games), beside the training episodes' running mean and the run's clock; writes a Markdown table and
+a plot (issue 12: "mean evaluation return >= 18 within CleanRL's 10M-frame budget").
+
+    ppokit train --env ALE/Pong-v5 --total-timesteps 2500000 --set bf16=true \\
+        --set checkpoint_every=102400 --set keep_checkpoints=100 --run-dir benchmarks/out/pong-bf16
+    python benchmarks/pong_curve.py benchmarks/out/pong-bf16 --episodes 10
+
+Resumable: each checkpoint's evaluation is appended to ``<run>/pong_eval.jsonl`` when it finishes and
+is not redone. Evaluation runs outside training (it costs no training time); the wall-clock column is
+the training process's own ``time/elapsed_s`` at that step (a resumed run adds its segments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+FRAMES_PER_STEP = 4  # frameskip 4 (configs/ALE/Pong-v5.yaml)
+
+
+def training_mean(episodes: list[dict], step: int, window: int = 100) -> float | None:
+    done = [float(e["return"]) for e in episodes if int(e["step"]) <= step][-window:]
+    return sum(done) / len(done) if done else None
+
+
+def elapsed_at(metrics: list[dict], step: int) -> float | None:
+    rows = [m for m in metrics if int(float(m["time/total_timesteps"])) <= step]
+    return float(rows[-1]["time/elapsed_s"]) if rows else None
+
+
+def evaluate_all(run: Path, episodes: int, threads: int) -> list[dict]:
+    import torch
+
+    from ppokit import PPO
+
+    torch.set_num_threads(threads)
+    out = run / "pong_eval.jsonl"
+    done = {r["checkpoint"]: r for r in map(json.loads, out.read_text().splitlines())} if out.exists() else {}
+    for ckpt in sorted((run / "checkpoints").glob("step_*")):
+        if ckpt.name in done:
+            continue
+        result = PPO.load(ckpt).evaluate(episodes=episodes, deterministic=True)
+        row = {"checkpoint": ckpt.name, "step": int(ckpt.name.split("_")[1]), **result}
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        done[ckpt.name] = row
+        print(f"{ckpt.name}: {result['mean_return']:.2f} +- {result['std_return']:.2f}", flush=True)
+    return sorted(done.values(), key=lambda r: r["step"])
+
+
+def table(run: Path, evals: list[dict], target: float) -> str:
+    episodes = list(csv.DictReader((run / "episodes.csv").open()))
+    metrics = list(csv.DictReader((run / "metrics.csv").open()))
+    lines = [
+        "| agent steps | frames | training wall-clock | mean of the last 100 training episodes | "
+        "evaluation (deterministic) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in evals:
+        s, t, m = r["step"], elapsed_at(metrics, r["step"]), training_mean(episodes, r["step"])
+        mark = " **≥ target**" if r["mean_return"] >= target else ""
+        lines.append(
+            f"| {s:,} | {s * FRAMES_PER_STEP / 1e6:.2f}M | {t / 60:.0f} min | {m:.2f} | "
+            f"{r['mean_return']:.2f} ± {r['std_return']:.2f}{mark} |"
+            if t is not None and m is not None
+            else f"| {s:,} | {s * FRAMES_PER_STEP / 1e6:.2f}M | - | - | {r['mean_return']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(run: Path, evals: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    episodes = list(csv.DictReader((run / "episodes.csv").open()))
+    steps = [int(e["step"]) for e in episodes]
+    means = [training_mean(episodes, s) for s in steps]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([s * FRAMES_PER_STEP / 1e6 for s in steps], means, label="training, mean of last 100 episodes")
+    ax.plot(
+        [r["step"] * FRAMES_PER_STEP / 1e6 for r in evals],
+        [r["mean_return"] for r in evals],
+        "o-",
+        label="checkpoint evaluation (deterministic)",
+    )
+    ax.axhline(18, color="grey", linestyle=":", label="target 18")
+    ax.set_xlabel("frames (millions)")
+    ax.set_ylabel("return")
+    ax.set_title("ppokit, configs/ALE/Pong-v5.yaml with bf16, 2 CPU cores")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", type=Path, help="The run directory of `ppokit train --env ALE/Pong-v5`.")
+    p.add_argument("--episodes", type=int, default=10, help="Evaluation games per checkpoint.")
+    p.add_argument("--threads", type=int, default=1, help="Torch threads of the evaluation.")
+    p.add_argument("--target", type=float, default=18.0)
+    p.add_argument("--plot", type=Path, default=Path("docs/pong_curve.png"))
+    a = p.parse_args()
+    evals = evaluate_all(a.run, a.episodes, a.threads)
+    print(table(a.run, evals, a.target))
+    plot(a.run, evals, a.plot)
+
+
+if __name__ == "__main__":
+    main()
