@@ -8,7 +8,8 @@ a plot (issue 12: "mean evaluation return >= 18 within CleanRL's 10M-frame budge
 
 Resumable: each checkpoint's evaluation is appended to ``<run>/pong_eval.jsonl`` when it finishes and
 is not redone. Evaluation runs outside training (it costs no training time); the wall-clock column is
-the training process's own ``time/elapsed_s`` at that step (a resumed run adds its segments).
+the training process's own ``time/elapsed_s`` at that step, less the time it was stopped with SIGSTOP
+when ``--pauses`` names the records of a ``side_by_side.py --load-pid`` run that used it as the load.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import time
 from pathlib import Path
 
 FRAMES_PER_STEP = 4  # frameskip 4 (configs/ALE/Pong-v5.yaml)
@@ -29,6 +31,12 @@ def training_mean(episodes: list[dict], step: int, window: int = 100) -> float |
 def elapsed_at(metrics: list[dict], step: int) -> float | None:
     rows = [m for m in metrics if int(float(m["time/total_timesteps"])) <= step]
     return float(rows[-1]["time/elapsed_s"]) if rows else None
+
+
+def paused_before(pauses: list[list[float]], start: float, t: float) -> float:
+    """Seconds of the ``[stopped, continued]`` epoch intervals inside the run's first ``t`` seconds."""
+    end = start + t
+    return sum(max(0.0, min(p[-1] if len(p) == 2 else end, end) - max(p[0], start)) for p in pauses)
 
 
 def evaluate_all(run: Path, episodes: int, threads: int) -> list[dict]:
@@ -51,7 +59,7 @@ def evaluate_all(run: Path, episodes: int, threads: int) -> list[dict]:
     return sorted(done.values(), key=lambda r: r["step"])
 
 
-def table(run: Path, evals: list[dict], target: float) -> str:
+def table(run: Path, evals: list[dict], target: float, pauses: list[list[float]]) -> str:
     episodes = list(csv.DictReader((run / "episodes.csv").open()))
     metrics = list(csv.DictReader((run / "metrics.csv").open()))
     lines = [
@@ -61,6 +69,8 @@ def table(run: Path, evals: list[dict], target: float) -> str:
     ]
     for r in evals:
         s, t, m = r["step"], elapsed_at(metrics, r["step"]), training_mean(episodes, r["step"])
+        if t is not None:  # the run starts when its config is written
+            t -= paused_before(pauses, (run / "config.yaml").stat().st_mtime, t)
         mark = " **≥ target**" if r["mean_return"] >= target else ""
         lines.append(
             f"| {s:,} | {s * FRAMES_PER_STEP / 1e6:.2f}M | {t / 60:.0f} min | {m:.2f} | "
@@ -104,10 +114,13 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=10, help="Evaluation games per checkpoint.")
     p.add_argument("--threads", type=int, default=1, help="Torch threads of the evaluation.")
     p.add_argument("--target", type=float, default=18.0)
-    p.add_argument("--plot", type=Path, default=Path("docs/pong_curve.png"))
+    p.add_argument("--plot", type=Path, default=Path("docs/img/pong_curve.png"))
+    p.add_argument("--pauses", type=Path, help="records.json of a side_by_side.py run with --load-pid.")
     a = p.parse_args()
+    pauses = json.loads(a.pauses.read_text())["meta"].get("external_pauses", []) if a.pauses else []
+    print(f"stopped {paused_before(pauses, 0.0, time.time()):.0f} s in all" if pauses else "never stopped")
     evals = evaluate_all(a.run, a.episodes, a.threads)
-    print(table(a.run, evals, a.target))
+    print(table(a.run, evals, a.target, pauses))
     plot(a.run, evals, a.plot)
 
 
