@@ -186,12 +186,15 @@ def test_harness_ci_plan_end_to_end(tmp_path, capsys, monkeypatch):
 
     # a resume that changes the plan: a run it no longer has keeps its record and its command as run
     ran = []
-    monkeypatch.setattr(side_by_side, "launch", lambda job, *_: ran.append(job) or setattr(job, "record", {}))
+    fake = {"rc": 1, "process_wall_s": 0.0, "busy_loop_cores": 0.0, "foreign_cpu_cores": 0.0}
+    monkeypatch.setattr(
+        side_by_side, "launch", lambda job, *_: ran.append(job) or setattr(job, "record", fake)
+    )
     monkeypatch.setattr(side_by_side, "write_report", lambda *a: None)
     side_by_side.main(["--resume", str(run), "--mujoco-presets", "HalfCheetah-v5", "--mujoco-cap-s", "9"])
     assert [j.label for j in ran] == ["ppokit preset"] and "9" in ran[0].cmd
     after = json.loads((run / "records.json").read_text())["jobs"]
-    fast = [j for j in after if j["label"] == "ppokit fast preset"]
+    fast = [j for j in after if j["label"] == "ppokit fast preset" and j["group"] == "mujoco"]
     assert len(fast) == 1 and fast[0]["record"] == cheetah and "6" in fast[0]["cmd"]
 
 
