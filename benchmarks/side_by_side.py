@@ -254,6 +254,17 @@ def pick_options(argv: list[str], names: set[str]) -> list[str]:
     return out
 
 
+def drop_options(argv: list[str], names: set[str]) -> list[str]:
+    """``argv`` without the options named in ``names`` and their values."""
+    out, drop = [], False
+    for a in argv:
+        if a.startswith("--"):
+            drop = a in names
+        if not drop:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> Path | None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -272,7 +283,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         extra = pick_options(argv, PLAN_OPTIONS)
         if extra:  # more of the same run: the plan is rebuilt from the first start's options + these
             old_plan = None
-        argv = data["meta"]["argv"] + extra  # later options win in argparse
+        given = {a for a in extra if a.startswith("--")}  # these replace the first start's values
+        argv = drop_options(data["meta"]["argv"], given) + extra
         dry_run = args.dry_run  # this invocation's, not the first start's (which ran)
         args = parse_args(argv + load_argv)
         args.dry_run = dry_run

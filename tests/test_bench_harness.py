@@ -198,6 +198,15 @@ def test_harness_ci_plan_end_to_end(tmp_path, capsys, monkeypatch):
     assert len(fast) == 1 and fast[0]["record"] == cheetah and "6" in fast[0]["cmd"]
 
 
+def test_resume_options_replace_the_first_starts():
+    """A resume's plan options replace the first start's values, so the command names each once."""
+    from side_by_side import drop_options
+
+    argv = ["--no-install", "--mujoco-presets", "A", "B", "--mujoco-cap-s", "300", "--mujoco-seeds", "3"]
+    assert drop_options(argv, {"--mujoco-presets", "--mujoco-seeds"}) == ["--no-install", "--mujoco-cap-s", "300"]
+    assert drop_options(argv, set()) == argv
+
+
 def proc_state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
@@ -229,3 +238,20 @@ def test_external_load_is_paused_for_idle_runs_and_left_running():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_pong_curve_clock_adds_up_over_resumes_and_leaves_out_pauses(tmp_path):
+    """benchmarks/pong_curve.py: each `ppokit resume` restarts time/elapsed_s at 0, so the curve's
+    clock adds the processes up; SIGSTOP pauses before a checkpoint was written are left out."""
+    from pong_curve import elapsed_at, paused_between
+
+    # killed at 2,400 steps after 24 s, resumed from its checkpoint at 2,000: the redone work counts
+    rows = [(1000, 10.0), (2000, 20.0), (2400, 24.0), (3000, 8.0), (4000, 18.0)]
+    metrics = [{"time/total_timesteps": str(s), "time/elapsed_s": str(t)} for s, t in rows]
+    assert elapsed_at(metrics, 500) is None
+    assert elapsed_at(metrics, 2000) == 20.0
+    assert elapsed_at(metrics, 3000) == 24.0 + 8.0
+    assert elapsed_at(metrics, 4000) == 24.0 + 18.0
+    pauses = [[100.0, 110.0], [200.0, 230.0], [300.0]]  # the last one still stopped
+    assert paused_between(pauses, 105.0, 250.0) == 5.0 + 30.0
+    assert paused_between(pauses, 0.0, 320.0) == 10.0 + 30.0 + 20.0
