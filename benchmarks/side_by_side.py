@@ -273,9 +273,10 @@ def main(argv: list[str] | None = None) -> Path | None:
         return args.report_only
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     previous, started, old_caps, old_plan, history, first_commit = {}, now, None, None, [], git_commit()
-    load_argv, old_jobs = pick_options(argv, LOAD_OPTIONS), {}
-    if args.resume:
+    load_argv, old_jobs, old_meta = pick_options(argv, LOAD_OPTIONS), {}, {}
+    if args.resume:  # (args is parsed again below from the first start's options, without --resume)
         data = json.loads((args.resume / "records.json").read_text())
+        old_meta = data["meta"]
         old_jobs = {Job(**j).key: Job(**j) for j in data["jobs"] if j["record"]}
         previous = {k: j.record for k, j in old_jobs.items()}
         started, old_caps = data["meta"]["started"], data["meta"].get("capabilities")
@@ -325,11 +326,14 @@ def main(argv: list[str] | None = None) -> Path | None:
         peers_python=str(peers_py),
         estimate_min=estimate_min(jobs),
     )
+    # the loads and pauses of earlier starts are kept (bug fix: a resume used to drop them)
+    loads = old_meta.get("external_loads", [])
     if args.load_pid is not None:
-        loads = data["meta"].get("external_loads", []) if args.resume else []
-        meta["external_loads"] = loads + [{"pid": args.load_pid, "desc": args.load_desc, "from": now}]
+        loads = loads + [{"pid": args.load_pid, "desc": args.load_desc, "from": now}]
+    if loads:
+        meta["external_loads"] = loads
     busy = BusyLoop(args.load_pid)
-    busy.paused = data["meta"].get("external_pauses", []) if args.resume else []
+    busy.paused = old_meta.get("external_pauses", [])
     meta["external_pauses"] = busy.paused  # the same list: every save writes the pauses so far
     try:
         for i, job in enumerate(jobs, 1):

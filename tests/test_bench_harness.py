@@ -191,7 +191,16 @@ def test_harness_ci_plan_end_to_end(tmp_path, capsys, monkeypatch):
         side_by_side, "launch", lambda job, *_: ran.append(job) or setattr(job, "record", fake)
     )
     monkeypatch.setattr(side_by_side, "write_report", lambda *a: None)
+    records = json.loads((run / "records.json").read_text())  # as if an earlier start had used --load-pid
+    earlier = {
+        "external_loads": [{"pid": 1, "desc": "an earlier load", "from": "then"}],
+        "external_pauses": [[1.0, 2.0]],
+    }
+    records["meta"].update(earlier)
+    (run / "records.json").write_text(json.dumps(records))
     side_by_side.main(["--resume", str(run), "--mujoco-presets", "HalfCheetah-v5", "--mujoco-cap-s", "9"])
+    meta = json.loads((run / "records.json").read_text())["meta"]
+    assert {k: meta.get(k) for k in earlier} == earlier  # kept by a resume
     assert [j.label for j in ran] == ["ppokit preset"] and "9" in ran[0].cmd
     after = json.loads((run / "records.json").read_text())["jobs"]
     fast = [j for j in after if j["label"] == "ppokit fast preset" and j["group"] == "mujoco"]
@@ -203,7 +212,11 @@ def test_resume_options_replace_the_first_starts():
     from side_by_side import drop_options
 
     argv = ["--no-install", "--mujoco-presets", "A", "B", "--mujoco-cap-s", "300", "--mujoco-seeds", "3"]
-    assert drop_options(argv, {"--mujoco-presets", "--mujoco-seeds"}) == ["--no-install", "--mujoco-cap-s", "300"]
+    assert drop_options(argv, {"--mujoco-presets", "--mujoco-seeds"}) == [
+        "--no-install",
+        "--mujoco-cap-s",
+        "300",
+    ]
     assert drop_options(argv, set()) == argv
 
 
