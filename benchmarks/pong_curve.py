@@ -7,9 +7,11 @@ a plot (issue 12: "mean evaluation return >= 18 within CleanRL's 10M-frame budge
     python benchmarks/pong_curve.py benchmarks/out/pong-bf16 --episodes 10
 
 Resumable: each checkpoint's evaluation is appended to ``<run>/pong_eval.jsonl`` when it finishes and
-is not redone. Evaluation runs outside training (it costs no training time); the wall-clock column is
-the training process's own ``time/elapsed_s`` at that step, less the time it was stopped with SIGSTOP
-when ``--pauses`` names the records of a ``side_by_side.py --load-pid`` run that used it as the load.
+is not redone. Evaluation runs outside training (it costs no training time). The wall-clock column is
+the training's own ``time/elapsed_s`` at that step, summed over the processes of a resumed run (each
+`ppokit resume` starts its clock at 0; work redone after a resume counts), less the time it was
+stopped with SIGSTOP before the checkpoint was written when ``--pauses`` names the records of a
+``side_by_side.py --load-pid`` run that used it as the load. Several runs (seeds) share one plot.
 """
 
 from __future__ import annotations
@@ -29,13 +31,21 @@ def training_mean(episodes: list[dict], step: int, window: int = 100) -> float |
 
 
 def elapsed_at(metrics: list[dict], step: int) -> float | None:
-    rows = [m for m in metrics if int(float(m["time/total_timesteps"])) <= step]
-    return float(rows[-1]["time/elapsed_s"]) if rows else None
+    """Training seconds up to the last metrics row at or before ``step``. The rows are in the order
+    written; a clock that goes back marks a resumed process, whose clock adds to the ones before."""
+    before, last, t = 0.0, 0.0, None
+    for m in metrics:
+        e = float(m["time/elapsed_s"])
+        if e < last:
+            before += last
+        last = e
+        if int(float(m["time/total_timesteps"])) <= step:
+            t = before + e
+    return t
 
 
-def paused_before(pauses: list[list[float]], start: float, t: float) -> float:
-    """Seconds of the ``[stopped, continued]`` epoch intervals inside the run's first ``t`` seconds."""
-    end = start + t
+def paused_between(pauses: list[list[float]], start: float, end: float) -> float:
+    """Seconds of the ``[stopped, continued]`` epoch intervals between ``start`` and ``end``."""
     return sum(max(0.0, min(p[-1] if len(p) == 2 else end, end) - max(p[0], start)) for p in pauses)
 
 
@@ -69,8 +79,9 @@ def table(run: Path, evals: list[dict], target: float, pauses: list[list[float]]
     ]
     for r in evals:
         s, t, m = r["step"], elapsed_at(metrics, r["step"]), training_mean(episodes, r["step"])
-        if t is not None:  # the run starts when its config is written
-            t -= paused_before(pauses, (run / "config.yaml").stat().st_mtime, t)
+        if t is not None:  # the run starts when its config is written; the checkpoint's files end it
+            ckpt = run / "checkpoints" / r["checkpoint"]
+            t -= paused_between(pauses, (run / "config.yaml").stat().st_mtime, ckpt.stat().st_mtime)
         mark = " **≥ target**" if r["mean_return"] >= target else ""
         lines.append(
             f"| {s:,} | {s * FRAMES_PER_STEP / 1e6:.2f}M | {t / 60:.0f} min | {m:.2f} | "
@@ -81,28 +92,39 @@ def table(run: Path, evals: list[dict], target: float, pauses: list[list[float]]
     return "\n".join(lines)
 
 
-def plot(run: Path, evals: list[dict], path: Path) -> None:
+def plot(curves: list[tuple[Path, list[dict]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    episodes = list(csv.DictReader((run / "episodes.csv").open()))
-    steps = [int(e["step"]) for e in episodes]
-    means = [training_mean(episodes, s) for s in steps]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([s * FRAMES_PER_STEP / 1e6 for s in steps], means, label="training, mean of last 100 episodes")
-    ax.plot(
-        [r["step"] * FRAMES_PER_STEP / 1e6 for r in evals],
-        [r["mean_return"] for r in evals],
-        "o-",
-        label="checkpoint evaluation (deterministic)",
-    )
+    for i, (run, evals) in enumerate(curves):
+        episodes = list(csv.DictReader((run / "episodes.csv").open()))
+        steps = [int(e["step"]) for e in episodes]
+        means = [training_mean(episodes, s) for s in steps]
+        name = f"{run.name}: " if len(curves) > 1 else ""
+        color = f"C{i}"
+        ax.plot(
+            [s * FRAMES_PER_STEP / 1e6 for s in steps],
+            means,
+            color=color,
+            alpha=0.6,
+            label=f"{name}training, mean of last 100 episodes",
+        )
+        ax.plot(
+            [r["step"] * FRAMES_PER_STEP / 1e6 for r in evals],
+            [r["mean_return"] for r in evals],
+            "o-",
+            color=color,
+            markersize=3,
+            label=f"{name}checkpoint evaluation (deterministic)",
+        )
     ax.axhline(18, color="grey", linestyle=":", label="target 18")
     ax.set_xlabel("frames (millions)")
     ax.set_ylabel("return")
     ax.set_title("ppokit, configs/ALE/Pong-v5.yaml with bf16, 2 CPU cores")
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -110,7 +132,7 @@ def plot(run: Path, evals: list[dict], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", type=Path, help="The run directory of `ppokit train --env ALE/Pong-v5`.")
+    p.add_argument("runs", type=Path, nargs="+", help="Run directories of `ppokit train --env ALE/Pong-v5`.")
     p.add_argument("--episodes", type=int, default=10, help="Evaluation games per checkpoint.")
     p.add_argument("--threads", type=int, default=1, help="Torch threads of the evaluation.")
     p.add_argument("--target", type=float, default=18.0)
@@ -118,10 +140,13 @@ def main() -> None:
     p.add_argument("--pauses", type=Path, help="records.json of a side_by_side.py run with --load-pid.")
     a = p.parse_args()
     pauses = json.loads(a.pauses.read_text())["meta"].get("external_pauses", []) if a.pauses else []
-    print(f"stopped {paused_before(pauses, 0.0, time.time()):.0f} s in all" if pauses else "never stopped")
-    evals = evaluate_all(a.run, a.episodes, a.threads)
-    print(table(a.run, evals, a.target, pauses))
-    plot(a.run, evals, a.plot)
+    print(f"stopped {paused_between(pauses, 0.0, time.time()):.0f} s in all" if pauses else "never stopped")
+    curves = []
+    for run in a.runs:
+        evals = evaluate_all(run, a.episodes, a.threads)
+        print(f"\n{run}\n\n" + table(run, evals, a.target, pauses))
+        curves.append((run, evals))
+    plot(curves, a.plot)
 
 
 if __name__ == "__main__":
