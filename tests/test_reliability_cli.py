@@ -16,7 +16,6 @@ import random
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import bad_envs  # noqa: F401  (registers PPOKitBad/<Mode>-v0)
@@ -33,19 +32,16 @@ FAST = ["--no-progress", "--no-eval", "--set", "tensorboard=false", "--set", "n_
 SRC_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
 
 
-def one_line_error(capsys, *argv: str, budget_s: float = 60.0) -> str:
-    """Run ``ppokit argv`` in-process; it must exit 2 with exactly one line on stderr, no traceback,
-    within ``budget_s`` seconds. Returns that line."""
-    start = time.monotonic()
+def one_line_error(capsys, *argv: str) -> str:
+    """Run ``ppokit argv`` in-process; it must exit 2 with exactly one line on stderr and no
+    traceback. Returns that line. (No wall-clock bound: pytest-timeout catches a hang.)"""
     with pytest.raises(SystemExit) as info:
         main(list(argv))
-    elapsed = time.monotonic() - start
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert info.value.code == 2, err
     assert len(lines) == 1 and "Traceback" not in err, err
     assert len(lines[0]) <= 1000, f"{len(lines[0])} characters"
-    assert elapsed < budget_s, f"{argv[:3]} took {elapsed:.1f} s"
     return lines[0]
 
 
@@ -62,14 +58,13 @@ def alias_bomb(depth: int) -> str:
 # -- messages ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(60)  # expanding the bomb would hang far longer; no wall-clock assertion
 def test_values_in_messages_are_shortened_and_an_alias_bomb_returns_at_once(tmp_path):
     path = tmp_path / "bomb.yaml"
     path.write_text(alias_bomb(7))  # 9**7 = 4.8 million strings when printed in full
     assert path.stat().st_size < 600
-    start = time.monotonic()
     with pytest.raises(ConfigError) as info:
         PPOConfig.load_yaml(path)
-    assert time.monotonic() - start < 5
     assert len(str(info.value)) < 1000 and "learning_rate=" in str(info.value)
     big = tmp_path / "big.yaml"
     big.write_text("env_id: " + "z" * 10_000_000 + "\n")  # a 10 MB value: refused before parsing
@@ -303,15 +298,15 @@ def _random_bad_argv(rng: random.Random, tmp: Path, i: int) -> list[str]:
     return [*base, "--config", str(path)]
 
 
-def test_fuzz_random_bad_cli_input_is_one_line_exit_2_in_bounded_time(tmp_path, capsys, monkeypatch):
-    """40 random bad flags, values and files: each exits 2 with one line, no traceback, within 20 s
-    (most take milliseconds: everything is checked before an environment is built)."""
+def test_fuzz_random_bad_cli_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    """40 random bad flags, values and files: each exits 2 with one line, no traceback, and leaves no
+    run directory (everything is checked before an environment is built)."""
     monkeypatch.chdir(tmp_path)
     rng = random.Random(16)
     seen = set()
     for i in range(40):
         argv = _random_bad_argv(rng, tmp_path, i)
-        line = one_line_error(capsys, *argv, budget_s=20)
+        line = one_line_error(capsys, *argv)
         seen.add(line.split(":")[2].split("=")[0].strip()[:20])
         assert not (tmp_path / f"run{i}").exists(), argv[-2:]  # and left no run directory behind
     assert len(seen) >= 8, seen  # the cases reached many different checks
