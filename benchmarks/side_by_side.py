@@ -243,26 +243,14 @@ PLAN_OPTIONS = {
 LOAD_OPTIONS = {"--load-pid", "--load-desc"}
 
 
-def pick_options(argv: list[str], names: set[str]) -> list[str]:
-    """The options of ``argv`` named in ``names``, each with its values."""
-    out, keep = [], False
+def split_options(argv: list[str], names: set[str]) -> tuple[list[str], list[str]]:
+    """``(the options of argv named in names with their values, the rest of argv)``."""
+    picked, rest, keep = [], [], False
     for a in argv:
         if a.startswith("--"):
             keep = a in names
-        if keep:
-            out.append(a)
-    return out
-
-
-def drop_options(argv: list[str], names: set[str]) -> list[str]:
-    """``argv`` without the options named in ``names`` and their values."""
-    out, drop = [], False
-    for a in argv:
-        if a.startswith("--"):
-            drop = a in names
-        if not drop:
-            out.append(a)
-    return out
+        (picked if keep else rest).append(a)
+    return picked, rest
 
 
 def main(argv: list[str] | None = None) -> Path | None:
@@ -273,7 +261,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         return args.report_only
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     previous, started, old_caps, old_plan, history, first_commit = {}, now, None, None, [], git_commit()
-    load_argv, old_jobs, old_meta = pick_options(argv, LOAD_OPTIONS), {}, {}
+    load_argv, old_jobs, old_meta = split_options(argv, LOAD_OPTIONS)[0], {}, {}
     if args.resume:  # (args is parsed again below from the first start's options, without --resume)
         data = json.loads((args.resume / "records.json").read_text())
         old_meta = data["meta"]
@@ -281,11 +269,11 @@ def main(argv: list[str] | None = None) -> Path | None:
         previous = {k: j.record for k, j in old_jobs.items()}
         started, old_caps = data["meta"]["started"], data["meta"].get("capabilities")
         old_plan = data["meta"]["mode"], data["meta"]["plan"]  # as started, even if PLANS changed since
-        extra = pick_options(argv, PLAN_OPTIONS)
+        extra = split_options(argv, PLAN_OPTIONS)[0]
         if extra:  # more of the same run: the plan is rebuilt from the first start's options + these
             old_plan = None
         given = {a for a in extra if a.startswith("--")}  # these replace the first start's values
-        argv = drop_options(data["meta"]["argv"], given) + extra
+        argv = split_options(data["meta"]["argv"], given)[1] + extra
         dry_run = args.dry_run  # this invocation's, not the first start's (which ran)
         args = parse_args(argv + load_argv)
         args.dry_run = dry_run

@@ -209,15 +209,13 @@ def test_harness_ci_plan_end_to_end(tmp_path, capsys, monkeypatch):
 
 def test_resume_options_replace_the_first_starts():
     """A resume's plan options replace the first start's values, so the command names each once."""
-    from side_by_side import drop_options
+    from side_by_side import split_options
 
     argv = ["--no-install", "--mujoco-presets", "A", "B", "--mujoco-cap-s", "300", "--mujoco-seeds", "3"]
-    assert drop_options(argv, {"--mujoco-presets", "--mujoco-seeds"}) == [
-        "--no-install",
-        "--mujoco-cap-s",
-        "300",
-    ]
-    assert drop_options(argv, set()) == argv
+    picked, rest = split_options(argv, {"--mujoco-presets", "--mujoco-seeds"})
+    assert picked == ["--mujoco-presets", "A", "B", "--mujoco-seeds", "3"]
+    assert rest == ["--no-install", "--mujoco-cap-s", "300"]
+    assert split_options(argv, set()) == ([], argv)
 
 
 def proc_state(pid: int) -> str:
