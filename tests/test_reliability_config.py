@@ -32,6 +32,8 @@ SMALL = dict(num_envs=2, n_steps=8, batch_size=8, n_epochs=1, tensorboard=False)
         ({"batch_size": 6, "n_steps": 8, "num_envs": 2}, r"batch_size=6 is not allowed; must divide .* = 16"),
         ({"clip_rang": 0.1}, r"unknown config key 'clip_rang'; did you mean 'clip_range'\?"),
         ({"network": {"activaton": "relu"}}, r"did you mean 'network.activation'"),
+        # a nested section's choices rule names the section (it read "activation='gelu'" before)
+        ({"network": {"activation": "gelu"}}, r"^network\.activation='gelu' is not allowed; choose one of"),
         ({"gamma": "high"}, r"gamma='high' has type str; expected float"),
         ({"network": [64, 64]}, r"network=\[64, 64\] has type list; expected NetworkConfig"),
         ({"nan_policy": "ignore"}, r"nan_policy='ignore' is not allowed; choose one of \['raise', 'skip'\]"),

@@ -209,11 +209,17 @@ class ConfigBase:
         try:
             obj.validate()
         except ConfigError as e:
+            msg = str(e)
+            # a section's shared rules name its own field ("activation='foo' ..."): name the section too
+            if _prefix and msg.startswith(tuple(f"{k}=" for k in names)):
+                msg = _prefix + msg
             # "clip_range=1.5 is not allowed" reads oddly to a user who wrote epsilon: 1.5
-            named = [k for k in given_as if str(e).startswith((f"{k}=", f"{_prefix}{k}="))]
-            if not named:
+            named = [k for k in given_as if msg.startswith(f"{_prefix}{k}=")]
+            if named:
+                msg += f" (given as {given_as[named[0]]!r})"
+            if msg == str(e):
                 raise
-            raise ConfigError(f"{e} (given as {given_as[named[0]]!r})") from None
+            raise ConfigError(msg) from None
         return obj
 
     def to_dict(self) -> dict[str, Any]:
