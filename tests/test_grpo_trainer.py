@@ -137,6 +137,27 @@ def test_micro_batches_and_prefix_sharing_give_the_same_gradient(micro, share):
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
+def test_find_checkpoint_hashes_only_the_newest_it_returns(tmp_path, monkeypatch):
+    import ppokit.train.checkpoint as base
+
+    model, tok = tiny()
+    cfg = config(max_steps=4, checkpoint_every=2)
+    GRPOTrainer(model, tok, spread_reward, PROMPTS, cfg, run_dir=tmp_path, progress=False).train()
+    hashed = []
+    real = base._sha256
+    monkeypatch.setattr(base, "_sha256", lambda f: hashed.append(f) or real(f))
+    newest = find_checkpoint(tmp_path)
+    assert newest.name == "step_000000000004"
+    # only the newest checkpoint was read in full (it used to hash every kept checkpoint)
+    assert hashed and {f.relative_to(tmp_path / "checkpoints").parts[0] for f in hashed} == {newest.name}
+    # a newest checkpoint whose bytes changed (same size) is skipped for the older one
+    weights = max((newest / "model").glob("*.safetensors"), key=lambda f: f.stat().st_size)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert find_checkpoint(tmp_path).name == "step_000000000002"
+
+
 def test_resume_continues_exactly(tmp_path):
     def run(steps, run_dir, resume=False):
         cfg = config(max_steps=steps, checkpoint_every=2)

@@ -285,7 +285,8 @@ def resume_run(
         torch.set_num_threads(cfg.torch_threads)
     sources = json.loads((run_dir / SOURCES).read_text()) if (run_dir / SOURCES).is_file() else {}
     inputs = read_inputs(cfg, sources)
-    if not list_lm_checkpoints(run_dir / "checkpoints"):  # killed before its first checkpoint
+    # killed before its first checkpoint (sizes only: resume below hashes the newest it uses)
+    if not list_lm_checkpoints(run_dir / "checkpoints", verify_hashes=False):
         from ppokit.seeding import seed_everything
 
         seed_everything(cfg.seed)

@@ -57,12 +57,13 @@ def _step(path: Path) -> int:
     return int(re.search(r"(\d+)$", path.name).group(1))
 
 
-def list_lm_checkpoints(root: str | Path) -> list[Path]:
-    """Complete language-model checkpoints under ``root`` (both layouts), oldest first."""
+def list_lm_checkpoints(root: str | Path, verify_hashes: bool = True) -> list[Path]:
+    """Complete language-model checkpoints under ``root`` (both layouts), oldest first.
+    ``verify_hashes=False`` checks manifests and sizes only (a model of many GB is not read)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in list_checkpoints(root) if _has_model(p)]
+    found = [p for p in list_checkpoints(root, verify_hashes) if _has_model(p)]
     found += [p for p in root.iterdir() if p.is_dir() and is_legacy(p)]
     return sorted(found, key=_step)
 
@@ -75,9 +76,11 @@ def find_checkpoint(path: str | Path) -> Path:
             raise CheckpointError(f"checkpoint {str(path)!r} is incomplete or corrupt")
         return path
     for root in (path / "checkpoints", path):
-        found = list_lm_checkpoints(root)
-        if found:
-            return found[-1]
+        # hashes are verified newest first and only until one passes (as latest_checkpoint does):
+        # hashing every kept checkpoint read each multi-GB model once per resume
+        for found in reversed(list_lm_checkpoints(root, verify_hashes=False)):
+            if is_legacy(found) or is_complete(found):
+                return found
     raise CheckpointError(f"no complete checkpoint under {str(path)!r}")
 
 
