@@ -91,6 +91,9 @@ def normalised_rows(found: dict, randoms: dict) -> tuple[dict[str, list[float]],
         means = {o: statistics.fmean(r["last_train_return"] for r in runs) for o, runs in by_obj.items()}
         best, rnd = max(means.values()), randoms[env]["mean"]
         per_env[env] = {"means": means, "best": best, "random": rnd}
+        # "best = 1" needs all four objectives: with fewer, the best of those run would score 1
+        if set(by_obj) != set(OBJECTIVES):
+            continue
         for obj, runs in by_obj.items():
             for r in runs:
                 rows[obj].append((r["last_train_return"] - rnd) / (best - rnd) if best != rnd else 0.0)
@@ -105,6 +108,23 @@ def scaled_note(found: dict) -> list[str]:
     if scales == {1.0} or not scales:
         return []
     return ["", f"**Not the paper's budget**: some runs used budget scales {sorted(scales)} (× 1M steps)."]
+
+
+def complete_envs(found: dict) -> list[str]:
+    """The envs where every objective has at least one run (only these can be normalised)."""
+    return [env for env, by_obj in sorted(found.items()) if set(by_obj) == set(OBJECTIVES)]
+
+
+def run_time_note(found: dict) -> str:
+    """The measured wall-clock per run so far, and what all 84 runs take one at a time."""
+    walls = [r["wall_s"] for by_obj in found.values() for runs in by_obj.values() for r in runs]
+    if not walls:
+        return "no run has finished yet."
+    mean = statistics.fmean(walls)
+    return (
+        f"the {len(walls)} run(s) so far took {mean / 60:.1f} min each on average on this machine "
+        f"({min(walls) / 60:.1f}-{max(walls) / 60:.1f} min), ~{84 * mean / 3600:.0f} h for all 84 one at a time."
+    )
 
 
 def table1_section(table1_dir: Path, published: dict) -> list[str]:
@@ -123,10 +143,10 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         "averaged over envs and seeds. The paper's values are from its Table 1 "
         f"([arXiv:1707.06347]({published['table1']['url']})), 7 MuJoCo v1 tasks × 3 seeds at 1M steps.",
         "",
-        f"Envs run so far: {', '.join(per_env) or 'none'} (the paper: {len(published['table1']['envs'])}). "
-        "A full reproduction is 84 runs of 1M steps with 320 minibatch steps per 2,048 samples; at the",
-        "~2,000 steps/s measured here for the Hopper preset (the same gradient steps per sample; an",
-        "estimate, not a measurement of this setting) that is ~8 min a run, ~12 h one at a time.",
+        f"Envs run so far: {', '.join(per_env) or 'none'} (the paper: {len(published['table1']['envs'])}); "
+        f"in the normalised rows, those with all four objectives run: {', '.join(complete_envs(found)) or 'none yet'}. "
+        "A full reproduction is 84 runs of 1M steps with 320 minibatch steps per 2,048 samples from one",
+        f"env; {run_time_note(found)}",
         "",
         "The paper's fixed-KL row for β = 1 is 0.71; its best fixed-KL row (β = 3) is 0.72.",
         *scaled_note(found),
@@ -136,7 +156,7 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
     ]
     for obj in OBJECTIVES:
         ours = rows.get(obj, [])
-        value = f"{statistics.fmean(ours):.2f}" if ours else "not run"
+        value = f"{statistics.fmean(ours):.2f}" if ours else "not yet (no env with all four objectives)"
         lines.append(f"| {LABELS[obj]} | {paper[obj]:.2f} | {value} | {len(ours)} |")
     paper_order = sorted(OBJECTIVES, key=lambda o: -paper[o])
     ours_done = {o: statistics.fmean(v) for o, v in rows.items() if v}

@@ -95,22 +95,35 @@ def test_suite_command_smoke(tmp_path, capsys):
 
 
 def test_table1_normalisation_by_hand():
-    """Random = 0 and the best objective's mean over seeds = 1, per env; rows pool envs and seeds."""
-    from table1 import normalised_rows
+    """Random = 0 and the best objective's mean over seeds = 1, per env; rows pool envs and seeds;
+    an env where not all four objectives ran is shown raw but left out of the rows."""
+    from table1 import complete_envs, normalised_rows
 
     def runs(*scores):
         return [{"last_train_return": s} for s in scores]
 
     found = {
         # env A: random 10; clip's mean 30 is the best -> (x - 10) / 20
-        "A": {"clip": runs(20.0, 40.0), "none": runs(0.0, 10.0)},
+        "A": {
+            "clip": runs(20.0, 40.0),
+            "none": runs(0.0, 10.0),
+            "kl_adaptive": runs(15.0),
+            "kl_penalty": runs(25.0),
+        },
         # env B: random -100; kl_penalty's mean 0 is the best -> (x + 100) / 100
-        "B": {"clip": runs(-50.0, -50.0), "kl_penalty": runs(0.0, 0.0)},
+        "B": {
+            "clip": runs(-50.0, -50.0),
+            "kl_penalty": runs(0.0, 0.0),
+            "none": runs(-100.0),
+            "kl_adaptive": runs(-75.0),
+        },
         "C": {"clip": runs(1.0)},  # no random score: left out
+        "D": {"clip": runs(5.0), "none": runs(1.0)},  # two objectives only: "best = 1" would be clip's
     }
-    rows, per_env = normalised_rows(found, {"A": {"mean": 10.0}, "B": {"mean": -100.0}})
-    assert set(per_env) == {"A", "B"}
+    rows, per_env = normalised_rows(found, {"A": {"mean": 10.0}, "B": {"mean": -100.0}, "D": {"mean": 0.0}})
+    assert set(per_env) == {"A", "B", "D"} and complete_envs(found) == ["A", "B"]
     assert per_env["A"]["best"] == 30.0 and per_env["B"]["best"] == 0.0
     assert rows["clip"] == pytest.approx([0.5, 1.5, 0.5, 0.5])
-    assert rows["none"] == pytest.approx([-0.5, 0.0])
-    assert rows["kl_penalty"] == pytest.approx([1.0, 1.0])
+    assert rows["none"] == pytest.approx([-0.5, 0.0, 0.0])
+    assert rows["kl_adaptive"] == pytest.approx([0.25, 0.25])
+    assert rows["kl_penalty"] == pytest.approx([0.75, 1.0, 1.0])
