@@ -123,7 +123,8 @@ def run_time_note(found: dict) -> str:
     mean = statistics.fmean(walls)
     return (
         f"the {len(walls)} run(s) so far took {mean / 60:.1f} min each on average on this machine "
-        f"({min(walls) / 60:.1f}-{max(walls) / 60:.1f} min), ~{84 * mean / 3600:.0f} h for all 84 one at a time."
+        f"({min(walls) / 60:.1f}-{max(walls) / 60:.1f} min), ~{84 * mean / 3600:.0f} h for all 84 "
+        "one at a time."
     )
 
 
@@ -144,7 +145,8 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         f"([arXiv:1707.06347]({published['table1']['url']})), 7 MuJoCo v1 tasks × 3 seeds at 1M steps.",
         "",
         f"Envs run so far: {', '.join(per_env) or 'none'} (the paper: {len(published['table1']['envs'])}); "
-        f"in the normalised rows, those with all four objectives run: {', '.join(complete_envs(found)) or 'none yet'}. "
+        "in the normalised rows, those with all four objectives run: "
+        f"{', '.join(complete_envs(found)) or 'none yet'}. "
         "A full reproduction is 84 runs of 1M steps with 320 minibatch steps per 2,048 samples from one",
         f"env; {run_time_note(found)}",
         "",
