@@ -84,7 +84,7 @@ def load(table1_dir: Path) -> dict[str, dict[str, list[dict]]]:
 def normalised_rows(found: dict, randoms: dict) -> tuple[dict[str, list[float]], dict[str, dict]]:
     """Per objective, the normalised scores of all its runs; per env, the raw means and the best."""
     rows: dict[str, list[float]] = defaultdict(list)
-    per_env = {}
+    per_env, complete = {}, set(complete_envs(found))
     for env, by_obj in sorted(found.items()):
         if env not in randoms:
             continue
@@ -92,7 +92,7 @@ def normalised_rows(found: dict, randoms: dict) -> tuple[dict[str, list[float]],
         best, rnd = max(means.values()), randoms[env]["mean"]
         per_env[env] = {"means": means, "best": best, "random": rnd}
         # "best = 1" needs all four objectives: with fewer, the best of those run would score 1
-        if set(by_obj) != set(OBJECTIVES):
+        if env not in complete:
             continue
         for obj, runs in by_obj.items():
             for r in runs:

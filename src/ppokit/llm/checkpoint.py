@@ -48,9 +48,12 @@ def is_adapter_checkpoint(path: Path) -> bool:
     return (Path(path) / "model" / "adapter_config.json").is_file()
 
 
-def is_legacy(path: Path) -> bool:
-    """Whether ``path`` is a complete checkpoint in ppokit 0.1's layout."""
-    return bool(_LEGACY.match(path.name)) and _has_model(path) and is_complete(path / "trainer")
+def is_legacy(path: Path, verify_hashes: bool = True) -> bool:
+    """Whether ``path`` is a complete checkpoint in ppokit 0.1's layout (``verify_hashes``: as
+    ``is_complete``)."""
+    return (
+        bool(_LEGACY.match(path.name)) and _has_model(path) and is_complete(path / "trainer", verify_hashes)
+    )
 
 
 def _step(path: Path) -> int:
@@ -64,7 +67,7 @@ def list_lm_checkpoints(root: str | Path, verify_hashes: bool = True) -> list[Pa
     if not root.is_dir():
         return []
     found = [p for p in list_checkpoints(root, verify_hashes) if _has_model(p)]
-    found += [p for p in root.iterdir() if p.is_dir() and is_legacy(p)]
+    found += [p for p in root.iterdir() if p.is_dir() and is_legacy(p, verify_hashes)]
     return sorted(found, key=_step)
 
 
