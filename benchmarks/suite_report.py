@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 from aggregate import normalise, stratified_bootstrap_ci
 from common import ROOT, machine, today, versions
+from suite import SUITES
 
 PUBLISHED = ROOT / "benchmarks" / "published.yaml"
 SUITE_ORDER = ["classic", "box2d", "mujoco", "other"]
@@ -110,6 +111,14 @@ def summary_table(suites: dict, published: dict) -> list[str]:
                 f"| {suite} | {name} | {len(runs)} | {s['steps']:,} | {fmt(s['mean'])} ± {spread} "
                 f"| {fmt(s['median'])} | {best} | {target} | {wall} |"
             )
+        # a preset of the suite without any result is listed, so a gap in the table is never silent
+        ran = {runs[0]["env"] for runs in suites.get(suite, {}).values()}
+        for env in SUITES.get(suite, []):
+            if env not in ran:
+                b, target = best_published(env, published), published["envs"].get(env, {}).get("target")
+                best = f"{fmt(b['value'])} ({b['source']}, {b['budget'] / 1e6:g}M)" if b else "none found"
+                goal = f"≥ {fmt(target, 0)}: not run yet" if target is not None else "-"
+                lines.append(f"| {suite} | {env} | 0 | - | not run yet | - | {best} | {goal} | - |")
     return lines
 
 
