@@ -159,3 +159,20 @@ def test_config_yaml_round_trip(tmp_path):
         8,
         8,
     ]
+
+
+def test_running_statistics_of_single_rows_and_batches_match_numpy():
+    # one env feeds one row a step (the shortcut in RunningMeanStd.update), vector envs a batch
+    from ppokit.rl.normalization import RunningMeanStd
+
+    data = np.random.default_rng(0).normal(3.0, 2.0, size=(500, 4))
+    rows, batches = RunningMeanStd((4,), epsilon=0.0), RunningMeanStd((4,), epsilon=0.0)
+    rows.update(data[:1])  # the first merge into a zero count
+    for row in data[1:]:
+        rows.update(row[None])
+    for chunk in np.split(data, 50):
+        batches.update(chunk)
+    for rms in (rows, batches):
+        assert np.allclose(rms.mean, data.mean(0), rtol=1e-12) and np.allclose(rms.var, data.var(0), rtol=1e-10)
+        assert rms.count == 500.0
+        assert rms.fresh is None  # the moments since the last cross-rank sync: only with several ranks

@@ -35,9 +35,14 @@ class RunningMeanStd:
     def update(self, batch: np.ndarray) -> None:
         """Fold a batch ``[B, *shape]`` into the statistics."""
         batch = np.asarray(batch, np.float64)
-        moments = (batch.mean(axis=0), batch.var(axis=0), float(batch.shape[0]))
+        if batch.shape[0] == 1:  # one env: np.mean + np.var cost ~25 us a step; the moments are exact
+            moments = (batch[0].copy(), np.zeros(batch.shape[1:]), 1.0)
+        else:
+            moments = (batch.mean(axis=0), batch.var(axis=0), float(batch.shape[0]))
         self.merge(*moments)
-        self.fresh = moments if self.fresh is None else merge_moments([self.fresh, moments])
+        # the moments since the last sync are only needed by sync(), i.e. with several ranks
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.fresh = moments if self.fresh is None else merge_moments([self.fresh, moments])
 
     def sync(self) -> None:
         """Merge all ranks' data since the last sync into the statistics every rank shared then;
