@@ -180,6 +180,52 @@ def test_resume_continues_exactly(tmp_path):
     assert {p.name for p in (tmp_path / "b" / "plots").iterdir()} >= {"reward.png", "kl.png"}
 
 
+def test_a_ppokit_01_checkpoint_is_found_and_resumes_exactly(tmp_path):
+    """ppokit 0.1 kept checkpoints/step-000002/{model,trainer} with Python's RNG state in meta.json
+    ("python_rng") and the sampler's as "rng.generator": such a run is listed, found, and resumes
+    to the parameters of a straight run; a damaged one is not taken."""
+    import shutil
+
+    from ppokit.errors import CheckpointError
+    from ppokit.llm.checkpoint import is_legacy, list_lm_checkpoints
+    from ppokit.train.checkpoint import load_checkpoint, write_checkpoint
+
+    cfg = lambda steps: config(max_steps=steps, checkpoint_every=2)  # noqa: E731
+    model, tok = tiny()
+    straight = GRPOTrainer(model, tok, spread_reward, PROMPTS, cfg(4), progress=False)
+    straight.train()
+    model, tok = tiny()
+    GRPOTrainer(model, tok, spread_reward, PROMPTS, cfg(2), run_dir=tmp_path / "b", progress=False).train()
+    # the step-2 checkpoint rewritten in the 0.1 layout
+    tensors, meta = load_checkpoint(find_checkpoint(tmp_path / "b"))
+    old = tmp_path / "c" / "checkpoints" / "step-000002"
+    shutil.copytree(find_checkpoint(tmp_path / "b") / "model", old / "model")
+    tensors["rng.generator"] = tensors.pop("rng.generator.sampler")
+    meta["python_rng"] = meta.pop("rng")["python"]
+    write_checkpoint(old / "trainer", tensors, meta)
+    assert (
+        is_legacy(old) and list_lm_checkpoints(old.parent) == [old] and find_checkpoint(tmp_path / "c") == old
+    )
+
+    damaged = tmp_path / "d" / "checkpoints" / "step-000002"
+    shutil.copytree(old, damaged)
+    weights = damaged / "trainer" / "tensors.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert not is_legacy(damaged) and list_lm_checkpoints(damaged.parent) == []
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        find_checkpoint(tmp_path / "d")
+
+    resumed = GRPOTrainer.resume(
+        tmp_path / "c", spread_reward, PROMPTS, cfg(4), run_dir=tmp_path / "c", progress=False
+    )
+    assert resumed.step == 2
+    resumed.train()
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
 def test_dense_reward_rises_in_40_steps():
     torch.manual_seed(0)
     model, tok = tiny(seed=3)

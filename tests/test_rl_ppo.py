@@ -173,6 +173,8 @@ def test_running_statistics_of_single_rows_and_batches_match_numpy():
     for chunk in np.split(data, 50):
         batches.update(chunk)
     for rms in (rows, batches):
-        assert np.allclose(rms.mean, data.mean(0), rtol=1e-12) and np.allclose(rms.var, data.var(0), rtol=1e-10)
+        assert np.allclose(rms.mean, data.mean(0), rtol=1e-12) and np.allclose(
+            rms.var, data.var(0), rtol=1e-10
+        )
         assert rms.count == 500.0
         assert rms.fresh is None  # the moments since the last cross-rank sync: only with several ranks
