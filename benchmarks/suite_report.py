@@ -200,7 +200,10 @@ def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = sorted(presets)
-    fig, axes = plt.subplots(len(names), 2, figsize=(10, 2.6 * len(names)), squeeze=False)
+    # constrained layout leaves room for the suptitle (tight_layout drew it over the first row's titles)
+    fig, axes = plt.subplots(
+        len(names), 2, figsize=(10, 2.6 * len(names)), squeeze=False, layout="constrained"
+    )
     for row, preset in zip(axes, names):
         curves = [load_curve(r["_dir"]) for r in presets[preset]]
         curves = [c for c in curves if c["steps"].size > 1]
@@ -219,7 +222,6 @@ def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:
             ax.grid(alpha=0.3)
         row[0].set_ylabel("training return")
     fig.suptitle(f"{suite}: mean (line) and min–max (band) over seeds; grey: each seed", fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
