@@ -226,8 +226,8 @@ def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def update_readme(readme: Path, table: list[str], aggregate: list[str]) -> None:
-    """Put the summary and aggregate tables between README's suite-summary markers."""
+def update_readme(readme: Path, table: list[str], aggregate: list[str], table1: list[str] = ()) -> None:
+    """Put the summary and aggregate tables (and Table 1's rows) between README's suite-summary markers."""
     begin, end = "<!-- suite-summary:begin -->", "<!-- suite-summary:end -->"
     text = readme.read_text()
     if begin not in text or end not in text:
@@ -240,6 +240,7 @@ def update_readme(readme: Path, table: list[str], aggregate: list[str]) -> None:
         "",
         *aggregate,
         "",
+        *(["The PPO paper's Table 1 (`python benchmarks/table1.py`):", "", *table1, ""] if table1 else []),
         "Details, sources and commands: [docs/results.md](docs/results.md).",
         "",
     ]
@@ -269,7 +270,9 @@ def write_report(out: Path, markdown: Path, readme: Path | None = None) -> None:
     suites = load_results(out)
     summary, aggregate = summary_table(suites, published), aggregate_table(suites, published, randoms)
     if readme is not None:
-        update_readme(readme, summary, aggregate)
+        from table1 import objective_table
+
+        update_readme(readme, summary, aggregate, objective_table(out / "table1", published))
     rel = lambda p: p.relative_to(ROOT) if p.is_relative_to(ROOT) else p  # noqa: E731
     lines = [
         "# Results: PPO presets across the standard suites",

@@ -128,13 +128,52 @@ def run_time_note(found: dict) -> str:
     )
 
 
-def table1_section(table1_dir: Path, published: dict) -> list[str]:
-    """The markdown section: our Table 1 beside the paper's, and the per-env raw scores."""
+def _inputs(table1_dir: Path) -> tuple[dict, dict, dict, dict]:
+    """The results found, the random scores, the normalised rows and the per-env means."""
     randoms_path = table1_dir.parent / "random_scores.json"
     randoms = json.loads(randoms_path.read_text())["envs"] if randoms_path.exists() else {}
     found = load(table1_dir) if table1_dir.exists() else {}
     rows, per_env = normalised_rows(found, randoms)
+    return found, randoms, rows, per_env
+
+
+def objective_table(table1_dir: Path, published: dict) -> list[str]:
+    """Our normalised rows beside the paper's and the ordering (README shows these lines too)."""
+    found, _, rows, _ = _inputs(table1_dir)
     paper = published["table1"]["rows"]
+    lines = ["| objective | paper | ours (mean normalised score) | runs |", "|---|---|---|---|"]
+    for obj in OBJECTIVES:
+        ours = rows.get(obj, [])
+        value = f"{statistics.fmean(ours):.2f}" if ours else "not yet (no env with all four objectives)"
+        lines.append(f"| {LABELS[obj]} | {paper[obj]:.2f} | {value} | {len(ours)} |")
+    paper_order = sorted(OBJECTIVES, key=lambda o: -paper[o])
+    ours_done = {o: statistics.fmean(v) for o, v in rows.items() if v}
+    if len(ours_done) == len(OBJECTIVES):
+        our_order = sorted(ours_done, key=lambda o: -ours_done[o])
+        same = our_order == paper_order
+        lines += [
+            "",
+            f"Ordering, best first: paper {' > '.join(paper_order)}; ours {' > '.join(our_order)} "
+            f"({'the same' if same else 'different'}).",
+        ]
+    n_runs = sum(len(runs) for by_obj in found.values() for runs in by_obj.values())
+    complete = complete_envs(found)
+    lines += [
+        "",
+        f"{n_runs} of the 84 runs so far; normalised over {len(complete)} of the paper's 7 envs "
+        f"({', '.join(complete) or 'none yet'}), seeds {', '.join(seeds_run(found)) or 'none'}.",
+    ]
+    return lines
+
+
+def seeds_run(found: dict) -> list[str]:
+    """The seeds with at least one finished run."""
+    return sorted({str(r["seed"]) for by_obj in found.values() for runs in by_obj.values() for r in runs})
+
+
+def table1_section(table1_dir: Path, published: dict) -> list[str]:
+    """The markdown section: our Table 1 beside the paper's, and the per-env raw scores."""
+    found, _, _, per_env = _inputs(table1_dir)
     lines = [
         "## The PPO paper's Table 1",
         "",
@@ -153,23 +192,8 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         "The paper's fixed-KL row for β = 1 is 0.71; its best fixed-KL row (β = 3) is 0.72.",
         *scaled_note(found),
         "",
-        "| objective | paper | ours (mean normalised score) | runs |",
-        "|---|---|---|---|",
+        *objective_table(table1_dir, published),
     ]
-    for obj in OBJECTIVES:
-        ours = rows.get(obj, [])
-        value = f"{statistics.fmean(ours):.2f}" if ours else "not yet (no env with all four objectives)"
-        lines.append(f"| {LABELS[obj]} | {paper[obj]:.2f} | {value} | {len(ours)} |")
-    paper_order = sorted(OBJECTIVES, key=lambda o: -paper[o])
-    ours_done = {o: statistics.fmean(v) for o, v in rows.items() if v}
-    if len(ours_done) == len(OBJECTIVES):
-        our_order = sorted(ours_done, key=lambda o: -ours_done[o])
-        same = our_order == paper_order
-        lines += [
-            "",
-            f"Ordering, best first: paper {' > '.join(paper_order)}; ours {' > '.join(our_order)} "
-            f"({'the same' if same else 'different'}).",
-        ]
     lines += ["", "| env | random | " + " | ".join(OBJECTIVES) + " |", "|---|---|" + "---|" * len(OBJECTIVES)]
     for env, e in per_env.items():
         cells = [f"{e['means'][o]:,.1f}" if o in e["means"] else "-" for o in OBJECTIVES]

@@ -130,3 +130,24 @@ def test_table1_normalisation_by_hand():
     assert rows["none"] == pytest.approx([-0.5, 0.0, 0.0])
     assert rows["kl_adaptive"] == pytest.approx([0.25, 0.25])
     assert rows["kl_penalty"] == pytest.approx([0.75, 1.0, 1.0])
+
+
+def test_table1_objective_table_says_how_much_has_run(tmp_path):
+    """README's Table 1 lines: the rows beside the paper's, the ordering, and how many runs so far."""
+    from table1 import objective_table
+
+    published = {"table1": {"rows": {"none": -0.39, "clip": 0.82, "kl_adaptive": 0.74, "kl_penalty": 0.71}}}
+    (tmp_path / "random_scores.json").write_text(json.dumps({"envs": {"A": {"mean": 0.0}}}))
+    assert "0 of the 84 runs so far" in objective_table(tmp_path / "table1", published)[-1]
+    for obj, score in {"none": 10.0, "clip": 40.0, "kl_adaptive": 30.0, "kl_penalty": 20.0}.items():
+        run = tmp_path / "table1" / "A" / obj / "seed0"
+        run.mkdir(parents=True)
+        r = {"env": "A", "objective": obj, "seed": 0, "last_train_return": score}
+        (run / "result.json").write_text(json.dumps(r))
+    text = "\n".join(objective_table(tmp_path / "table1", published))
+    assert (
+        "| Clipping, ε = 0.2 | 0.82 | 1.00 | 1 |" in text
+        and "| No clipping or penalty | -0.39 | 0.25 | 1 |" in text
+    )
+    assert "ours clip > kl_adaptive > kl_penalty > none (the same)" in text
+    assert "4 of the 84 runs so far; normalised over 1 of the paper's 7 envs (A), seeds 0." in text
