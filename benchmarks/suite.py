@@ -82,15 +82,16 @@ def git_commit(path: Path) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def trim_metrics(src: Path, dst: Path) -> None:
-    """Copy the learning-curve columns of a run's metrics.csv (steps, seconds, training return)."""
+def trim_metrics(src: Path, dst: Path, columns: list[str] = CURVE_COLUMNS) -> None:
+    """Copy the learning-curve columns of a run's metrics.csv (steps, seconds, training return, and
+    any ``columns`` a job adds)."""
     with src.open() as f:
         rows = list(csv.DictReader(f))
     with dst.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(CURVE_COLUMNS)
+        writer.writerow(columns)
         for row in rows:
-            writer.writerow([row.get(c, "") for c in CURVE_COLUMNS])
+            writer.writerow([row.get(c, "") for c in columns])
 
 
 def ppokit_cmd(pythonpath: Path, *args: str) -> tuple[list[str], dict]:
@@ -146,7 +147,7 @@ def run_one(job: dict, args: argparse.Namespace) -> dict | None:
     done = train_and_evaluate(job, args, run_dir)
     evaluation = done["evaluation"]
     dest.mkdir(parents=True, exist_ok=True)
-    trim_metrics(run_dir / "metrics.csv", dest / "metrics.csv")
+    trim_metrics(run_dir / "metrics.csv", dest / "metrics.csv", job.get("columns", CURVE_COLUMNS))
     with (dest / "metrics.csv").open() as f:
         last = list(csv.DictReader(f))[-1]
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -151,3 +151,31 @@ def test_table1_objective_table_says_how_much_has_run(tmp_path):
     )
     assert "ours clip > kl_adaptive > kl_penalty > none (the same)" in text
     assert "4 of the 84 runs so far; normalised over 1 of the paper's 7 envs (A), seeds 0." in text
+
+
+@pytest.mark.timeout(300)
+def test_table1_command_smoke(tmp_path, capsys):
+    """The four objectives on one cheap env at a tiny budget: per-run files with the objectives'
+    training columns, resumability, and the Table 1 section of the report."""
+    import table1
+    from suite_report import measure_random_scores
+
+    out, md = tmp_path / "results", tmp_path / "results.md"
+    measure_random_scores(out, ["InvertedPendulum-v5"])
+    argv = ["--envs", "InvertedPendulum-v5", "--seeds", "0", "--budget-scale", "0.002", "--jobs", "2"]
+    argv += ["--out", str(out), "--markdown", str(md), "--pythonpath", str(ROOT / "src")]
+    argv += ["--scratch", str(tmp_path / "runs")]
+    table1.main(argv)
+    assert "4 new run(s)" in capsys.readouterr().out
+    for obj in ("none", "clip", "kl_adaptive", "kl_penalty"):
+        run = out / "table1" / "InvertedPendulum-v5" / obj / "seed0"
+        r = json.loads((run / "result.json").read_text())
+        assert r["objective"] == obj and r["config"]["objective"] == obj and r["steps"] == 2048
+        header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+        assert header[3:] == ["train/kl_coef", "train/approx_kl", "train/clip_fraction", "train/entropy"]
+    assert not list((tmp_path / "runs").rglob("model"))  # the training directories are not kept
+    table1.main(argv)
+    assert "0 new run(s)" in capsys.readouterr().out
+    text = md.read_text()
+    assert "4 of the 84 runs so far; normalised over 1 of the paper's 7 envs (InvertedPendulum-v5)" in text
+    assert "Not the paper's budget" in text
