@@ -20,6 +20,7 @@ deterministic 10-episode evaluation. Runs use benchmarks/suite.py's machinery: t
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 from collections import defaultdict
@@ -204,7 +205,39 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         cells = [f"{e['means'][o]:,.1f}" if o in e["means"] else "-" for o in OBJECTIVES]
         lines.append(f"| {env} | {e['random']:,.1f} | " + " | ".join(cells) + " |")
     lines += ["", "(raw: mean over seeds of the last-100-episode training return)", ""]
-    return lines
+    return lines + diagnostics_table(table1_dir)
+
+
+def diagnostics_table(table1_dir: Path) -> list[str]:
+    """What each objective did to the policy, from the per-update columns of the runs that kept them
+    (TRAIN_COLUMNS): the KL(pi_old || pi) an update moved the policy by, how often the ratio left the
+    clip range, and the KL coefficient beta over the run."""
+    lines = []
+    for path in sorted(table1_dir.glob("*/*/seed*/metrics.csv")):
+        with path.open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("train/approx_kl") not in (None, "", "nan")]
+        if not rows:
+            continue  # a run from before the columns were kept
+        env, obj, seed = path.parts[-4], path.parts[-3], path.parts[-2].removeprefix("seed")
+        kl = [float(r["train/approx_kl"]) for r in rows]
+        clip = [float(r["train/clip_fraction"]) for r in rows]
+        beta = [float(r["train/kl_coef"]) for r in rows]
+        beta_cell = f"{beta[-1]:.3g} ({min(beta):.3g}–{max(beta):.3g})" if obj.startswith("kl_") else "-"
+        lines.append(
+            f"| {env} | {obj} | {seed} | {statistics.fmean(kl):.4f} | {max(kl):.4f} "
+            f"| {statistics.fmean(clip):.3f} | {beta_cell} |"
+        )
+    if not lines:
+        return []
+    head = [
+        "Per update, over each run (runs that kept these columns): the mean and largest approximate",
+        "KL(π_old ‖ π) of its minibatches, the fraction of samples with the ratio outside [1 − 0.2, 1 + 0.2]",
+        "(measured for every objective), and β at the end (its range over the run) for the KL objectives.",
+        "",
+        "| env | objective | seed | mean KL | max KL | clip fraction | β: final (range) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    return head + lines + [""]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -179,3 +180,8 @@ def test_table1_command_smoke(tmp_path, capsys):
     text = md.read_text()
     assert "4 of the 84 runs so far; normalised over 1 of the paper's 7 envs (InvertedPendulum-v5)" in text
     assert "Not the paper's budget" in text
+    # the per-run diagnostics: beta is shown for the KL objectives only (the first update used beta = 1)
+    assert re.search(
+        r"\| InvertedPendulum-v5 \| kl_penalty \| 0 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 1 \(1–1\) \|", text
+    )
+    assert re.search(r"\| InvertedPendulum-v5 \| clip \| 0 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| - \|", text)
