@@ -13,9 +13,11 @@ resolved config) and metrics.csv trimmed to steps, seconds and the training retu
 directory (checkpoints, TensorBoard) goes to benchmarks/out/suite-runs/, which git ignores.
 
 Resumable: a run whose result.json exists is skipped, so the same command can be started again after
-an interruption; an interrupted run starts over. `--jobs N` runs N trainings at a time (one per core
-at most is sensible). `--pythonpath DIR` trains with the library found in DIR (e.g. a worktree frozen
-at one commit, so edits made meanwhile cannot change a long batch); its git commit goes in every result.
+an interruption; an interrupted run continues from its newest checkpoint (`ppokit resume`, written
+every 5 minutes by default) when it was started by the same command, else it starts over. `--jobs N`
+runs N trainings at a time (one per core at most is sensible). `--pythonpath DIR` trains with the
+library found in DIR (e.g. a worktree frozen at one commit, so edits made meanwhile cannot change a
+long batch); its git commit goes in every result.
 After the runs (or with `--report` alone) docs/results.md and the learning-curve plots are regenerated
 from every result.json under OUT (see benchmarks/suite_report.py).
 """
@@ -82,16 +84,37 @@ def git_commit(path: Path) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-def trim_metrics(src: Path, dst: Path, columns: list[str] = CURVE_COLUMNS) -> None:
-    """Copy the learning-curve columns of a run's metrics.csv (steps, seconds, training return, and
-    any ``columns`` a job adds)."""
+def stitched_rows(src: Path) -> tuple[list[dict], float]:
+    """The rows of a run's metrics.csv as one run, and the seconds its earlier attempts contributed.
+
+    A resumed run appends to metrics.csv, and its process's ``time/elapsed_s`` starts again near 0: a
+    row whose seconds or steps go back starts a new attempt. The interrupted attempt's rows after its
+    last checkpoint (steps at or past the first resumed row's) were lost work and are dropped, and the
+    new attempt's seconds are shifted by the kept rows' last value."""
     with src.open() as f:
         rows = list(csv.DictReader(f))
+    kept: list[dict] = []
+    offset = last_elapsed = 0.0
+    for row in rows:
+        step, elapsed = float(row["time/total_timesteps"]), float(row["time/elapsed_s"])
+        if kept and (elapsed < last_elapsed or step <= float(kept[-1]["time/total_timesteps"])):
+            kept = [r for r in kept if float(r["time/total_timesteps"]) < step]
+            offset = float(kept[-1]["time/elapsed_s"]) if kept else 0.0
+        last_elapsed = elapsed
+        kept.append({**row, "time/elapsed_s": str(elapsed + offset)})
+    return kept, offset
+
+
+def trim_metrics(src: Path, dst: Path, columns: list[str] = CURVE_COLUMNS) -> float:
+    """Copy the learning-curve columns of a run's metrics.csv (steps, seconds, training return, and
+    any ``columns`` a job adds), stitched across attempts; returns the earlier attempts' seconds."""
+    rows, offset = stitched_rows(src)
     with dst.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for row in rows:
             writer.writerow([row.get(c, "") for c in columns])
+    return offset
 
 
 def ppokit_cmd(pythonpath: Path, *args: str) -> tuple[list[str], dict]:
@@ -113,14 +136,27 @@ def train_and_evaluate(job: dict, args: argparse.Namespace, run_dir: Path) -> di
     if args.budget_scale != 1.0:
         sets.append(f"total_timesteps={max(1, int(budget * args.budget_scale))}")
     sets += args.set
-    if run_dir.exists():  # an interrupted run starts over
-        shutil.rmtree(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
     train_args = ["train", "--config", str(job["config_path"]), "--seed", str(job["seed"])]
     train_args += ["--run-dir", str(run_dir), "--no-progress", "--no-eval"]
     train_args += [a for s in sets for a in ("--set", s)]
     cmd, env = ppokit_cmd(args.pythonpath, *train_args)
-    started, start = today(), time.time()
+    # an interrupted run of the same command continues from its newest checkpoint; anything else
+    # found there (another command's run, one without a checkpoint) starts over
+    started_by = run_dir.parent / "command.json"
+    same = started_by.exists() and json.loads(started_by.read_text()) == train_args
+    resumed = same and any((run_dir / "checkpoints").glob("step_*/manifest.json"))
+    started_at = run_dir.parent / "started.json"
+    first_started = json.loads(started_at.read_text()) if resumed and started_at.exists() else today()
+    if resumed:
+        resume_args = ["resume", str(run_dir), "--no-progress", "--no-eval"]
+        first = shown(cmd)
+        cmd, env = ppokit_cmd(args.pythonpath, *resume_args)
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    started_by.write_text(json.dumps(train_args))
+    started_at.write_text(json.dumps(first_started))
+    start = time.time()
     subprocess.run(cmd, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     wall = time.time() - start
     ecmd, env = ppokit_cmd(
@@ -132,8 +168,11 @@ def train_and_evaluate(job: dict, args: argparse.Namespace, run_dir: Path) -> di
         "evaluation": json.loads(out.strip().splitlines()[-1]),
         "wall_s": wall,
         "eval_s": time.time() - start - wall,
-        "started": started,
-        "command": f"{shown(cmd)} && {shown(ecmd)}",
+        "started": first_started,
+        "command": f"{first} (interrupted) && {shown(cmd)} && {shown(ecmd)}"
+        if resumed
+        else f"{shown(cmd)} && {shown(ecmd)}",
+        "resumed": resumed,
     }
 
 
@@ -147,7 +186,9 @@ def run_one(job: dict, args: argparse.Namespace) -> dict | None:
     done = train_and_evaluate(job, args, run_dir)
     evaluation = done["evaluation"]
     dest.mkdir(parents=True, exist_ok=True)
-    trim_metrics(run_dir / "metrics.csv", dest / "metrics.csv", job.get("columns", CURVE_COLUMNS))
+    # a resumed run's wall-clock adds the kept work of its earlier attempts (their lost updates after
+    # the last checkpoint are not counted)
+    earlier = trim_metrics(run_dir / "metrics.csv", dest / "metrics.csv", job.get("columns", CURVE_COLUMNS))
     with (dest / "metrics.csv").open() as f:
         last = list(csv.DictReader(f))[-1]
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -167,8 +208,9 @@ def run_one(job: dict, args: argparse.Namespace) -> dict | None:
         "eval_deterministic": evaluation.get("deterministic", True),
         "eval_seed": evaluation.get("seed"),
         "train_s": float(last["time/elapsed_s"]),
-        "wall_s": done["wall_s"],
+        "wall_s": done["wall_s"] + earlier,
         "eval_s": done["eval_s"],
+        "resumed": done["resumed"],
         "last_train_return": float(last["rollout/ep_rew_mean"]) if last["rollout/ep_rew_mean"] else None,
         "command": done["command"],
         "suite_command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
@@ -186,6 +228,8 @@ def run_one(job: dict, args: argparse.Namespace) -> dict | None:
     tmp.replace(result_path)  # result.json appears only once complete: the resumability marker
     if not args.keep_runs:
         shutil.rmtree(run_dir, ignore_errors=True)
+    for name in ("command.json", "started.json"):
+        (run_dir.parent / name).unlink(missing_ok=True)
     return result
 
 

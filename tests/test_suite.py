@@ -185,3 +185,63 @@ def test_table1_command_smoke(tmp_path, capsys):
         r"\| InvertedPendulum-v5 \| kl_penalty \| 0 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 1 \(1–1\) \|", text
     )
     assert re.search(r"\| InvertedPendulum-v5 \| clip \| 0 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| - \|", text)
+
+
+@pytest.mark.timeout(300)
+def test_suite_resumes_an_interrupted_run(tmp_path, capsys):
+    """A run killed after a checkpoint continues from it when the same command is started again:
+    one run's curve (lost rows dropped, seconds continued), marked resumed, the budget reached."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import suite
+
+    out, scratch = tmp_path / "results", tmp_path / "runs"
+    argv = ["--envs", "CartPole-v1", "--seeds", "0", "--set", "checkpoint_every=4096", "--no-report"]
+    argv += ["--out", str(out), "--scratch", str(scratch), "--pythonpath", str(ROOT / "src")]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "suite.py"), *argv]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
+    checkpoints = scratch / "classic" / "CartPole-v1" / "seed0" / "run" / "checkpoints"
+    deadline = time.time() + 200
+    while len(list(checkpoints.glob("step_*/manifest.json"))) < 2 and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the harness and its training subprocess, as a session end does
+    proc.wait()
+    result_path = out / "classic" / "CartPole-v1" / "seed0" / "result.json"
+    assert not result_path.exists()
+
+    suite.main(argv)
+    assert "1 new run(s)" in capsys.readouterr().out
+    r = json.loads(result_path.read_text())
+    assert r["resumed"] is True and "(interrupted) && ppokit resume " in r["command"]
+    assert r["steps"] >= 100_000 and r["eval_episodes"] == 10
+    lines = (result_path.parent / "metrics.csv").read_text().splitlines()[1:]
+    steps = [float(line.split(",")[0]) for line in lines]
+    seconds = [float(line.split(",")[1]) for line in lines]
+    assert steps == sorted(set(steps)) and steps[-1] == r["steps"]  # one run: no step twice
+    assert seconds == sorted(seconds) and r["wall_s"] >= seconds[-1] - 1.0
+    assert not (result_path.parent.parent / "seed0" / "command.json").exists()
+
+
+def test_stitched_metrics_drop_lost_rows_and_continue_the_seconds(tmp_path):
+    from suite import stitched_rows
+
+    csv_path = tmp_path / "metrics.csv"
+    # attempt 1 logged 100..300 and checkpointed at 200; attempt 2 resumed there (its clock restarts)
+    rows = [(100, 1.0), (200, 2.0), (300, 3.0), (300, 0.5), (400, 1.5)]
+    csv_path.write_text("time/total_timesteps,time/elapsed_s\n" + "".join(f"{a},{b}\n" for a, b in rows))
+    kept, offset = stitched_rows(csv_path)
+    assert [(float(r["time/total_timesteps"]), float(r["time/elapsed_s"])) for r in kept] == [
+        (100, 1.0),
+        (200, 2.0),
+        (300, 2.5),
+        (400, 3.5),
+    ]
+    assert offset == 2.0
+    # killed right after a checkpoint: no row is lost, the clock going back alone marks the new attempt
+    csv_path.write_text("time/total_timesteps,time/elapsed_s\n100,1.0\n200,2.0\n300,0.5\n")
+    kept, offset = stitched_rows(csv_path)
+    assert [float(r["time/elapsed_s"]) for r in kept] == [1.0, 2.0, 2.5] and offset == 2.0
