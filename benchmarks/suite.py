@@ -143,7 +143,11 @@ def train_and_evaluate(job: dict, args: argparse.Namespace, run_dir: Path) -> di
     # an interrupted run of the same command continues from its newest checkpoint; anything else
     # found there (another command's run, one without a checkpoint) starts over
     started_by = run_dir.parent / "command.json"
-    same = started_by.exists() and json.loads(started_by.read_text()) == train_args
+    command = {"train": train_args, "pythonpath": str(args.pythonpath)}  # the same library, too
+    recorded = json.loads(started_by.read_text()) if started_by.exists() else None
+    if isinstance(recorded, list):  # written by 441161f, which kept the arguments alone
+        recorded = {"train": recorded, "pythonpath": str(args.pythonpath)}
+    same = recorded == command
     resumed = same and any((run_dir / "checkpoints").glob("step_*/manifest.json"))
     started_at = run_dir.parent / "started.json"
     first_started = json.loads(started_at.read_text()) if resumed and started_at.exists() else today()
@@ -154,7 +158,7 @@ def train_and_evaluate(job: dict, args: argparse.Namespace, run_dir: Path) -> di
     elif run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    started_by.write_text(json.dumps(train_args))
+    started_by.write_text(json.dumps(command))
     started_at.write_text(json.dumps(first_started))
     start = time.time()
     subprocess.run(cmd, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
