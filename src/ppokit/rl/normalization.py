@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ppokit import distributed
+
 
 def merge_moments(parts: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[np.ndarray, np.ndarray, float]:
     """``(mean, var, count)`` of the union of disjoint samples given by their moments."""
@@ -41,14 +43,12 @@ class RunningMeanStd:
             moments = (batch.mean(axis=0), batch.var(axis=0), float(batch.shape[0]))
         self.merge(*moments)
         # the moments since the last sync are only needed by sync(), i.e. with several ranks
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if distributed.info().enabled:
             self.fresh = moments if self.fresh is None else merge_moments([self.fresh, moments])
 
     def sync(self) -> None:
         """Merge all ranks' data since the last sync into the statistics every rank shared then;
         afterwards every rank holds the statistics of all ranks' data (torch.distributed)."""
-        from ppokit import distributed
-
         fresh = self.fresh or (np.zeros_like(self.mean), np.ones_like(self.var), 0.0)
         parts = distributed.all_gather_objects(fresh)
         self.mean, self.var, self.count = merge_moments([self.synced, *parts])
@@ -130,8 +130,6 @@ class RewardScaler:
 
 def sync_statistics(*parts: ObsNormalizer | RewardScaler | None) -> None:
     """With several ranks, merge every rank's new normalisation statistics (identical after)."""
-    from ppokit import distributed
-
     if distributed.info().enabled:
         for part in parts:
             if part is not None:
