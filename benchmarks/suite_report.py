@@ -18,6 +18,7 @@ import yaml
 from aggregate import normalise, stratified_bootstrap_ci
 from common import ROOT, machine, today, versions
 from suite import SUITES
+from table1 import objective_table, table1_section
 
 PUBLISHED = ROOT / "benchmarks" / "published.yaml"
 SUITE_ORDER = ["classic", "box2d", "mujoco", "other"]
@@ -60,6 +61,11 @@ def best_published(env: str, published: dict) -> dict | None:
     return max(results, key=lambda r: r["value"]) if results else None
 
 
+def best_cell(best: dict | None) -> str:
+    """The best published number as a table cell: value (source, budget)."""
+    return f"{fmt(best['value'])} ({best['source']}, {best['budget'] / 1e6:g}M)" if best else "none found"
+
+
 def env_summary(runs: list[dict], published: dict) -> dict:
     """Mean, std and median over seeds of the final evaluations, wall-clock, and the target's miss."""
     scores = [r["eval_mean"] for r in runs]
@@ -95,8 +101,7 @@ def summary_table(suites: dict, published: dict) -> list[str]:
             name = s["env"] if preset == s["env"] else f"{s['env']} ({preset})"
             if s["scale"] != 1.0:
                 name += f" (budget ×{s['scale']:g})"
-            b = s["best"]
-            best = f"{fmt(b['value'])} ({b['source']}, {b['budget'] / 1e6:g}M)" if b else "none found"
+            best = best_cell(s["best"])
             if s["target"] is None:
                 target = "-"
             elif s["miss"] == 0.0:
@@ -115,8 +120,10 @@ def summary_table(suites: dict, published: dict) -> list[str]:
         ran = {runs[0]["env"] for runs in suites.get(suite, {}).values()}
         for env in SUITES.get(suite, []):
             if env not in ran:
-                b, target = best_published(env, published), published["envs"].get(env, {}).get("target")
-                best = f"{fmt(b['value'])} ({b['source']}, {b['budget'] / 1e6:g}M)" if b else "none found"
+                best, target = (
+                    best_cell(best_published(env, published)),
+                    published["envs"].get(env, {}).get("target"),
+                )
                 goal = f"≥ {fmt(target, 0)}: not run yet" if target is not None else "-"
                 lines.append(f"| {suite} | {env} | 0 | - | not run yet | - | {best} | {goal} | - |")
     return lines
@@ -270,8 +277,6 @@ def write_report(out: Path, markdown: Path, readme: Path | None = None) -> None:
     suites = load_results(out)
     summary, aggregate = summary_table(suites, published), aggregate_table(suites, published, randoms)
     if readme is not None:
-        from table1 import objective_table
-
         update_readme(readme, summary, aggregate, objective_table(out / "table1", published))
     rel = lambda p: p.relative_to(ROOT) if p.is_relative_to(ROOT) else p  # noqa: E731
     lines = [
@@ -320,8 +325,6 @@ def write_report(out: Path, markdown: Path, readme: Path | None = None) -> None:
     for suite in SUITE_ORDER:
         for preset, runs in sorted(suites.get(suite, {}).items()):
             lines += env_details(suite, preset, runs, published, randoms)
-    from table1 import table1_section  # the section says "not run yet" when OUT/table1 is empty
-
     lines += table1_section(out / "table1", published)
     # Results measured by other harnesses, kept in their own pages (linked, not regenerated here).
     others = {

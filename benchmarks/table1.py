@@ -144,6 +144,11 @@ def _inputs(table1_dir: Path) -> tuple[dict, dict, dict, dict]:
 def objective_table(table1_dir: Path, published: dict) -> list[str]:
     """Our normalised rows beside the paper's and the ordering (README shows these lines too)."""
     found, _, rows, _ = _inputs(table1_dir)
+    return objective_lines(found, rows, published)
+
+
+def objective_lines(found: dict, rows: dict, published: dict) -> list[str]:
+    """``objective_table`` from results already loaded."""
     paper = published["table1"]["rows"]
     lines = ["| objective | paper | ours (mean normalised score) | runs |", "|---|---|---|---|"]
     for obj in OBJECTIVES:
@@ -177,7 +182,7 @@ def seeds_run(found: dict) -> list[str]:
 
 def table1_section(table1_dir: Path, published: dict) -> list[str]:
     """The markdown section: our Table 1 beside the paper's, and the per-env raw scores."""
-    found, _, _, per_env = _inputs(table1_dir)
+    found, _, rows, per_env = _inputs(table1_dir)
     lines = [
         "## The PPO paper's Table 1",
         "",
@@ -198,7 +203,7 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         "same expectation as the closed-form Gaussian KL of the paper's equation 8, with sampling noise.",
         *scaled_note(found),
         "",
-        *objective_table(table1_dir, published),
+        *objective_lines(found, rows, published),
     ]
     lines += ["", "| env | random | " + " | ".join(OBJECTIVES) + " |", "|---|---|" + "---|" * len(OBJECTIVES)]
     for env, e in per_env.items():
