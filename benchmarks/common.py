@@ -28,6 +28,14 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+def machine_lines(runs: list[dict]) -> list[str]:
+    """One line per distinct machine, library versions and run note among these runs."""
+    machines = {
+        f"{r['machine']}; {r['versions']}" + (f"; note: {r['note']}" if r["note"] else "") for r in runs
+    }
+    return [f"Machine: {m}." for m in sorted(machines)]
+
+
 def versions(packages: list[str]) -> str:
     """'python 3.11.7, torch 2.13.0, ...' for the installed packages among ``packages``."""
     parts = [f"python {platform.python_version()}"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from aggregate import normalise, stratified_bootstrap_ci
-from common import ROOT, machine, today, versions
+from common import ROOT, machine, machine_lines, today, versions
 from suite import SUITES
 from table1 import objective_table, table1_section
 
@@ -192,11 +192,7 @@ def env_details(suite: str, preset: str, runs: list[dict], published: dict, rand
             f"| {r['steps']:,} | {r['train_s']:,.0f} | {r['wall_s']:,.0f} | {r['date']} "
             f"| {r['library_commit'][:10]} | `{r['command']}` |"
         )
-    machines = sorted(
-        {f"{r['machine']}; {r['versions']}" + (f"; note: {r['note']}" if r["note"] else "") for r in runs}
-    )
-    lines += ["", *(f"Machine: {m}." for m in machines), ""]
-    return lines
+    return lines + ["", *machine_lines(runs), ""]
 
 
 def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:

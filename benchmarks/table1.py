@@ -26,7 +26,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from common import ROOT
+from common import ROOT, machine_lines
 from suite import CURVE_COLUMNS, DEFAULT_OUT, SCRATCH, parser, run_jobs, write_results
 
 ENVS = [
@@ -126,7 +126,8 @@ def run_time_note(found: dict) -> str:
         return "no run has finished yet."
     mean = statistics.fmean(walls)
     return (
-        f"the {len(walls)} run(s) so far took {mean / 60:.1f} min each on average on this machine "
+        f"the {len(walls)} run(s) so far took {mean / 60:.1f} min each on average on the machines listed "
+        "under the per-run table "
         f"({min(walls) / 60:.1f}-{max(walls) / 60:.1f} min), ~{84 * mean / 3600:.0f} h for all 84 "
         "one at a time."
     )
@@ -210,7 +211,30 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         cells = [f"{e['means'][o]:,.1f}" if o in e["means"] else "-" for o in OBJECTIVES]
         lines.append(f"| {env} | {e['random']:,.1f} | " + " | ".join(cells) + " |")
     lines += ["", "(raw: mean over seeds of the last-100-episode training return)", ""]
-    return lines + diagnostics_table(table1_dir)
+    return lines + diagnostics_table(table1_dir) + runs_table(found)
+
+
+def runs_table(found: dict) -> list[str]:
+    """Every run with its score, evaluation, wall-clock, date, library commit, command and machine."""
+    runs = [r for _, by_obj in sorted(found.items()) for _, rs in sorted(by_obj.items()) for r in rs]
+    if not runs:
+        return []
+    lines = [
+        "Every run: the score above is its last-100-episode training return; the evaluation is the",
+        "suite's (deterministic policy, 10 episodes). Commands run from the repository root; the",
+        "full record of each run is its result.json under docs/results/table1/.",
+        "",
+        "| env | objective | seed | last-100 training return | eval mean ± std | wall min | date "
+        "| library commit | command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(runs, key=lambda r: (r["env"], r["objective"], r["seed"])):
+        lines.append(
+            f"| {r['env']} | {r['objective']} | {r['seed']} | {r['last_train_return']:,.1f} "
+            f"| {r['eval_mean']:,.1f} ± {r['eval_std']:,.1f} | {r['wall_s'] / 60:.1f} | {r['date']} "
+            f"| {r['library_commit'][:10]} | `{r['command']}` |"
+        )
+    return lines + ["", *machine_lines(runs), ""]
 
 
 def diagnostics_table(table1_dir: Path) -> list[str]:

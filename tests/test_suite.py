@@ -185,6 +185,12 @@ def test_table1_command_smoke(tmp_path, capsys):
         r"\| InvertedPendulum-v5 \| kl_penalty \| 0 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 1 \(1–1\) \|", text
     )
     assert re.search(r"\| InvertedPendulum-v5 \| clip \| 0 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| - \|", text)
+    # every run has its own row with its command and commit, and its machine is named
+    rows = [line for line in text.splitlines() if line.startswith("| InvertedPendulum-v5 | none | 0 | ")]
+    row = rows[-1]  # the first is the diagnostics table's
+    r = json.loads((out / "table1" / "InvertedPendulum-v5" / "none" / "seed0" / "result.json").read_text())
+    assert f"`{r['command']}`" in row and r["library_commit"][:10] in row and r["date"] in row
+    assert f"Machine: {r['machine']}; {r['versions']}" in text
 
 
 @pytest.mark.timeout(300)
