@@ -85,6 +85,11 @@ def load(table1_dir: Path) -> dict[str, dict[str, list[dict]]]:
     return found
 
 
+def all_runs(found: dict) -> list[dict]:
+    """Every result in ``load``'s {env: {objective: [result, ...]}}, flattened."""
+    return [r for by_obj in found.values() for runs in by_obj.values() for r in runs]
+
+
 def normalised_rows(found: dict, randoms: dict) -> tuple[dict[str, list[float]], dict[str, dict]]:
     """Per objective, the normalised scores of all its runs; per env, the raw means and the best."""
     rows: dict[str, list[float]] = defaultdict(list)
@@ -106,9 +111,7 @@ def normalised_rows(found: dict, randoms: dict) -> tuple[dict[str, list[float]],
 
 def scaled_note(found: dict) -> list[str]:
     """A warning line when some runs used a scaled (smaller) budget than the paper's 1M steps."""
-    scales = {
-        r.get("budget_scale", 1.0) for by_obj in found.values() for runs in by_obj.values() for r in runs
-    }
+    scales = {r.get("budget_scale", 1.0) for r in all_runs(found)}
     if scales == {1.0} or not scales:
         return []
     return ["", f"**Not the paper's budget**: some runs used budget scales {sorted(scales)} (× 1M steps)."]
@@ -121,7 +124,7 @@ def complete_envs(found: dict) -> list[str]:
 
 def run_time_note(found: dict) -> str:
     """The measured wall-clock per run so far, and what all 84 runs take one at a time."""
-    walls = [r["wall_s"] for by_obj in found.values() for runs in by_obj.values() for r in runs]
+    walls = [r["wall_s"] for r in all_runs(found)]
     if not walls:
         return "no run has finished yet."
     mean = statistics.fmean(walls)
@@ -166,7 +169,7 @@ def objective_lines(found: dict, rows: dict, published: dict) -> list[str]:
             f"Ordering, best first: paper {' > '.join(paper_order)}; ours {' > '.join(our_order)} "
             f"({'the same' if same else 'different'}).",
         ]
-    n_runs = sum(len(runs) for by_obj in found.values() for runs in by_obj.values())
+    n_runs = len(all_runs(found))
     complete = complete_envs(found)
     lines += [
         "",
@@ -178,7 +181,7 @@ def objective_lines(found: dict, rows: dict, published: dict) -> list[str]:
 
 def seeds_run(found: dict) -> list[str]:
     """The seeds with at least one finished run."""
-    return sorted({str(r["seed"]) for by_obj in found.values() for runs in by_obj.values() for r in runs})
+    return sorted({str(r["seed"]) for r in all_runs(found)})
 
 
 def table1_section(table1_dir: Path, published: dict) -> list[str]:
@@ -216,7 +219,7 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
 
 def runs_table(found: dict) -> list[str]:
     """Every run with its score, evaluation, wall-clock, date, library commit, command and machine."""
-    runs = [r for _, by_obj in sorted(found.items()) for _, rs in sorted(by_obj.items()) for r in rs]
+    runs = sorted(all_runs(found), key=lambda r: (r["env"], r["objective"], r["seed"]))
     if not runs:
         return []
     lines = [
@@ -228,7 +231,7 @@ def runs_table(found: dict) -> list[str]:
         "| library commit | command |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(runs, key=lambda r: (r["env"], r["objective"], r["seed"])):
+    for r in runs:
         lines.append(
             f"| {r['env']} | {r['objective']} | {r['seed']} | {r['last_train_return']:,.1f} "
             f"| {r['eval_mean']:,.1f} ± {r['eval_std']:,.1f} | {r['wall_s'] / 60:.1f} | {r['date']} "
