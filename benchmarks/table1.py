@@ -147,8 +147,9 @@ def _inputs(table1_dir: Path) -> tuple[dict, dict, dict, dict]:
 
 def objective_table(table1_dir: Path, published: dict) -> list[str]:
     """Our normalised rows beside the paper's and the ordering (README shows these lines too)."""
-    found, _, rows, _ = _inputs(table1_dir)
-    return objective_lines(found, rows, published)
+    found, _, rows, per_env = _inputs(table1_dir)
+    differences = difference_lines(found, per_env, published, largest_update_kl(table1_dir))
+    return objective_lines(found, rows, published) + ([""] + differences if differences else [])
 
 
 def objective_lines(found: dict, rows: dict, published: dict) -> list[str]:
@@ -176,6 +177,71 @@ def objective_lines(found: dict, rows: dict, published: dict) -> list[str]:
         f"{n_runs} of the 84 runs so far; normalised over {len(complete)} of the paper's 7 envs "
         f"({', '.join(complete) or 'none yet'}), seeds {', '.join(seeds_run(found)) or 'none'}.",
     ]
+    return lines
+
+
+def env_scores(per_env: dict) -> dict[str, dict[str, float]]:
+    """Per env, each objective's normalised score (its mean over seeds: random = 0, best = 1)."""
+    return {
+        env: {
+            o: (m - e["random"]) / (e["best"] - e["random"]) if e["best"] != e["random"] else 0.0
+            for o, m in e["means"].items()
+        }
+        for env, e in per_env.items()
+    }
+
+
+def difference_lines(found: dict, per_env: dict, published: dict, largest_kl: dict) -> list[str]:
+    """Where our Table 1 differs from the paper's, from the results: each pair of objectives in the
+    opposite order to the paper's, the envs that put it there, the order without the env of the widest
+    gap and how far that env's runs moved the policy in one update (``largest_kl``: {(env, objective):
+    [largest approx KL per run]}); then the rows whose value is far (> 0.1) from the paper's."""
+    paper = published["table1"]["rows"]
+    scores = {env: s for env, s in env_scores(per_env).items() if env in complete_envs(found)}
+    if not scores:
+        return []
+
+    def overall(envs: list[str]) -> dict[str, float]:
+        # the same mean as the table's rows: every env has the same number of seeds per objective
+        return {o: statistics.fmean(scores[e][o] for e in envs) for o in OBJECTIVES}
+
+    ours, envs, lines = overall(list(scores)), list(scores), []
+    for hi, lo in [(a, b) for a in OBJECTIVES for b in OBJECTIVES if paper[a] > paper[b]]:
+        if ours[hi] >= ours[lo]:
+            continue
+        by_env = ", ".join(
+            f"{e} {scores[e][lo]:.2f} vs {scores[e][hi]:.2f}" for e in envs if scores[e][lo] > scores[e][hi]
+        )
+        line = (
+            f"- The paper puts {hi} above {lo}; ours puts {lo} ({ours[lo]:.2f}) above {hi} ({ours[hi]:.2f}). "
+            f"Envs where {lo} scores higher ({lo} vs {hi}): {by_env}."
+        )
+        widest = max(envs, key=lambda e: scores[e][lo] - scores[e][hi])
+        if len(envs) > 1:
+            rest = overall([e for e in envs if e != widest])
+            line += f" Without {widest}, the widest gap: {lo} {rest[lo]:.2f}, {hi} {rest[hi]:.2f}."
+        kls = largest_kl.get((widest, hi))
+        if kls:
+            line += f" On {widest} the largest per-update KL of the {hi} runs was {max(kls):.1f}."
+        lines.append(line)
+    for o in OBJECTIVES:
+        if abs(ours[o] - paper[o]) > 0.1:
+            lines.append(
+                f"- {LABELS[o]}: ours {ours[o]:.2f}, the paper {paper[o]:.2f} ({ours[o] - paper[o]:+.2f})."
+            )
+    if not lines:
+        return ["Ours matches the paper's ordering and its rows within 0.1."]
+    return ["Where ours differs from the paper (computed from the runs):", "", *lines]
+
+
+def env_score_table(found: dict, per_env: dict) -> list[str]:
+    """The normalised score of each objective on each env with all four run."""
+    scores = env_scores(per_env)
+    lines = ["Normalised score per env (mean over seeds):", ""]
+    lines += ["| env | " + " | ".join(OBJECTIVES) + " |", "|---|" + "---|" * len(OBJECTIVES)]
+    for env in complete_envs(found):
+        if env in scores:
+            lines.append(f"| {env} | " + " | ".join(f"{scores[env][o]:.2f}" for o in OBJECTIVES) + " |")
     return lines
 
 
@@ -208,6 +274,10 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         *scaled_note(found),
         "",
         *objective_lines(found, rows, published),
+        "",
+        *difference_lines(found, per_env, published, largest_update_kl(table1_dir)),
+        "",
+        *env_score_table(found, per_env),
     ]
     lines += ["", "| env | random | " + " | ".join(OBJECTIVES) + " |", "|---|---|" + "---|" * len(OBJECTIVES)]
     for env, e in per_env.items():
@@ -240,17 +310,29 @@ def runs_table(found: dict) -> list[str]:
     return lines + ["", *machine_lines(runs), ""]
 
 
+def update_columns(table1_dir: Path):
+    """(env, objective, seed, rows) for each run whose metrics.csv kept the per-update TRAIN_COLUMNS."""
+    for path in sorted(table1_dir.glob("*/*/seed*/metrics.csv")):
+        with path.open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("train/approx_kl") not in (None, "", "nan")]
+        if rows:  # runs from before the columns were kept have none
+            yield path.parts[-4], path.parts[-3], path.parts[-2].removeprefix("seed"), rows
+
+
+def largest_update_kl(table1_dir: Path) -> dict[tuple[str, str], list[float]]:
+    """{(env, objective): the largest per-update approx KL of each run that kept the column}."""
+    found = defaultdict(list)
+    for env, obj, _, rows in update_columns(table1_dir):
+        found[(env, obj)].append(max(float(r["train/approx_kl"]) for r in rows))
+    return dict(found)
+
+
 def diagnostics_table(table1_dir: Path) -> list[str]:
     """What each objective did to the policy, from the per-update columns of the runs that kept them
     (TRAIN_COLUMNS): the KL(pi_old || pi) an update moved the policy by, how often the ratio left the
     clip range, and the KL coefficient beta over the run."""
     lines = []
-    for path in sorted(table1_dir.glob("*/*/seed*/metrics.csv")):
-        with path.open() as f:
-            rows = [r for r in csv.DictReader(f) if r.get("train/approx_kl") not in (None, "", "nan")]
-        if not rows:
-            continue  # a run from before the columns were kept
-        env, obj, seed = path.parts[-4], path.parts[-3], path.parts[-2].removeprefix("seed")
+    for env, obj, seed, rows in update_columns(table1_dir):
         kl = [float(r["train/approx_kl"]) for r in rows]
         clip = [float(r["train/clip_fraction"]) for r in rows]
         beta = [float(r["train/kl_coef"]) for r in rows]

@@ -154,6 +154,31 @@ def test_table1_objective_table_says_how_much_has_run(tmp_path):
     assert "4 of the 84 runs so far; normalised over 1 of the paper's 7 envs (A), seeds 0." in text
 
 
+def test_table1_says_where_the_ordering_differs():
+    """An inverted pair is named with the envs that invert it, the order without the widest gap, and
+    that env's largest update KL; rows far from the paper's are listed; a match says so."""
+    from table1 import difference_lines
+
+    paper = {"table1": {"rows": {"none": -0.39, "clip": 0.82, "kl_adaptive": 0.74, "kl_penalty": 0.71}}}
+
+    def env(clip, kl_adaptive):  # random 0, best 1: the means are the normalised scores
+        means = {"none": -0.4, "clip": clip, "kl_adaptive": kl_adaptive, "kl_penalty": 0.7}
+        return {"means": means, "best": 1.0, "random": 0.0}
+
+    per_env = {"A": env(0.2, 1.0), "B": env(0.9, 0.8)}
+    found = {e: {o: [{}] for o in ("none", "clip", "kl_adaptive", "kl_penalty")} for e in per_env}
+    text = "\n".join(difference_lines(found, per_env, paper, {("A", "clip"): [3.0, 12.5]}))
+    assert "ours puts kl_adaptive (0.90) above clip (0.55)" in text
+    assert "kl_adaptive scores higher (kl_adaptive vs clip): A 1.00 vs 0.20." in text
+    assert "Without A, the widest gap: kl_adaptive 0.80, clip 0.90." in text
+    assert "largest per-update KL of the clip runs was 12.5" in text
+    assert "Clipping, ε = 0.2: ours 0.55, the paper 0.82 (-0.27)." in text and "No clipping" not in text
+    per_env = {"A": env(0.82, 0.74)}
+    assert difference_lines({"A": found["A"]}, per_env, paper, {}) == [
+        "Ours matches the paper's ordering and its rows within 0.1."
+    ]
+
+
 @pytest.mark.timeout(300)
 def test_table1_command_smoke(tmp_path, capsys):
     """The four objectives on one cheap env at a tiny budget: per-run files with the objectives'
