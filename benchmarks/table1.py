@@ -91,7 +91,8 @@ def all_runs(found: dict) -> list[dict]:
 
 
 def normalised_rows(found: dict, randoms: dict) -> tuple[dict[str, list[float]], dict[str, dict]]:
-    """Per objective, the normalised scores of all its runs; per env, the raw means and the best."""
+    """Per objective, the normalised scores of all its runs; per env, the raw means, the best and each
+    objective's normalised mean (``scores``; only where all four objectives ran)."""
     rows: dict[str, list[float]] = defaultdict(list)
     per_env, complete = {}, set(complete_envs(found))
     for env, by_obj in sorted(found.items()):
@@ -103,9 +104,13 @@ def normalised_rows(found: dict, randoms: dict) -> tuple[dict[str, list[float]],
         # "best = 1" needs all four objectives: with fewer, the best of those run would score 1
         if env not in complete:
             continue
+
+        def normalise(x: float, best: float = best, rnd: float = rnd) -> float:
+            return (x - rnd) / (best - rnd) if best != rnd else 0.0
+
+        per_env[env]["scores"] = {o: normalise(m) for o, m in means.items()}
         for obj, runs in by_obj.items():
-            for r in runs:
-                rows[obj].append((r["last_train_return"] - rnd) / (best - rnd) if best != rnd else 0.0)
+            rows[obj].extend(normalise(r["last_train_return"]) for r in runs)
     return rows, per_env
 
 
@@ -148,7 +153,7 @@ def _inputs(table1_dir: Path) -> tuple[dict, dict, dict, dict]:
 def objective_table(table1_dir: Path, published: dict) -> list[str]:
     """Our normalised rows beside the paper's and the ordering (README shows these lines too)."""
     found, _, rows, per_env = _inputs(table1_dir)
-    differences = difference_lines(found, per_env, published, largest_update_kl(table1_dir))
+    differences = difference_lines(per_env, published, largest_update_kl(table1_dir))
     return objective_lines(found, rows, published) + ([""] + differences if differences else [])
 
 
@@ -180,24 +185,13 @@ def objective_lines(found: dict, rows: dict, published: dict) -> list[str]:
     return lines
 
 
-def env_scores(per_env: dict) -> dict[str, dict[str, float]]:
-    """Per env, each objective's normalised score (its mean over seeds: random = 0, best = 1)."""
-    return {
-        env: {
-            o: (m - e["random"]) / (e["best"] - e["random"]) if e["best"] != e["random"] else 0.0
-            for o, m in e["means"].items()
-        }
-        for env, e in per_env.items()
-    }
-
-
-def difference_lines(found: dict, per_env: dict, published: dict, largest_kl: dict) -> list[str]:
+def difference_lines(per_env: dict, published: dict, largest_kl: dict) -> list[str]:
     """Where our Table 1 differs from the paper's, from the results: each pair of objectives in the
     opposite order to the paper's, the envs that put it there, the order without the env of the widest
     gap and how far that env's runs moved the policy in one update (``largest_kl``: {(env, objective):
     [largest approx KL per run]}); then the rows whose value is far (> 0.1) from the paper's."""
     paper = published["table1"]["rows"]
-    scores = {env: s for env, s in env_scores(per_env).items() if env in complete_envs(found)}
+    scores = {env: e["scores"] for env, e in per_env.items() if "scores" in e}
     if not scores:
         return []
 
@@ -234,14 +228,13 @@ def difference_lines(found: dict, per_env: dict, published: dict, largest_kl: di
     return ["Where ours differs from the paper (computed from the runs):", "", *lines]
 
 
-def env_score_table(found: dict, per_env: dict) -> list[str]:
+def env_score_table(per_env: dict) -> list[str]:
     """The normalised score of each objective on each env with all four run."""
-    scores = env_scores(per_env)
     lines = ["Normalised score per env (mean over seeds):", ""]
     lines += ["| env | " + " | ".join(OBJECTIVES) + " |", "|---|" + "---|" * len(OBJECTIVES)]
-    for env in complete_envs(found):
-        if env in scores:
-            lines.append(f"| {env} | " + " | ".join(f"{scores[env][o]:.2f}" for o in OBJECTIVES) + " |")
+    for env, e in per_env.items():
+        if "scores" in e:
+            lines.append(f"| {env} | " + " | ".join(f"{e['scores'][o]:.2f}" for o in OBJECTIVES) + " |")
     return lines
 
 
@@ -275,9 +268,9 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         "",
         *objective_lines(found, rows, published),
         "",
-        *difference_lines(found, per_env, published, largest_update_kl(table1_dir)),
+        *difference_lines(per_env, published, largest_update_kl(table1_dir)),
         "",
-        *env_score_table(found, per_env),
+        *env_score_table(per_env),
     ]
     lines += ["", "| env | random | " + " | ".join(OBJECTIVES) + " |", "|---|---|" + "---|" * len(OBJECTIVES)]
     for env, e in per_env.items():

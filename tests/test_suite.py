@@ -131,6 +131,10 @@ def test_table1_normalisation_by_hand():
     assert rows["none"] == pytest.approx([-0.5, 0.0, 0.0])
     assert rows["kl_adaptive"] == pytest.approx([0.25, 0.25])
     assert rows["kl_penalty"] == pytest.approx([0.75, 1.0, 1.0])
+    assert per_env["A"]["scores"] == pytest.approx(
+        {"clip": 1.0, "none": -0.25, "kl_adaptive": 0.25, "kl_penalty": 0.75}
+    )
+    assert "scores" not in per_env["D"]  # not all four objectives: no "best = 1"
 
 
 def test_table1_objective_table_says_how_much_has_run(tmp_path):
@@ -163,18 +167,21 @@ def test_table1_says_where_the_ordering_differs():
 
     def env(clip, kl_adaptive):  # random 0, best 1: the means are the normalised scores
         means = {"none": -0.4, "clip": clip, "kl_adaptive": kl_adaptive, "kl_penalty": 0.7}
-        return {"means": means, "best": 1.0, "random": 0.0}
+        return {"means": means, "best": 1.0, "random": 0.0, "scores": means}
 
-    per_env = {"A": env(0.2, 1.0), "B": env(0.9, 0.8)}
-    found = {e: {o: [{}] for o in ("none", "clip", "kl_adaptive", "kl_penalty")} for e in per_env}
-    text = "\n".join(difference_lines(found, per_env, paper, {("A", "clip"): [3.0, 12.5]}))
+    per_env = {
+        "A": env(0.2, 1.0),
+        "B": env(0.9, 0.8),
+        "C": {"means": {"clip": 5.0}, "best": 5.0, "random": 0.0},
+    }
+    text = "\n".join(difference_lines(per_env, paper, {("A", "clip"): [3.0, 12.5]}))
     assert "ours puts kl_adaptive (0.90) above clip (0.55)" in text
     assert "kl_adaptive scores higher (kl_adaptive vs clip): A 1.00 vs 0.20." in text
     assert "Without A, the widest gap: kl_adaptive 0.80, clip 0.90." in text
     assert "largest per-update KL of the clip runs was 12.5" in text
     assert "Clipping, ε = 0.2: ours 0.55, the paper 0.82 (-0.27)." in text and "No clipping" not in text
     per_env = {"A": env(0.82, 0.74)}
-    assert difference_lines({"A": found["A"]}, per_env, paper, {}) == [
+    assert difference_lines(per_env, paper, {}) == [
         "Ours matches the paper's ordering and its rows within 0.1."
     ]
 
