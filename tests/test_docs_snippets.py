@@ -1,0 +1,52 @@
+"""Every code block in README.md and docs/*.md runs (or, where it cannot run in a test, is checked),
+one test per page so blocks of a page run in order and share a scratch directory
+(``tests/doc_snippets.py`` says how blocks are marked)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from doc_snippets import ROOT, Block, pages, parse, problems, run_block
+
+PAGES = [p for p in pages() if parse(p)]
+
+
+def test_every_page_with_code_is_collected():
+    assert ROOT / "README.md" in PAGES
+    assert sum(len(parse(p)) for p in PAGES) >= 10
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_page_code_blocks_run(page: Path, tmp_path: Path):
+    previous = None
+    for block in parse(page):
+        try:
+            previous = run_block(block, tmp_path, previous)
+        except AssertionError as e:
+            raise AssertionError(f"{block.id} ({block.lang}): {e}") from None
+
+
+def _block(text: str, lang: str = "python", directives: list[str] | None = None) -> Block:
+    return Block(ROOT / "README.md", 1, lang, text, directives or [])
+
+
+def test_the_runner_fails_a_broken_snippet(tmp_path):
+    with pytest.raises(AssertionError, match="NameError"):
+        run_block(_block("print(undefined_name)\n"), tmp_path, None)
+    with pytest.raises(AssertionError, match="does not parse"):
+        run_block(_block("ppokit train --no-such-flag\n", "bash", ["check-only setup"]), tmp_path, None)
+    with pytest.raises(AssertionError, match="no make target"):
+        run_block(_block("make no-such-target\n", "bash", ["check-only setup"]), tmp_path, None)
+
+
+def test_labels_and_directives_are_checked():
+    assert problems(_block("x = 1\n", lang=""))  # a bare fence
+    assert problems(_block("x = 1\n", directives=["check-only because"]))  # not an allowed reason
+    assert problems(_block("x = 1\n", directives=["replace y => z"]))  # not in the block
+    assert not problems(_block("x = 1\n", directives=["replace 1 => 2"]))
+
+
+def test_replace_and_continue(tmp_path):
+    first = run_block(_block("n = 100_000\n", directives=["replace 100_000 => 3"]), tmp_path, None)
+    run_block(_block("assert n == 3\n", directives=["continue"]), tmp_path, first)
