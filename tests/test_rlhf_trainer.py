@@ -8,9 +8,9 @@ import torch
 from ppokit.errors import CheckpointError
 from ppokit.llm.config import TinyModelConfig
 from ppokit.llm.models import build_char_tokenizer, build_tiny_model, save_pretrained
+from ppokit.llm.reward_model import RewardModel
 from ppokit.llm.rlhf_ppo import RLHFPPOTrainer
 from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
-from ppokit.llm.value_head import RewardModel
 
 PROMPTS = ["1+1=", "2+3=", "11+5=", "9+9=", "40+2=", "7+70=", "3+4=", "8+1="]
 

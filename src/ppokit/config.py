@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 import re
 import reprlib
 import types
@@ -46,6 +47,25 @@ def one_line(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def is_number(value: Any, *, finite: bool = False) -> bool:
+    """Whether ``value`` is one real number: a Python int or float, a numpy real scalar, or a
+    one-element real tensor or array (``finite``: and neither NaN nor +-inf).
+
+    ``bool`` is not a number, nor a bool scalar or tensor: a YAML ``true`` for a float field, or a
+    reward function returning ``True``, is a mistake to name, not 1.0 (issue 29: three checks
+    disagreed on this; this is the one every caller uses). Strings are not numbers either (the
+    config reader turns YAML 1.1's ``"3e-4"`` into a float before it asks).
+    """
+    if hasattr(value, "item") and not isinstance(value, numbers.Real):
+        try:
+            value = value.item()  # a numpy scalar, or a one-element tensor/array
+        except (ValueError, RuntimeError, TypeError):  # more than one element, or not a number
+            return False
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return not finite or math.isfinite(value)
+
+
 def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:  # noqa: A002
     """A dataclass field with a help text (and optional allowed values) in its metadata."""
     meta = {"help": help, "choices": choices}
@@ -79,7 +99,7 @@ def _type_ok(value: Any, tp: Any) -> bool:
     if origin is dict:
         return isinstance(value, dict)
     if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if dataclasses.is_dataclass(tp):
@@ -201,7 +221,7 @@ class ConfigBase:
                     + (f" (given as {given_as[key]!r})" if key in given_as else "")
                 )
             elif _accepts_float(tp):
-                value = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+                value = float(value) if is_number(value) else value
             if isinstance(value, tuple):
                 value = list(value)
             kwargs[key] = value

@@ -17,6 +17,7 @@ from typing import Any
 
 from ppokit.config import ConfigBase, check, check_adam_betas, checkpoint_every_seconds_option, option
 from ppokit.errors import ConfigError
+from ppokit.llm.trl_compat import translate_trl_config
 
 
 def accepts_other_names(cls: Any) -> Any:
@@ -253,8 +254,6 @@ class LMConfig(ConfigBase):
     def from_dict(cls, data: dict[str, Any] | None, _prefix: str = "") -> Any:
         """``ConfigBase.from_dict`` after TRL's rule-based keys are translated (``trl_compat``)."""
         if not _prefix and isinstance(data, dict):
-            from ppokit.llm.trl_compat import translate_trl_config
-
             data = translate_trl_config(data)
             extra = data.pop("generation_kwargs", None)
             if extra:  # TRL's generation_kwargs: the sampling keys ppokit has, others refused by name

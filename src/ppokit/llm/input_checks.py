@@ -132,7 +132,7 @@ def as_reward_function(spec: Any, device: str) -> RewardFn:
         return spec
     if isinstance(spec, (str, Path)):
         if Path(spec).is_dir():
-            from ppokit.llm.value_head import RewardModel
+            from ppokit.llm.reward_model import RewardModel
 
             return RewardModel(spec, device)
         from ppokit.llm.rewards import load_reward_function

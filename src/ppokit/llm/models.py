@@ -22,7 +22,9 @@ PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 DEFAULT_CHARS = "0123456789+-*=()., abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?!:;'\"/\n"
 
 
-def _transformers() -> Any:
+def load_transformers() -> Any:
+    """The ``transformers`` module, offline (``HF_HUB_OFFLINE=1``) and quiet; ConfigError (one line)
+    when it is not installed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download, whatever a caller passes
     try:
         import transformers
@@ -51,7 +53,7 @@ def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> Any:
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()  # concatenate characters back without spaces
-    tf = _transformers()
+    tf = load_transformers()
     tok = tf.PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token=PAD,
@@ -70,7 +72,7 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer: Any, seed: int | None = No
     Dropout is off: with dropout two forward passes of the same weights disagree, so the importance
     ratio of GRPO/PPO would not be 1 on the first update (TRL disables dropout for the same reason).
     """
-    tf = _transformers()
+    tf = load_transformers()
     if seed is not None:
         torch.manual_seed(seed)
     ids = dict(
@@ -122,7 +124,7 @@ def dtype_kwargs(tf: Any, dtype: str | None) -> dict[str, Any]:
 
 def load_tokenizer(path: str | Path) -> Any:
     """``AutoTokenizer`` from a local directory; CheckpointError (one line) when it holds none."""
-    tf = _transformers()
+    tf = load_transformers()
     names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
     if not any((Path(path) / name).is_file() for name in names):
         # transformers 5 would build an empty tokenizer (one token) from config.json alone
@@ -161,7 +163,7 @@ def load_pretrained(
         )
     # load_tokenizer refuses a directory without tokenizer files (transformers 5 would build an
     # empty one-token tokenizer); a tokenizer given by the caller needs none there
-    tf = _transformers()
+    tf = load_transformers()
     tokenizer = prepare_tokenizer(tokenizer) if tokenizer is not None else load_tokenizer(path)
     try:
         model = tf.AutoModelForCausalLM.from_pretrained(

@@ -17,13 +17,12 @@ The loop writes a checkpoint before it reports a ``RewardFunctionError`` (``llm/
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ppokit.config import one_line, short
+from ppokit.config import is_number, one_line, short
 from ppokit.errors import PPOKitError
 
 BISECT_LIMIT = 64  # rows tried one at a time to find the first that makes a function raise
@@ -32,15 +31,6 @@ BISECT_LIMIT = 64  # rows tried one at a time to find the first that makes a fun
 class RewardFunctionError(PPOKitError):
     """A reward function raised, returned something that is not a number per completion, returned
     +-inf, or scored no completion of a training step."""
-
-
-def _is_number(v: Any) -> bool:
-    """A real number: Python's, numpy's scalars, a one-element real tensor (bool counts as 0/1)."""
-    if isinstance(v, (bool, numbers.Real)):
-        return True
-    if isinstance(v, torch.Tensor):
-        return v.numel() == 1 and not v.dtype.is_complex
-    return getattr(v, "shape", None) == () and getattr(getattr(v, "dtype", None), "kind", "") in "biuf"
 
 
 class CheckedReward:
@@ -111,10 +101,10 @@ class CheckedReward:
             if v is None:
                 out.append(None)
                 continue
-            if not _is_number(v):
+            if not is_number(v):
                 raise RewardFunctionError(
                     f"reward function {name!r} returned {short(v)} ({type(v).__name__}) for completion "
-                    f"{i}; each value must be a number or None"
+                    f"{i}; each value must be a number (not a bool) or None"
                 )
             x = float(v.item() if hasattr(v, "item") else v)
             if math.isinf(x):

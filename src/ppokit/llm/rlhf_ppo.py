@@ -78,7 +78,7 @@ class RLHFPPOTrainer(LMTrainer):
     """``RLHFPPOTrainer(model, tokenizer, reward_funcs, train_prompts, config).train()``.
 
     Arguments as ``GRPOTrainer``'s: ``model`` any HF causal LM, ``reward_funcs`` one function or a list
-    with TRL's signature (a ``ppokit.llm.value_head.RewardModel`` is one too), ``train_prompts``
+    with TRL's signature (a ``ppokit.llm.reward_model.RewardModel`` is one too), ``train_prompts``
     strings or dicts with a ``prompt`` key. The value head sits on the policy's trunk or, with
     ``value_model="separate"``, on a copy of the initial model's trunk. ``ref_model`` defaults to a
     frozen copy of ``model`` taken here (none when ``kl_coef == 0`` and the rule is not adaptive).

@@ -12,11 +12,12 @@ from typing import Any
 
 import torch
 
+from ppokit.config import is_number
 from ppokit.errors import ConfigError
 from ppokit.llm.generation import Completions, encode_prompts, generate
 from ppokit.llm.reward_checks import require_scored
 from ppokit.llm.rewards import repeat_columns, score_completions
-from ppokit.llm.trl_compat import is_finite_number, trl_completion
+from ppokit.llm.trl_compat import trl_completion
 
 
 class RewardLogs:
@@ -29,9 +30,9 @@ class RewardLogs:
 
     def log_metric(self, name: str, value: float) -> None:
         """``log_metric`` of TRL's reward signature: a scalar averaged into this step's metrics row."""
-        if not is_finite_number(value):
+        if not is_number(value, finite=True):
             raise ConfigError(f"log_metric({name!r}, {value!r}): the value must be a finite number")
-        self.metrics.setdefault(name, []).append(float(value))
+        self.metrics.setdefault(name, []).append(float(value.item() if hasattr(value, "item") else value))
 
     def log_extra(self, column: str, values: list[Any]) -> None:
         """``log_extra`` of TRL's reward signature: a column added to this step's completions table."""

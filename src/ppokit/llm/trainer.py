@@ -24,13 +24,14 @@ from ppokit import distributed
 from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.llm import checkpoint as ckpt
 from ppokit.llm import sampling
+from ppokit.llm.data import dataset_rows
 from ppokit.llm.input_checks import as_reward_function, as_rows, check_inputs, is_tokenizer, tokenizer_of
 from ppokit.llm.models import eos_token_ids, load_pretrained, prepare_tokenizer
 from ppokit.llm.precision import is_peft_model, prepare_model
 from ppokit.llm.report import plot_llm_run, write_samples
 from ppokit.llm.reward_checks import checked_rewards
 from ppokit.llm.rewards import RewardFn, reward_name
-from ppokit.llm.trl_compat import TrainerState, dataset_rows, trl_positional
+from ppokit.llm.trl_compat import TrainerState, trl_positional
 from ppokit.train.precision import autocast as precision_autocast
 from ppokit.train.step import GuardedStep, LossScaler, gradients
 

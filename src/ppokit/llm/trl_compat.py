@@ -1,8 +1,8 @@
 """What lets a TRL GRPO script run on ppokit with its imports changed: TRL's config keys that are not
 plain aliases (``per_device_train_batch_size``, ``steps_per_generation``, ``adam_beta1``, ...), the
 ``trainer_state`` reward functions receive, TRL ``TrainerCallback`` objects next to ppokit's
-``callback(trainer, metrics)`` functions, and datasets (``datasets.Dataset``, lists of dicts, JSONL,
-JSON and Parquet files).
+``callback(trainer, metrics)`` functions, and TRL's positional argument order. Datasets
+(``datasets.Dataset``, lists, JSONL, JSON and Parquet files) are read by ``ppokit.llm.data``.
 
 Plain renames (``beta`` -> ``kl_coef``, ``logging_steps`` -> ``log_every``, ...) are in
 ``ppokit.config.ALIASES``; this file holds the keys whose translation needs a rule. A TRL key that
@@ -13,10 +13,8 @@ ppokit has no counterpart for is refused by name (fail closed), except the few l
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ppokit.errors import ConfigError
@@ -178,45 +176,6 @@ class Callbacks:
         self._event("on_train_end")
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Prompt rows from a ``.jsonl``, ``.json`` (a list of objects) or ``.parquet`` file."""
-    from ppokit.llm.inputs import read_jsonl
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"prompts file {str(path)!r} does not exist")
-    if p.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ConfigError(
-                "reading Parquet needs pyarrow: pip install -c constraints.txt -e '.[data]'"
-            ) from None
-        rows = pq.read_table(str(p)).to_pylist()
-    elif p.suffix == ".json":
-        try:
-            rows = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
-    else:
-        return read_jsonl(str(p))
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "prompt" in r for r in rows):
-        raise ConfigError(f"{path} must hold a non-empty list of objects with a 'prompt' key")
-    return rows
-
-
-def dataset_rows(dataset: Any) -> list[dict[str, Any]]:
-    """Rows of a ``datasets.Dataset``, a list of dicts or strings, or a file path (see ``read_rows``).
-    A ``DatasetDict`` uses its ``train`` split."""
-    if isinstance(dataset, (str, Path)):
-        return read_rows(dataset)
-    if hasattr(dataset, "keys") and "train" in dataset and not hasattr(dataset, "column_names"):
-        dataset = dataset["train"]
-    if hasattr(dataset, "column_names"):  # datasets.Dataset / IterableDataset
-        return [dict(r) for r in dataset]
-    return list(dataset)
-
-
 def trl_positional(positional: tuple, args: Any, train_dataset: Any, eval_dataset: Any) -> tuple:
     """TRL's positional order, ``GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset)``,
     read from the four positions ppokit's trainers call ``(tokenizer, reward_funcs, train_prompts,
@@ -233,8 +192,3 @@ def trl_completion(prompt: Any, text: str) -> Any:
     if isinstance(prompt, list):
         return [{"role": "assistant", "content": text}]
     return text
-
-
-def is_finite_number(x: Any) -> bool:
-    """Whether ``x`` is an int/float (not bool) that is finite."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

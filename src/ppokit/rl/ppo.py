@@ -27,10 +27,10 @@ from ppokit.config import ConfigError
 from ppokit.errors import NonFiniteError
 from ppokit.functional import explained_variance
 from ppokit.rl import fast, state
+from ppokit.rl.builtin import PolicySpec, make_policy
 from ppokit.rl.config import PPOConfig, resolve_config
 from ppokit.rl.envs import EnvSpec, make_training_envs
 from ppokit.rl.masking import mask_dim
-from ppokit.rl.networks import PolicySpec, make_policy
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler, sync_statistics
 from ppokit.rl.predict import predict_actions
 from ppokit.rl.recurrent import RecurrentPolicy, flat_valid, sequence_batch
