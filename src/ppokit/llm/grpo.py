@@ -168,7 +168,7 @@ class GRPOTrainer(LMTrainer):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch (already scaled for gradient accumulation) and its diagnostics."""
         cfg = self.config
-        bonus = cfg.entropy_coef > 0
+        bonus = cfg.ent_coef > 0
         with self.autocast():
             logp, entropy = completion_logprobs(
                 self.model,
@@ -215,7 +215,7 @@ class GRPOTrainer(LMTrainer):
             mean_entropy = masked_sum(entropy, mask) / (
                 num_tokens if token_normalised else mask.sum().clamp(min=1)
             )
-            loss = loss - cfg.entropy_coef * mean_entropy
+            loss = loss - cfg.ent_coef * mean_entropy
         # dapo/cispo already divide by the whole step's token count; the others average micro-batches.
         if not token_normalised:
             loss = loss / n_chunks

@@ -57,8 +57,8 @@ class GRPOConfig(LMConfig):
         "(sequence: GSPO, Zheng et al. 2025).",
         choices=("token", "sequence"),
     )
-    entropy_coef: float = option(
-        0.0, "Entropy bonus: loss -= entropy_coef * mean token entropy (raises entropy; 0: off)."
+    ent_coef: float = option(
+        0.0, "Entropy bonus: loss -= ent_coef * mean token entropy (raises entropy; 0: off)."
     )
     sapo_temperature_pos: float = option(
         1.0, "SAPO's gate temperature for positive advantages (loss_type=sapo)."
@@ -100,7 +100,7 @@ class GRPOConfig(LMConfig):
         check(
             self.steps_per_generation >= 1, "steps_per_generation", self.steps_per_generation, "must be >= 1"
         )
-        check(self.entropy_coef >= 0, "entropy_coef", self.entropy_coef, "must be >= 0")
+        check(self.ent_coef >= 0, "ent_coef", self.ent_coef, "must be >= 0")
         check(self.delta is None or self.delta > 1, "delta", self.delta, "must be > 1 or null")
         self.check_each(("sapo_temperature_pos", "sapo_temperature_neg"), lambda v: v > 0, "must be > 0")
         why = " (each step takes whole groups)"

@@ -113,7 +113,7 @@ class RLHFPPOTrainer(LMTrainer):
         self.optimizer.add_param_group(
             {"params": critic_params, "lr": self._critic_lr_scale() * cfg.learning_rate}
         )
-        self.kl_coef = cfg.kl_coef  # moved by the adaptive rule after every batch when adaptive_kl
+        self.kl_coef = cfg.kl_coef  # moved by the adaptive rule after every batch when kl_adaptive
         self.last_batch: PPOBatch | None = None
 
     def _trunk(self) -> Any:
@@ -330,7 +330,7 @@ class RLHFPPOTrainer(LMTrainer):
         kl_seq = b.kl.sum(1)  # KL per completion, summed over its tokens (as Ziegler et al. and TRL)
         mean_kl = float(distributed.all_reduce_mean(kl_seq.mean()))  # over every rank's completions
         cfg = self.config
-        if cfg.adaptive_kl:
+        if cfg.kl_adaptive:
             n = len(b.rows) * self.dist.world_size
             self.kl_coef = adaptive_kl_coef(kl_coef, mean_kl, cfg.adaptive_kl_target, n, cfg.kl_horizon)
         self.step += 1
