@@ -36,7 +36,6 @@ from ppokit.functional import (
 )
 from ppokit.llm.generation import completion_logprobs
 from ppokit.llm.grpo_config import GRPOConfig
-from ppokit.llm.sampling import sample, score_samples
 from ppokit.llm.trainer import LMTrainer
 
 
@@ -97,9 +96,9 @@ class GRPOTrainer(LMTrainer):
         cfg, G = self.config, self.config.num_generations
         rows = [r for r in rows for _ in range(G)]  # groups of G consecutive rows
         # each group's prompt runs once, its KV cache shared by the G completions (share_prompt_prefix)
-        prompt_ids, prompt_mask, out, texts = sample(self, rows, group=self._group)
+        prompt_ids, prompt_mask, out, texts = self.sample(rows, group=self._group)
         # ---------------------------------------------------------- 2. advantage
-        rewards, per_fn = score_samples(self, rows, out, texts)  # a step with no signal stops the run
+        rewards, per_fn = self.score_samples(rows, out, texts)  # a step with no signal stops the run
         unscored = torch.isnan(rewards)
         grouped = rewards.view(-1, G)
         # A completion no function scored is left out of the loss; for the group statistics it takes

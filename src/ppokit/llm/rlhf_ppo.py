@@ -48,7 +48,6 @@ from ppokit.functional.tokens import selective_log_softmax
 from ppokit.llm.generation import head_logprobs, positions_from_mask, split_lm, unwrap_peft
 from ppokit.llm.report import plot_rlhf_run
 from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
-from ppokit.llm.sampling import sample, score_samples
 from ppokit.llm.trainer import LMTrainer
 from ppokit.llm.value_head import ValueHead, hidden_size
 
@@ -223,8 +222,8 @@ class RLHFPPOTrainer(LMTrainer):
     @torch.no_grad()
     def _rollout(self, rows: list[dict[str, Any]]) -> PPOBatch:
         cfg = self.config
-        prompt_ids, prompt_mask, out, texts = sample(self, rows)
-        scores, per_fn = score_samples(self, rows, out, texts)  # a step with no signal stops the run
+        prompt_ids, prompt_mask, out, texts = self.sample(rows)
+        scores, per_fn = self.score_samples(rows, out, texts)  # a step with no signal stops the run
         unscored = torch.isnan(scores)  # no function scored it: it stays out of the update
         scores = torch.nan_to_num(scores).to(self.device)
         if cfg.missing_eos_penalty is not None:  # TRL's missing_eos_penalty

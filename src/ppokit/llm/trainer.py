@@ -25,11 +25,12 @@ from ppokit.errors import ConfigError, NonFiniteError
 from ppokit.llm import checkpoint as ckpt
 from ppokit.llm import sampling
 from ppokit.llm.data import dataset_rows
+from ppokit.llm.generation import Completions
 from ppokit.llm.input_checks import as_reward_function, as_rows, check_inputs, is_tokenizer, tokenizer_of
 from ppokit.llm.models import eos_token_ids, load_pretrained, prepare_tokenizer
 from ppokit.llm.precision import is_peft_model, prepare_model
 from ppokit.llm.report import plot_llm_run, write_samples
-from ppokit.llm.reward_checks import checked_rewards
+from ppokit.llm.reward_checks import checked_rewards, require_scored
 from ppokit.llm.rewards import RewardFn, reward_name
 from ppokit.llm.trl_compat import TrainerState, trl_positional
 from ppokit.train.precision import autocast as precision_autocast
@@ -211,12 +212,37 @@ class LMTrainer:
         epoch = self.epoch + self.cursor / max(len(self.rows), 1)
         return TrainerState(self.step, self.config.max_steps, epoch, self.num_tokens)
 
+    def sampler(self) -> sampling.Sampler:
+        """What ``sampling.sample`` reads from this trainer: its model, tokenizer, generation settings,
+        EOS ids, device, generator and autocast context."""
+        gen, model, tok = self.config.generation, self.model, self.tokenizer
+        return sampling.Sampler(model, tok, gen, self.eos_ids, self.device, self.generator, self.autocast)
+
+    def sample(
+        self, rows: list[dict[str, Any]], group: int = 1, greedy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, Completions, list[str]]:
+        """``sampling.sample`` with this trainer's policy: ``(prompt_ids, prompt_mask, completions,
+        texts)``."""
+        return sampling.sample(self.sampler(), rows, group, greedy)
+
+    def score_samples(
+        self, rows: list[dict[str, Any]], out: Completions, texts: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``score`` of a step's sampled completions, given their token ids; a step in which no
+        function scored any completion stops the run (``require_scored``: there is no signal to learn)."""
+        rewards, per_fn = self.score(rows, texts, sampling.completion_token_ids(out))
+        require_scored(rewards, self.reward_names, self.step + 1)
+        return rewards, per_fn
+
     def score(
         self, rows: list[dict[str, Any]], texts: list[str], completion_ids: list[list[int]] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reward functions called with every keyword TRL passes (``sampling.score``): ``(total
         [B], per_function [B, F])``."""
-        return sampling.score(self, rows, texts, completion_ids)
+        weights = self.config.reward_weights
+        return sampling.score(
+            self.reward_funcs, weights, rows, texts, completion_ids, self.state, self.reward_logs
+        )
 
     def pop_reward_logs(self) -> tuple[dict[str, float], dict[str, list[Any]]]:
         """The metrics and completion-table columns reward functions logged since the last call."""
@@ -280,7 +306,10 @@ class LMTrainer:
         self, rows: Sequence[dict[str, Any]] | None = None, batch_size: int = 256
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Greedy completions for held-out rows: ``({"eval/accuracy", "eval/reward"}, per-row records)``."""
-        return sampling.evaluate(self, rows if rows is not None else self.eval_rows, batch_size)
+        rows = rows if rows is not None else self.eval_rows
+        result = sampling.evaluate(self.sampler(), self.score, self.accuracy_fn, rows, batch_size)
+        self.pop_reward_logs()  # what the rewards log during evaluation is not a training step's
+        return result
 
     def train(self) -> dict[str, Any]:
         """Train to ``max_steps`` (or ``max_seconds``); returns a summary (accuracy before/after, ...)."""
