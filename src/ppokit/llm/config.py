@@ -13,14 +13,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ppokit.config import ConfigBase, check, check_adam_betas, checkpoint_every_seconds_option, option
 from ppokit.errors import ConfigError
 from ppokit.llm.trl_compat import translate_trl_config
 
+C = TypeVar("C", bound=ConfigBase)
 
-def accepts_other_names(cls: Any) -> Any:
+
+def accepts_other_names(cls: type[C]) -> type[C]:
     """Let the dataclass constructor take what ``from_dict`` takes: TRL's names (``beta=0.04``,
     ``max_completion_length=256``, ``per_device_train_batch_size=8``, ...) and section dicts, so that
     ``GRPOConfig(output_dir=..., beta=...)`` in a TRL script works with its import changed. Keyword

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
 
 from ppokit.config import short
 from ppokit.errors import ConfigError
+from ppokit.llm.config import GenerationConfig
 from ppokit.llm.rewards import RewardFn
+
+if TYPE_CHECKING:  # types only: transformers is imported inside the functions that need it
+    from transformers import PreTrainedTokenizerBase
 
 
 def check_prompt_rows(rows: Sequence[dict[str, Any]], what: str = "train_prompts") -> None:
@@ -31,7 +37,7 @@ def check_prompt_rows(rows: Sequence[dict[str, Any]], what: str = "train_prompts
         )
 
 
-def check_tokenizer(tokenizer: Any) -> None:
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
     """Batched generation pads on the left: the tokenizer needs a pad token (its EOS serves)."""
     if getattr(tokenizer, "pad_token_id", None) is None:
         raise ConfigError(
@@ -55,7 +61,7 @@ def check_tokenizes(tokenizer: Any, rows: Sequence[dict[str, Any]], what: str, f
             )
 
 
-def model_positions(model: Any) -> int | None:
+def model_positions(model: nn.Module) -> int | None:
     """The longest sequence the model's position embeddings accept, when its config says."""
     cfg = getattr(model, "config", None)
     for key in ("n_positions", "max_position_embeddings"):
@@ -107,12 +113,12 @@ __all__ = ["check_lengths", "check_prompt_rows", "check_tokenizer", "check_token
 
 
 # -- what the trainers' constructors accept, turned into what they use (moved out of trainer.py) --
-def is_tokenizer(x: Any) -> bool:
+def is_tokenizer(x: object) -> bool:
     """Whether ``x`` looks like an HF tokenizer or processor (not a reward function)."""
     return hasattr(x, "pad_token_id") or hasattr(x, "apply_chat_template") or hasattr(x, "tokenizer")
 
 
-def tokenizer_of(model: Any) -> Any:
+def tokenizer_of(model: nn.Module) -> PreTrainedTokenizerBase:
     """The tokenizer saved next to a model loaded from a local directory (TRL loads it from the hub
     name; ppokit only from a directory); ConfigError when there is none."""
     from ppokit.llm.models import load_tokenizer
@@ -125,7 +131,7 @@ def tokenizer_of(model: Any) -> Any:
     )
 
 
-def as_reward_function(spec: Any, device: str) -> RewardFn:
+def as_reward_function(spec: RewardFn | str | Path, device: str) -> RewardFn:
     """A reward function from what ``reward_funcs`` may hold: a callable, a ``module:function`` or
     ``file.py:function`` spec, or the directory of a sequence-classification reward model."""
     if callable(spec):
@@ -158,7 +164,13 @@ def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def check_inputs(model: Any, tokenizer: Any, rows: list, eval_rows: list, generation: Any) -> None:
+def check_inputs(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    generation: GenerationConfig,
+) -> None:
     """Prompts, tokenizer and lengths checked before any work (``llm/input_checks.py``)."""
     check_tokenizer(tokenizer)
     for what, rs in (("train_prompts", rows), ("eval_prompts", eval_rows)):

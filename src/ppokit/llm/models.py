@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.llm.config import TinyModelConfig
+
+if TYPE_CHECKING:  # types only: transformers is imported inside the functions that need it
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 # Digits first so their ids are stable across tasks; then the characters the built-in tasks and the
@@ -22,7 +26,7 @@ PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 DEFAULT_CHARS = "0123456789+-*=()., abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?!:;'\"/\n"
 
 
-def load_transformers() -> Any:
+def load_transformers() -> ModuleType:
     """The ``transformers`` module, offline (``HF_HUB_OFFLINE=1``) and quiet; ConfigError (one line)
     when it is not installed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download, whatever a caller passes
@@ -38,7 +42,7 @@ def load_transformers() -> Any:
     return transformers
 
 
-def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> Any:
+def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> PreTrainedTokenizerBase:
     """A real HF tokenizer (``PreTrainedTokenizerFast``) with one token per character.
 
     Built on the ``tokenizers`` WordLevel model with a pre-tokenizer that isolates every character, so
@@ -66,7 +70,9 @@ def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> Any:
     return tok
 
 
-def build_tiny_model(cfg: TinyModelConfig, tokenizer: Any, seed: int | None = None) -> Any:
+def build_tiny_model(
+    cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int | None = None
+) -> PreTrainedModel:
     """A randomly initialised GPT-2 or Qwen2 causal LM sized by ``cfg``, vocabulary from ``tokenizer``.
 
     Dropout is off: with dropout two forward passes of the same weights disagree, so the importance
@@ -111,7 +117,7 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer: Any, seed: int | None = No
     return model
 
 
-def dtype_kwargs(tf: Any, dtype: str | None) -> dict[str, Any]:
+def dtype_kwargs(tf: ModuleType, dtype: str | None) -> dict[str, torch.dtype | str]:
     """``{"dtype": ...}`` for ``from_pretrained`` (``torch_dtype`` before transformers 4.56, where
     ``dtype`` did not exist yet; 5.x deprecates ``torch_dtype``). ``None``: transformers' default."""
     if dtype is None:
@@ -122,7 +128,7 @@ def dtype_kwargs(tf: Any, dtype: str | None) -> dict[str, Any]:
     return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": load_dtype(dtype)}
 
 
-def load_tokenizer(path: str | Path) -> Any:
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """``AutoTokenizer`` from a local directory; CheckpointError (one line) when it holds none."""
     tf = load_transformers()
     names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
@@ -145,8 +151,11 @@ def load_tokenizer(path: str | Path) -> Any:
 
 
 def load_pretrained(
-    model_dir: str | Path, device: str = "cpu", dtype: str | None = "float32", tokenizer: Any = None
-) -> tuple[Any, Any]:
+    model_dir: str | Path,
+    device: str = "cpu",
+    dtype: str | None = "float32",
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``(model, tokenizer)`` with ``AutoModelForCausalLM`` / ``AutoTokenizer`` from a local directory.
 
     ``dtype`` (``torch_dtype`` in the configs): ``"float32"`` (the default: float32 master weights even
@@ -174,7 +183,7 @@ def load_pretrained(
     return model.to(device), tokenizer
 
 
-def prepare_tokenizer(tokenizer: Any) -> Any:
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """Left padding and a pad token (EOS when the tokenizer has none), in place; returns it."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -182,7 +191,7 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def save_pretrained(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
+def save_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
     """``save_pretrained`` of model (safetensors) and tokenizer into one directory."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +200,7 @@ def save_pretrained(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
     return out
 
 
-def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+def eos_token_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Every id that ends a completion: the tokenizer's EOS plus the model's generation-config EOS ids."""
     ids = {tokenizer.eos_token_id}
     gen = getattr(model, "generation_config", None)

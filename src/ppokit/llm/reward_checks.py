@@ -24,6 +24,7 @@ import torch
 
 from ppokit.config import is_number, one_line, short
 from ppokit.errors import PPOKitError
+from ppokit.llm.rewards import RewardFn
 
 BISECT_LIMIT = 64  # rows tried one at a time to find the first that makes a function raise
 
@@ -37,7 +38,7 @@ class CheckedReward:
     """``fn`` with its results checked (see the module docstring); keeps ``__name__``, so metrics
     and messages keep the function's name."""
 
-    def __init__(self, fn: Any):
+    def __init__(self, fn: RewardFn):
         self.fn = fn
         self.__name__ = getattr(fn, "__name__", None) or type(fn).__name__
         self.__wrapped__ = fn

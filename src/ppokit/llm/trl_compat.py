@@ -15,9 +15,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppokit.errors import ConfigError
+
+if TYPE_CHECKING:  # the trainer imports this module; its type is all this one needs
+    from ppokit.llm.trainer import LMTrainer
 
 # TRL keys that describe what ppokit does anyway (value -> accepted?); anything else is refused.
 TRL_NOOP: dict[str, Callable[[Any], bool]] = {
@@ -141,7 +144,7 @@ class Callbacks:
     ``on_step_end``, ``on_log``, ``on_evaluate``, ``on_save``, ``on_train_end``; setting
     ``control.should_training_stop`` stops training)."""
 
-    def __init__(self, callbacks: Iterable[Any], trainer: Any):
+    def __init__(self, callbacks: Iterable[Any], trainer: LMTrainer):
         self.items = list(callbacks)
         self.trainer = trainer
         self.control = Control()
@@ -186,7 +189,7 @@ def trl_positional(positional: tuple, args: Any, train_dataset: Any, eval_datase
     return (reward_funcs, *(pos if pos is not None else kw for pos, kw in zip(rest, given)))
 
 
-def trl_completion(prompt: Any, text: str) -> Any:
+def trl_completion(prompt: str | list[dict[str, str]], text: str) -> str | list[dict[str, str]]:
     """A completion as TRL hands it to reward functions: for a conversational prompt (a list of
     messages) ``[{"role": "assistant", "content": text}]``, otherwise the text."""
     if isinstance(prompt, list):

@@ -5,7 +5,6 @@ scalar, one value per token. (The reward model, a separate network never trained
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
@@ -32,7 +31,7 @@ class ValueHead(nn.Module):
             return self.linear(hidden.float()).squeeze(-1)
 
 
-def hidden_size(model: Any) -> int:
+def hidden_size(model: nn.Module) -> int:
     """The width of a transformers model's final hidden states (``hidden_size`` or GPT-2's ``n_embd``)."""
     cfg = model.config
     for key in ("hidden_size", "n_embd", "d_model"):
