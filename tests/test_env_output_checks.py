@@ -106,3 +106,28 @@ def test_sys_exit_in_env_is_an_error_not_a_clean_exit(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr
     assert "environment 0 at its step 3: raised SystemExit: 3" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("mode", "match"),
+    [
+        ("terminated_str", r"environment \d at its step 3: returned terminated='no'"),
+        ("complex_reward", r"environment \d at its step 3: returned reward \(1\+2j\)"),
+        ("exit", r"environment \d at its step 3: raised SystemExit: 3"),  # was: a dead worker
+    ],
+)
+def test_async_workers_check_the_same(mode, match):
+    model = PPO(lambda: OddEnv(mode), **{**SMALL, "vectorization": "async"})
+    with pytest.raises(EnvStepError, match=match + ".* in its worker process"):
+        model.learn(32)
+    model.close()
+
+
+def test_a_rollout_larger_than_memory_is_a_config_error():
+    """n_steps=1e9 ended in a raw allocator error (issue 34): the config names what to lower."""
+    from ppokit import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"n_steps \* num_envs = 1,000,000,000 \* 2 transitions need .* GiB"
+    ):
+        PPO(lambda: OddEnv("none"), **{**SMALL, "n_steps": 1_000_000_000, "batch_size": 64})

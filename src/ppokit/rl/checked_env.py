@@ -62,13 +62,17 @@ def _is_flag(value: Any) -> bool:
 class CheckedEnv(gym.Wrapper):
     """``env`` (sub-environment ``index`` of a sync vector env) with faults reported by index and step."""
 
-    def __init__(self, env: gym.Env, index: int):
+    def __init__(self, env: gym.Env, index: int, in_worker: bool = False):
         super().__init__(env)
         self.index = index
+        # In an async worker, gymnasium already reports an env's exception with its traceback: only
+        # what it cannot report (SystemExit ends the worker silently) is turned into EnvStepError.
+        self.in_worker = in_worker
         self.env_steps = 0  # steps of this sub-environment since it was made
         self._shape = tuple(getattr(env.observation_space, "shape", None) or ())
         # the spaces the policy was built for: an env that swaps them mid-run is refused (issue 34)
-        self._spaces = (env.observation_space, env.action_space)
+        # (two attributes: spaces are structure to envstate.capture, a tuple of them is not)
+        self._obs_space, self._action_space = env.observation_space, env.action_space
 
     def _fail(self, what: str, call: str = "step") -> EnvStepError:
         at = f"at its step {self.env_steps}" if call == "step" else f"in reset (after {self.env_steps} steps)"
@@ -93,10 +97,9 @@ class CheckedEnv(gym.Wrapper):
             )
 
     def _check_spaces(self) -> None:
-        obs_space, action_space = self._spaces
         for name, was, now in (
-            ("observation_space", obs_space, self.env.observation_space),
-            ("action_space", action_space, self.env.action_space),
+            ("observation_space", self._obs_space, self.env.observation_space),
+            ("action_space", self._action_space, self.env.action_space),
         ):
             if now is not was and now != was:
                 raise self._fail(
@@ -111,6 +114,8 @@ class CheckedEnv(gym.Wrapper):
         except PPOKitError:
             raise
         except USER_CODE_FAILURES as e:
+            if self.in_worker and not isinstance(e, SystemExit):
+                raise
             raise self._fail(f"raised {_what(e)}") from e
         if not isinstance(result, tuple) or len(result) != 5:
             n = len(result) if isinstance(result, tuple) else type(result).__name__
@@ -138,6 +143,8 @@ class CheckedEnv(gym.Wrapper):
         except PPOKitError:
             raise
         except USER_CODE_FAILURES as e:
+            if self.in_worker and not isinstance(e, SystemExit):
+                raise
             raise self._fail(f"raised {_what(e)}", "reset") from e
         if not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[1], dict):
             raise self._fail(
@@ -148,7 +155,7 @@ class CheckedEnv(gym.Wrapper):
         return result
 
 
-def _make_checked(factory: Callable[[], gym.Env], index: int) -> gym.Env:
+def _make_checked(factory: Callable[[], gym.Env], index: int, in_worker: bool) -> gym.Env:
     try:
         env = factory()
     except PPOKitError:
@@ -163,12 +170,15 @@ def _make_checked(factory: Callable[[], gym.Env], index: int) -> gym.Env:
     if isinstance(space, gym.spaces.Box) and int(np.prod(space.shape)) == 0:
         env.close()
         raise EnvConfigError(f"environment {index}: observation space {space} is empty (0 elements)")
-    return CheckedEnv(env, index)
+    return CheckedEnv(env, index, in_worker)
 
 
-def checked_factories(fns: list[Callable[[], gym.Env]]) -> list[Callable[[], gym.Env]]:
-    """The factories of a sync vector env, each making its environment wrapped in ``CheckedEnv``."""
-    return [functools.partial(_make_checked, fn, i) for i, fn in enumerate(fns)]
+def checked_factories(
+    fns: list[Callable[[], gym.Env]], in_worker: bool = False
+) -> list[Callable[[], gym.Env]]:
+    """The factories of a vector env, each making its environment wrapped in ``CheckedEnv``
+    (``in_worker``: for an async vector env's worker processes)."""
+    return [functools.partial(_make_checked, fn, i, in_worker) for i, fn in enumerate(fns)]
 
 
 __all__ = ["CheckedEnv", "checked_factories"]
