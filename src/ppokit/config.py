@@ -33,7 +33,46 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 
 _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 80, 80, 80
 MAX_STRING = 4096  # longest string value a config accepts (ids, paths, names)
 MAX_CONFIG_BYTES = 1_000_000  # largest config file read
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: the same rules, ~10x faster
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: the same rules, ~10x faster
+MAX_YAML_DEPTH = 100  # deeper nesting is no config: 60,000-deep `[[[...` raised RecursionError (issue 34)
+
+
+class SafeLoader(_BaseLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last and
+    drops the first without a word, so a duplicated section silently lost its settings (issue 34)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:  # noqa: D102
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(
+                    f"key {short(key)} is given twice in one mapping (lines {seen[key]} and {line}); "
+                    "YAML would silently keep only the last: remove one"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` parsed as YAML by ``SafeLoader`` (duplicate keys refused); a nesting deeper than
+    ``MAX_YAML_DEPTH`` is a ConfigError, not a RecursionError from the parser."""
+    depth = deepest = 0
+    for ch in text:  # a cheap upper bound on flow nesting, checked before the recursive parser runs
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    if deepest > MAX_YAML_DEPTH:
+        raise ConfigError(f"YAML value nests {deepest} levels deep; at most {MAX_YAML_DEPTH} are allowed")
+    try:
+        return yaml.load(text, Loader=SafeLoader)
+    except RecursionError:
+        raise ConfigError(
+            f"YAML value nests too deeply; at most {MAX_YAML_DEPTH} levels are allowed"
+        ) from None
 
 
 def short(value: Any) -> str:
@@ -305,7 +344,9 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
             f"{MAX_CONFIG_BYTES:,}): is this the right file?"
         )
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SafeLoader) or {}
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
+    except ConfigError as e:
+        raise ConfigError(f"config file {short(str(path))}: {e}") from None
     except yaml.YAMLError as e:  # PyYAML's message spans several lines (with a caret): make it one
         raise ConfigError(f"config file {short(str(path))} is not valid YAML: {one_line(e)}") from None
     except UnicodeDecodeError as e:
@@ -322,7 +363,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 def parse_value(text: str) -> Any:
     """Parse an override value the way YAML would (``1e-3`` -> float, ``[64,64]`` -> list, ``null``)."""
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
     except yaml.YAMLError:
         return text
     # YAML 1.1 reads "1e-3" as a string; accept it as a float like a user means it.

@@ -153,11 +153,15 @@ def _build(
 ) -> gym.vector.VectorEnv:
     if vectorization == "vector_entry_point":
         return gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    from ppokit.rl.checked_env import checked_factories  # faults named with the env index and step
+
+    # Async workers run the same checks in their process (an array reward, `terminated="no"` or
+    # sys.exit() in an async env ended in a traceback or a dead worker: issue 34).
     fns = [functools.partial(_worker_env, factory, os.getpid())] * num_envs
     if vectorization == "async":
-        return CheckedAsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
-    from ppokit.rl.checked_env import checked_factories  # faults named as async workers' are
-
+        return CheckedAsyncVectorEnv(
+            checked_factories(fns, in_worker=True), autoreset_mode=AutoresetMode.SAME_STEP
+        )
     return gym.vector.SyncVectorEnv(checked_factories(fns), autoreset_mode=AutoresetMode.SAME_STEP)
 
 
@@ -205,8 +209,14 @@ class CheckedAsyncVectorEnv(gym.vector.AsyncVectorEnv):
         self._terminate()
         index, exctype, value, trace = errors[0]
         others = f" (and {len(errors) - 1} more environments)" if len(errors) > 1 else ""
+        # CheckedEnv's own error already names the environment, its step and what was wrong
+        what = (
+            f"{value}"
+            if exctype is EnvStepError
+            else f"environment {index} raised {exctype.__name__}: {value}"
+        )
         raise EnvStepError(
-            f"environment {index} raised {exctype.__name__}: {value} in its worker process{others}",
+            f"{what} in its worker process{others}",
             details="".join(f"worker traceback of environment {i}:\n{t}" for i, _, _, t in errors),
         )
 
