@@ -375,8 +375,11 @@ class PPO:
         """The running training vector env (SB3's ``get_env``)."""
         return sb3.get_env(self)
 
-    def set_env(self, env: Any) -> None:
-        """Train on ``env`` from now on (same spaces and number of envs; SB3's ``set_env``)."""
+    def set_env(self, env: Any, force_reset: bool = True) -> None:
+        """Train on ``env`` from now on (same spaces and number of envs; SB3's ``set_env``); the new envs
+        always start with a reset (SB3's ``force_reset=False`` is refused)."""
+        if not force_reset:
+            raise ConfigError("set_env(force_reset=False) is not supported; ppokit resets the new envs")
         sb3.set_env(self, env)
 
     def close(self) -> None:
