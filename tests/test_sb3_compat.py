@@ -248,6 +248,43 @@ def test_what_cannot_map_is_refused_by_name(kwargs, named):
         PPO("MlpPolicy", "CartPole-v1", **kwargs)
 
 
+@pytest.mark.parametrize(
+    "policy, make, encoder",
+    [
+        ("CnnPolicy", "BrightSideEnv", "EncoderActorCritic"),
+        ("MultiInputPolicy", "DictObsEnv", "EncoderActorCritic"),
+    ],
+)
+def test_cnn_and_multi_input_policies_train_on_their_spaces(policy, make, encoder):
+    import space_envs
+
+    env = getattr(space_envs, make)()
+    model = PPO(policy, env, n_steps=16, batch_size=16, n_epochs=1).learn(16)
+    assert type(model.policy).__name__ == encoder and model.num_timesteps == 16
+    rewards, lengths = evaluate_policy(model, env, n_eval_episodes=2, return_episode_rewards=True)
+    assert lengths == [8, 8] and all(0.0 <= r <= 8.0 for r in rewards)
+
+
+def test_the_migration_page_names_every_sb3_argument():
+    from pathlib import Path
+
+    from ppokit.rl.sb3 import SB3_ARGUMENTS
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "migrating-from-sb3.md").read_text()
+    missing = [a for a in SB3_ARGUMENTS if f"`{a}" not in page]
+    assert not missing and len(SB3_ARGUMENTS) == 26
+
+
+def test_sb3_spellings_in_ppokits_own_form_keep_ppokits_defaults():
+    from ppokit import NetworkConfig, PPOConfig
+
+    config = PPOConfig(n_steps=16, batch_size=32, network=NetworkConfig(hidden_sizes=[16], activation="relu"))
+    model = PPO("CartPole-v1", config, verbose=1, device="auto", policy_kwargs=dict(ortho_init=False))
+    cfg = model.config
+    assert (cfg.num_envs, cfg.n_steps, model.sb3.verbose) == (8, 16, 1)  # ppokit's num_envs, not SB3's 1
+    assert (cfg.network.hidden_sizes, cfg.network.activation, cfg.network.ortho_init) == ([16], "relu", False)
+
+
 def test_a_running_vector_env_is_refused_with_what_to_pass():
     venv = gym.make_vec("CartPole-v1", num_envs=2)
     with pytest.raises(ConfigError, match=r"running vector env.* n_envs=8"):

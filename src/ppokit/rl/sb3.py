@@ -34,11 +34,16 @@ SB3_POLICIES = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")
 # vectorised envs); a script written for SB3 gets SB3's numbers (``PPO.__init__`` defaults, SB3 2.x).
 SB3_DEFAULTS: dict[str, Any] = {"num_envs": 1, "n_steps": 2048, "batch_size": 64}
 
-# SB3 keyword -> ppokit config key (same meaning). Keys spelled alike pass through unchanged.
+# SB3 keyword -> ppokit config key (same meaning); SB3's other keywords are ppokit's names already.
 RENAMED = {"clip_range_vf": "vf_clip_range", "n_envs": "num_envs"}
-SAME = (
-    "n_steps batch_size n_epochs gamma gae_lambda normalize_advantage ent_coef vf_coef max_grad_norm "
-    "target_kl"
+
+# SB3 2.x PPO's constructor arguments, every one of which docs/migrating-from-sb3.md maps or refuses
+# (tests/test_sb3_compat.py checks the page names them all).
+SB3_ARGUMENTS = (
+    "policy env learning_rate n_steps batch_size n_epochs gamma gae_lambda clip_range clip_range_vf "
+    "normalize_advantage ent_coef vf_coef max_grad_norm use_sde sde_sample_freq rollout_buffer_class "
+    "rollout_buffer_kwargs target_kl stats_window_size tensorboard_log policy_kwargs verbose seed device "
+    "_init_setup_model"
 ).split()
 
 # Arguments SB3 has and ppokit cannot honour: name -> (the value that means "off" in SB3, why).
@@ -145,12 +150,19 @@ def instance_factory(env: gym.Env) -> Callable[[], gym.Env]:
     spec when it was registered (``gym.make(env.spec)`` re-applies the recorded wrappers), else by
     ``copy.deepcopy``."""
     first = [env]
-    pristine = None if env.spec is not None and env.spec.entry_point else copy.deepcopy(env)
 
     def make() -> gym.Env:
         if first:
             return first.pop()
-        return gym.make(env.spec) if pristine is None else copy.deepcopy(pristine)
+        if env.spec is not None and env.spec.entry_point:
+            return gym.make(env.spec)
+        try:
+            return copy.deepcopy(env)
+        except Exception as e:  # the env holds something uncopyable (a window, a socket, a handle)
+            raise ConfigError(
+                f"env={type(env.unwrapped).__name__} instance cannot be copied for a second env "
+                f"({type(e).__name__}: {e}); pass a factory instead: PPO(policy, lambda: MyEnv())"
+            ) from None
 
     make.__name__ = type(env.unwrapped).__name__
     return make
@@ -203,21 +215,27 @@ def accept(
 ) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
     """``PPO.__init__``'s arguments in ppokit's form. ``PPO(policy, env, **sb3_kwargs)`` (the policy a
     name in ``SB3_POLICIES`` or a ``Policy`` class/instance, SB3's positional order) and
-    ``PPO(policy=..., env=...)`` become ``(env spec, PPOConfig, None, policy, {})``; ppokit's own
-    ``PPO(env, config, ...)`` passes through (an env instance is accepted there too). Sets
-    ``model.sb3`` (``SB3Options``)."""
+    ``PPO(policy="MlpPolicy", env=...)`` become ``(env spec, PPOConfig with SB3's defaults, None,
+    policy, {})``. ppokit's own ``PPO(env, config, **overrides)`` keeps ppokit's defaults; SB3's
+    spellings among its overrides (``verbose``, ``policy_kwargs``, a schedule, ``device="auto"``, ...)
+    and an env instance are translated too. Sets ``model.sb3`` (``SB3Options``)."""
     model.sb3 = SB3Options()
     sb3_form = is_sb3_policy(env) or (isinstance(policy, str) and policy in SB3_POLICIES)
     if not sb3_form:
-        if isinstance(env, (gym.Env, VecEnvRecipe)):  # ppokit's form with an instance: as SB3, one env
-            env, settings = env_and_settings(env)
-            settings.pop("_vecnorm_gamma", None)
-            overrides = {**settings, **overrides}
         if isinstance(policy, str):
             raise ConfigError(
                 f"policy={policy!r} is not allowed; use one of {list(SB3_POLICIES)} or a Policy"
             )
-        return env, config, run_dir, policy, overrides
+        settings: dict[str, Any] = {}
+        if isinstance(env, (gym.Env, VecEnvRecipe)):  # an instance: as SB3, one env (that instance)
+            env, settings = env_and_settings(env)
+        keys = sb3_keys(model, {**settings, **overrides})
+        keys.pop("_vecnorm_gamma", None)
+        if "network" in keys and config is not None:  # policy_kwargs refine the config's network
+            base = config.get("network", {}) if isinstance(config, dict) else config.network
+            base = base.to_dict() if hasattr(base, "to_dict") else dict(base)
+            keys["network"] = {**base, **keys["network"]}
+        return env, config, run_dir, policy, keys
     if is_sb3_policy(env):  # positional: PPO(policy, env, ...)
         policy, env = env, config
     elif config is not None:
@@ -233,9 +251,30 @@ def accept(
 
 
 def translate(model: PPO, kwargs: dict[str, Any], env: Any) -> Any:
-    """A ``PPOConfig`` from SB3 keyword arguments (and any ppokit config keys given alongside)."""
+    """A ``PPOConfig`` from SB3 keyword arguments (and any ppokit config keys given alongside), on
+    SB3's defaults (``SB3_DEFAULTS``, ``device="auto"``)."""
     from ppokit.rl.config import PPOConfig
 
+    out = {**SB3_DEFAULTS, **({"env_id": env} if isinstance(env, str) else {})}
+    out["device"] = resolve_device("auto")
+    keys = sb3_keys(model, kwargs)
+    vecnorm_gamma = keys.pop("_vecnorm_gamma", None)
+    out.update(keys)
+    if "batch_size" not in keys and out["batch_size"] > out["n_steps"] * out["num_envs"]:
+        out["batch_size"] = out["n_steps"] * out["num_envs"]  # SB3's 64 over a smaller rollout: all of it
+    cfg = PPOConfig.from_dict(out)
+    if vecnorm_gamma is not None and cfg.normalize_reward and vecnorm_gamma != cfg.gamma:
+        raise ConfigError(
+            f"VecNormalize(gamma={vecnorm_gamma}) is not allowed with gamma={cfg.gamma}: ppokit scales "
+            "rewards with the PPO's own gamma; give both the same value"
+        )
+    return cfg
+
+
+def sb3_keys(model: PPO, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """ppokit config keys from keyword arguments in SB3's spelling; ppokit's own keys pass through
+    (``PPOConfig.from_dict`` validates them). SB3's printing and TensorBoard options go to
+    ``model.sb3``; what cannot map is refused by name (``REFUSED``)."""
     kwargs = dict(kwargs)
     options = model.sb3
     options.verbose = _int_option(kwargs.pop("verbose", 0), "verbose", (0, 1, 2))
@@ -245,41 +284,27 @@ def translate(model: PPO, kwargs: dict[str, Any], env: Any) -> Any:
         value = kwargs.pop(name, off)
         if value is not off and value != off:
             raise _refuse(name, value, why)
-    vecnorm_gamma = kwargs.pop("_vecnorm_gamma", None)
-    out: dict[str, Any] = {**SB3_DEFAULTS}
-    if isinstance(env, str):
-        out["env_id"] = env
-    out["device"] = resolve_device(kwargs.pop("device", "auto"))
-    seed = kwargs.pop("seed", None)
-    if seed is not None:  # SB3's None draws a random seed; ppokit's runs are reproducible: seed 0
-        out["seed"] = seed
-    for key in ("learning_rate", "clip_range"):
-        if key in kwargs:
-            value, schedule = schedule_of(key, kwargs.pop(key))
-            out[key] = value
-            out["lr_schedule" if key == "learning_rate" else "clip_range_schedule"] = schedule
-    clip_vf = kwargs.pop("clip_range_vf", None)
-    if clip_vf is not None:
-        value, schedule = schedule_of("clip_range_vf", clip_vf)
+    out: dict[str, Any] = {}
+    if "device" in kwargs:
+        out["device"] = resolve_device(kwargs.pop("device"))
+    if "seed" in kwargs and kwargs["seed"] is None:  # SB3's None draws a random seed; ppokit's runs
+        kwargs.pop("seed")  # are reproducible: its default seed
+    for key, schedule_key in (("learning_rate", "lr_schedule"), ("clip_range", "clip_range_schedule")):
+        if callable(kwargs.get(key)):
+            out[key], out[schedule_key] = schedule_of(key, kwargs.pop(key))
+    if kwargs.get("clip_range_vf") is not None:
+        value, schedule = schedule_of("clip_range_vf", kwargs["clip_range_vf"])
         if schedule != "constant":
-            raise _refuse("clip_range_vf", clip_vf, "ppokit's value clip range is a constant")
+            raise _refuse("clip_range_vf", kwargs["clip_range_vf"], "ppokit's value clip range is a constant")
         out["vf_clip_range"] = value
-    out["network"] = network_from_policy_kwargs(kwargs.pop("policy_kwargs", None) or {}, out)
+    kwargs.pop("clip_range_vf", None)
+    if "policy_kwargs" in kwargs:
+        out["network"] = network_from_policy_kwargs(kwargs.pop("policy_kwargs") or {}, out)
     for key in list(kwargs):
-        if key in SAME:
-            out[key] = kwargs.pop(key)
-        elif key in RENAMED:
+        if key in RENAMED:
             out[RENAMED[key]] = kwargs.pop(key)
-    out.update(kwargs)  # ppokit's own keys (normalize_obs, num_envs, ...): from_dict validates them
-    if "batch_size" not in kwargs and out["batch_size"] > out["n_steps"] * out["num_envs"]:
-        out["batch_size"] = out["n_steps"] * out["num_envs"]  # SB3 warns and truncates; the whole rollout
-    cfg = PPOConfig.from_dict(out)
-    if vecnorm_gamma is not None and cfg.normalize_reward and vecnorm_gamma != cfg.gamma:
-        raise ConfigError(
-            f"VecNormalize(gamma={vecnorm_gamma}) is not allowed with gamma={cfg.gamma}: ppokit scales "
-            "rewards with the PPO's own gamma; give both the same value"
-        )
-    return cfg
+    out.update(kwargs)  # SB3's keys spelled as ppokit's (n_steps, gamma, ...) and ppokit's own keys
+    return out
 
 
 def _int_option(value: Any, name: str, allowed: tuple | None = None) -> int:
