@@ -422,3 +422,33 @@ def test_module_id_is_found_in_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     assert find_spec("my_cwd_envs:CwdCart-v0").id == "CwdCart-v0"
+
+
+def test_every_n_timesteps_triggers_its_child_per_crossed_multiple():
+    from ppokit import EveryNTimesteps
+
+    class Count(BaseCallback):
+        def _on_step(self):
+            self.steps_seen = [*getattr(self, "steps_seen", []), self.num_timesteps]
+            return True
+
+    child = Count()
+    PPO("MlpPolicy", "CartPole-v1", **TINY).learn(160, callback=EveryNTimesteps(n_steps=64, callback=child))
+    assert child.steps_seen == [64, 128]  # updates end at 32, 64, ..., 160; multiples of 64 at 64, 128
+
+
+def test_make_vec_env_passes_env_kwargs_to_a_callable_and_refuses_wrapper_class():
+    from ppokit import make_vec_env
+
+    made = []
+
+    def make(length=500):
+        made.append(length)
+        return gym.make("CartPole-v1", max_episode_steps=length)
+
+    model = PPO("MlpPolicy", make_vec_env(make, n_envs=2, env_kwargs={"length": 7}), **TINY)
+    assert made == [7, 7] and model.config.num_envs == 2
+    with pytest.raises(
+        ConfigError, match=r"make_vec_env\(wrapper_class\)=.* is not supported: set env_wrappers"
+    ):
+        make_vec_env("CartPole-v1", wrapper_class=gym.wrappers.ClipAction)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,8 @@ def VecNormalize(  # noqa: N802 (SB3's class name, so a script ports with its im
         raise ConfigError(f"VecNormalize(venv={venv!r}) is not allowed; wrap ppokit.make_vec_env(...)")
     if norm_obs_keys is not None:
         raise _refuse("VecNormalize(norm_obs_keys)", norm_obs_keys, "ppokit normalises Box observations only")
+    if epsilon != 1e-8:
+        raise _refuse("VecNormalize(epsilon)", epsilon, "ppokit's normaliser uses SB3's default 1e-8")
     if not training:
         return venv
     norm = {"normalize_obs": bool(norm_obs), "normalize_reward": bool(norm_reward)}
@@ -172,14 +175,15 @@ def env_and_settings(env: Any) -> tuple[Any, dict[str, Any]]:
     """``(ppokit env spec, config keys it implies)`` for any env an SB3 script passes: an id, a factory,
     a ``gym.Env`` instance, or a ``VecEnvRecipe``. A running vector env is refused with what to pass."""
     if isinstance(env, VecEnvRecipe):
-        settings: dict[str, Any] = {
-            "num_envs": env.n_envs,
-            **({"env_kwargs": env.env_kwargs} if env.env_kwargs else {}),
-        }
+        settings: dict[str, Any] = {"num_envs": env.n_envs, **(env.normalize or {})}
         if env.seed is not None:
             settings["seed"] = env.seed
-        settings.update(env.normalize or {})
-        inner, more = env_and_settings(env.env)
+        inner = env.env
+        if env.env_kwargs and isinstance(inner, str):
+            settings["env_kwargs"] = env.env_kwargs
+        elif env.env_kwargs:  # SB3 calls a callable env_id with env_kwargs; so does the factory here
+            inner = functools.partial(inner, **env.env_kwargs)
+        inner, more = env_and_settings(inner)
         return inner, {**more, **settings}
     if isinstance(env, gym.Env):
         return instance_factory(env), {"num_envs": 1}
