@@ -216,6 +216,8 @@ def test_sb3_keywords_map_to_the_config():
     net = cfg.network
     assert (net.hidden_sizes, net.activation, net.ortho_init, net.log_std_init) == ([32], "elu", False, -0.5)
     assert PPO("MlpPolicy", "CartPole-v1").config.n_steps == 2048  # SB3's defaults in SB3's form
+    windowed = PPO("MlpPolicy", "CartPole-v1", stats_window_size=5, **TINY).learn(32)
+    assert windowed.collector.episodes.recent.maxlen == 5  # the window of rollout/ep_rew_mean
 
 
 @pytest.mark.parametrize(
