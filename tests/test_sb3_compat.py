@@ -250,6 +250,13 @@ def test_what_cannot_map_is_refused_by_name(kwargs, named):
         PPO("MlpPolicy", "CartPole-v1", **kwargs)
 
 
+def test_an_unknown_policy_name_is_refused_with_the_known_ones():
+    with pytest.raises(
+        ConfigError, match=r"policy='MlpLstmPolicy' is not supported; use one of \['MlpPolicy'"
+    ):
+        PPO("MlpLstmPolicy", "CartPole-v1")
+
+
 @pytest.mark.parametrize(
     "policy, make, encoder",
     [

@@ -224,6 +224,11 @@ def accept(
     spellings among its overrides (``verbose``, ``policy_kwargs``, a schedule, ``device="auto"``, ...)
     and an env instance are translated too. Sets ``model.sb3`` (``SB3Options``)."""
     model.sb3 = SB3Options()
+    if isinstance(env, str) and env.endswith("Policy") and env not in SB3_POLICIES:  # not an env id
+        raise ConfigError(
+            f"policy={env!r} is not supported; use one of {list(SB3_POLICIES)} (sb3-contrib's "
+            "MlpLstmPolicy / CnnLstmPolicy: network={'recurrent': 'lstm'})"
+        )
     sb3_form = is_sb3_policy(env) or (isinstance(policy, str) and policy in SB3_POLICIES)
     if not sb3_form:
         if isinstance(policy, str):
