@@ -29,9 +29,12 @@ def test_a_negative_or_non_integer_budget_is_refused(bad):
         PPO("CartPole-v1", **SMALL).learn(bad)
 
 
-def test_an_env_instance_gets_a_hint_to_pass_an_id_or_a_factory():
-    with pytest.raises(ConfigError, match=r"is an environment instance; pass its id .* or a factory"):
-        PPO(gym.make("CartPole-v1"), **SMALL)
+def test_an_env_instance_trains_as_one_env_like_sb3():
+    # issue 30: an instance was refused; SB3 wraps one instance in a vector env of 1, and so does ppokit
+    env = gym.make("CartPole-v1")
+    model = PPO(env, **{**SMALL, "num_envs": 1, "batch_size": 8}).learn(16)
+    assert model.num_timesteps == 16 and model.get_env().num_envs == 1
+    assert model.get_env().envs[0].unwrapped is env.unwrapped  # the instance itself is stepped
 
 
 def test_loading_a_factory_trained_model_without_env_says_what_to_pass(tmp_path):

@@ -26,8 +26,9 @@ from ppokit import distributed
 from ppokit.config import ConfigError
 from ppokit.errors import NonFiniteError
 from ppokit.functional import explained_variance
-from ppokit.rl import fast, state
+from ppokit.rl import fast, sb3, state
 from ppokit.rl.builtin import PolicySpec, make_policy
+from ppokit.rl.callbacks import loop_hooks
 from ppokit.rl.config import PPOConfig, resolve_config
 from ppokit.rl.envs import EnvSpec, make_training_envs
 from ppokit.rl.masking import mask_dim
@@ -63,12 +64,9 @@ class PPO:
         policy: PolicySpec = None,
         **overrides: Any,
     ):
+        # SB3's form PPO("MlpPolicy", env, **sb3_kwargs) and env instances, translated (rl/sb3.py)
+        env, config, run_dir, policy, overrides = sb3.accept(self, env, config, run_dir, policy, overrides)
         self.config = cfg = resolve_config(config, env, overrides)
-        if isinstance(env, gym.Env):  # SB3 accepts one instance; ppokit makes num_envs copies
-            raise ConfigError(
-                f"env={env!r} is an environment instance; pass its id (e.g. PPO('CartPole-v1')) or a "
-                "factory that makes a new one per call (e.g. PPO(lambda: gym.make('CartPole-v1')))"
-            )
         self.env_fn = env if env is not None and not isinstance(env, str) else None
         self.env_spec: EnvSpec = env if env is not None else cfg.env_id
         self.threads = ThreadChooser(cfg.torch_threads, cfg.batch_size * max(cfg.network.hidden_sizes))
@@ -219,6 +217,7 @@ class PPO:
         progress_bar: bool = False,
         callback: Callable[[PPO, dict], bool | None] | None = None,
         reset_num_timesteps: bool = True,
+        **sb3_kwargs: Any,
     ) -> PPO:
         """Train ``total_timesteps`` more env steps, as SB3's ``learn``: with ``reset_num_timesteps``
         (SB3's default) the step counter, and with it the linear schedules, starts from 0 again;
@@ -227,6 +226,7 @@ class PPO:
         uninterrupted one would; a new model trains ``config.total_timesteps``).
         ``callback(ppo, metrics)`` runs after each update; returning False stops training, and so
         does ``stop_requested``. See docs/reliability.md for checkpoints and faults."""
+        total_timesteps = sb3.before_learn(self, total_timesteps, sb3_kwargs)  # learn(1e4), log_interval
         if total_timesteps is None:
             target = self.target_timesteps or self.config.total_timesteps
         else:
@@ -251,6 +251,8 @@ class PPO:
 
         self.target_timesteps = total
         start_steps, start_time = self.num_timesteps, time.time()
+        hooks = loop_hooks(self, callback)  # rl/callbacks.py: functions, SB3 callbacks, lists
+        hooks.on_start(self)
         with ProgressBar(total, f"PPO {state.env_label(self)}", "return", enabled=progress_bar) as bar:
             bar.update(self.num_timesteps, done_since_start=0)
             while self.num_timesteps < total and self.stop_requested is None:
@@ -282,9 +284,10 @@ class PPO:
                     done_since_start=self.num_timesteps - start_steps,
                 )
                 state.maybe_checkpoint(self)
-                if callback is not None and callback(self, metrics) is False:
+                if hooks.on_step(self, metrics) is False:
                     break
                 self._agree_on_stop()
+        hooks.on_end(self)
         state.checkpoint_now(self)  # with a run directory, training always ends on a checkpoint
         return self
 
@@ -367,6 +370,17 @@ class PPO:
         """Continue a run from a training checkpoint or a run directory's newest complete one: all
         training state and, where possible, the envs' (``resume_info``; docs/reliability.md)."""
         return state.resume(cls, Path(path), env, run_dir, policy)
+
+    def get_env(self) -> gym.vector.VectorEnv:
+        """The running training vector env (SB3's ``get_env``)."""
+        return sb3.get_env(self)
+
+    def set_env(self, env: Any, force_reset: bool = True) -> None:
+        """Train on ``env`` from now on (same spaces and number of envs; SB3's ``set_env``); the new envs
+        always start with a reset (SB3's ``force_reset=False`` is refused)."""
+        if not force_reset:
+            raise ConfigError("set_env(force_reset=False) is not supported; ppokit resets the new envs")
+        sb3.set_env(self, env)
 
     def close(self) -> None:
         """Close the environments, the metric writers and the run directory's lock."""
