@@ -146,3 +146,18 @@ def test_cli_export(tmp_path):
     model.close()
     bad = subprocess.run([*cmd, "export", str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_onnx_atari_cnn_takes_uint8_frames(tmp_path):
+    pytest.importorskip("ale_py")
+    model = PPO(
+        "ALE/Breakout-v5",
+        {**TINY, "num_envs": 2, "n_steps": 16, "batch_size": 32, "total_timesteps": 32,
+         "env_kwargs": {"frameskip": 4, "stack_num": 4, "episodic_life": True, "reward_clipping": True},
+         "network": {"image_encoder": "nature", "cnn_features": 64}},
+    )  # fmt: skip
+    model.learn(32)
+    obs = np.random.default_rng(0).integers(0, 256, (50, *model.observation_space.shape), dtype=np.uint8)
+    got = _onnx_actions(export_onnx(model, tmp_path / "breakout.onnx"), obs)
+    np.testing.assert_array_equal(got, model.predict(obs, deterministic=True)[0])
+    model.close()
