@@ -168,8 +168,9 @@ def _play(
     obs, info = venv.reset(seed=seed)
     masks = _mask_source(model, venv, info)
     mask = masks.read(info, 0) if masks is not None else None
-    fire = _fire_action(venv) if atari and model.config.env_kwargs.get("use_fire_reset", True) else None
-    lives = np.asarray(info["lives"]) if fire is not None and "lives" in info else None
+    lives = np.asarray(info["lives"]) if atari and "lives" in info else None
+    use_fire = lives is not None and model.config.env_kwargs.get("use_fire_reset", True)
+    fire = _fire_action(venv) if use_fire else None
     state, episode_start = None, np.ones(k, dtype=bool)  # a recurrent policy's memory
     ep_ret, ep_len = np.zeros(k), np.zeros(k, dtype=np.int64)
     finished = np.zeros(k, dtype=bool)
@@ -179,7 +180,7 @@ def _play(
         action, state = model.predict(
             obs, state, episode_start, deterministic=deterministic, action_masks=mask
         )
-        if lives is not None and lost.any():  # FIRE after a lost life, as FireResetEnv would
+        if fire is not None and lost.any():  # FIRE after a lost life, as FireResetEnv would
             action = np.where(lost, fire, action)
         obs, reward, terminated, truncated, info = venv.step(action)
         episode_start = terminated | truncated
@@ -192,7 +193,7 @@ def _play(
         finished |= episode_start
         if masks is not None and not finished.all():
             mask = masks.read(info, int(ep_len.max()))
-    return ep_ret, ep_len, end_lives.tolist() if atari else []
+    return ep_ret, ep_len, end_lives.tolist() if lives is not None else []
 
 
 def last_training_return(run_dir: str | Path) -> float | None:
