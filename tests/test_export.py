@@ -14,6 +14,7 @@ import torch
 from ppokit.errors import ConfigError
 from ppokit.rl.export import DeployedActor, export_onnx, export_policy
 from ppokit.rl.ppo import PPO
+from ppokit.rl.toy_envs import MaskedChoice
 
 ort = pytest.importorskip("onnxruntime", reason="the export extra: pip install 'ppokit[export]'")
 
@@ -104,6 +105,11 @@ def test_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="recurrent"):
         export_onnx(rec, tmp_path / "r.onnx")
     rec.close()
+    masked = PPO(MaskedChoice, {**TINY, "num_envs": 2})
+    assert masked.masked
+    with pytest.raises(ConfigError, match="trained with action masks"):
+        export_onnx(masked, tmp_path / "m.onnx")
+    masked.close()
     model = PPO("CartPole-v1", TINY)
     with pytest.raises(ConfigError, match="format='tflite' is not allowed"):
         export_policy(model, tmp_path / "x", "tflite")
