@@ -20,6 +20,7 @@ SHARED = {
     "config_aliases",
     "errors",
     "tracking",
+    "tracking_wandb",  # the wandb sink Tracker opens for report_to: [wandb]
     "plotting",
     "seeding",
     "distributed",

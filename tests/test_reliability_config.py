@@ -39,7 +39,7 @@ SMALL = dict(num_envs=2, n_steps=8, batch_size=8, n_epochs=1, tensorboard=False)
         ({"nan_policy": "ignore"}, r"nan_policy='ignore' is not allowed; choose one of \['raise', 'skip'\]"),
         ({"nonfinite_stop_after": 0}, r"nonfinite_stop_after=0 is not allowed; must be a positive integer"),
         ({"seed": -1}, r"seed=-1 is not allowed"),
-        ({"device": "mps"}, r"device='mps' is not allowed; use cpu, cuda or cuda:N"),
+        ({"device": "mps"}, r"device='mps' is not allowed; use auto, cpu, cuda or cuda:N"),
         ({"gae_lambda": 1.5}, r"gae_lambda=1.5 is not allowed; must lie in \[0, 1\]"),
     ],
 )

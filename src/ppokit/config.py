@@ -124,6 +124,19 @@ def checkpoint_every_seconds_option() -> Any:
     )
 
 
+REPORT_TO = ("tensorboard", "wandb")
+
+
+def report_to_option() -> Any:
+    """The ``report_to`` field (TRL's name): where metrics go besides metrics.csv. The classic side's
+    config has it (``Tracker(report_to=...)``); the LM side's can share it."""
+    return option(
+        None,
+        "Where metrics go besides metrics.csv: any of tensorboard, wandb (null: tensorboard when "
+        "`tensorboard` is true). wandb (the wandb extra) honours WANDB_MODE=offline.",
+    )
+
+
 def _type_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if tp is Any:

@@ -70,8 +70,23 @@ class Tracker:
     """Writes metrics to ``metrics.csv`` and TensorBoard (``tb/``) in a run directory."""
 
     def __init__(
-        self, run_dir: str | Path, tensorboard: bool = True, append: bool = False, enabled: bool = True
+        self,
+        run_dir: str | Path,
+        tensorboard: bool = True,
+        append: bool = False,
+        enabled: bool = True,
+        report_to: list[str] | None = None,
+        config: dict[str, Any] | None = None,
     ):
+        """``report_to`` (the configs' key; None: TensorBoard as ``tensorboard`` says) may add wandb
+        (tracking_wandb.py), which records ``config`` with the run."""
+        if report_to is not None:
+            tensorboard = "tensorboard" in report_to
+        self.sinks: list[Any] = []
+        if enabled and "wandb" in (report_to or ()):
+            from ppokit.tracking_wandb import WandbSink  # wandb is slow to import: only when asked
+
+            self.sinks.append(WandbSink(run_dir, config))
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self.csv = CSVLogger(self.run_dir / "metrics.csv", append=append) if enabled else None
@@ -82,6 +97,12 @@ class Tracker:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
 
             self.tb = SummaryWriter(str(self.run_dir / "tb"))
+
+    @classmethod
+    def for_config(cls, run_dir: str | Path, config: Any, append: bool = False) -> Tracker:
+        """A Tracker as a config's ``tensorboard`` and ``report_to`` say (wandb records the config)."""
+        report_to = getattr(config, "report_to", None)
+        return cls(run_dir, config.tensorboard, append, report_to=report_to, config=config.to_dict())
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Record one row; non-finite and missing values are written as-is to CSV, skipped in TB."""
@@ -99,6 +120,8 @@ class Tracker:
                 if isinstance(v, (int, float)) and math.isfinite(v)
             ]
             self.tb._get_file_writer().add_summary(Summary(value=values), step)
+        for sink in self.sinks:
+            sink.log(step, metrics)
 
     def log_episodes(self, episodes: list[tuple[float, int, int, float]]) -> None:
         """Append finished training episodes ``(return, length, step, unix_time)`` to episodes.csv."""
@@ -116,6 +139,9 @@ class Tracker:
             self.tb.flush()
             self.tb.close()
             self.tb = None
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
 
 class ProgressBar:

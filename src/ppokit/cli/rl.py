@@ -49,6 +49,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--env", metavar="ID", help="Evaluate on this Gymnasium id instead (same spaces required)."
     )
+    p.add_argument(
+        "--video", metavar="DIR", help="Record each episode as an mp4 in DIR (gymnasium RecordVideo)."
+    )
+    p.add_argument("--render", action="store_true", help="Show the episodes in a window (needs a display).")
     p.set_defaults(func=eval_command)
 
     p = sub.add_parser("plot", help="(Re)draw a run's plots from its CSV files.")
@@ -318,10 +322,19 @@ def eval_command(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes={args.episodes} is not allowed; must be >= 1")
+    from ppokit.rl.evaluation import evaluate_policy, last_training_return, stochastic_hint
+
     model = PPO.load(Path(args.run_dir), env=getattr(args, "env", None), tensorboard=False)
-    result = model.evaluate(args.episodes, deterministic=not args.stochastic, seed=args.seed)
-    model.close()
     run_dir = Path(args.run_dir)
+    try:
+        result = evaluate_policy(
+            model, args.episodes, not args.stochastic, args.seed, video_dir=args.video, render=args.render
+        )
+        hint = stochastic_hint(model, result, last_training_return(run_dir)) if not args.env else None
+    finally:
+        model.close()
+    if hint is not None:
+        result["hint"] = hint
     if (run_dir / "config.yaml").exists():
         try:
             (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
@@ -335,6 +348,12 @@ def eval_command(args: argparse.Namespace) -> int:
             f"{result['env_id']}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
             f"over {result['episodes']} episodes ({mode})"
         )
+        if "score" in result:  # Atari: say what the number is (rl/evaluation.py)
+            print(f"score counted over the {result['score']}")
+        if args.video:
+            print(f"videos: {args.video}")
+    if hint is not None:  # stderr: --json keeps exactly one JSON object on stdout
+        print(f"ppokit eval: note: {hint['message']}", file=sys.stderr)
     return 0
 
 

@@ -131,6 +131,30 @@ def make_vec_env(
     return venv
 
 
+ALE_VECTOR_ENTRY = "ale_py.vector_env:AtariVectorEnv"
+RAW_SCORE = "full game: all lives, unclipped rewards (as SB3's Monitor and CleanRL report Atari scores)"
+
+
+def honest_eval_kwargs(
+    env: EnvSpec,
+    env_kwargs: dict[str, Any],
+    vectorization: str = "auto",
+    packages: list[str] | tuple = (),
+    wrappers: list | tuple = (),
+) -> tuple[dict[str, Any], str | None]:
+    """``(env_kwargs for evaluation, how the score is counted)``: for an Atari id on ALE's vector env
+    (the presets' ``configs/ALE``), the same preprocessing without ``episodic_life`` and without
+    ``reward_clipping``, so an episode is the whole game and its return the game's raw score
+    (``RAW_SCORE``; evaluation.py); other envs keep their kwargs and None."""
+    # wrappers or ``sync`` mean single gym.make'd envs: ALE's AtariEnv, which neither ends episodes
+    # on a lost life nor clips rewards (unless a wrapper does, which ppokit cannot undo)
+    if not isinstance(env, str) or wrappers or vectorization == "sync":
+        return dict(env_kwargs), None
+    if check_env_id(env, packages).vector_entry_point != ALE_VECTOR_ENTRY:
+        return dict(env_kwargs), None
+    return {**env_kwargs, "episodic_life": False, "reward_clipping": False}, RAW_SCORE
+
+
 def make_training_envs(env: EnvSpec, cfg: Any) -> tuple[gym.vector.VectorEnv, ObsLayout]:
     """The vector env a ``PPOConfig`` describes, with its autoreset mode checked, and how its
     observations are stored and fed to the policy (rl/spaces.py: uint8 images, packed Dicts)."""

@@ -140,7 +140,7 @@ class PPO:
         lock = lock or RunDirLock(run_dir)  # one writer per run directory (docs/reliability.md)
         self.close_run_dir()
         self._lock, self.run_dir = lock, Path(run_dir)
-        self.tracker = Tracker(self.run_dir, tensorboard=self.config.tensorboard, append=append)
+        self.tracker = Tracker.for_config(self.run_dir, self.config, append)
 
     def close_run_dir(self) -> None:
         """Close the metric writers and release the run directory's lock."""
