@@ -52,7 +52,7 @@ def ppokit_once(total: int, seed: int, bf16: bool) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--total-timesteps", type=int, default=3072)
@@ -65,7 +65,7 @@ def main() -> None:
         choices=("ppokit", "ppokit-bf16", "sb3"),
         help="ppokit-bf16: the same preset with bf16: true (bfloat16 autocast; AMX/AVX512-BF16 CPUs).",
     )
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.ppokit_once:
         Path(args.ppokit_once).write_text(json.dumps(ppokit_once(args.total_timesteps, 0, args.bf16)))
         return

@@ -67,14 +67,14 @@ def run(env: str, nproc: int, steps: int, device: str) -> dict:
         }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps-cartpole", type=int, default=100_000, help="Steps per CartPole run.")
     p.add_argument("--steps-halfcheetah", type=int, default=40_960, help="Steps per HalfCheetah run.")
     p.add_argument("--nprocs", type=int, nargs="*", default=[1, 2], help="Process counts to compare.")
     p.add_argument("--device", default="cpu", help="cpu or cuda (processes share the one GPU).")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks_distributed.md")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     rows = [
         run(env, n, steps, args.device)
         for env, steps in (("CartPole-v1", args.steps_cartpole), ("HalfCheetah-v5", args.steps_halfcheetah))
@@ -86,7 +86,7 @@ def main() -> None:
         "## Data-parallel scaling (torchrun)",
         "",
         f"{today()}; {machine()}; {versions(['ppokit', 'torch', 'gymnasium', 'mujoco'])}; "
-        f"commit {git_commit()}. Produced by `python benchmarks/distributed.py`.",
+        f"commit {git_commit(short=True)}. Produced by `python benchmarks/distributed.py`.",
         "",
         "| env | processes | device | steps | steps/s | vs 1 process | command |",
         "|---|---|---|---|---|---|---|",

@@ -41,7 +41,7 @@ RESULTS = ROOT / "docs" / "results" / "recurrent_masking"
 REPORT = ROOT / "docs" / "results_recurrent_masking.md"
 FIGURE = ROOT / "docs" / "img" / "recurrent_masking.png"
 COMMAND = "nice -n 5 python benchmarks/recurrent_masking.py"
-COMMIT = git_commit()  # the code this process runs (taken at start: commits made meanwhile do not count)
+COMMIT = git_commit(short=True)  # the code this process runs (taken at start: commits made meanwhile do not count)
 
 LSTM = {"recurrent": "lstm", "recurrent_hidden_size": 64}
 GRU = {"recurrent": "gru", "recurrent_hidden_size": 64}
@@ -243,7 +243,7 @@ def _figure(records: list[dict]) -> None:
     fig.savefig(FIGURE, dpi=90)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--only",
@@ -254,7 +254,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=None)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the JSON files")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if not args.report:
         for task in args.only:

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         write_report(args.report_only, args.md)
         return args.report_only
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    previous, started, old_caps, old_plan, history, first_commit = {}, now, None, None, [], git_commit()
+    previous, started, old_caps, old_plan, history, first_commit = {}, now, None, None, [], git_commit(short=True)
     load_argv, old_jobs, old_meta = split_options(argv, LOAD_OPTIONS)[0], {}, {}
     if args.resume:  # (args is parsed again below from the first start's options, without --resume)
         data = json.loads((args.resume / "records.json").read_text())
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         args.dry_run = dry_run
         run = Path(data["meta"]["run_dir"])
         first_commit = data["meta"].get("commit", first_commit)
-        history = data["meta"].get("history", []) + [{"resumed": now, "commit": git_commit(), "extra": extra}]
+        history = data["meta"].get("history", []) + [{"resumed": now, "commit": git_commit(short=True), "extra": extra}]
     else:
         run = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     mode, plan = old_plan or plan_from(args)
