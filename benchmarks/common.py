@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -86,10 +85,3 @@ def provenance(
     if pythonpath is not None:
         record["library_commit"] = git_commit(pythonpath)
     return record
-
-
-def train_cmd(config: str | Path, run_dir: str | Path, steps: int, *extra: str) -> list[str]:
-    """``python -m ppokit train`` of a preset for ``steps`` steps, without the final evaluation or the
-    progress bar (the timed runs of threads_load.py and spine_ab.py)."""
-    cmd = [sys.executable, "-m", "ppokit", "train", "--config", str(config), "--run-dir", str(run_dir)]
-    return cmd + ["--total-timesteps", str(steps), "--no-eval", "--no-progress", *extra]

@@ -41,7 +41,8 @@ RESULTS = ROOT / "docs" / "results" / "recurrent_masking"
 REPORT = ROOT / "docs" / "results_recurrent_masking.md"
 FIGURE = ROOT / "docs" / "img" / "recurrent_masking.png"
 COMMAND = "nice -n 5 python benchmarks/recurrent_masking.py"
-COMMIT = git_commit(short=True)  # the code this process runs (taken at start: commits made meanwhile do not count)
+# the code this process runs (taken at start: commits made meanwhile do not count)
+COMMIT = git_commit(short=True)
 
 LSTM = {"recurrent": "lstm", "recurrent_hidden_size": 64}
 GRU = {"recurrent": "gru", "recurrent_hidden_size": 64}
@@ -157,13 +158,14 @@ def report() -> None:
     lines = [
         "# Recurrent policies and action masking: learning checks",
         "",
-        f"Produced by `{COMMAND}` (then `--report`); raw per-run JSON (config, curve,",
-        "evaluation, machine) in `docs/results/recurrent_masking/`. Each row gives, over its seeds",
-        "(0, 1, 2 unless said), the deterministic evaluation's mean return after training (mean ± std and",
-        "per seed), the training steps at which the training curve (mean return of the last 100 episodes)",
-        "first reached the threshold (per seed; - = never), and the training time of one run. Runs were",
-        "made one at a time on a shared machine (other engineers' processes running), so times are",
-        "indicative only.",
+        "Produced by `python benchmarks/bench.py run specs/recurrent_masking.yaml` (this page: `python",
+        "benchmarks/bench.py report specs/recurrent_masking.yaml`); raw per-run JSON (config, curve,",
+        "evaluation, machine) in `docs/results/recurrent_masking/`. Each row gives, over its seeds (0, 1, 2",
+        "unless said), the deterministic evaluation's mean return after training (mean ± std and per seed), "
+        "the",
+        "training steps at which the training curve (mean return of the last 100 episodes) first reached",
+        "the threshold (per seed; - = never), and the training time of one run. Runs were made one at a",
+        "time on a shared machine (other engineers' processes running), so times are indicative only.",
         "",
     ]
     for task, spec in TASKS.items():
