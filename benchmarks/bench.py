@@ -41,7 +41,6 @@ STUDIES = (
     "rlhf_vs_grpo",
     "pong_curve",
     "sweep",
-    "atari_speed",
 )
 KINDS = ("speed", *STUDIES)
 SPEED_KEYS = {"contestants", "workloads", "repeats"}

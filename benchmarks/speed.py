@@ -1,7 +1,9 @@
 """The ``speed`` kind of spec: the same workloads timed with several contestants, interleaved.
 
 A contestant is a ppokit tree (``pythonpath``, the ``src`` folder the runs import; the checkout's
-``configs/`` go with it) plus optional ``--set`` overrides (``torch_threads=1``...). A workload is
+``configs/`` go with it) plus optional ``--set`` overrides (``torch_threads=1``...), or a peer: a
+launcher in benchmarks/peers/ (``peer``) run by the peers' venv (``python``) with ``--total-timesteps N
+--out DIR``, which writes ``DIR/result.json`` with its ``steps_per_s`` (SB3 on Pong). A workload is
 ``ppokit train`` of a preset for ``steps`` steps (no evaluation, no progress bar) or ``ppokit grpo``
 for ``max_steps`` GRPO steps. Every repeat runs every workload with every contestant in the spec's
 order (A, B, A, B, ...), so that drift in the machine's load touches all alike; ``load: busy`` runs
@@ -53,7 +55,16 @@ def _child_cpu() -> float:
 
 
 def command(workload: dict, contestant: dict, run_dir: Path) -> list[str]:
-    """The ``python -m ppokit ...`` command of one run."""
+    """The ``python -m ppokit ...`` command of one run (or the peer launcher's)."""
+    if "peer" in contestant:
+        steps = ["--total-timesteps", str(workload["steps"])]
+        return [
+            str(ROOT / contestant["python"]),
+            str(ROOT / contestant["peer"]),
+            *steps,
+            "--out",
+            str(run_dir),
+        ]
     sets = [a for s in contestant.get("set", []) for a in ("--set", s)]
     tree = Path(contestant["pythonpath"]).parent
     if "train" in workload:
@@ -67,9 +78,13 @@ def command(workload: dict, contestant: dict, run_dir: Path) -> list[str]:
 
 def measure(workload: dict, run_dir: Path, stdout: str) -> dict:
     """Steps/s of a finished run: the last ``time/fps`` of ``ppokit train``; GRPO steps per second of
-    training (and the median seconds per step) from ``ppokit grpo``'s summary and metrics."""
+    training (and the median seconds per step) from ``ppokit grpo``'s summary and metrics; a peer's
+    own ``result.json``."""
     from ppokit.plotting import read_csv
 
+    if (run_dir / "result.json").exists():  # a peer's launcher
+        peer = json.loads((run_dir / "result.json").read_text())
+        return {"steps_per_s": peer["steps_per_s"], "steps": peer["steps"], "peer_versions": peer["versions"]}
     metrics = read_csv(run_dir / "metrics.csv")
     if "train" in workload:
         return {"steps_per_s": metrics["time/fps"][-1], "steps": int(metrics["time/total_timesteps"][-1])}
@@ -84,25 +99,28 @@ def measure(workload: dict, run_dir: Path, stdout: str) -> dict:
 
 def run_one(workload: dict, contestant: dict, load_kind: str, busy_pid: int | None) -> dict:
     """Run one (workload, contestant) and return its record."""
-    pythonpath = (ROOT / contestant["pythonpath"]).resolve()  # relative: to the repository root
+    # relative paths are the repository root's; a peer runs with its own venv's libraries
+    pythonpath = (ROOT / contestant.get("pythonpath", "src")).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         cmd = command(workload, {**contestant, "pythonpath": pythonpath}, run_dir)
-        env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+        env = {**os.environ, "PYTHONPATH": "" if "peer" in contestant else str(pythonpath)}
         t0, cpu0 = time.perf_counter(), _child_cpu()
         done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
         wall, cpu = time.perf_counter() - t0, _child_cpu() - cpu0
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr[-2000:]}")
         record = measure(workload, run_dir, done.stdout)
-    shown = " ".join(["ppokit", *cmd[3:]]).replace(str(run_dir), "RUN_DIR")
+    shown = " ".join(cmd[1:] if "peer" in contestant else ["ppokit", *cmd[3:]]).replace(
+        str(run_dir), "RUN_DIR"
+    )
     return {
         **record,
         "wall_s": wall,
         "cpu_s": cpu,
         "load": load_kind,
         "busy_loop_pid": busy_pid,
-        "command": f"PYTHONPATH={pythonpath} {shown}",
+        "command": shown if "peer" in contestant else f"PYTHONPATH={pythonpath} {shown}",
         **provenance(pythonpath, ("torch", "gymnasium", "mujoco", "transformers", "numpy")),
     }
 
@@ -184,7 +202,8 @@ def report(spec: dict, out: Path) -> str:
     for cname, c in spec["contestants"].items():
         commits = sorted({r["library_commit"] for r in records if r["contestant"] == cname})
         sets = f", `--set {' '.join(c['set'])}`" if c.get("set") else ""
-        lines.append(f"- {cname}: `{c['pythonpath']}` (commit {', '.join(commits) or 'not run'}){sets}")
+        what = c.get("peer") or c["pythonpath"]
+        lines.append(f"- {cname}: `{what}` (commit {', '.join(commits) or 'not run'}){sets}")
     machines = sorted({f"{r['machine']}; {r['versions']}" for r in records})
     lines += ["", *[f"Machine: {m}." for m in machines]]
     return "\n".join(lines) + "\n"
