@@ -37,7 +37,6 @@ STUDIES = (
     "recurrent_masking",
     "grpo_vs_trl",
     "lm_memory",
-    "distributed",
     "rlhf_vs_grpo",
     "pong_curve",
     "sweep",

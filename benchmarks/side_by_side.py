@@ -47,7 +47,7 @@ import yaml
 from bench_plan import PLANS, ZOO_CARTPOLE, Job, build_jobs
 from common import OUT, ROOT, git_commit, machine, versions
 from parse import parse_run
-from peers_setup import PEERS, ensure_peers, probe_peers
+from peers.venv import PEERS, ensure_peers, probe_peers
 from report import PPOKIT_PACKAGES, write_report
 
 GOALS = ["1", "2", "3", "4", "5"]

@@ -3,7 +3,8 @@
 A contestant is a ppokit tree (``pythonpath``, the ``src`` folder the runs import; the checkout's
 ``configs/`` go with it) plus optional ``--set`` overrides (``torch_threads=1``...), or a peer: a
 launcher in benchmarks/peers/ (``peer``) run by the peers' venv (``python``) with ``--total-timesteps N
---out DIR``, which writes ``DIR/result.json`` with its ``steps_per_s`` (SB3 on Pong). A workload is
+--out DIR``, which writes ``DIR/result.json`` with its ``steps_per_s`` (SB3 on Pong). ``nproc: P``
+launches ppokit with ``torchrun --standalone --nproc_per_node P`` (data-parallel). A workload is
 ``ppokit train`` of a preset for ``steps`` steps (no evaluation, no progress bar) or ``ppokit grpo``
 for ``max_steps`` GRPO steps. Every repeat runs every workload with every contestant in the spec's
 order (A, B, A, B, ...), so that drift in the machine's load touches all alike; ``load: busy`` runs
@@ -73,7 +74,11 @@ def command(workload: dict, contestant: dict, run_dir: Path) -> list[str]:
         args = ["train", *config, "--total-timesteps", str(workload["steps"]), "--no-eval", "--no-progress"]
     else:
         args = ["grpo", "--max-steps", str(workload["grpo_steps"]), "--no-progress"]
-    return [sys.executable, "-m", "ppokit", *args, "--run-dir", str(run_dir), *sets]
+    launcher = [sys.executable, "-m", "ppokit"]
+    if contestant.get("nproc"):  # torchrun, as the module the torch install has (no PATH lookup)
+        torchrun = ["torch.distributed.run", "--standalone", f"--nproc_per_node={contestant['nproc']}"]
+        launcher = [sys.executable, "-m", *torchrun, "-m", "ppokit"]
+    return [*launcher, *args, "--run-dir", str(run_dir), *sets]
 
 
 def measure(workload: dict, run_dir: Path, stdout: str) -> dict:
@@ -111,9 +116,8 @@ def run_one(workload: dict, contestant: dict, load_kind: str, busy_pid: int | No
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr[-2000:]}")
         record = measure(workload, run_dir, done.stdout)
-    shown = " ".join(cmd[1:] if "peer" in contestant else ["ppokit", *cmd[3:]]).replace(
-        str(run_dir), "RUN_DIR"
-    )
+    shown = " ".join(cmd).replace(f"{sys.executable} -m torch.distributed.run", "torchrun")
+    shown = shown.replace(f"{sys.executable} -m ppokit", "ppokit").replace(str(run_dir), "RUN_DIR")
     return {
         **record,
         "wall_s": wall,
