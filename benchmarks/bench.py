@@ -72,6 +72,7 @@ def load_spec(path: Path, overrides: list[str] = ()) -> dict:
     for key in ("options", "report"):
         if not isinstance(spec.get(key, {}), dict):
             raise SpecError(f"{path}: {key} must be a mapping of option names to values")
+    spec["_path"] = path.relative_to(ROOT).as_posix() if path.resolve().is_relative_to(ROOT) else str(path)
     return spec
 
 
