@@ -116,6 +116,9 @@ def report(spec: dict) -> None:
     if spec["kind"] == "speed":
         import speed
 
+        if not out_of(spec).is_dir():
+            print(f"{spec['_path']}: no records under {out_of(spec)} yet", flush=True)
+            return
         text = speed.report(spec, out_of(spec))
         page = ROOT / spec["page"] if spec.get("page") else out_of(spec) / "report.md"
         page.write_text(text)
