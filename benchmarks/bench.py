@@ -67,13 +67,32 @@ def load_spec(path: Path, overrides: list[str] = ()) -> dict:
         raise SpecError(f"{path}: kind {spec.get('kind')!r} is not one of {', '.join(KINDS)}")
     if "title" not in spec:
         raise SpecError(f"{path}: title is missing (one line saying what the spec measures)")
-    if spec["kind"] == "speed" and not SPEED_KEYS <= set(spec):
-        raise SpecError(f"{path}: kind speed needs {', '.join(sorted(SPEED_KEYS - set(spec)))}")
+    if spec["kind"] == "speed":
+        check_speed(path, spec)
     for key in ("options", "report"):
         if not isinstance(spec.get(key, {}), dict):
             raise SpecError(f"{path}: {key} must be a mapping of option names to values")
     spec["_path"] = path.relative_to(ROOT).as_posix() if path.resolve().is_relative_to(ROOT) else str(path)
     return spec
+
+
+def check_speed(path: Path, spec: dict) -> None:
+    """A speed spec names its contestants (a tree or a peer) and workloads (a preset or the GRPO demo)."""
+    if not SPEED_KEYS <= set(spec):
+        raise SpecError(f"{path}: kind speed needs {', '.join(sorted(SPEED_KEYS - set(spec)))}")
+    for name, c in spec["contestants"].items():
+        if not isinstance(c, dict) or not ({"pythonpath"} <= set(c) or {"peer", "python"} <= set(c)):
+            raise SpecError(
+                f"{path}: contestants.{name}={c!r}: give pythonpath (a ppokit src) or peer and python"
+            )
+    for name, w in spec["workloads"].items():
+        if not isinstance(w, dict) or not ({"train", "steps"} <= set(w) or "grpo_steps" in w):
+            raise SpecError(f"{path}: workloads.{name}={w!r}: give train and steps, or grpo_steps")
+    if not isinstance(spec["repeats"], int) or spec["repeats"] < 1:
+        raise SpecError(f"{path}: repeats={spec['repeats']!r}: a whole number >= 1")
+    for load in spec.get("load", ["idle"]):
+        if load not in ("idle", "busy"):
+            raise SpecError(f"{path}: load {load!r} is not one of idle, busy")
 
 
 def argv_of(options: dict, args: list = ()) -> list[str]:

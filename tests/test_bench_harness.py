@@ -304,6 +304,12 @@ def test_a_bad_spec_is_one_error_line(tmp_path, capsys):
     bad.write_text("kind: speed\ntitle: x\ncontestants: {}\n")
     assert bench.main(["list", str(bad)]) == 2
     assert "kind speed needs repeats, workloads" in capsys.readouterr().err
+    assert bench.main(["run", "specs/speed-issue29.yaml", "--set", "repeats=0"]) == 2
+    assert "repeats=0: a whole number >= 1" in capsys.readouterr().err
+    assert bench.main(["list", "specs/speed-issue29.yaml", "--set", "workloads.CartPole-v1={steps: 5}"]) == 2
+    assert (
+        "workloads.CartPole-v1={'steps': 5}: give train and steps, or grpo_steps" in capsys.readouterr().err
+    )
     assert bench.argv_of({"seeds": [0, 1], "quick": True, "no_report": False, "out": "x"}, ["a"]) == [
         "a", "--seeds", "0", "1", "--quick", "--out", "x",
     ]  # fmt: skip
