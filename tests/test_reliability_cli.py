@@ -22,7 +22,7 @@ import bad_envs  # noqa: F401  (registers PPOKitBad/<Mode>-v0)
 import pytest
 
 from ppokit.cli import main
-from ppokit.cli.rundirs import claim
+from ppokit.train.rundir import claim
 from ppokit.config import short
 from ppokit.errors import ConfigError, EnvStepError, RunDirError
 from ppokit.rl.config import PPOConfig

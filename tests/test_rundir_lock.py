@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ppokit.errors import RunDirError
+from ppokit.errors import ConfigError, RunDirError
 from ppokit.rl.ppo import PPO
 from ppokit.train.rundir import RunDirLock
 
@@ -24,7 +24,12 @@ def test_a_second_writer_of_one_run_directory_is_refused(tmp_path):
         PPO("CartPole-v1", run_dir=tmp_path, **SMALL)
     a.learn(16)
     a.close()
-    b = PPO("CartPole-v1", run_dir=tmp_path, **SMALL)  # released by close()
+    # released by close(); the directory now holds a run: a new model is refused (issue 29: it
+    # overwrote the run's CSVs), resuming it is the way on
+    with pytest.raises(ConfigError, match=r"already holds a run; use `PPO.resume\(.*\)` or choose another run_dir"):
+        PPO("CartPole-v1", run_dir=tmp_path, **SMALL)
+    b = PPO.resume(tmp_path)
+    assert b.num_timesteps == 16 and b.run_dir == tmp_path
     b.close()
 
 

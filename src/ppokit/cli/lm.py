@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ppokit.cli.options import add_lm_options
-from ppokit.cli.rundirs import claim, precheck
-from ppokit.cli.signals import StopOnSignal
+from ppokit.train.rundir import claim, precheck
+from ppokit.train.signals import StopOnSignal
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import ConfigError
 
@@ -163,7 +163,7 @@ def _print_summary(summary: dict[str, Any]) -> int:
 
 
 def _train(trainer: Any) -> dict[str, Any]:
-    """``trainer.train()`` with SIGINT/SIGTERM finishing the step and checkpointing (cli/signals.py)."""
+    """``trainer.train()`` with SIGINT/SIGTERM finishing the step and checkpointing (train/signals.py)."""
     if threading.current_thread() is not threading.main_thread():  # signals go to the main thread
         return trainer.train()
     with StopOnSignal(trainer, "step"):
@@ -222,7 +222,7 @@ def start_run(
     """A fresh run of ``trainer_cls`` (an ``LMTrainer``) into ``run_dir`` (None: a new
     ``runs/<name>-<algo>-<timestamp>``); returns the summary the verb prints as JSON. ``sources``: the
     prompts file, held-out prompts file and reward specs. Everything is built and checked before the
-    run directory is claimed (``cli/rundirs.py``), so a failed start leaves nothing there."""
+    run directory is claimed (``train/rundir.py``), so a failed start leaves nothing there."""
     import torch
 
     from ppokit import distributed

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ppokit.cli.options import add_train_options
-from ppokit.cli.rundirs import claim, default_run_dir, precheck
-from ppokit.cli.signals import StopOnSignal
+from ppokit.train.rundir import claim, default_run_dir, precheck
+from ppokit.train.signals import StopOnSignal
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:  # imported inside the commands: ppokit.rl loads torch, and --help must stay fast
     from ppokit.rl.config import PPOConfig
+    from ppokit.rl.ppo import PPO
 
 DEFAULT_ENV = "CartPole-v1"
 
@@ -115,15 +116,14 @@ def run_name(cfg: PPOConfig) -> str:
 
 def new_run_dir(cfg: PPOConfig, given: str | None) -> Path:
     """``runs/<env>-ppo-<YYYYmmdd-HHMMSS>`` or the given directory, which must not hold a run (a
-    first check; ``cli/rundirs.claim`` makes it exclusive)."""
+    first check; ``train/rundir.claim`` makes it exclusive)."""
     if given:
         return precheck(given, f"ppokit resume {given}")
     return default_run_dir(run_name(cfg))
 
 
-def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: int) -> int | None:
+def _learn_until_done_or_stopped(model: PPO, args: argparse.Namespace, total: int) -> int | None:
     """Learn; on a stop request write a checkpoint and return the exit code (None: finished)."""
-    from ppokit.rl import state
     from ppokit.train.checkpoint import latest_checkpoint
 
     with StopOnSignal(model):
@@ -143,7 +143,7 @@ def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: in
             raise
     if model.stop_requested is None:
         return None
-    ckpt = state.checkpoint_now(model)
+    ckpt = model.checkpoint()
     print(
         f"interrupted by {signal.Signals(model.stop_requested).name} at step {model.num_timesteps}; "
         f"checkpoint {ckpt}; continue with `ppokit resume {model.run_dir}`"
@@ -152,10 +152,8 @@ def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: in
     return 128 + int(model.stop_requested)
 
 
-def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
+def _train_and_finish(model: PPO, args: argparse.Namespace, total: int) -> int:
     """Learn with checkpoint-on-interrupt, then save, plot and evaluate; print the outcome."""
-    from ppokit.rl import state
-
     main = model.dist.is_main
     stopped = _learn_until_done_or_stopped(model, args, total)
     if stopped is not None:
@@ -163,7 +161,7 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
     if not main:  # with torchrun, only rank 0 writes the model, plots and evaluation
         model.close()
         return 0
-    state.checkpoint_now(model)
+    model.checkpoint()
     model.save(model.run_dir / "model")
     model.close()
     from ppokit.plotting import plot_rl_run  # matplotlib costs ~0.4-0.8 s to import: only when plotting
@@ -182,7 +180,7 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     """``ppokit train``: build and check everything first (environments, policy), then claim the
-    run directory (``cli/rundirs.py``), so a failed start leaves nothing at ``--run-dir``."""
+    run directory (``train/rundir.py``), so a failed start leaves nothing at ``--run-dir``."""
     from ppokit import distributed
     from ppokit.rl.ppo import PPO
 
