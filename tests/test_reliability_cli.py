@@ -22,10 +22,10 @@ import bad_envs  # noqa: F401  (registers PPOKitBad/<Mode>-v0)
 import pytest
 
 from ppokit.cli import main
-from ppokit.train.rundir import claim
 from ppokit.config import short
 from ppokit.errors import ConfigError, EnvStepError, RunDirError
 from ppokit.rl.config import PPOConfig
+from ppokit.train.rundir import claim
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--no-progress", "--no-eval", "--set", "tensorboard=false", "--set", "n_steps=32"]

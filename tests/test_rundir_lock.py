@@ -26,7 +26,9 @@ def test_a_second_writer_of_one_run_directory_is_refused(tmp_path):
     a.close()
     # released by close(); the directory now holds a run: a new model is refused (issue 29: it
     # overwrote the run's CSVs), resuming it is the way on
-    with pytest.raises(ConfigError, match=r"already holds a run; use `PPO.resume\(.*\)` or choose another run_dir"):
+    with pytest.raises(
+        ConfigError, match=r"already holds a run; use `PPO.resume\(.*\)` or choose another run_dir"
+    ):
         PPO("CartPole-v1", run_dir=tmp_path, **SMALL)
     b = PPO.resume(tmp_path)
     assert b.num_timesteps == 16 and b.run_dir == tmp_path

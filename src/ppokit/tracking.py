@@ -99,7 +99,9 @@ class WandbSink:
             import wandb
         except ImportError:
             raise ConfigError("report_to=['wandb'] needs the wandb package: pip install wandb") from None
-        self.run = wandb.init(project="ppokit", name=run_dir.name, dir=str(run_dir), config=config, reinit=True)
+        self.run = wandb.init(
+            project="ppokit", name=run_dir.name, dir=str(run_dir), config=config, reinit=True
+        )
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """One row of finite scalars at ``step``."""

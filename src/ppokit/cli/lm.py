@@ -18,13 +18,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppokit.cli.options import add_lm_options
-from ppokit.train.rundir import claim, precheck
-from ppokit.train.signals import StopOnSignal
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import ConfigError
+from ppokit.train.rundir import claim, precheck
+from ppokit.train.signals import StopOnSignal
+
+if TYPE_CHECKING:  # imported inside the commands: ppokit.llm loads torch, and --help must stay fast
+    from ppokit.llm.trainer import LMTrainer
 
 SOURCES = "sources.json"  # the run's prompts file and reward specs, for --resume
 
@@ -162,7 +165,7 @@ def _print_summary(summary: dict[str, Any]) -> int:
     return 128 + int(summary["interrupted_by"]) if summary.get("interrupted_by") else 0
 
 
-def _train(trainer: Any) -> dict[str, Any]:
+def _train(trainer: LMTrainer) -> dict[str, Any]:
     """``trainer.train()`` with SIGINT/SIGTERM finishing the step and checkpointing (train/signals.py)."""
     if threading.current_thread() is not threading.main_thread():  # signals go to the main thread
         return trainer.train()
@@ -252,7 +255,7 @@ def start_run(
         except BaseException:
             claimed.abandon()
             raise
-        trainer.run_dir, trainer.run_dir_lock = claimed.path, claimed.lock  # loop.py takes the lock over
+        trainer.set_run_dir(claimed.path, lock=claimed.lock)  # the run loop holds the lock from here
     return _finish(cfg, _train(trainer), info, started)
 
 
@@ -293,7 +296,7 @@ def resume_run(
         model, tokenizer, info = _model(cfg, inputs)
         args = _trainer_args(cfg, inputs, run_dir, progress)
         trainer = trainer_cls(model, tokenizer, model_dir=cfg.model, **args)
-        trainer.run_dir_lock = RunDirLock(run_dir)
+        trainer.set_run_dir(run_dir, lock=RunDirLock(run_dir))
         print(f"{run_dir} holds no checkpoint yet: training it from the start with its config.yaml")
         return _finish(cfg, _train(trainer), {**info, "restarted": True}, started)
     trainer = trainer_cls.resume(run_dir, **_trainer_args(cfg, inputs, run_dir, progress))

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ppokit.cli.options import add_train_options
-from ppokit.train.rundir import claim, default_run_dir, precheck
-from ppokit.train.signals import StopOnSignal
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import CheckpointError, ConfigError
+from ppokit.train.rundir import claim, default_run_dir, precheck
+from ppokit.train.signals import StopOnSignal
 
 if TYPE_CHECKING:  # imported inside the commands: ppokit.rl loads torch, and --help must stay fast
     from ppokit.rl.config import PPOConfig

@@ -6,7 +6,7 @@ Sections: construction (env, policy, optimizers: parts that each own their state
 (the rollout, ``rollout.py``; the update and the loss, ``update.py``; logging; checkpoints) -> using
 the policy (predict, evaluate, save, load, resume). The run itself (run directory, checkpoint cadence,
 signals, emergency checkpoint, callbacks) is ``ppokit.train.loop.RunLoop``'s: ``PPO`` implements its
-``Trainable`` protocol (``progress``, ``step``, ``state_dict``/``load_state_dict``,
+``Trainable`` protocol (``position``, ``run_step``, ``state_dict``/``load_state_dict``,
 ``save_checkpoint``). ``state_dict`` is the composition of the parts' states. References: Schulman et al. 2017
 (PPO, https://arxiv.org/abs/1707.06347); Huang et al. 2022, "The 37 Implementation Details of PPO"
 (https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/).
@@ -262,11 +262,11 @@ class PPO:
             self.run_loop.run(callback, bar, headline="rollout/ep_rew_mean")
         return self
 
-    def progress(self) -> tuple[int, int]:
+    def position(self) -> tuple[int, int]:
         """``(env steps so far, the run's total)``: where ``RunLoop`` stands (the ``Trainable`` protocol)."""
         return self.num_timesteps, self.target_timesteps or self.config.total_timesteps
 
-    def step(self) -> dict[str, float]:
+    def run_step(self) -> dict[str, float]:
         """One update of the run (the ``Trainable`` protocol): collect a rollout with the schedules of
         this step, update on it, log and return its metrics row."""
         clip_range = self._set_schedules(self.target_timesteps or self.config.total_timesteps)
@@ -389,7 +389,8 @@ class PPO:
         have = space_signature(self.observation_space, self.action_space)
         if meta.get("spaces") != have:
             raise CheckpointError(
-                f"model {str(where)!r} was trained on spaces {meta.get('spaces')}, but the environment has {have}"
+                f"model {str(where)!r} was trained on spaces {meta.get('spaces')}, but the environment "
+                f"has {have}"
             )
         if meta.get("policy") != _policy_name(self.policy):
             raise CheckpointError(

@@ -35,11 +35,11 @@ class Trainable(Protocol):
 
     - ``stop_requested``: a signal number once SIGINT/SIGTERM asked the run to stop after this step
       (``train/signals.py`` sets it), else None.
-    - ``progress() -> (done, target)``: the run's counter and where it ends, in the unit the
+    - ``position() -> (done, target)``: the run's counter and where it ends, in the unit the
       checkpoint cadence counts (env steps for PPO, optimizer steps for the LM trainers); the loop
       runs while ``done < target``. A trainer with a wall-clock budget returns ``target == done``
       once it is spent.
-    - ``step() -> metrics``: one update (PPO: a rollout and its epochs) or one LM step, its metrics
+    - ``run_step() -> metrics``: one update (PPO: a rollout and its epochs) or one LM step, its metrics
       row logged through ``RunLoop.tracker``; returns the row (callbacks see it).
     - ``state_dict()`` / ``load_state_dict(sd)``: the training state (PyTorch's idiom): a checkpoint
       is its composition, a resume its inverse.
@@ -49,11 +49,11 @@ class Trainable(Protocol):
 
     stop_requested: int | None
 
-    def progress(self) -> tuple[int, int]:
+    def position(self) -> tuple[int, int]:
         """``(done, target)`` of the run's counter."""
         ...
 
-    def step(self) -> dict[str, Any]:
+    def run_step(self) -> dict[str, Any]:
         """One update; returns its metrics row."""
         ...
 
@@ -102,7 +102,7 @@ class RunLoop:
         self, trainable: Trainable, every: int, seconds: float, logs: dict[str, str], nonfinite_hint: str = ""
     ):
         self.trainable = trainable
-        self.cadence = Cadence(every, seconds, trainable.progress()[0])
+        self.cadence = Cadence(every, seconds, trainable.position()[0])
         self.logs, self.nonfinite_hint = logs, nonfinite_hint
         self.run_dir: Path | None = None
         self.lock: RunDirLock | None = None
@@ -169,12 +169,12 @@ class RunLoop:
         if not self.attached:
             return None
         path = self.trainable.save_checkpoint(self.run_dir / "checkpoints")
-        self.cadence.saved(self.trainable.progress()[0], path)
+        self.cadence.saved(self.trainable.position()[0], path)
         return path
 
     def checkpoint(self) -> Path | None:
         """A checkpoint of the current state: the newest one if it is of this very step, else a new one."""
-        last, done = self.cadence.last_path, self.trainable.progress()[0]
+        last, done = self.cadence.last_path, self.trainable.position()[0]
         if last is not None and self.cadence.last_step == done and last.exists():
             return last
         return self.save()
@@ -188,19 +188,19 @@ class RunLoop:
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self, callback: Any = None, bar: ProgressBar | None = None, headline: str = "") -> str:
-        """Step the trainable until ``progress()`` says done, a callback returns False or a signal
+        """Step the trainable until ``position()`` says done, a callback returns False or a signal
         asks to stop; checkpoint on the cadence and, with a run directory, once more at the end
         (reusing the newest when it is of the last step). Returns why it ended: ``"done"``,
         ``"callback"`` or ``"signal"``. A ``NonFiniteError`` ends it with an emergency checkpoint.
         ``bar``: an entered ``ProgressBar``, moved to the counter with ``metrics[headline]``."""
         t, hooks = self.trainable, as_loop_callback(callback)
-        start, _ = t.progress()
+        start, _ = t.position()
         ended = "done"
         hooks.on_start(t)
         if bar is not None:
             bar.update(start, done_since_start=0)
         while True:
-            done, target = t.progress()
+            done, target = t.position()
             if t.stop_requested is not None:
                 ended = "signal"
                 break
@@ -208,10 +208,10 @@ class RunLoop:
                 break
             hooks.on_step_begin(t)
             try:
-                metrics = t.step()
+                metrics = t.run_step()
             except NonFiniteError as e:
                 raise self.emergency_stop(e) from None
-            done = t.progress()[0]
+            done = t.position()[0]
             if self.attached and self.cadence.due(done):
                 self.save()
             if bar is not None:

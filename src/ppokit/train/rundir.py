@@ -89,8 +89,7 @@ def holds_run(path: Path) -> bool:
 
 def _held(path: Path, resume_hint: str, flag: str) -> ConfigError:
     return ConfigError(
-        f"run directory {short(str(path))} already holds a run; use `{resume_hint}` or choose "
-        f"another {flag}"
+        f"run directory {short(str(path))} already holds a run; use `{resume_hint}` or choose another {flag}"
     )
 
 
