@@ -83,8 +83,12 @@ class RunDirLock:
 
 
 def holds_run(path: Path) -> bool:
-    """Whether ``path`` holds (the start of) a run: a config, metrics, checkpoints or a model."""
-    return any((path / name).exists() for name in RUN_MARKERS)
+    """Whether ``path`` holds (the start of) a run: a config, metrics, a model or a checkpoint (the
+    ``.tmp-*`` leftovers of a killed checkpoint writer alone are no run: the next writer removes them)."""
+    checkpoints = path / "checkpoints"
+    if checkpoints.is_dir() and any(not p.name.startswith(".") for p in checkpoints.iterdir()):
+        return True
+    return any((path / name).exists() for name in RUN_MARKERS if name != "checkpoints")
 
 
 def _held(path: Path, resume_hint: str, flag: str) -> ConfigError:
