@@ -117,7 +117,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_command(args: argparse.Namespace, trainer_cls: Any, presets: dict[str, Any]) -> int:
+def run_command(args: argparse.Namespace, trainer_cls: type[LMTrainer], presets: dict[str, Any]) -> int:
     """Run (or with ``--resume``, continue) ``trainer_cls`` as the flags say; the last stdout line is
     one JSON object (from rank 0 under torchrun)."""
     progress = not args.no_progress
@@ -215,7 +215,7 @@ def _trainer_args(cfg: Any, inputs: dict[str, Any], run_dir: Path | None, progre
 
 
 def start_run(
-    trainer_cls: Any,
+    trainer_cls: type[LMTrainer],
     cfg: Any,
     run_dir: str | Path | None,
     sources: dict[str, Any],
@@ -260,7 +260,11 @@ def start_run(
 
 
 def resume_run(
-    trainer_cls: Any, run_dir: str | Path, overrides: list[str], max_steps: int | None, progress: bool = True
+    trainer_cls: type[LMTrainer],
+    run_dir: str | Path,
+    overrides: list[str],
+    max_steps: int | None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Continue ``run_dir`` from its newest complete checkpoint (config from the run, plus overrides);
     a run killed before its first checkpoint starts again from its config.yaml."""

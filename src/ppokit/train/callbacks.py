@@ -16,7 +16,7 @@ Accepted (the same for ``PPO.learn(callback=...)`` and the language-model traine
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ppokit.errors import ConfigError
@@ -69,6 +69,3 @@ def as_loop_callback(callback: Any) -> LoopCallback:
                 f"an object with any of {', '.join(HOOKS)}, or a list of those"
             )
     return LoopCallback(items)
-
-
-StepCallback = Callable[[Any, dict[str, Any]], "bool | None"]  # the plain-function form
