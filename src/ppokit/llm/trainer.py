@@ -62,6 +62,7 @@ class LMTrainer:
     """
 
     algo = "lm"
+    progress_metric = "reward"  # the metric the progress bar shows
     config_cls: type | None = None  # the algorithm's config class; None: an LMTrainer that only evaluates
 
     def __init__(
@@ -124,6 +125,8 @@ class LMTrainer:
         # -- the run (not training state): run directory, checkpoint cadence, signals --------------------
         self.stop_requested: int | None = None  # a signal number: stop cleanly after this step
         self._budget: tuple[float, float] | None = None  # (start, max_seconds) while train() runs
+        self._final: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])  # the last step's evaluation
+        self._last_metrics: dict[str, Any] = {}  # the last step's metrics row
         hint = "; lower learning_rate or check the reward functions for inf/NaN"
         self.run_loop = RunLoop(self, cfg.checkpoint_every, cfg.checkpoint_every_seconds, LOGS, hint)
 
@@ -350,9 +353,8 @@ class LMTrainer:
         summary = self._evaluate_before()
         start = time.perf_counter()
         self._budget = (start, cfg.max_seconds)
-        self._final: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])  # the last step's evaluation
-        self._last_metrics: dict[str, Any] = {}
-        headline = getattr(self, "progress_metric", "reward")  # the metric the bar shows
+        self._final, self._last_metrics = ({}, []), {}
+        headline = self.progress_metric
         callbacks = _TRLHooks(Callbacks(self.callbacks, self))  # TRL's TrainerCallback, plain functions
         bar = ProgressBar(cfg.max_steps, self.algo, headline, enabled=self.progress, unit="steps")
         try:
