@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ppokit.cli.options import add_lm_options
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import ConfigError
-from ppokit.train.rundir import claim, precheck
+from ppokit.train.rundir import claim, config_text, precheck
 from ppokit.train.signals import StopOnSignal
 
 if TYPE_CHECKING:  # imported inside the commands: ppokit.llm loads torch, and --help must stay fast
@@ -249,7 +249,7 @@ def start_run(
     trainer = trainer_cls(model, tokenizer, model_dir=cfg.model, **_trainer_args(cfg, inputs, None, progress))
     if distributed.init(cfg.device).is_main:  # under torchrun only rank 0 writes the run directory
         default = f"{name or cfg.task}-{trainer_cls.algo}"
-        claimed = claim(run_dir, default, yaml_text(cfg), f"ppokit resume {run_dir or 'RUN_DIR'}")
+        claimed = claim(run_dir, default, config_text(cfg), f"ppokit resume {run_dir or 'RUN_DIR'}")
         try:
             (claimed.path / SOURCES).write_text(json.dumps(sources))
         except BaseException:
@@ -306,13 +306,6 @@ def resume_run(
     trainer = trainer_cls.resume(run_dir, **_trainer_args(cfg, inputs, run_dir, progress))
     resumed_from = trainer.step
     return _finish(cfg, _train(trainer), {"resumed_from_step": resumed_from}, started)
-
-
-def yaml_text(cfg: Any) -> str:
-    """The text ``cfg.save_yaml`` writes."""
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def _finish(cfg: Any, summary: dict[str, Any], info: dict[str, Any], started: float) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ppokit.cli.options import add_train_options
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import CheckpointError, ConfigError
-from ppokit.train.rundir import claim, default_run_dir, precheck
+from ppokit.train.rundir import claim, config_text, default_run_dir, precheck
 from ppokit.train.signals import StopOnSignal
 
 if TYPE_CHECKING:  # imported inside the commands: ppokit.rl loads torch, and --help must stay fast
@@ -192,7 +192,7 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         if dist.is_main:  # only rank 0 owns the run directory
             given = Path(args.run_dir) if args.run_dir else None
-            claimed = claim(given, run_name(cfg), yaml_text(cfg), f"ppokit resume {args.run_dir}")
+            claimed = claim(given, run_name(cfg), config_text(cfg), f"ppokit resume {args.run_dir}")
             try:
                 model.set_run_dir(claimed.path, lock=claimed.lock)
             except BaseException:
@@ -206,13 +206,6 @@ def train_command(args: argparse.Namespace) -> int:
         return _train_and_finish(model, args, cfg.total_timesteps)
     finally:
         distributed.shutdown()
-
-
-def yaml_text(cfg: Any) -> str:
-    """The text ``cfg.save_yaml`` writes."""
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def resume_ppo(args: argparse.Namespace) -> int:

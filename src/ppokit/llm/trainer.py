@@ -39,7 +39,7 @@ from ppokit.train.checkpoint import flatten_state, unflatten_state
 from ppokit.train.loop import RunLoop
 from ppokit.train.precision import autocast as precision_autocast
 from ppokit.train.rng import capture_rng, restore_rng
-from ppokit.train.rundir import RunDirLock
+from ppokit.train.rundir import RunDirLock, config_text
 from ppokit.train.step import GuardedStep, LossScaler, gradients
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
@@ -308,7 +308,7 @@ class LMTrainer:
         wandb = cfg.to_dict() if "wandb" in (cfg.report_to or []) else None
         resumed = self.step > 0
         hint = f"{type(self).__name__}.resume({str(run_dir)!r}, ...)"
-        claim_with = None if lock is not None or resumed else (_yaml(cfg), hint)
+        claim_with = None if lock is not None or resumed else (config_text(cfg), hint)
         self.run_loop.attach(
             run_dir,
             lock=lock,
@@ -647,10 +647,3 @@ class _TRLHooks:
     def on_end(self, trainer: LMTrainer) -> None:
         """TRL's ``on_train_end``."""
         self.callbacks.end()
-
-
-def _yaml(config: Any) -> str:
-    """The run's ``config.yaml`` text (what ``config.save_yaml`` writes)."""
-    import yaml
-
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)

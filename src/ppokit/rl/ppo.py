@@ -56,7 +56,7 @@ from ppokit.train.checkpoint import (
 from ppokit.train.loop import RunLoop
 from ppokit.train.precision import autocast
 from ppokit.train.rng import capture_rng, restore_rng
-from ppokit.train.rundir import RunDirLock
+from ppokit.train.rundir import RunDirLock, config_text
 from ppokit.train.step import GuardedStep
 from ppokit.train.threads import ThreadChooser
 
@@ -157,7 +157,7 @@ class PPO:
         ``lock``: the directory's ``RunDirLock`` when the caller already claimed it (the command line)."""
         if self.run_loop.attached and Path(run_dir) == self.run_dir:
             return
-        claim_with = None if lock is not None else (_yaml(self.config), f"PPO.resume({str(run_dir)!r})")
+        claim_with = None if lock is not None else (config_text(self.config), f"PPO.resume({str(run_dir)!r})")
         self.run_loop.attach(run_dir, lock=lock, claim_with=claim_with, tensorboard=self.config.tensorboard)
 
     def close_run_dir(self) -> None:
@@ -528,13 +528,6 @@ class PPO:
 def _policy_name(policy: Any) -> str:
     cls = type(policy)
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _yaml(config: PPOConfig) -> str:
-    """The run's ``config.yaml`` text (what ``config.save_yaml`` writes)."""
-    import yaml
-
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
 def _model_path(path: Path) -> Path:

@@ -28,6 +28,9 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ppokit.config import short
 from ppokit.errors import ConfigError, RunDirError
@@ -187,6 +190,12 @@ def claim(
             raise
         return Claim(target, lock, created)
     raise RunDirError(f"could not claim a fresh run directory under runs/ for {default_name!r}")
+
+
+def config_text(config: Any) -> str:
+    """The text of a run's ``config.yaml`` for a config dataclass (what ``config.save_yaml`` writes):
+    ``claim`` creates the file with it exclusively."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
 def trim_logs(run_dir: Path, step: int, logs: dict[str, str]) -> None:
