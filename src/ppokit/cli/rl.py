@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ppokit.cli.options import add_train_options
-from ppokit.cli.rundirs import claim, default_run_dir, precheck
-from ppokit.cli.signals import StopOnSignal
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import CheckpointError, ConfigError
+from ppokit.train.rundir import claim, config_text, default_run_dir, precheck
+from ppokit.train.signals import StopOnSignal
 
 if TYPE_CHECKING:  # imported inside the commands: ppokit.rl loads torch, and --help must stay fast
     from ppokit.rl.config import PPOConfig
+    from ppokit.rl.ppo import PPO
 
 DEFAULT_ENV = "CartPole-v1"
 
@@ -119,15 +120,14 @@ def run_name(cfg: PPOConfig) -> str:
 
 def new_run_dir(cfg: PPOConfig, given: str | None) -> Path:
     """``runs/<env>-ppo-<YYYYmmdd-HHMMSS>`` or the given directory, which must not hold a run (a
-    first check; ``cli/rundirs.claim`` makes it exclusive)."""
+    first check; ``train/rundir.claim`` makes it exclusive)."""
     if given:
         return precheck(given, f"ppokit resume {given}")
     return default_run_dir(run_name(cfg))
 
 
-def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: int) -> int | None:
+def _learn_until_done_or_stopped(model: PPO, args: argparse.Namespace, total: int) -> int | None:
     """Learn; on a stop request write a checkpoint and return the exit code (None: finished)."""
-    from ppokit.rl import state
     from ppokit.train.checkpoint import latest_checkpoint
 
     with StopOnSignal(model):
@@ -147,7 +147,7 @@ def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: in
             raise
     if model.stop_requested is None:
         return None
-    ckpt = state.checkpoint_now(model)
+    ckpt = model.checkpoint()
     print(
         f"interrupted by {signal.Signals(model.stop_requested).name} at step {model.num_timesteps}; "
         f"checkpoint {ckpt}; continue with `ppokit resume {model.run_dir}`"
@@ -156,10 +156,8 @@ def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: in
     return 128 + int(model.stop_requested)
 
 
-def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
+def _train_and_finish(model: PPO, args: argparse.Namespace, total: int) -> int:
     """Learn with checkpoint-on-interrupt, then save, plot and evaluate; print the outcome."""
-    from ppokit.rl import state
-
     main = model.dist.is_main
     stopped = _learn_until_done_or_stopped(model, args, total)
     if stopped is not None:
@@ -167,7 +165,7 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
     if not main:  # with torchrun, only rank 0 writes the model, plots and evaluation
         model.close()
         return 0
-    state.checkpoint_now(model)
+    model.checkpoint()
     model.save(model.run_dir / "model")
     model.close()
     from ppokit.plotting import plot_rl_run  # matplotlib costs ~0.4-0.8 s to import: only when plotting
@@ -186,7 +184,7 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     """``ppokit train``: build and check everything first (environments, policy), then claim the
-    run directory (``cli/rundirs.py``), so a failed start leaves nothing at ``--run-dir``."""
+    run directory (``train/rundir.py``), so a failed start leaves nothing at ``--run-dir``."""
     from ppokit import distributed
     from ppokit.rl.ppo import PPO
 
@@ -198,7 +196,7 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         if dist.is_main:  # only rank 0 owns the run directory
             given = Path(args.run_dir) if args.run_dir else None
-            claimed = claim(given, run_name(cfg), yaml_text(cfg), f"ppokit resume {args.run_dir}")
+            claimed = claim(given, run_name(cfg), config_text(cfg), f"ppokit resume {args.run_dir}")
             try:
                 model.set_run_dir(claimed.path, lock=claimed.lock)
             except BaseException:
@@ -212,13 +210,6 @@ def train_command(args: argparse.Namespace) -> int:
         return _train_and_finish(model, args, cfg.total_timesteps)
     finally:
         distributed.shutdown()
-
-
-def yaml_text(cfg: Any) -> str:
-    """The text ``cfg.save_yaml`` writes."""
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def resume_ppo(args: argparse.Namespace) -> int:

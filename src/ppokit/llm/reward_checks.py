@@ -11,7 +11,7 @@ gradient 0 and exited 0. Here:
   names the function, the index and the value; ``+-inf`` names the function and the index.
 - ``require_scored`` stops a training step in which no completion was scored at all.
 
-The loop writes a checkpoint before it reports a ``RewardFunctionError`` (``llm/loop.py``).
+The loop writes a checkpoint before it reports a ``RewardFunctionError`` (``ppokit.train.loop``).
 """
 
 from __future__ import annotations
