@@ -192,7 +192,8 @@ def test_an_encoder_model_object_is_refused_by_the_trainer():
 
 # -- 3. inputs accepted and then ignored ---------------------------------------------------------------
 def test_more_prompts_per_step_than_rows_is_refused():
-    with pytest.raises(ConfigError, match="prompts_per_step=100000 is not allowed; the training prompts have only 4 rows"):  # fmt: skip
+    message = "prompts_per_step=100000 is not allowed; the training prompts have only 4 rows"
+    with pytest.raises(ConfigError, match=message):
         tiny(prompts_per_step=100000)
     assert tiny(prompts_per_step=4).config.prompts_per_step == 4  # all the rows in one step is fine
 
@@ -209,7 +210,7 @@ def test_output_dir_is_the_command_lines_run_directory(tmp_path):
 def test_output_dir_on_the_command_line_writes_there(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p.jsonl").write_text('{"prompt": "1+1="}\n{"prompt": "2+2="}\n')
-    (tmp_path / "rw.py").write_text("def f(prompts, completions, **kw):\n    return [1.0] * len(completions)\n")
+    (tmp_path / "rw.py").write_text("def f(completions, **kw):\n    return [1.0] * len(completions)\n")
     argv = ["grpo", "--prompts", str(tmp_path / "p.jsonl"), "--reward", f"{tmp_path / 'rw.py'}:f"]
     argv += ["--no-progress", "--max-steps", "1", "--set", "tensorboard=false", "--set", "num_generations=2"]
     argv += ["--set", "max_completion_length=4", "--set", "prompts_per_step=2"]
@@ -273,7 +274,8 @@ def test_a_lone_surrogate_in_a_prompt_is_refused_naming_the_row():
 def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused():
     tok = build_char_tokenizer()
     model = build_tiny_model(SMALL, build_char_tokenizer("0123456789"), seed=0)  # 14 rows
-    with pytest.raises(ConfigError, match=f"the tokenizer has {len(tok)} tokens but the model's embedding has 14 rows"):  # fmt: skip
+    message = f"the tokenizer has {len(tok)} tokens but the model's embedding has 14 rows"
+    with pytest.raises(ConfigError, match=message):
         tiny(model=model, tok=tok)
 
 
