@@ -384,3 +384,12 @@ def test_differing_trl_defaults_and_noop_keys_are_named_once(fresh_notices):
         warnings.simplefilter("always")
         GRPOConfig(beta=0.0, lr_scheduler_type="linear", per_device_train_batch_size=8, logging_steps=2)
     assert not [w for w in caught if "defaults differ" in str(w.message)]
+
+
+def test_a_ppokit_0_1_config_keeps_num_iterations_with_its_own_max_steps():
+    # ppokit 0.1 saved `num_iterations` (its name for n_epochs) next to prompts_per_step and max_steps,
+    # all in ppokit's units; TRL configs have no prompts_per_step
+    from ppokit.llm.grpo_config import GRPOConfig
+
+    cfg = GRPOConfig.from_dict({"num_iterations": 2, "max_steps": 200, "prompts_per_step": 16})
+    assert (cfg.n_epochs, cfg.max_steps) == (2, 200)

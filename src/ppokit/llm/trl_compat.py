@@ -157,7 +157,9 @@ def translate_trl_config(data: dict[str, Any]) -> dict[str, Any]:
         "generation_batch_size",
         "steps_per_generation",
     )
-    trl_step_keys = [k for k in step_keys if k in data]
+    # prompts_per_step is ppokit's own batch key, which no TRL config has: next to it num_iterations is
+    # ppokit 0.1's spelling of n_epochs (its saved configs hold both), with ppokit's max_steps
+    trl_step_keys = [] if "prompts_per_step" in data else [k for k in step_keys if k in data]
     if "per_device_train_batch_size" in data or "generation_batch_size" in data:
         micro = data.pop("per_device_train_batch_size", None)
         accumulate = int(data.pop("gradient_accumulation_steps", 1))
