@@ -145,7 +145,11 @@ def translate_trl_config(data: dict[str, Any]) -> dict[str, Any]:
     - ``adam_beta1`` / ``adam_beta2`` -> ``adam_betas``; ``use_cpu`` -> ``device: cpu``;
       ``scale_rewards`` True/False -> ``"group"`` / ``"none"``; ``model_init_kwargs.dtype`` ->
       ``torch_dtype``; ``save_strategy: "no"`` -> ``checkpoint_every: 0``; ``report_to: "all"`` ->
-      tensorboard (and wandb when it is installed: left to the user to name).
+      tensorboard (and wandb when it is installed: left to the user to name); ``warmup_ratio`` ->
+      ``warmup_steps`` below 1 (a fraction, as TRL).
+    - Refused: a key of ``TRL_UNSUPPORTED`` (saying what to use instead), ``max_steps`` next to TRL keys
+      that make a generation batch several optimizer steps (``check_trl_step_count``), a no-op key with
+      a value ppokit cannot honour. The other no-op keys are dropped with a one-time notice.
     """
     data = dict(data)
     for key in [k for k in data if k in TRL_UNSUPPORTED]:
