@@ -128,7 +128,7 @@ def run_command(args: argparse.Namespace, trainer_cls: type[LMTrainer], presets:
             precheck(args.run_dir, f"ppokit resume {args.run_dir}")
         cfg = config_from_flags(args, trainer_cls.config_class(), presets)
         name = "custom" if args.prompts else cfg.task
-        run_dir = Path(args.run_dir) if args.run_dir else None  # None: runs/<name>-<algo>-<stamp>
+        run_dir = cfg.run_dir_for(args.run_dir)  # --run-dir, output_dir, or None: runs/<name>-<algo>-<stamp>
         sources = {"prompts": args.prompts, "eval_prompts": args.eval_prompts, "reward": args.reward}
         summary = start_run(trainer_cls, cfg, run_dir, sources, progress, name=name)
     return _print_summary(summary)

@@ -77,6 +77,21 @@ class GRPOConfig(LMConfig):
         """Completions per generation batch: ``prompts_per_step * num_generations``."""
         return self.prompts_per_step * self.num_generations
 
+    def trl_defaults(self) -> dict[str, tuple[Any, str]]:
+        """``LMConfig.trl_defaults`` plus GRPO's: TRL's ``beta`` is 0.0, and its default batch
+        (``per_device_train_batch_size=8``, one micro-step per generation) holds 8 completions, i.e.
+        ``8 // num_generations`` prompts."""
+        trl_prompts = max(1, 8 // self.num_generations)
+        return {
+            **super().trl_defaults(),
+            "kl_coef": (0.0, "beta=0.0"),
+            "prompts_per_step": (
+                trl_prompts,
+                f"per_device_train_batch_size=8, i.e. 8 completions per generation batch = "
+                f"prompts_per_step={trl_prompts} at num_generations={self.num_generations}",
+            ),
+        }
+
     def validate(self) -> None:
         super().validate()
         check(

@@ -12,7 +12,8 @@ from torch import nn
 
 from ppokit.config import short
 from ppokit.errors import ConfigError
-from ppokit.llm.config import GenerationConfig
+from ppokit.llm.config import LMConfig
+from ppokit.llm.models import check_causal_lm
 from ppokit.llm.rewards import RewardFn
 
 if TYPE_CHECKING:  # types only: transformers is imported inside the functions that need it
@@ -20,7 +21,8 @@ if TYPE_CHECKING:  # types only: transformers is imported inside the functions t
 
 
 def check_prompt_rows(rows: Sequence[dict[str, Any]], what: str = "train_prompts") -> None:
-    """Every ``prompt`` is a non-empty string or a non-empty list of chat messages (dicts)."""
+    """Every ``prompt`` is a non-empty string or a non-empty list of chat messages (dicts), and its
+    text is valid Unicode (no lone surrogate)."""
     for i, row in enumerate(rows):
         p = row["prompt"]
         if isinstance(p, str):
@@ -28,12 +30,58 @@ def check_prompt_rows(rows: Sequence[dict[str, Any]], what: str = "train_prompts
                 raise ConfigError(
                     f"{what} row {i}: the prompt is empty; a completion needs something to continue"
                 )
+            check_encodable(p, f"{what} row {i}")
             continue
         if isinstance(p, list) and p and all(isinstance(m, dict) for m in p):
+            for m in p:
+                if isinstance(m.get("content"), str):
+                    check_encodable(m["content"], f"{what} row {i}")
             continue
         raise ConfigError(
             f"{what} row {i}: prompt={short(p)} ({type(p).__name__}) is not allowed; give a non-empty "
             "string or a list of chat messages ({'role': ..., 'content': ...})"
+        )
+
+
+def check_encodable(text: str, where: str) -> None:
+    """ConfigError naming ``where`` when ``text`` is not valid Unicode: a lone surrogate (JSON's
+    ``"\\ud800"`` escape reads as one) reached the tokenizer as a traceback (issue 34)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ConfigError(
+            f"{where}: the prompt holds {text[e.start : e.end]!r} at character {e.start}, a lone UTF-16 "
+            "surrogate that is not valid Unicode text (a broken \\uXXXX escape?); fix or drop the row"
+        ) from None
+
+
+def check_batch_fits(n_rows: int, prompts_per_step: int, world_size: int = 1) -> None:
+    """One step's prompts (``prompts_per_step`` on each of ``world_size`` ranks) must not exceed the
+    rows: more would repeat prompts within a batch (issue 34: 100,000 per step from 40 rows trained
+    without a word). TRL's sampler drops a batch it cannot fill, so there it would train on nothing."""
+    wanted = prompts_per_step * world_size
+    if wanted > n_rows:
+        ranks = f" x {world_size} ranks = {wanted}" if world_size > 1 else ""
+        raise ConfigError(
+            f"prompts_per_step={prompts_per_step}{ranks} is not allowed; the training prompts have only "
+            f"{n_rows} rows: use at most {n_rows // world_size} (a step would repeat prompts)"
+        )
+
+
+def check_vocabulary(model: nn.Module, tokenizer: Any) -> None:
+    """The tokenizer's ids must fit the model's input embedding: an id beyond it was an IndexError deep
+    in the forward pass (issue 34)."""
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if callable(get) else None
+    rows = getattr(embedding, "num_embeddings", None)
+    if not isinstance(rows, int):
+        return
+    n = len(tokenizer)
+    if n > rows:
+        raise ConfigError(
+            f"the tokenizer has {n} tokens but the model's embedding has {rows} rows, so ids {rows}..{n - 1} "
+            "have no embedding: use the tokenizer saved with this model, or call "
+            "model.resize_token_embeddings(len(tokenizer)) before training"
         )
 
 
@@ -109,7 +157,16 @@ def check_lengths(
             )
 
 
-__all__ = ["check_lengths", "check_prompt_rows", "check_tokenizer", "check_tokenizes", "model_positions"]
+__all__ = [
+    "check_batch_fits",
+    "check_encodable",
+    "check_lengths",
+    "check_prompt_rows",
+    "check_tokenizer",
+    "check_tokenizes",
+    "check_vocabulary",
+    "model_positions",
+]
 
 
 # -- what the trainers' constructors accept, turned into what they use (moved out of trainer.py) --
@@ -169,12 +226,18 @@ def check_inputs(
     tokenizer: PreTrainedTokenizerBase,
     rows: list[dict[str, Any]],
     eval_rows: list[dict[str, Any]],
-    generation: GenerationConfig,
+    cfg: LMConfig,
+    world_size: int = 1,
 ) -> None:
-    """Prompts, tokenizer and lengths checked before any work (``llm/input_checks.py``)."""
+    """Prompts, tokenizer and lengths (``cfg.generation``) checked before any work: the model is a
+    causal LM, its embedding holds every token id, and ``cfg.prompts_per_step`` on each of
+    ``world_size`` ranks fits the training rows."""
+    check_causal_lm(model)
     check_tokenizer(tokenizer)
+    check_vocabulary(model, tokenizer)
     for what, rs in (("train_prompts", rows), ("eval_prompts", eval_rows)):
         check_prompt_rows(rs, what)
         check_chat_template(tokenizer, rs)
         check_tokenizes(tokenizer, rs, what)
-        check_lengths(model, tokenizer, rs, generation, what)
+        check_lengths(model, tokenizer, rs, cfg.generation, what)
+    check_batch_fits(len(rows), cfg.prompts_per_step, world_size)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ppokit.config import one_line
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.llm.config import TinyModelConfig
 
@@ -175,12 +176,93 @@ def load_pretrained(
     tf = load_transformers()
     tokenizer = prepare_tokenizer(tokenizer) if tokenizer is not None else load_tokenizer(path)
     try:
-        model = tf.AutoModelForCausalLM.from_pretrained(
-            str(path), local_files_only=True, **dtype_kwargs(tf, dtype)
+        # output_loading_info and ignore_mismatched_sizes: transformers reports a missing, unexpected or
+        # wrong-shaped tensor instead of starting a layer at random without a word (its warning is
+        # silenced above) or raising a multi-line RuntimeError; check_loaded refuses each (issue 34)
+        model, info = tf.AutoModelForCausalLM.from_pretrained(
+            str(path),
+            local_files_only=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **dtype_kwargs(tf, dtype),
         )
     except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"cannot load a causal LM from {str(path)!r}: {e}") from None
+        raise CheckpointError(f"cannot load a causal LM from {str(path)!r}: {one_line(e, 300)}") from None
+    check_causal_lm(model, f"model directory {str(path)!r}")
+    check_loaded(info, path)
     return model.to(device), tokenizer
+
+
+def check_loaded(info: dict[str, Any], path: str | Path) -> None:
+    """CheckpointError naming the tensors when ``from_pretrained``'s loading info (``info``) lists a
+    tensor the model needs that ``path`` lacks (it would start random), one ``path`` holds that the
+    model has no place for, or one of another shape."""
+    problems = []
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        problems.append(f"missing {_names(missing)} (they would start at random)")
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    if unexpected:
+        problems.append(f"unexpected {_names(unexpected)} (the model has no place for them)")
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: str(m[0]))
+    if mismatched:
+        shapes = [
+            f"{k} is {list(saved)} there, {list(wanted)} in the model" for k, saved, wanted in mismatched
+        ]
+        problems.append(f"wrong shape: {_names(shapes)}")
+    if problems:
+        raise CheckpointError(
+            f"model directory {str(path)!r} does not match its config.json: tensors "
+            + "; ".join(problems)
+            + ". Save the model again with save_pretrained, or fix config.json"
+        )
+
+
+def _names(items: list[str], most: int = 4) -> str:
+    """The first ``most`` of ``items`` and how many more."""
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
+def check_causal_lm(model: torch.nn.Module, what: str = "the model") -> None:
+    """ConfigError naming the architecture when ``model`` is an encoder (BERT-like) or an
+    encoder-decoder rather than a decoder-only causal LM.
+
+    ``AutoModelForCausalLM`` turns a BERT directory into ``BertLMHeadModel`` with bidirectional
+    attention (every position sees the tokens after it): GRPO/PPO then train something that does not
+    generate the way it is scored, and setting ``is_decoder=True`` only masks the attention of weights
+    that were trained as an encoder (issue 34: such a model trained without a word). A model whose
+    config names no known encoder family (a user's own module) is let through."""
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return
+    model_type = getattr(cfg, "model_type", None)
+    names = list(getattr(cfg, "architectures", None) or []) or [type(model).__name__]
+    arch = f"{'/'.join(names)} (model_type {model_type!r})"
+    use = "GRPO and PPO train decoder-only causal LMs (GPT-2, Llama, Qwen2, ...): use one of those"
+    if getattr(cfg, "is_encoder_decoder", False):
+        raise ConfigError(f"{what} holds {arch}, an encoder-decoder model; {use}")
+    masked, causal = _lm_families()
+    is_causal_class = any(n in causal for n in names)
+    if model_type in masked and not (getattr(cfg, "is_decoder", False) and is_causal_class):
+        raise ConfigError(
+            f"{what} holds {arch}, an encoder (bidirectional attention, trained to fill in masked "
+            f"tokens), not a causal language model; {use}"
+        )
+
+
+def _lm_families() -> tuple[set[str], set[str]]:
+    """``(model types that have a masked-LM head, class names of causal LMs)`` from transformers'
+    auto mappings (empty when this transformers does not expose them)."""
+    try:
+        from transformers.models.auto import modeling_auto as auto
+    except ImportError:  # pragma: no cover - a transformers without the auto mappings
+        return set(), set()
+    masked = set(getattr(auto, "MODEL_FOR_MASKED_LM_MAPPING_NAMES", {}))
+    causal: set[str] = set()
+    for value in getattr(auto, "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", {}).values():
+        causal.update([value] if isinstance(value, str) else value)
+    return masked, causal
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

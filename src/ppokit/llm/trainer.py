@@ -159,7 +159,7 @@ class LMTrainer:
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.rows = as_rows(dataset_rows(train))
         self.eval_rows = as_rows(dataset_rows(evals)) if evals is not None and len(evals) else []
-        check_inputs(self.model, self.tokenizer, self.rows, self.eval_rows, cfg.generation)
+        check_inputs(self.model, self.tokenizer, self.rows, self.eval_rows, cfg, self.dist.world_size)
 
     def _set_training_state(self) -> None:
         """The optimizer and its guarded step, the sampling generator, the prompt order and the
@@ -290,11 +290,12 @@ class LMTrainer:
 
     def _lr(self) -> float:
         cfg = self.config
+        warmup = cfg.num_warmup_steps  # warmup_steps < 1 is a fraction of max_steps, as TRL (issue 34)
         factor = 1.0
-        if cfg.warmup_steps and self.step < cfg.warmup_steps:
-            factor = (self.step + 1) / cfg.warmup_steps
+        if warmup and self.step < warmup:
+            factor = (self.step + 1) / warmup
         elif cfg.lr_schedule == "linear":
-            factor = max(0.0, 1.0 - (self.step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+            factor = max(0.0, 1.0 - (self.step - warmup) / max(1, cfg.max_steps - warmup))
         return cfg.learning_rate * factor
 
     def _guarded_step(self, accumulate: Callable[[], float]) -> bool:
