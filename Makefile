@@ -55,14 +55,13 @@ clean:
 readme: install
 	$(BIN)/python -m ppokit.readme README.md docs/config.md docs/rlhf_ppo.md
 
-# The preset suites over seeds 0-2 (benchmarks/suite.py; resumable, one run at a time; hours for
-# MuJoCo): writes raw results under docs/results/ and docs/results.md. SUITE_ARGS="--suite mujoco".
+# The preset suites over seeds 0-2 (benchmarks/specs/suite.yaml; resumable, one run at a time; hours
+# for MuJoCo): raw results under docs/results/, then docs/results.md. SUITE_ARGS="--set options.suite=mujoco".
 suite: dev
-	$(BIN)/python benchmarks/suite.py $(SUITE_ARGS)
+	$(BIN)/python benchmarks/bench.py run specs/suite.yaml $(SUITE_ARGS)
 
 # Issue 17's goals side by side with Stable-Baselines3, idle and beside a busy loop (peers go into
-# benchmarks/.peers); writes docs/benchmarks.md. Full plan ~70 min on 2 cores (BENCH_ARGS=--dry-run
-# prints the jobs and the estimate); BENCH_ARGS=--quick is the smoke test CI runs (~2 min),
-# BENCH_ARGS="--plan short" every goal at small budgets (~10-15 min).
+# benchmarks/.peers); writes docs/benchmarks.md. Full plan ~70 min on 2 cores; the smoke test CI runs
+# is BENCH_ARGS="--set 'options={quick: true}'" (~2 min); every spec: benchmarks/bench.py list.
 bench: $(VENV)/.bench-installed
-	$(BIN)/python benchmarks/side_by_side.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench.py run specs/side_by_side.yaml $(BENCH_ARGS)

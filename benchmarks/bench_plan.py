@@ -37,7 +37,7 @@ ZOO_CARTPOLE = {
 }
 
 # Goal 4: env -> (evaluation target, ppokit presets to try). SB3 runs the zoo's tuned entry for the
-# env (benchmarks/peers/sb3_run.py). benchmarks/peers/cleanrl_style_ppo.py is discrete-only.
+# env (benchmarks/peers/sb3_run.py).
 MUJOCO = {
     "HalfCheetah-v5": (3000.0, ["HalfCheetah-v5-fast", "HalfCheetah-v5"]),
     "Hopper-v5": (2500.0, ["Hopper-v5"]),

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -47,29 +46,42 @@ def versions(packages: list[str]) -> str:
     return ", ".join(parts)
 
 
-def git_commit() -> str:
-    try:
-        return (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip()
-            or "unknown"
-        )
-    except OSError:
-        return "unknown"
+def git_commit(path: Path = ROOT, short: bool = False) -> str:
+    """Commit of the git checkout holding ``path`` ('unknown' outside git), with '+dirty' when its
+    tracked files under ``path`` differ from it. The one helper every study records runs with."""
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, check=False)
+        except OSError:
+            return ""
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "--short" if short else "--verify", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    return commit + ("+dirty" if dirty and commit != "unknown" else "")
 
 
 def today() -> str:
+    """The current UTC time as the reports print it."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
 def save_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` atomically (a half-written file is never taken for a finished run)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
 
 
-def train_cmd(config: str | Path, run_dir: str | Path, steps: int, *extra: str) -> list[str]:
-    """``python -m ppokit train`` of a preset for ``steps`` steps, without the final evaluation or the
-    progress bar (the timed runs of threads_load.py and spine_ab.py)."""
-    cmd = [sys.executable, "-m", "ppokit", "train", "--config", str(config), "--run-dir", str(run_dir)]
-    return cmd + ["--total-timesteps", str(steps), "--no-eval", "--no-progress", *extra]
+def provenance(
+    pythonpath: Path | None = None, packages: tuple[str, ...] = ("torch", "gymnasium", "numpy")
+) -> dict:
+    """What every per-run record carries: date, machine, library versions, the commit of the harness
+    and (with ``pythonpath``) of the library that ran."""
+    record = {"date": today(), "machine": machine(), "versions": versions(list(packages))}
+    record["harness_commit"] = git_commit(ROOT)
+    if pythonpath is not None:
+        record["library_commit"] = git_commit(pythonpath)
+    return record

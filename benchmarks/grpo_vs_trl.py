@@ -297,7 +297,7 @@ def report(out: Path, skip: int, rounds: int) -> str:
     return text
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=100, help="GRPO steps per engine.")
     p.add_argument(
@@ -315,7 +315,7 @@ def main() -> None:
         default=str(ROOT / "benchmarks" / ".peers" / "bin" / "python"),
         help="Python of the venv with TRL.",
     )
-    a = p.parse_args()
+    a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     OUT.mkdir(parents=True, exist_ok=True)
     if a.threads:

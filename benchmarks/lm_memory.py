@@ -175,13 +175,13 @@ def versions(python: str) -> str:
     return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", choices=VARIANTS, help="One run in this process (internal).")
     p.add_argument("--rounds", type=int, default=2, help="Alternate the variants this many times.")
     p.add_argument("--variants", default=",".join(VARIANTS), help="Comma-separated subset.")
     p.add_argument("--trl-python", default=str(ROOT / "benchmarks" / ".peers" / "bin" / "python"))
-    a = p.parse_args()
+    a = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 

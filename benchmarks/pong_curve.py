@@ -130,7 +130,7 @@ def plot(curves: list[tuple[Path, list[dict]]], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", type=Path, nargs="+", help="Run directories of `ppokit train --env ALE/Pong-v5`.")
     p.add_argument("--episodes", type=int, default=10, help="Evaluation games per checkpoint.")
@@ -138,7 +138,7 @@ def main() -> None:
     p.add_argument("--target", type=float, default=18.0)
     p.add_argument("--plot", type=Path, default=Path("docs/img/pong_curve.png"))
     p.add_argument("--pauses", type=Path, help="records.json of a side_by_side.py run with --load-pid.")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     pauses = json.loads(a.pauses.read_text())["meta"].get("external_pauses", []) if a.pauses else []
     print(f"stopped {paused_between(pauses, 0.0, time.time()):.0f} s in all" if pauses else "never stopped")
     curves = []

@@ -41,7 +41,8 @@ RESULTS = ROOT / "docs" / "results" / "recurrent_masking"
 REPORT = ROOT / "docs" / "results_recurrent_masking.md"
 FIGURE = ROOT / "docs" / "img" / "recurrent_masking.png"
 COMMAND = "nice -n 5 python benchmarks/recurrent_masking.py"
-COMMIT = git_commit()  # the code this process runs (taken at start: commits made meanwhile do not count)
+# the code this process runs (taken at start: commits made meanwhile do not count)
+COMMIT = git_commit(short=True)
 
 LSTM = {"recurrent": "lstm", "recurrent_hidden_size": 64}
 GRU = {"recurrent": "gru", "recurrent_hidden_size": 64}
@@ -157,13 +158,14 @@ def report() -> None:
     lines = [
         "# Recurrent policies and action masking: learning checks",
         "",
-        f"Produced by `{COMMAND}` (then `--report`); raw per-run JSON (config, curve,",
-        "evaluation, machine) in `docs/results/recurrent_masking/`. Each row gives, over its seeds",
-        "(0, 1, 2 unless said), the deterministic evaluation's mean return after training (mean ± std and",
-        "per seed), the training steps at which the training curve (mean return of the last 100 episodes)",
-        "first reached the threshold (per seed; - = never), and the training time of one run. Runs were",
-        "made one at a time on a shared machine (other engineers' processes running), so times are",
-        "indicative only.",
+        "Produced by `python benchmarks/bench.py run specs/recurrent_masking.yaml` (this page: `python",
+        "benchmarks/bench.py report specs/recurrent_masking.yaml`); raw per-run JSON (config, curve,",
+        "evaluation, machine) in `docs/results/recurrent_masking/`. Each row gives, over its seeds (0, 1, 2",
+        "unless said), the deterministic evaluation's mean return after training (mean ± std and per seed), "
+        "the",
+        "training steps at which the training curve (mean return of the last 100 episodes) first reached",
+        "the threshold (per seed; - = never), and the training time of one run. Runs were made one at a",
+        "time on a shared machine (other engineers' processes running), so times are indicative only.",
         "",
     ]
     for task, spec in TASKS.items():
@@ -243,7 +245,7 @@ def _figure(records: list[dict]) -> None:
     fig.savefig(FIGURE, dpi=90)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--only",
@@ -254,7 +256,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=None)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the JSON files")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if not args.report:
         for task in args.only:

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import machine, versions  # noqa: E402
+from common import git_commit, machine, versions  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "rlhf_vs_grpo"
 ALGOS = {"ppo": "rlhf-ppo", "grpo": "grpo"}
@@ -93,16 +93,16 @@ def plot(results: list[dict], out: Path, seconds: float) -> None:
     plt.close(fig)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the pairs, write summary.json and the figure, print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=240.0, help="max_seconds of RL per run.")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="Seeds; one PPO+GRPO pair each.")
     ap.add_argument("--plot", default=str(ROOT / "docs" / "rlhf_vs_grpo.png"), help="Figure path.")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    commit = git_commit(short=True)
     results = []
     for seed in args.seeds:
         procs = {algo: launch(algo, seed, args.seconds) for algo in ALGOS}
@@ -123,7 +123,7 @@ def main() -> int:
                     "curve": points,
                 }
             )
-    meta = {"started": started, "commit": commit.stdout.strip(), "machine": machine()}
+    meta = {"started": started, "commit": commit, "machine": machine()}
     meta["versions"] = versions(["torch", "transformers"])
     meta["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     (OUT / "summary.json").write_text(json.dumps({"meta": meta, "runs": results}, indent=1))

@@ -45,10 +45,10 @@ from pathlib import Path
 
 import yaml
 from bench_plan import PLANS, ZOO_CARTPOLE, Job, build_jobs
-from common import OUT, ROOT, git_commit
+from common import OUT, ROOT, git_commit, machine, versions
 from parse import parse_run
-from peers_setup import PEERS, ensure_peers, probe_peers
-from report import write_report
+from peers.venv import PEERS, ensure_peers, probe_peers
+from report import PPOKIT_PACKAGES, write_report
 
 GOALS = ["1", "2", "3", "4", "5"]
 BUSY = "while True: pass"
@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         write_report(args.report_only, args.md)
         return args.report_only
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    previous, started, old_caps, old_plan, history, first_commit = {}, now, None, None, [], git_commit()
+    previous, started, old_caps, old_plan, history = {}, now, None, None, []
+    first_commit = git_commit(short=True)
     load_argv, old_jobs, old_meta = split_options(argv, LOAD_OPTIONS)[0], {}, {}
     if args.resume:  # (args is parsed again below from the first start's options, without --resume)
         data = json.loads((args.resume / "records.json").read_text())
@@ -279,7 +280,9 @@ def main(argv: list[str] | None = None) -> Path | None:
         args.dry_run = dry_run
         run = Path(data["meta"]["run_dir"])
         first_commit = data["meta"].get("commit", first_commit)
-        history = data["meta"].get("history", []) + [{"resumed": now, "commit": git_commit(), "extra": extra}]
+        history = data["meta"].get("history", []) + [
+            {"resumed": now, "commit": git_commit(short=True), "extra": extra}
+        ]
     else:
         run = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
     mode, plan = old_plan or plan_from(args)
@@ -309,6 +312,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         command=" ".join(["python benchmarks/side_by_side.py", *argv]),
         started=started,
         commit=first_commit,  # the first start's; a resume from another commit is in history
+        machine=machine(),  # kept in the records so that the report regenerates anywhere
+        ppokit_versions=versions(PPOKIT_PACKAGES),
         history=history,
         capabilities=None,  # probed before the first run that is not done yet
         peers_python=str(peers_py),

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from common import ROOT, machine, today, versions
+from common import ROOT, git_commit, machine, today, versions
 
 SUITES = {
     "classic": ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"],
@@ -67,21 +67,6 @@ def suite_of(preset: str) -> str:
         if any(preset == env or preset.startswith(env + "-") for env in envs):
             return suite
     return "other"
-
-
-def git_commit(path: Path) -> str:
-    """Full commit of the git checkout holding ``path`` ('unknown' outside git), '+dirty' if modified."""
-
-    def git(*args: str) -> str:
-        try:
-            out = subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, check=False)
-        except OSError:
-            return ""
-        return out.stdout.strip()
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
-    return commit + ("+dirty" if dirty else "")
 
 
 def stitched_rows(src: Path) -> tuple[list[dict], float]:

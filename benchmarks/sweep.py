@@ -29,13 +29,15 @@ from common import ROOT
 from parse import parse_run
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="Base preset (YAML).")
-    ap.add_argument("--variant", action="append", required=True, help='"label: key=value key=value ..."')
+    ap.add_argument(
+        "--variant", action="extend", nargs="+", required=True, help='"label: key=value key=value ..."'
+    )
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=None, help="total_timesteps (default: the preset's).")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     variants = []
     for v in args.variant:
         label, _, sets = v.partition(":")

@@ -249,7 +249,8 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
     lines = [
         "## The PPO paper's Table 1",
         "",
-        "`python benchmarks/table1.py` (see its docstring): the paper's MuJoCo hyperparameters",
+        "`python benchmarks/bench.py run specs/table1.yaml` (benchmarks/table1.py): the paper's MuJoCo "
+        "hyperparameters",
         "(configs/ppo-paper-mujoco.yaml), one objective per run, normalised as the paper does (random",
         "policy = 0, best objective per env = 1, score = mean return of the last 100 training episodes),",
         "averaged over envs and seeds. The paper's values are from its Table 1 "

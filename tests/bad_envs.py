@@ -1,5 +1,5 @@
 """Environments that break the Gymnasium API on purpose, one way each, for the reliability tests and
-``benchmarks/reliability_probe.py`` (registered as ``PPOKitBad/<Mode>-v0``; importable by subprocesses
+``tests/test_reliability_probe.py`` (registered as ``PPOKitBad/<Mode>-v0``; importable by subprocesses
 with ``tests/`` on PYTHONPATH, or as ``--env bad_envs:PPOKitBad/<Mode>-v0``)."""
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ if __name__ == "__main__":
     model = build_tiny_model(TinyModelConfig(n_layer=1, n_embd=32, n_head=2), tok, seed=info.rank)
     cfg = RLHFPPOConfig.from_dict(
         dict(learning_rate=1e-3, max_steps=3, prompts_per_step=4, num_mini_batches=2, seed=0,
-             tensorboard=False, value_model=value_model, adaptive_kl=True, kl_horizon=100)
+             tensorboard=False, value_model=value_model, kl_adaptive=True, kl_horizon=100)
     )  # fmt: skip
     cfg.generation.max_completion_length = 6
     seen: list[str] = []

@@ -1,5 +1,8 @@
-"""The issue-17 benchmark harness (benchmarks/side_by_side.py): the report's ratios and verdicts from
-made-up records, and the whole harness at CI size (``--quick``, the ci plan). No timing is asserted.
+"""The one benchmark runner (benchmarks/bench.py) and its specs: every spec loads, a bad one is one
+error line, the ``speed`` kind end to end at a tiny budget (records, resumability, the table); the
+issue-17 harness (benchmarks/side_by_side.py, specs/side_by_side.yaml): the report's ratios and verdicts
+from made-up records, docs/benchmarks.md regenerated from the committed records, and the whole harness
+at CI size (``--quick``, the ci plan). No timing is asserted.
 
 The CI-size run includes Stable-Baselines3 when the peers venv (benchmarks/.peers) exists; without
 it the SB3 jobs must be recorded as skipped and the report must say so, while every ppokit job
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench  # noqa: E402
 from bench_plan import CI, FULL  # noqa: E402
 from report import write_report  # noqa: E402
 from report_goals import Val, ratio, verdict  # noqa: E402
@@ -133,7 +138,12 @@ def test_harness_ci_plan_end_to_end(tmp_path, capsys, monkeypatch):
     import side_by_side
 
     md = tmp_path / "bench.md"
-    run = side_by_side.main(["--quick", "--out", str(tmp_path), "--md", str(md), "--peers", str(PEERS_PY)])
+    options = {"quick": True, "out": str(tmp_path), "md": str(md), "peers": str(PEERS_PY)}
+    spec = bench.load_spec(
+        ROOT / "benchmarks" / "specs" / "side_by_side.yaml", [f"options={json.dumps(options)}"]
+    )
+    bench.run(spec)
+    run = next(tmp_path.glob("bench-*"))
     jobs = json.loads((run / "records.json").read_text())["jobs"]
     have_peers = PEERS_PY.exists()
     ppokit = [j for j in jobs if j["library"] == "ppokit"]
@@ -266,3 +276,95 @@ def test_pong_curve_clock_adds_up_over_resumes_and_leaves_out_pauses(tmp_path):
     pauses = [[100.0, 110.0], [200.0, 230.0], [300.0]]  # the last one still stopped
     assert paused_between(pauses, 105.0, 250.0) == 5.0 + 30.0
     assert paused_between(pauses, 0.0, 320.0) == 10.0 + 30.0 + 20.0
+
+
+SPECS = sorted((ROOT / "benchmarks" / "specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_spec_loads_and_names_a_study_that_runs(path):
+    spec = bench.load_spec(path)
+    assert spec["title"] and spec["kind"] in bench.KINDS
+    if spec["kind"] != "speed":
+        module = __import__(spec["kind"])
+        assert callable(module.main)  # the study's entry point the runner calls with the spec's options
+        assert (ROOT / "benchmarks" / f"{spec['kind']}.py").exists()
+    if "page" in spec:
+        assert (ROOT / spec["page"]).exists(), spec["page"]
+
+
+def test_a_bad_spec_is_one_error_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: sweeep\ntitle: x\n")
+    assert bench.main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "kind 'sweeep' is not one of speed, suite" in err[0]
+    assert bench.main(["run", str(SPECS[0]), "--set", "repeats"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    bad.write_text("kind: speed\ntitle: x\ncontestants: {}\n")
+    assert bench.main(["list", str(bad)]) == 2
+    assert "kind speed needs repeats, workloads" in capsys.readouterr().err
+    assert bench.main(["run", "specs/speed-issue29.yaml", "--set", "repeats=0"]) == 2
+    assert "repeats=0: a whole number >= 1" in capsys.readouterr().err
+    assert bench.main(["list", "specs/speed-issue29.yaml", "--set", "workloads.CartPole-v1={steps: 5}"]) == 2
+    assert (
+        "workloads.CartPole-v1={'steps': 5}: give train and steps, or grpo_steps" in capsys.readouterr().err
+    )
+    assert bench.argv_of({"seeds": [0, 1], "quick": True, "no_report": False, "out": "x"}, ["a"]) == [
+        "a", "--seeds", "0", "1", "--quick", "--out", "x",
+    ]  # fmt: skip
+
+
+@pytest.mark.timeout(600)
+def test_speed_spec_runs_interleaved_resumes_and_reports(tmp_path, capsys):
+    """Issue 29's speed spec at a tiny budget, this tree against itself: one record per run in the
+    spec's order (A, B, A, B), finished runs skipped, and the table of medians."""
+    import speed
+
+    out = tmp_path / "speed"
+    spec = bench.load_spec(
+        ROOT / "benchmarks" / "specs" / "speed-issue29.yaml",
+        [f"contestants.before.pythonpath={ROOT / 'src'}", f"out={out}", "repeats=2"]
+        + ["workloads={CartPole-v1: {train: CartPole-v1, steps: 1024}}"],
+    )
+    bench.run(spec)
+    printed = capsys.readouterr().out
+    order = [line.split("] ")[1].split(" idle")[0] for line in printed.splitlines() if line.startswith("[")]
+    assert order == ["CartPole-v1 before", "CartPole-v1 after"] * 2
+    records = sorted(out.rglob("rep*.json"))
+    assert [p.relative_to(out).as_posix() for p in records] == [
+        "CartPole-v1/after/idle/rep0.json", "CartPole-v1/after/idle/rep1.json",
+        "CartPole-v1/before/idle/rep0.json", "CartPole-v1/before/idle/rep1.json",
+    ]  # fmt: skip
+    for path in records:
+        r = json.loads(path.read_text())
+        assert r["steps_per_s"] > 0 and r["steps"] >= 1024 and r["wall_s"] > 0 and r["load"] == "idle"
+        for key in ("machine", "versions", "date", "library_commit", "harness_commit", "command"):
+            assert r[key], key
+        assert r["command"].startswith(f"PYTHONPATH={ROOT / 'src'} ppokit train --env CartPole-v1")
+    stamps = [p.stat().st_mtime_ns for p in records]
+    bench.run(spec)  # everything finished: nothing runs again, the report is rewritten
+    assert "steps/s," not in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in records] == stamps
+    (out / "CartPole-v1" / "after" / "idle" / "rep1.json").unlink()  # an interrupted spec resumes
+    bench.run(spec)
+    again = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert len(again) == 1 and again[0].startswith("[4/4] CartPole-v1 after idle rep 1: ")
+    text = (out / "report.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| CartPole-v1 | idle |")]
+    assert [row.split(" | ")[2:4] for row in rows] == [["before", "2"], ["after", "2"]]
+    assert rows[0].split(" | ")[6] == "1.000" and float(rows[1].split(" | ")[6]) > 0
+    assert "Machine: " in text and speed.report(spec, out).count("| CartPole-v1 |") == 2
+
+
+def test_benchmarks_page_regenerates_from_the_committed_records(tmp_path):
+    """docs/benchmarks.md is what the report generator makes of the committed records, to the byte."""
+    from report import write_report
+
+    spec = bench.load_spec(ROOT / "benchmarks" / "specs" / "side_by_side.yaml")
+    records = ROOT / spec["report"]["records"]
+    docs = tmp_path / "docs"
+    (docs / "benchmarks").mkdir(parents=True)
+    shutil.copy(records, docs / "benchmarks" / records.name)
+    write_report(records, docs / "benchmarks.md")
+    assert (docs / "benchmarks.md").read_text() == (ROOT / spec["page"]).read_text()

@@ -148,3 +148,34 @@ def test_the_lm_configs_share_their_common_keys_through_one_base():
     rlhf = {f.name for f in dataclasses.fields(RLHFPPOConfig)}
     assert grpo & rlhf == shared
     assert issubclass(GRPOConfig, LMConfig) and issubclass(RLHFPPOConfig, LMConfig)
+
+
+def test_one_name_per_concept_across_the_classic_and_the_lm_configs():
+    """Issue 29: a concept both sides have is one key everywhere; the LM side's earlier spellings
+    (``adaptive_kl``, ``entropy_coef``) load as aliases and save under the one name."""
+    from ppokit.functional.losses import OBJECTIVES
+
+    classic = {f.name for f in dataclasses.fields(PPOConfig)}
+    lm = {f.name for f in dataclasses.fields(GRPOConfig)} | {
+        f.name for f in dataclasses.fields(RLHFPPOConfig)
+    }
+    both = {"kl_coef", "adaptive_kl_target", "vf_clip_range", "gae_lambda", "ent_coef", "vf_coef"}
+    both |= {
+        "clip_range",
+        "n_epochs",
+        "normalize_advantage",
+        "critic_learning_rate",
+        "max_grad_norm",
+        "gamma",
+    }
+    assert both <= classic and both <= lm
+    # the adaptive rule's switch: PPOConfig's objective value and RLHFPPOConfig's key share a spelling
+    assert "kl_adaptive" in OBJECTIVES and "kl_adaptive" in lm
+    cfg = RLHFPPOConfig.from_dict({"adaptive_kl": True, "kl_target": 3.0})
+    assert (cfg.kl_adaptive, cfg.adaptive_kl_target) == (True, 3.0)
+    assert "adaptive_kl" not in cfg.to_dict() and cfg.to_dict()["kl_adaptive"] is True
+    assert GRPOConfig.from_dict({"entropy_coef": 0.01}).ent_coef == 0.01
+    assert GRPOConfig(entropy_coef=0.02).ent_coef == 0.02  # the constructor takes the old name too
+    assert PPOConfig.from_dict({"entropy_coef": 0.03}).ent_coef == 0.03
+    with pytest.raises(ConfigError, match="'entropy_coef' and 'ent_coef'"):
+        GRPOConfig.from_dict({"entropy_coef": 0.01, "ent_coef": 0.01})

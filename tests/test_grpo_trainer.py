@@ -234,3 +234,28 @@ def test_dense_reward_rises_in_40_steps():
     rewards = [trainer.train_step()["reward"] for _ in range(cfg.max_steps)]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert last > first + 0.3, (first, last)
+
+
+def test_a_new_trainer_refuses_a_run_directory_that_holds_a_run(tmp_path):
+    """Issue 29 item 5 on the LM side: from Python, a fresh trainer on a directory holding a run was
+    free to overwrite its config, metrics and completions; it is refused with the CLI's message, and
+    ``resume`` continues that run (trimming its logs atomically under the lock)."""
+    model, tok = tiny()
+    GRPOTrainer(
+        model, tok, spread_reward, PROMPTS, config(max_steps=1), run_dir=tmp_path, progress=False
+    ).train()
+    before = (tmp_path / "metrics.csv").read_text()
+    model, tok = tiny()
+    again = GRPOTrainer(
+        model, tok, spread_reward, PROMPTS, config(max_steps=2), run_dir=tmp_path, progress=False
+    )
+    with pytest.raises(
+        ConfigError, match=r"already holds a run; use `GRPOTrainer.resume\(.*\)` or choose another"
+    ):
+        again.train()
+    assert (tmp_path / "metrics.csv").read_text() == before
+    resumed = GRPOTrainer.resume(
+        tmp_path, spread_reward, PROMPTS, config(max_steps=2), run_dir=tmp_path, progress=False
+    )
+    assert resumed.train()["steps"] == 2
+    assert read_csv(tmp_path / "metrics.csv")["step"] == [1.0, 2.0]

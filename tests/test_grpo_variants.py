@@ -75,7 +75,7 @@ def test_objectives_match_their_papers():
 
 
 def test_entropy_bonus_raises_entropy_without_any_reward_signal():
-    t = trainer(constant_reward, kl_coef=0.0, entropy_coef=1.0, learning_rate=1e-2)
+    t = trainer(constant_reward, kl_coef=0.0, ent_coef=1.0, learning_rate=1e-2)
     ro = t._rollout(t._next_rows())
 
     def entropy() -> float:  # on the same completions, before and after the update

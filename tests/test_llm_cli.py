@@ -139,6 +139,8 @@ def test_own_model_prompts_and_reward(tmp_path, capsys):
         "learning_rate=1e-3",
         "--set",
         "generation.max_completion_length=4",
+        "--set",  # the file has 4 rows: more per step is refused (issue 34)
+        "prompts_per_step=4",
     ]
     assert main(argv + FAST) == 0
     summary = last_json(capsys)

@@ -118,3 +118,45 @@ def test_shared_prompt_prefix_gives_the_same_logprobs_and_gradients():
             results.append((logp[out.mask], grads))
         assert torch.allclose(results[0][0], results[1][0], atol=1e-5), arch
         assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(results[0][1], results[1][1])), arch
+
+
+def test_sampling_and_scoring_take_explicit_inputs_not_a_trainer():
+    """``llm/sampling.py`` reads what it is given (issue 29): a ``Sampler`` of a tiny model and its
+    tokenizer samples, and ``score`` calls reward functions with TRL's keywords, with no trainer."""
+    from ppokit.llm.config import GenerationConfig
+    from ppokit.llm.models import eos_token_ids, prepare_tokenizer
+    from ppokit.llm.sampling import RewardLogs, Sampler, completion_token_ids, evaluate, sample, score
+    from ppokit.llm.trl_compat import TrainerState
+
+    torch.manual_seed(0)
+    tok = prepare_tokenizer(build_char_tokenizer())
+    model = build_tiny_model(
+        TinyModelConfig(n_layer=1, n_embd=16, n_head=2, n_positions=32), tok, seed=0
+    ).eval()
+    gen = GenerationConfig(max_prompt_length=8, max_completion_length=4)
+    sampler = Sampler(model, tok, gen, eos_token_ids(model, tok), torch.device("cpu"), torch.Generator())
+    rows = [{"prompt": "1+1=", "answer": "2"}, {"prompt": "2+2=", "answer": "4"}]
+    ids, mask, out, texts = sample(sampler, [r for r in rows for _ in range(3)], group=3)
+    assert ids.shape[0] == mask.shape[0] == out.tokens.shape[0] == len(texts) == 6
+    assert out.tokens.shape[1] <= 4
+
+    seen = {}
+
+    def reward(prompts, completions, answer, trainer_state, log_metric, completion_ids, **_):
+        seen.update(answer=answer, step=trainer_state.global_step, ids=completion_ids)
+        log_metric("calls", 1.0)
+        return [float(len(c)) for c in completions]
+
+    logs = RewardLogs()
+    group_rows = [r for r in rows for _ in range(3)]
+    ids_of = completion_token_ids(out)
+    total, per_fn = score([reward], [2.0], group_rows, texts, ids_of, TrainerState(global_step=7), logs)
+    assert total.tolist() == [2.0 * len(t) for t in texts] and per_fn.shape == (6, 1)
+    assert seen == {"answer": ["2"] * 3 + ["4"] * 3, "step": 7, "ids": ids_of}
+    assert logs.pop()[0] == {"calls": 1.0}
+
+    def score_fn(r, t):
+        return score([reward], None, r, t, None, TrainerState(), logs)
+
+    result, records = evaluate(sampler, score_fn, lambda r, t: [True, False], rows, batch_size=1)
+    assert result["eval/accuracy"] == 0.5 and [rec["correct"] for rec in records] == [True, False]

@@ -292,3 +292,104 @@ def test_cli_model_without_prompts_and_conversations_without_template_are_one_li
             main(["grpo", "--run-dir", str(tmp_path / "run"), "--no-progress", *argv])
         err = capsys.readouterr().err.strip()
         assert exc.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+# -- TRL keys that meant something else (issue 34; the table is in docs/reliability.md) --------------
+@pytest.fixture
+def fresh_notices(monkeypatch):
+    """Each test sees the once-per-process notices afresh."""
+    from ppokit.llm import trl_compat
+
+    monkeypatch.setattr(trl_compat, "_NOTIFIED", set())
+
+
+def test_warmup_steps_below_one_is_a_fraction_of_max_steps_as_in_trl():
+    from types import SimpleNamespace
+
+    from ppokit.llm.grpo_config import GRPOConfig
+    from ppokit.llm.trainer import LMTrainer
+
+    cfg = GRPOConfig(warmup_steps=0.1, max_steps=20, learning_rate=1e-3)  # 10% of 20 = 2 warm-up steps
+    assert cfg.num_warmup_steps == 2
+    lrs = [LMTrainer._lr(SimpleNamespace(config=cfg, step=s)) for s in range(4)]
+    assert lrs == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3])  # it ran step 1 at 10x the rate (1e-2)
+    assert GRPOConfig.from_dict({"warmup_steps": 0.25, "max_steps": 10}).num_warmup_steps == 3  # ceil
+    assert GRPOConfig.from_dict({"warmup_ratio": 0.1}).warmup_steps == 0.1  # transformers' old name
+    assert GRPOConfig.from_dict({"warmup_steps": 5}).num_warmup_steps == 5
+    with pytest.raises(ConfigError, match="warmup_steps=1.5 is not allowed; give a whole number"):
+        GRPOConfig.from_dict({"warmup_steps": 1.5})
+
+
+def test_trl_values_are_translated_key_by_key():
+    # scale_rewards=True and report_to="wandb" were translated only when another TRL key was present
+    from ppokit.llm.grpo_config import GRPOConfig
+
+    assert GRPOConfig(scale_rewards=True).scale_rewards == "group"
+    assert GRPOConfig(scale_rewards=False).scale_rewards == "none"
+    assert GRPOConfig(report_to="wandb").report_to == ["wandb"]
+    assert GRPOConfig(report_to="none").report_to == []
+    assert GRPOConfig(scale_rewards="batch", max_steps=3).max_steps == 3  # canonical values unchanged
+
+
+def test_max_steps_with_trl_step_keys_is_refused_with_the_ppokit_spelling():
+    from ppokit.llm.grpo_config import GRPOConfig
+
+    message = r"max_steps=2 with TRL's num_iterations .* ppokit would do 2x TRL's steps.*max_steps=1\)"
+    with pytest.raises(ConfigError, match=message):
+        GRPOConfig(num_iterations=2, max_steps=2)
+    with pytest.raises(ConfigError, match="each trained 4 optimizer steps"):
+        GRPOConfig(per_device_train_batch_size=2, steps_per_generation=4, num_generations=2, max_steps=8)
+    # what is unambiguous stays accepted: TRL keys without max_steps, ppokit's own spelling with it
+    assert GRPOConfig(num_iterations=2).n_epochs == 2
+    assert GRPOConfig(n_epochs=2, max_steps=2, steps_per_generation=2, prompts_per_step=4).max_steps == 2
+    assert GRPOConfig(per_device_train_batch_size=8, num_generations=4, max_steps=2).max_steps == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("num_train_epochs", "set max_steps = epochs * rows / prompts_per_step"),
+        ("resume_from_checkpoint", "resume with `ppokit resume RUN_DIR`"),
+        ("adam_epsilon", "adv_eps is the advantage epsilon, not Adam's"),
+    ],
+)
+def test_unsupported_trl_keys_say_what_to_use_instead_of_a_misleading_guess(key, message):
+    from ppokit.llm.grpo_config import GRPOConfig
+    from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
+
+    for build in (lambda: GRPOConfig(**{key: 3}), lambda: RLHFPPOConfig.from_dict({key: 3})):
+        with pytest.raises(ConfigError) as info:
+            build()
+        msg = str(info.value)
+        assert msg.startswith(f"{key} (a TRL / transformers key) is not supported") and message in msg
+        assert "did you mean" not in msg
+
+
+def test_differing_trl_defaults_and_noop_keys_are_named_once(fresh_notices):
+    import warnings
+
+    from ppokit.llm.grpo_config import GRPOConfig
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        GRPOConfig(logging_steps=1, logging_dir="logs")
+        GRPOConfig(logging_steps=1, logging_dir="logs")  # the same notices are not repeated
+    messages = [str(w.message) for w in caught]
+    defaults = [m for m in messages if "defaults differ from TRL's" in m]
+    assert len(defaults) == 1 and len(messages) == 2, messages
+    for part in ("kl_coef=0.04 (TRL: beta=0.0)", "lr_schedule='constant'", "prompts_per_step=16"):
+        assert part in defaults[0]
+    assert any("TRL's logging_dir='logs' changes nothing here" in m for m in messages)
+    with warnings.catch_warnings(record=True) as caught:  # TRL's values given: nothing to say
+        warnings.simplefilter("always")
+        GRPOConfig(beta=0.0, lr_scheduler_type="linear", per_device_train_batch_size=8, logging_steps=2)
+    assert not [w for w in caught if "defaults differ" in str(w.message)]
+
+
+def test_a_ppokit_0_1_config_keeps_num_iterations_with_its_own_max_steps():
+    # ppokit 0.1 saved `num_iterations` (its name for n_epochs) next to prompts_per_step and max_steps,
+    # all in ppokit's units; TRL configs have no prompts_per_step
+    from ppokit.llm.grpo_config import GRPOConfig
+
+    cfg = GRPOConfig.from_dict({"num_iterations": 2, "max_steps": 200, "prompts_per_step": 16})
+    assert (cfg.n_epochs, cfg.max_steps) == (2, 200)

@@ -22,10 +22,10 @@ import bad_envs  # noqa: F401  (registers PPOKitBad/<Mode>-v0)
 import pytest
 
 from ppokit.cli import main
-from ppokit.cli.rundirs import claim
 from ppokit.config import short
 from ppokit.errors import ConfigError, EnvStepError, RunDirError
 from ppokit.rl.config import PPOConfig
+from ppokit.train.rundir import claim
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--no-progress", "--no-eval", "--set", "tensorboard=false", "--set", "n_steps=32"]
@@ -140,9 +140,12 @@ def test_claim_is_exclusive_and_abandon_undoes_it(tmp_path):
     from ppokit.train.rundir import RunDirLock
 
     first = claim(tmp_path / "run", "x", "seed: 1\n", "ppokit resume run")
-    with pytest.raises(ConfigError, match="already holds a run"):  # the exclusive config.yaml
+    # while the winner holds it: the lock (decided first, issue 29); after: the exclusive config.yaml
+    with pytest.raises(RunDirError, match="in use by another ppokit process"):
         claim(tmp_path / "run", "x", "seed: 2\n", "ppokit resume run")
     first.lock.release()
+    with pytest.raises(ConfigError, match="already holds a run; use `ppokit resume run`"):
+        claim(tmp_path / "run", "x", "seed: 2\n", "ppokit resume run")
     assert (tmp_path / "run" / "config.yaml").read_text() == "seed: 1\n"
     held = RunDirLock(tmp_path / "busy")  # a process holds the lock (e.g. a resume): no config written
     with pytest.raises(RunDirError, match="in use by another ppokit process"):

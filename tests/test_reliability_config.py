@@ -39,7 +39,7 @@ SMALL = dict(num_envs=2, n_steps=8, batch_size=8, n_epochs=1, tensorboard=False)
         ({"nan_policy": "ignore"}, r"nan_policy='ignore' is not allowed; choose one of \['raise', 'skip'\]"),
         ({"nonfinite_stop_after": 0}, r"nonfinite_stop_after=0 is not allowed; must be a positive integer"),
         ({"seed": -1}, r"seed=-1 is not allowed"),
-        ({"device": "mps"}, r"device='mps' is not allowed; use cpu, cuda or cuda:N"),
+        ({"device": "mps"}, r"device='mps' is not allowed; use auto, cpu, cuda or cuda:N"),
         ({"gae_lambda": 1.5}, r"gae_lambda=1.5 is not allowed; must lie in \[0, 1\]"),
     ],
 )
@@ -62,6 +62,66 @@ def test_yaml_wrong_type_and_yaml_floats(tmp_path):
     # PyYAML reads `3e-4` as a string (YAML 1.1); it is accepted as the number the user meant.
     path.write_text("learning_rate: 3e-4\n")
     assert PPOConfig.load_yaml(path).learning_rate == 3e-4
+    # a YAML `true` for a float field is a mistake, not 1.0 (ppokit.config.is_number, issue 29)
+    path.write_text("learning_rate: true\n")
+    with pytest.raises(ConfigError, match="learning_rate=True has type bool; expected float"):
+        PPOConfig.load_yaml(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "number", "finite"),
+    [
+        (1, True, True),
+        (2.5, True, True),
+        (math.inf, True, False),
+        (math.nan, True, False),
+        (np.float32(0.5), True, True),
+        (np.int64(3), True, True),
+        (np.float64("inf"), True, False),
+        (torch.tensor(1.5), True, True),
+        (torch.tensor([2]), True, True),
+        (np.array([0.25]), True, True),
+        (torch.tensor(float("nan")), True, False),
+        # bool is not a number, in whatever wrapping
+        (True, False, False),
+        (False, False, False),
+        (np.bool_(True), False, False),
+        (torch.tensor(True), False, False),
+        # nor a string, a container, a complex number, a tensor of several numbers, None
+        ("1.0", False, False),
+        ([1.0], False, False),
+        (1 + 2j, False, False),
+        (torch.tensor([1.0, 2.0]), False, False),
+        (np.array([1, 2]), False, False),
+        (None, False, False),
+    ],
+)
+def test_is_number_is_the_one_number_check(value, number, finite):
+    from ppokit.config import is_number
+
+    assert is_number(value) is number
+    assert is_number(value, finite=True) is finite
+
+
+def test_every_number_check_refuses_bool():
+    """The reward checks (``reward_checks``, ``rewards.score_completions``), a reward's ``log_metric``
+    and config float fields all ask ``is_number``: a bool is refused by each with its own message."""
+    from ppokit.llm.reward_checks import CheckedReward, RewardFunctionError
+    from ppokit.llm.rewards import score_completions
+    from ppokit.llm.sampling import RewardLogs
+
+    def flag(prompts, completions, **_):
+        return [True for _ in completions]
+
+    with pytest.raises(RewardFunctionError, match=r"returned True \(bool\) for completion 0"):
+        CheckedReward(flag)(["p"], ["c"])
+    with pytest.raises(ConfigError, match=r"returned True \(bool\); each value must be a number"):
+        score_completions([flag], None, ["p"], ["c"], {})
+    with pytest.raises(ConfigError, match=r"log_metric\('x', True\)"):
+        RewardLogs().log_metric("x", True)
+    with pytest.raises(ConfigError, match="clip_range=False has type bool"):
+        PPOConfig.from_dict({"clip_range": False})
+    assert CheckedReward(lambda prompts, completions, **_: [np.float32(0.5)])(["p"], ["c"]) == [0.5]
 
 
 class DictObsEnv(gym.Env):  # Dict observations are supported; a Text entry in one is not

@@ -177,7 +177,7 @@ def test_lm_runs_checkpoint_by_wall_clock_by_default(tmp_path, monkeypatch):
     assert RLHFPPOConfig().checkpoint_every_seconds == 300
     with pytest.raises(ConfigError, match="checkpoint_every_seconds=-1"):
         GRPOConfig.from_dict({"checkpoint_every_seconds": -1})
-    import ppokit.llm.loop as loop
+    import ppokit.train.loop as loop
 
     clock = {"t": 0.0}
     monkeypatch.setattr(loop, "_clock", lambda: clock["t"])
@@ -192,8 +192,10 @@ def test_lm_runs_checkpoint_by_wall_clock_by_default(tmp_path, monkeypatch):
     saved = []
     save = trainer.save_checkpoint
     trainer.save_checkpoint = lambda *a: saved.append(trainer.step) or save(*a)
-    trainer.train()
-    assert saved == [2, 4, 4]  # by time after steps 2 and 4, then the final one
+    summary = trainer.train()
+    # by time after steps 2 and 4; the run ends on step 4's checkpoint, not a second copy of it
+    assert saved == [2, 4]
+    assert summary["checkpoint"].endswith("step_000000000004")
 
 
 def test_a_model_directory_without_tokenizer_is_refused(tmp_path, capsys):

@@ -140,7 +140,8 @@ def test_an_lm_run_directory_has_one_writer(tmp_path):
         }
     )
     reward = lambda prompts, completions, **_: [float(len(c)) for c in completions]
-    trainer = GRPOTrainer(model, tok, reward, ["1+1="], cfg, run_dir=tmp_path, progress=False)
+    prompts = ["1+1=", "2+2="]  # prompts_per_step=2 needs two rows (issue 34)
+    trainer = GRPOTrainer(model, tok, reward, prompts, cfg, run_dir=tmp_path, progress=False)
     other = RunDirLock(tmp_path)  # another writer holds the run directory
     with pytest.raises(RunDirError, match="in use by another ppokit process"):
         trainer.train()

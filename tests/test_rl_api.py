@@ -29,9 +29,12 @@ def test_a_negative_or_non_integer_budget_is_refused(bad):
         PPO("CartPole-v1", **SMALL).learn(bad)
 
 
-def test_an_env_instance_gets_a_hint_to_pass_an_id_or_a_factory():
-    with pytest.raises(ConfigError, match=r"is an environment instance; pass its id .* or a factory"):
-        PPO(gym.make("CartPole-v1"), **SMALL)
+def test_an_env_instance_trains_as_one_env_like_sb3():
+    # issue 30: an instance was refused; SB3 wraps one instance in a vector env of 1, and so does ppokit
+    env = gym.make("CartPole-v1")
+    model = PPO(env, **{**SMALL, "num_envs": 1, "batch_size": 8}).learn(16)
+    assert model.num_timesteps == 16 and model.get_env().num_envs == 1
+    assert model.get_env().envs[0].unwrapped is env.unwrapped  # the instance itself is stepped
 
 
 def test_loading_a_factory_trained_model_without_env_says_what_to_pass(tmp_path):
@@ -46,9 +49,9 @@ def test_loading_a_factory_trained_model_without_env_says_what_to_pass(tmp_path)
 def test_checkpoints_come_by_wall_clock_with_no_option_set(tmp_path, monkeypatch):
     model = PPO("CartPole-v1", run_dir=tmp_path, **SMALL)
     assert model.config.checkpoint_every == 0 and model.config.checkpoint_every_seconds == 300
-    clock = iter(range(0, 10**6, 200))  # each call to time.time() moves 200 s on
-    monkeypatch.setattr("ppokit.rl.state.time.time", lambda: float(next(clock)))
-    model.last_checkpoint_time = 0.0
+    clock = iter(range(0, 10**6, 200))  # each reading of the loop's clock moves 200 s on
+    monkeypatch.setattr("ppokit.train.loop._clock", lambda: float(next(clock)))
+    model.run_loop.cadence.last_time = 0.0
     model.learn(64)  # 4 updates, one check each: 200 s, 400 s, ... since the last checkpoint
     steps = [int(p.name.split("_")[1]) for p in list_checkpoints(tmp_path / "checkpoints")]
     assert steps[-1] == 64 and len(steps) >= 2

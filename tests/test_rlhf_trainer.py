@@ -8,9 +8,9 @@ import torch
 from ppokit.errors import CheckpointError
 from ppokit.llm.config import TinyModelConfig
 from ppokit.llm.models import build_char_tokenizer, build_tiny_model, save_pretrained
+from ppokit.llm.reward_model import RewardModel
 from ppokit.llm.rlhf_ppo import RLHFPPOTrainer
 from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
-from ppokit.llm.value_head import RewardModel
 
 PROMPTS = ["1+1=", "2+3=", "11+5=", "9+9=", "40+2=", "7+70=", "3+4=", "8+1="]
 
@@ -133,7 +133,7 @@ def test_rollout_rewards_are_kl_terms_plus_the_score_at_the_last_token():
 
 
 def test_adaptive_kl_coefficient_changes_during_training():
-    t = trainer_for(adaptive_kl=True, adaptive_kl_target=1e-3, kl_horizon=8)
+    t = trainer_for(kl_adaptive=True, adaptive_kl_target=1e-3, kl_horizon=8)
     with torch.no_grad():
         for p in t.model.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -151,7 +151,7 @@ def test_zero_kl_coef_builds_no_reference():
 @pytest.mark.parametrize("value_model", ["shared", "separate"])
 def test_resume_restores_value_head_critic_reference_and_kl_coef(tmp_path, value_model):
     model, tok = tiny()
-    cfg = config(value_model=value_model, adaptive_kl=True)
+    cfg = config(value_model=value_model, kl_adaptive=True)
     t = RLHFPPOTrainer(model, tok, digit_fraction, PROMPTS, cfg, run_dir=tmp_path, progress=False)
     t.train_step()
     t.kl_coef = 0.123

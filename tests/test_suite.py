@@ -1,9 +1,12 @@
-"""The benchmark suite command (benchmarks/suite.py) at CI size, and its aggregate statistics."""
+"""The suite and Table 1 specs (benchmarks/specs/suite.yaml, table1.yaml) run by the one runner
+(benchmarks/bench.py) at CI size, their aggregate statistics, and docs/results.md regenerated from the
+committed raw results."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -14,6 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from aggregate import iqm, normalise, stratified_bootstrap_ci  # noqa: E402
+from bench import load_spec  # noqa: E402
+from bench import run as run_spec  # noqa: E402
+
+
+def spec_with(name: str, **options) -> dict:
+    """A spec of benchmarks/specs/ with its options replaced (a CI-size run of the same study)."""
+    return load_spec(ROOT / "benchmarks" / "specs" / name, [f"options={json.dumps(options)}"])
 
 
 def test_iqm_is_the_mean_of_the_middle_half():
@@ -51,14 +61,15 @@ def test_stratified_bootstrap_by_hand():
 @pytest.mark.timeout(300)  # ~36 s on the 2-core dev machine under load 4; slower when oversubscribed
 def test_suite_command_smoke(tmp_path, capsys):
     """Two cheap envs x two seeds at tiny budgets: raw files, resumability, and the report."""
-    import suite
     from suite_report import measure_random_scores
 
     out, md = tmp_path / "results", tmp_path / "results.md"
     measure_random_scores(out, ["CartPole-v1", "Pendulum-v1"])
-    argv = ["--envs", "CartPole-v1", "Pendulum-v1", "--seeds", "0", "1", "--budget-scale", "0.005"]
-    argv += ["--jobs", "2", "--out", str(out), "--scratch", str(tmp_path / "runs"), "--markdown", str(md)]
-    suite.main(argv)
+    spec = spec_with(
+        "suite.yaml", envs=["CartPole-v1", "Pendulum-v1"], seeds=[0, 1], budget_scale=0.005, jobs=2,
+        out=str(out), scratch=str(tmp_path / "runs"), markdown=str(md),
+    )  # fmt: skip
+    run_spec(spec)
     first = capsys.readouterr().out
     assert "4 new run(s)" in first
     assert first.count("CartPole-v1 seed") == 2 and first.count("Pendulum-v1 seed") == 2
@@ -82,7 +93,7 @@ def test_suite_command_smoke(tmp_path, capsys):
     assert not list((tmp_path / "runs").rglob("model"))  # full run directories are not kept
 
     stamps = [p.stat().st_mtime_ns for p in results]
-    suite.main(argv)
+    run_spec(spec)
     second = capsys.readouterr().out
     assert "0 new run(s)" in second and second.count("skipped (result exists)") == 4
     assert [p.stat().st_mtime_ns for p in results] == stamps
@@ -190,15 +201,15 @@ def test_table1_says_where_the_ordering_differs():
 def test_table1_command_smoke(tmp_path, capsys):
     """The four objectives on one cheap env at a tiny budget: per-run files with the objectives'
     training columns, resumability, and the Table 1 section of the report."""
-    import table1
     from suite_report import measure_random_scores
 
     out, md = tmp_path / "results", tmp_path / "results.md"
     measure_random_scores(out, ["InvertedPendulum-v5"])
-    argv = ["--envs", "InvertedPendulum-v5", "--seeds", "0", "--budget-scale", "0.002", "--jobs", "2"]
-    argv += ["--out", str(out), "--markdown", str(md), "--pythonpath", str(ROOT / "src")]
-    argv += ["--scratch", str(tmp_path / "runs")]
-    table1.main(argv)
+    spec = spec_with(
+        "table1.yaml", envs=["InvertedPendulum-v5"], seeds=[0], budget_scale=0.002, jobs=2, out=str(out),
+        markdown=str(md), pythonpath=str(ROOT / "src"), scratch=str(tmp_path / "runs"),
+    )  # fmt: skip
+    run_spec(spec)
     assert "4 new run(s)" in capsys.readouterr().out
     for obj in ("none", "clip", "kl_adaptive", "kl_penalty"):
         run = out / "table1" / "InvertedPendulum-v5" / obj / "seed0"
@@ -207,7 +218,7 @@ def test_table1_command_smoke(tmp_path, capsys):
         header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
         assert header[3:] == ["train/kl_coef", "train/approx_kl", "train/clip_fraction", "train/entropy"]
     assert not list((tmp_path / "runs").rglob("model"))  # the training directories are not kept
-    table1.main(argv)
+    run_spec(spec)
     assert "0 new run(s)" in capsys.readouterr().out
     text = md.read_text()
     assert "4 of the 84 runs so far; normalised over 1 of the paper's 7 envs (InvertedPendulum-v5)" in text
@@ -283,3 +294,18 @@ def test_stitched_metrics_drop_lost_rows_and_continue_the_seconds(tmp_path):
     csv_path.write_text("time/total_timesteps,time/elapsed_s\n100,1.0\n200,2.0\n300,0.5\n")
     kept, offset = stitched_rows(csv_path)
     assert [float(r["time/elapsed_s"]) for r in kept] == [1.0, 2.0, 2.5] and offset == 2.0
+
+
+def test_results_page_regenerates_from_the_committed_raw_results(tmp_path):
+    """docs/results.md is what the report generator makes of docs/results/ (bar the date line)."""
+    from suite_report import write_report
+
+    docs = tmp_path / "docs"
+    shutil.copytree(ROOT / "docs" / "results", docs / "results")
+    for name in ("results_recurrent_masking.md", "results_envs.md", "benchmarks_spine.md"):
+        shutil.copy(ROOT / "docs" / name, docs / name)  # the "Other results" links need them there
+    write_report(docs / "results", docs / "results.md")
+    made = (docs / "results.md").read_text().splitlines()
+    committed = (ROOT / "docs" / "results.md").read_text().splitlines()
+    assert made[2].startswith("Generated by `python benchmarks/bench.py report specs/suite.yaml`")
+    assert made[:2] + made[3:] == committed[:2] + committed[3:]

@@ -1,7 +1,8 @@
 """A CleanRL-*style* single-file PPO for continuous actions, WRITTEN BY THE PPOKIT AUTHORS.
 
-This is NOT CleanRL's code (``cleanrl_style_ppo.py`` says why CleanRL itself cannot run on this
-machine's stack). It follows the algorithm and the default hyperparameters documented for CleanRL's
+This is NOT CleanRL's code: CleanRL's own scripts cannot run on this machine's stack (PyPI's newest
+cleanrl for Python 3.11, 0.4.8, ships the 2020 ``ppo.py`` for gym <= 0.21; cleanrl 1.x requires
+Python < 3.11). It follows the algorithm and the default hyperparameters documented for CleanRL's
 ``ppo_continuous_action.py`` (https://docs.cleanrl.dev/rl-algorithms/ppo/#ppo_continuous_actionpy):
 one env, 2,048 steps per rollout, 32 minibatches, 10 epochs, lr 3e-4 annealed to 0 over the run,
 gamma 0.99, GAE lambda 0.95, clip 0.2 also on the value, no entropy bonus, value 0.5, grad norm 0.5,
@@ -38,10 +39,63 @@ from pathlib import Path  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from cleanrl_style_ppo import gae, layer, update  # noqa: E402  (same directory: the shared parts)
 from gymnasium.vector import AutoresetMode  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.distributions import Normal  # noqa: E402
+
+
+def layer(in_dim: int, out_dim: int, std: float = np.sqrt(2)) -> nn.Linear:
+    """Orthogonal weights, zero bias (Huang et al. 2022, implementation detail 2)."""
+    lin = nn.Linear(in_dim, out_dim)
+    nn.init.orthogonal_(lin.weight, std)
+    nn.init.constant_(lin.bias, 0.0)
+    return lin
+
+
+def gae(rewards, values, dones, next_value, next_done, gamma: float, gae_lambda: float):
+    """Advantages and returns of a rollout (https://arxiv.org/abs/1506.02438), bootstrapping the
+    value after the last step unless the episode ended there."""
+    num_steps = rewards.shape[0]
+    next_value = next_value.reshape(1, -1)
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    for t in reversed(range(num_steps)):
+        if t == num_steps - 1:
+            nextnonterminal, nextvalues = 1.0 - next_done, next_value
+        else:
+            nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+def update(
+    agent, optimizer, batch, epochs, minibatch_size, clip_coef, ent_coef, vf_coef, max_grad_norm
+) -> None:
+    """Optimizing the policy and value network: clipped surrogate, value loss clipped around the
+    rollout's values, minibatch-normalised advantages (CleanRL's update, both of our files)."""
+    b_obs, b_actions, b_logprobs, b_advantages, b_returns, b_values = batch
+    b_inds = np.arange(b_obs.shape[0])
+    for _epoch in range(epochs):
+        np.random.shuffle(b_inds)
+        for start in range(0, len(b_inds), minibatch_size):
+            mb = b_inds[start : start + minibatch_size]
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_actions[mb])
+            ratio = (newlogprob - b_logprobs[mb]).exp()
+            mb_adv = b_advantages[mb]
+            mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+            pg_loss = torch.max(
+                -mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+            ).mean()
+            newvalue = newvalue.view(-1)
+            v_unclipped = (newvalue - b_returns[mb]) ** 2
+            v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -clip_coef, clip_coef)
+            v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]) ** 2).mean()
+            loss = pg_loss - ent_coef * entropy.mean() + v_loss * vf_coef
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
+            optimizer.step()
 
 
 class Agent(nn.Module):

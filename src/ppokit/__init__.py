@@ -20,12 +20,38 @@ _LAZY = {
     "NetworkConfig": ("ppokit.rl.config", "NetworkConfig"),
     "Policy": ("ppokit.rl.policy", "Policy"),
     "MlpActorCritic": ("ppokit.rl.networks", "MlpActorCritic"),
+    # Stable-Baselines3's names (docs/migrating-from-sb3.md)
+    "evaluate_policy": ("ppokit.rl.sb3", "evaluate_policy"),
+    "make_vec_env": ("ppokit.rl.sb3", "make_vec_env"),
+    "VecNormalize": ("ppokit.rl.sb3", "VecNormalize"),
+    "BaseCallback": ("ppokit.rl.callbacks", "BaseCallback"),
+    "CallbackList": ("ppokit.rl.callbacks", "CallbackList"),
+    "EvalCallback": ("ppokit.rl.callbacks", "EvalCallback"),
+    "CheckpointCallback": ("ppokit.rl.callbacks", "CheckpointCallback"),
+    "EveryNTimesteps": ("ppokit.rl.callbacks", "EveryNTimesteps"),
+    "StopTrainingOnRewardThreshold": ("ppokit.rl.callbacks", "StopTrainingOnRewardThreshold"),
+    "StopTrainingOnNoModelImprovement": ("ppokit.rl.callbacks", "StopTrainingOnNoModelImprovement"),
     "GRPOTrainer": ("ppokit.llm.grpo", "GRPOTrainer"),
     "GRPOConfig": ("ppokit.llm.grpo_config", "GRPOConfig"),
     "RLHFPPOTrainer": ("ppokit.llm.rlhf_ppo", "RLHFPPOTrainer"),
     "RLHFPPOConfig": ("ppokit.llm.rlhf_ppo_config", "RLHFPPOConfig"),
     "LMConfig": ("ppokit.llm.config", "LMConfig"),
 }
+
+
+def _register_envs() -> None:
+    """Register the ``ppokit/`` env ids, so ``gym.make("ppokit/...")`` works right after ``import
+    ppokit`` (issue 30: it raised NamespaceNotFound until a PPO existed). Gymnasium 1.x has no plugin
+    hook, so registering means importing it; that costs ~0.15 s and is skipped where gymnasium is not
+    installed (an LM-only install) or not importable."""
+    try:
+        import gymnasium  # noqa: F401
+    except ImportError:
+        return
+    import ppokit.rl.toy_envs  # noqa: F401  (registers on import; numpy and gymnasium only)
+
+
+_register_envs()
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 import re
 import reprlib
 import types
@@ -32,7 +33,46 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 
 _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 80, 80, 80
 MAX_STRING = 4096  # longest string value a config accepts (ids, paths, names)
 MAX_CONFIG_BYTES = 1_000_000  # largest config file read
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: the same rules, ~10x faster
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: the same rules, ~10x faster
+MAX_YAML_DEPTH = 100  # deeper nesting is no config: 60,000-deep `[[[...` raised RecursionError (issue 34)
+
+
+class SafeLoader(_BaseLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last and
+    drops the first without a word, so a duplicated section silently lost its settings (issue 34)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:  # noqa: D102
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(
+                    f"key {short(key)} is given twice in one mapping (lines {seen[key]} and {line}); "
+                    "YAML would silently keep only the last: remove one"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` parsed as YAML by ``SafeLoader`` (duplicate keys refused); a nesting deeper than
+    ``MAX_YAML_DEPTH`` is a ConfigError, not a RecursionError from the parser."""
+    depth = deepest = 0
+    for ch in text:  # a cheap upper bound on flow nesting, checked before the recursive parser runs
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    if deepest > MAX_YAML_DEPTH:
+        raise ConfigError(f"YAML value nests {deepest} levels deep; at most {MAX_YAML_DEPTH} are allowed")
+    try:
+        return yaml.load(text, Loader=SafeLoader)
+    except RecursionError:
+        raise ConfigError(
+            f"YAML value nests too deeply; at most {MAX_YAML_DEPTH} levels are allowed"
+        ) from None
 
 
 def short(value: Any) -> str:
@@ -44,6 +84,25 @@ def one_line(text: str, limit: int = 500) -> str:
     """``text`` on one line and at most ``limit`` characters (PyYAML and torch messages span lines)."""
     text = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_number(value: Any, *, finite: bool = False) -> bool:
+    """Whether ``value`` is one real number: a Python int or float, a numpy real scalar, or a
+    one-element real tensor or array (``finite``: and neither NaN nor +-inf).
+
+    ``bool`` is not a number, nor a bool scalar or tensor: a YAML ``true`` for a float field, or a
+    reward function returning ``True``, is a mistake to name, not 1.0 (issue 29: three checks
+    disagreed on this; this is the one every caller uses). Strings are not numbers either (the
+    config reader turns YAML 1.1's ``"3e-4"`` into a float before it asks).
+    """
+    if hasattr(value, "item") and not isinstance(value, numbers.Real):
+        try:
+            value = value.item()  # a numpy scalar, or a one-element tensor/array
+        except (ValueError, RuntimeError, TypeError):  # more than one element, or not a number
+            return False
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return not finite or math.isfinite(value)
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None) -> Any:  # noqa: A002
@@ -65,6 +124,19 @@ def checkpoint_every_seconds_option() -> Any:
     )
 
 
+REPORT_TO = ("tensorboard", "wandb")
+
+
+def report_to_option() -> Any:
+    """The ``report_to`` field (TRL's name): where metrics go besides metrics.csv. The classic side's
+    config has it (``Tracker(report_to=...)``); the LM side's can share it."""
+    return option(
+        None,
+        "Where metrics go besides metrics.csv: any of tensorboard, wandb (null: tensorboard when "
+        "`tensorboard` is true). wandb (the wandb extra) honours WANDB_MODE=offline.",
+    )
+
+
 def _type_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -79,7 +151,7 @@ def _type_ok(value: Any, tp: Any) -> bool:
     if origin is dict:
         return isinstance(value, dict)
     if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if dataclasses.is_dataclass(tp):
@@ -201,7 +273,7 @@ class ConfigBase:
                     + (f" (given as {given_as[key]!r})" if key in given_as else "")
                 )
             elif _accepts_float(tp):
-                value = float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+                value = float(value) if is_number(value) else value
             if isinstance(value, tuple):
                 value = list(value)
             kwargs[key] = value
@@ -285,7 +357,9 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
             f"{MAX_CONFIG_BYTES:,}): is this the right file?"
         )
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SafeLoader) or {}
+        data = parse_yaml(path.read_text(encoding="utf-8")) or {}
+    except ConfigError as e:
+        raise ConfigError(f"config file {short(str(path))}: {e}") from None
     except yaml.YAMLError as e:  # PyYAML's message spans several lines (with a caret): make it one
         raise ConfigError(f"config file {short(str(path))} is not valid YAML: {one_line(e)}") from None
     except UnicodeDecodeError as e:
@@ -302,7 +376,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 def parse_value(text: str) -> Any:
     """Parse an override value the way YAML would (``1e-3`` -> float, ``[64,64]`` -> list, ``null``)."""
     try:
-        value = yaml.safe_load(text)
+        value = parse_yaml(text)
     except yaml.YAMLError:
         return text
     # YAML 1.1 reads "1e-3" as a string; accept it as a float like a user means it.

@@ -21,8 +21,13 @@ ALIASES: dict[str, tuple[str, str]] = {
     # the weight of the KL penalty
     "beta": ("kl_coef", "TRL GRPOConfig; ppokit 0.1 GRPOConfig"),
     "kl_beta": ("kl_coef", "ppokit 0.1 PPOConfig"),
-    # the adaptive KL rule's target (units differ: see each config's help)
+    # the adaptive KL rule: on or off (the classic side's switch is `objective: kl_adaptive`, PPO paper
+    # Table 1's row name; the LM side's is this key of the same spelling), and its target (units
+    # differ: see each config's help)
+    "adaptive_kl": ("kl_adaptive", "ppokit 0.1 RLHFPPOConfig"),
     "kl_target": ("adaptive_kl_target", "ppokit 0.1 PPOConfig and RLHFPPOConfig"),
+    # the entropy bonus coefficient
+    "entropy_coef": ("ent_coef", "ppokit 0.1 GRPOConfig"),
     # GAE
     "lam": ("gae_lambda", "TRL PPOConfig; ppokit 0.1 RLHFPPOConfig"),
     # passes over one batch of experience

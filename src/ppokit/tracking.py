@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,33 +47,70 @@ class CSVLogger:
             w.writerows(old_rows)
 
 
-def trim_csv(path: str | Path, column: str, last: float) -> None:
-    """Drop the rows of CSV file ``path`` whose ``column`` exceeds ``last`` (rows logged after the
+def trim_log(path: str | Path, column: str, last: float) -> None:
+    """Drop the rows of log ``path`` whose ``column`` exceeds ``last`` (rows logged after the
     checkpoint a run resumes from: that work was lost), so a resumed run's log reads as if it had
-    never stopped. The file is replaced atomically; a missing file is left alone."""
+    never stopped. ``path`` is a CSV file with a header (``metrics.csv``, ``episodes.csv``) or a JSON
+    Lines file (``completions.jsonl``); a row without ``column`` is kept. The one trim both sides use:
+    the file is replaced atomically (a temporary sibling, then ``os.replace``), so a crash mid-trim
+    leaves the old log or the new one, never half of it (the JSON Lines trim of the LM side wrote
+    in place before issue 29). A missing file is left alone."""
     path = Path(path)
     if not path.is_file():
+        return
+    if path.suffix == ".jsonl":
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        keep = [ln for ln in lines if float(json.loads(ln).get(column) or 0) <= last]
+        if len(keep) < len(lines):
+            _replace(path, lambda f: f.writelines(ln + "\n" for ln in keep))
         return
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames or [], list(reader)
-    keep = [r for r in rows if not r.get(column) or float(r[column]) <= last]
-    if len(keep) == len(rows):
-        return
+    keep_rows = [r for r in rows if not r.get(column) or float(r[column]) <= last]
+    if len(keep_rows) < len(rows):
+
+        def write(f: Any) -> None:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(keep_rows)
+
+        _replace(path, write)
+
+
+def _replace(path: Path, write: Callable[[Any], None]) -> None:
+    """Rewrite ``path`` atomically with ``write(file)``."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(keep)
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 class Tracker:
-    """Writes metrics to ``metrics.csv`` and TensorBoard (``tb/``) in a run directory."""
+    """Writes metrics to ``metrics.csv`` and TensorBoard (``tb/``) in a run directory, and with
+    ``report_to`` to Weights & Biases (``tracking_wandb.py``); ``log_jsonl`` appends to a
+    JSON Lines table (the LM side's ``completions.jsonl``)."""
 
     def __init__(
-        self, run_dir: str | Path, tensorboard: bool = True, append: bool = False, enabled: bool = True
+        self,
+        run_dir: str | Path,
+        tensorboard: bool = True,
+        append: bool = False,
+        enabled: bool = True,
+        report_to: list[str] | None = None,
+        config: dict[str, Any] | None = None,
     ):
+        """``report_to`` (the configs' key; None: TensorBoard as ``tensorboard`` says) may add wandb
+        (tracking_wandb.py), which records ``config`` with the run."""
+        if report_to is not None:
+            tensorboard = "tensorboard" in report_to
+        self.sinks: list[Any] = []
+        if enabled and "wandb" in (report_to or ()):
+            from ppokit.tracking_wandb import WandbSink  # wandb is slow to import: only when asked
+
+            self.sinks.append(WandbSink(run_dir, config))
         self.enabled = enabled
         self.run_dir = Path(run_dir)
         self.csv = CSVLogger(self.run_dir / "metrics.csv", append=append) if enabled else None
@@ -82,6 +121,12 @@ class Tracker:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: it is slow to import
 
             self.tb = SummaryWriter(str(self.run_dir / "tb"))
+
+    @staticmethod
+    def options(config: Any) -> dict[str, Any]:
+        """The keyword arguments of a Tracker for a run of ``config`` (either side's): TensorBoard and
+        wandb as its ``tensorboard`` and ``report_to`` say; wandb records the config."""
+        return {"tensorboard": config.tensorboard, "report_to": config.report_to, "config": config.to_dict()}
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """Record one row; non-finite and missing values are written as-is to CSV, skipped in TB."""
@@ -99,6 +144,15 @@ class Tracker:
                 if isinstance(v, (int, float)) and math.isfinite(v)
             ]
             self.tb._get_file_writer().add_summary(Summary(value=values), step)
+        for sink in self.sinks:
+            sink.log(step, metrics)
+
+    def log_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Append ``rows`` (one JSON object each) to ``RUN_DIR/name``."""
+        if not self.enabled or not rows:
+            return
+        with open(self.run_dir / name, "a") as f:
+            f.writelines(json.dumps(row, default=str) + "\n" for row in rows)
 
     def log_episodes(self, episodes: list[tuple[float, int, int, float]]) -> None:
         """Append finished training episodes ``(return, length, step, unix_time)`` to episodes.csv."""
@@ -112,10 +166,14 @@ class Tracker:
             )
 
     def close(self) -> None:
+        """Flush and close every writer (closing twice is harmless)."""
         if self.tb is not None:
             self.tb.flush()
             self.tb.close()
             self.tb = None
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
 
 class ProgressBar:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ppokit.cli import lm, resume, rl
+from ppokit.cli import export, lm, resume, rl
 from ppokit.cli.boundary import OneLineParser, report
 
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     rl.register(sub)
     resume.register(sub)
     lm.register(sub)
+    export.register(sub)
     return parser
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     # `--env ""` trained CartPole and `--model ""` the built-in tiny model (issue 16).
     empty = [k for k, v in vars(args).items() if v == "" and k != "command"]
     if empty:
-        positional = empty[0] == "run_dir" and args.command in ("eval", "plot", "resume")
+        positional = empty[0] == "run_dir" and args.command in ("eval", "plot", "resume", "export")
         name = "RUN_DIR" if positional else "--" + empty[0].replace("_", "-")
         parser.error(f"{args.command} {name} '' (an empty value) is not allowed")
     try:

@@ -18,13 +18,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppokit.cli.options import add_lm_options
-from ppokit.cli.rundirs import claim, precheck
-from ppokit.cli.signals import StopOnSignal
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import ConfigError
+from ppokit.train.rundir import claim, config_text, precheck
+from ppokit.train.signals import StopOnSignal
+
+if TYPE_CHECKING:  # imported inside the commands: ppokit.llm loads torch, and --help must stay fast
+    from ppokit.llm.trainer import LMTrainer
 
 SOURCES = "sources.json"  # the run's prompts file and reward specs, for --resume
 
@@ -114,7 +117,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_command(args: argparse.Namespace, trainer_cls: Any, presets: dict[str, Any]) -> int:
+def run_command(args: argparse.Namespace, trainer_cls: type[LMTrainer], presets: dict[str, Any]) -> int:
     """Run (or with ``--resume``, continue) ``trainer_cls`` as the flags say; the last stdout line is
     one JSON object (from rank 0 under torchrun)."""
     progress = not args.no_progress
@@ -125,7 +128,7 @@ def run_command(args: argparse.Namespace, trainer_cls: Any, presets: dict[str, A
             precheck(args.run_dir, f"ppokit resume {args.run_dir}")
         cfg = config_from_flags(args, trainer_cls.config_class(), presets)
         name = "custom" if args.prompts else cfg.task
-        run_dir = Path(args.run_dir) if args.run_dir else None  # None: runs/<name>-<algo>-<stamp>
+        run_dir = cfg.run_dir_for(args.run_dir)  # --run-dir, output_dir, or None: runs/<name>-<algo>-<stamp>
         sources = {"prompts": args.prompts, "eval_prompts": args.eval_prompts, "reward": args.reward}
         summary = start_run(trainer_cls, cfg, run_dir, sources, progress, name=name)
     return _print_summary(summary)
@@ -162,8 +165,8 @@ def _print_summary(summary: dict[str, Any]) -> int:
     return 128 + int(summary["interrupted_by"]) if summary.get("interrupted_by") else 0
 
 
-def _train(trainer: Any) -> dict[str, Any]:
-    """``trainer.train()`` with SIGINT/SIGTERM finishing the step and checkpointing (cli/signals.py)."""
+def _train(trainer: LMTrainer) -> dict[str, Any]:
+    """``trainer.train()`` with SIGINT/SIGTERM finishing the step and checkpointing (train/signals.py)."""
     if threading.current_thread() is not threading.main_thread():  # signals go to the main thread
         return trainer.train()
     with StopOnSignal(trainer, "step"):
@@ -212,7 +215,7 @@ def _trainer_args(cfg: Any, inputs: dict[str, Any], run_dir: Path | None, progre
 
 
 def start_run(
-    trainer_cls: Any,
+    trainer_cls: type[LMTrainer],
     cfg: Any,
     run_dir: str | Path | None,
     sources: dict[str, Any],
@@ -222,7 +225,7 @@ def start_run(
     """A fresh run of ``trainer_cls`` (an ``LMTrainer``) into ``run_dir`` (None: a new
     ``runs/<name>-<algo>-<timestamp>``); returns the summary the verb prints as JSON. ``sources``: the
     prompts file, held-out prompts file and reward specs. Everything is built and checked before the
-    run directory is claimed (``cli/rundirs.py``), so a failed start leaves nothing there."""
+    run directory is claimed (``train/rundir.py``), so a failed start leaves nothing there."""
     import torch
 
     from ppokit import distributed
@@ -246,18 +249,22 @@ def start_run(
     trainer = trainer_cls(model, tokenizer, model_dir=cfg.model, **_trainer_args(cfg, inputs, None, progress))
     if distributed.init(cfg.device).is_main:  # under torchrun only rank 0 writes the run directory
         default = f"{name or cfg.task}-{trainer_cls.algo}"
-        claimed = claim(run_dir, default, yaml_text(cfg), f"ppokit resume {run_dir or 'RUN_DIR'}")
+        claimed = claim(run_dir, default, config_text(cfg), f"ppokit resume {run_dir or 'RUN_DIR'}")
         try:
             (claimed.path / SOURCES).write_text(json.dumps(sources))
         except BaseException:
             claimed.abandon()
             raise
-        trainer.run_dir, trainer.run_dir_lock = claimed.path, claimed.lock  # loop.py takes the lock over
+        trainer.set_run_dir(claimed.path, lock=claimed.lock)  # the run loop holds the lock from here
     return _finish(cfg, _train(trainer), info, started)
 
 
 def resume_run(
-    trainer_cls: Any, run_dir: str | Path, overrides: list[str], max_steps: int | None, progress: bool = True
+    trainer_cls: type[LMTrainer],
+    run_dir: str | Path,
+    overrides: list[str],
+    max_steps: int | None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Continue ``run_dir`` from its newest complete checkpoint (config from the run, plus overrides);
     a run killed before its first checkpoint starts again from its config.yaml."""
@@ -293,19 +300,12 @@ def resume_run(
         model, tokenizer, info = _model(cfg, inputs)
         args = _trainer_args(cfg, inputs, run_dir, progress)
         trainer = trainer_cls(model, tokenizer, model_dir=cfg.model, **args)
-        trainer.run_dir_lock = RunDirLock(run_dir)
+        trainer.set_run_dir(run_dir, lock=RunDirLock(run_dir))
         print(f"{run_dir} holds no checkpoint yet: training it from the start with its config.yaml")
         return _finish(cfg, _train(trainer), {**info, "restarted": True}, started)
     trainer = trainer_cls.resume(run_dir, **_trainer_args(cfg, inputs, run_dir, progress))
     resumed_from = trainer.step
     return _finish(cfg, _train(trainer), {"resumed_from_step": resumed_from}, started)
-
-
-def yaml_text(cfg: Any) -> str:
-    """The text ``cfg.save_yaml`` writes."""
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def _finish(cfg: Any, summary: dict[str, Any], info: dict[str, Any], started: float) -> dict[str, Any]:

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ppokit.cli.options import add_train_options
-from ppokit.cli.rundirs import claim, default_run_dir, precheck
-from ppokit.cli.signals import StopOnSignal
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import CheckpointError, ConfigError
+from ppokit.train.rundir import claim, config_text, default_run_dir, precheck
+from ppokit.train.signals import StopOnSignal
 
 if TYPE_CHECKING:  # imported inside the commands: ppokit.rl loads torch, and --help must stay fast
     from ppokit.rl.config import PPOConfig
+    from ppokit.rl.ppo import PPO
 
 DEFAULT_ENV = "CartPole-v1"
 
@@ -49,6 +50,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--env", metavar="ID", help="Evaluate on this Gymnasium id instead (same spaces required)."
     )
+    p.add_argument(
+        "--video", metavar="DIR", help="Record each episode as an mp4 in DIR (gymnasium RecordVideo)."
+    )
+    p.add_argument("--render", action="store_true", help="Show the episodes in a window (needs a display).")
     p.set_defaults(func=eval_command)
 
     p = sub.add_parser("plot", help="(Re)draw a run's plots from its CSV files.")
@@ -115,15 +120,14 @@ def run_name(cfg: PPOConfig) -> str:
 
 def new_run_dir(cfg: PPOConfig, given: str | None) -> Path:
     """``runs/<env>-ppo-<YYYYmmdd-HHMMSS>`` or the given directory, which must not hold a run (a
-    first check; ``cli/rundirs.claim`` makes it exclusive)."""
+    first check; ``train/rundir.claim`` makes it exclusive)."""
     if given:
         return precheck(given, f"ppokit resume {given}")
     return default_run_dir(run_name(cfg))
 
 
-def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: int) -> int | None:
+def _learn_until_done_or_stopped(model: PPO, args: argparse.Namespace, total: int) -> int | None:
     """Learn; on a stop request write a checkpoint and return the exit code (None: finished)."""
-    from ppokit.rl import state
     from ppokit.train.checkpoint import latest_checkpoint
 
     with StopOnSignal(model):
@@ -143,7 +147,7 @@ def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: in
             raise
     if model.stop_requested is None:
         return None
-    ckpt = state.checkpoint_now(model)
+    ckpt = model.checkpoint()
     print(
         f"interrupted by {signal.Signals(model.stop_requested).name} at step {model.num_timesteps}; "
         f"checkpoint {ckpt}; continue with `ppokit resume {model.run_dir}`"
@@ -152,10 +156,8 @@ def _learn_until_done_or_stopped(model: Any, args: argparse.Namespace, total: in
     return 128 + int(model.stop_requested)
 
 
-def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
+def _train_and_finish(model: PPO, args: argparse.Namespace, total: int) -> int:
     """Learn with checkpoint-on-interrupt, then save, plot and evaluate; print the outcome."""
-    from ppokit.rl import state
-
     main = model.dist.is_main
     stopped = _learn_until_done_or_stopped(model, args, total)
     if stopped is not None:
@@ -163,7 +165,7 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
     if not main:  # with torchrun, only rank 0 writes the model, plots and evaluation
         model.close()
         return 0
-    state.checkpoint_now(model)
+    model.checkpoint()
     model.save(model.run_dir / "model")
     model.close()
     from ppokit.plotting import plot_rl_run  # matplotlib costs ~0.4-0.8 s to import: only when plotting
@@ -182,7 +184,7 @@ def _train_and_finish(model: Any, args: argparse.Namespace, total: int) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     """``ppokit train``: build and check everything first (environments, policy), then claim the
-    run directory (``cli/rundirs.py``), so a failed start leaves nothing at ``--run-dir``."""
+    run directory (``train/rundir.py``), so a failed start leaves nothing at ``--run-dir``."""
     from ppokit import distributed
     from ppokit.rl.ppo import PPO
 
@@ -194,7 +196,7 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         if dist.is_main:  # only rank 0 owns the run directory
             given = Path(args.run_dir) if args.run_dir else None
-            claimed = claim(given, run_name(cfg), yaml_text(cfg), f"ppokit resume {args.run_dir}")
+            claimed = claim(given, run_name(cfg), config_text(cfg), f"ppokit resume {args.run_dir}")
             try:
                 model.set_run_dir(claimed.path, lock=claimed.lock)
             except BaseException:
@@ -208,13 +210,6 @@ def train_command(args: argparse.Namespace) -> int:
         return _train_and_finish(model, args, cfg.total_timesteps)
     finally:
         distributed.shutdown()
-
-
-def yaml_text(cfg: Any) -> str:
-    """The text ``cfg.save_yaml`` writes."""
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def resume_ppo(args: argparse.Namespace) -> int:
@@ -318,10 +313,19 @@ def eval_command(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes={args.episodes} is not allowed; must be >= 1")
+    from ppokit.rl.evaluation import evaluate_policy, last_training_return, stochastic_hint
+
     model = PPO.load(Path(args.run_dir), env=getattr(args, "env", None), tensorboard=False)
-    result = model.evaluate(args.episodes, deterministic=not args.stochastic, seed=args.seed)
-    model.close()
     run_dir = Path(args.run_dir)
+    try:
+        result = evaluate_policy(
+            model, args.episodes, not args.stochastic, args.seed, video_dir=args.video, render=args.render
+        )
+        hint = stochastic_hint(model, result, last_training_return(run_dir)) if not args.env else None
+    finally:
+        model.close()
+    if hint is not None:
+        result["hint"] = hint
     if (run_dir / "config.yaml").exists():
         try:
             (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
@@ -335,6 +339,12 @@ def eval_command(args: argparse.Namespace) -> int:
             f"{result['env_id']}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
             f"over {result['episodes']} episodes ({mode})"
         )
+        if "score" in result:  # Atari: say what the number is (rl/evaluation.py)
+            print(f"score counted over the {result['score']}")
+        if args.video:
+            print(f"videos: {args.video}")
+    if hint is not None:  # stderr: --json keeps exactly one JSON object on stdout
+        print(f"ppokit eval: note: {hint['message']}", file=sys.stderr)
     return 0
 
 

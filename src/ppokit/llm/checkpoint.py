@@ -9,12 +9,12 @@
 
 written atomically by ``ppokit.train.checkpoint.save_step_checkpoint`` (``model/`` through its
 ``write_extra``, so the manifest covers the weights too). Runs of ppokit 0.1 used another layout,
-``checkpoints/step-000200/{model,trainer}``; those are still read, so old runs resume.
+``checkpoints/step-000200/{model,trainer}``; those are still read, so old runs resume. What goes into
+``tensors.safetensors`` and ``meta.json`` is ``LMTrainer.state_dict()`` (``LMTrainer.save_checkpoint``).
 """
 
 from __future__ import annotations
 
-import copy
 import random
 import re
 from pathlib import Path
@@ -22,17 +22,9 @@ from typing import Any
 
 import torch
 
-from ppokit.errors import CheckpointError, ConfigError
+from ppokit.errors import CheckpointError
 from ppokit.llm.models import save_pretrained
-from ppokit.train.checkpoint import (
-    flatten_state,
-    is_complete,
-    list_checkpoints,
-    load_checkpoint,
-    save_step_checkpoint,
-    unflatten_state,
-)
-from ppokit.train.rng import capture_rng, restore_rng
+from ppokit.train.checkpoint import is_complete, list_checkpoints, load_checkpoint, save_step_checkpoint
 
 _LEGACY = re.compile(r"^step-(\d+)$")  # ppokit 0.1: step-000200/{model,trainer}
 
@@ -114,19 +106,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return load_checkpoint(path / "trainer" if is_legacy(path) else path)
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], Any]:
-    """Flatten an optimizer's state dict into tensors plus a JSON tree."""
-    return flatten_state("optim.", optimizer.state_dict())
-
-
-def restore_optimizer(optimizer: torch.optim.Optimizer, tree: Any, tensors: dict[str, torch.Tensor]) -> None:
-    """Inverse of ``optimizer_tensors``."""
-    try:
-        optimizer.load_state_dict(unflatten_state(tree, tensors))
-    except (ValueError, KeyError) as e:
-        raise CheckpointError(f"optimizer state does not fit this model: {e}") from None
-
-
 def restore_legacy_rng(
     tensors: dict[str, torch.Tensor], python_state: list, generator: torch.Generator | None
 ) -> None:
@@ -136,59 +115,6 @@ def restore_legacy_rng(
     if generator is not None and "rng.generator" in tensors:
         generator.set_state(tensors["rng.generator"])
     random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
-
-
-# -- a trainer's state in and out (LMTrainer.save_checkpoint / load_state / resume call these) -------
-def save_trainer(trainer: Any, root: Path) -> Path:
-    """Write ``trainer``'s checkpoint under ``root``: optimizer, RNGs, prompt order, counters, step
-    guard, extra state (reference model, value head) and config; the model via ``save_pretrained``."""
-    tensors, optim_tree = optimizer_tensors(trainer.optimizer)
-    rng, rng_tree = capture_rng(torch_generators={"sampler": trainer.generator})
-    tensors.update(rng)
-    tensors["prompt_order"] = trainer.order.clone()
-    tensors.update(trainer._extra_state())
-    meta = {
-        "algo": trainer.algo,
-        "step": trainer.step,
-        "num_tokens": trainer.num_tokens,
-        "cursor": trainer.cursor,
-        "epoch": trainer.epoch,
-        "accuracy_before": trainer.accuracy_before,
-        "optimizer": optim_tree,
-        "rng": rng_tree,
-        "guard": trainer.guard.state_dict(),
-        "config": trainer.config.to_dict(),
-    }
-    base = None
-    if trainer.is_peft:  # model/ holds the adapter; the frozen base is named, or copied in base_model/
-        meta["peft"] = {"base_model": trainer.model_dir}
-        if trainer.model_dir is None:
-            base = copy.deepcopy(trainer.model).unload()  # the base weights without the LoRA layers
-    keep = trainer.config.keep_checkpoints
-    return save_lm_checkpoint(
-        root, trainer.step, trainer.model, trainer.tokenizer, tensors, meta, keep=keep, base_model=base
-    )
-
-
-def load_trainer_state(trainer: Any, path: str | Path) -> Path:
-    """Restore optimizer, extra state, RNGs and counters of ``trainer`` from the checkpoint at
-    ``path`` (the model weights were loaded with ``load_checkpoint_model``)."""
-    path = find_checkpoint(path)
-    tensors, meta = read_checkpoint(path)
-    if meta.get("algo", trainer.algo) != trainer.algo:
-        raise ConfigError(f"checkpoint {str(path)!r} was written by {meta['algo']}, not {trainer.algo}")
-    restore_optimizer(trainer.optimizer, meta["optimizer"], tensors)
-    if "rng" in meta:
-        restore_rng(tensors, meta["rng"], torch_generators={"sampler": trainer.generator})
-    else:  # a ppokit 0.1 checkpoint
-        restore_legacy_rng(tensors, meta["python_rng"], trainer.generator)
-    if "guard" in meta:
-        trainer.guard.load_state_dict(meta["guard"])
-    trainer._load_extra_state(tensors)
-    trainer.order, trainer.cursor, trainer.epoch = tensors["prompt_order"], meta["cursor"], meta["epoch"]
-    trainer.step, trainer.num_tokens = meta["step"], meta["num_tokens"]
-    trainer.accuracy_before = meta.get("accuracy_before")
-    return path
 
 
 def load_checkpoint_model(found: Path, meta: dict[str, Any], config: Any, kwargs: dict[str, Any]) -> tuple:

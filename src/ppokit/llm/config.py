@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from ppokit.config import ConfigBase, check, check_adam_betas, checkpoint_every_seconds_option, option
 from ppokit.errors import ConfigError
+from ppokit.llm.trl_compat import notice_trl_defaults, translate_trl_config, uses_trl_spelling
+
+C = TypeVar("C", bound=ConfigBase)
 
 
-def accepts_other_names(cls: Any) -> Any:
+def accepts_other_names(cls: type[C]) -> type[C]:
     """Let the dataclass constructor take what ``from_dict`` takes: TRL's names (``beta=0.04``,
     ``max_completion_length=256``, ``per_device_train_batch_size=8``, ...) and section dicts, so that
     ``GRPOConfig(output_dir=..., beta=...)`` in a TRL script works with its import changed. Keyword
@@ -29,7 +34,11 @@ def accepts_other_names(cls: Any) -> Any:
 
     @functools.wraps(init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        if args or all(k in names and not isinstance(v, dict) for k, v in kwargs.items()):
+        canonical = all(k in names and not isinstance(v, dict) for k, v in kwargs.items())
+        # key by key: a canonical key whose TRL value needs translating (scale_rewards=True,
+        # report_to="wandb") goes through from_dict too; it used to only when another TRL-spelled key
+        # happened to be given (issue 34)
+        if args or (canonical and translate_trl_config(kwargs) == kwargs):
             init(self, *args, **kwargs)
             return
         built = cls.from_dict(kwargs)
@@ -141,7 +150,11 @@ class LMConfig(ConfigBase):
     lr_schedule: str = option(
         "constant", "Learning-rate schedule after warm-up.", choices=("constant", "linear")
     )
-    warmup_steps: int = option(0, "Linear learning-rate warm-up steps.")
+    warmup_steps: float = option(
+        0.0,
+        "Linear learning-rate warm-up: a whole number of steps, or below 1 a fraction of max_steps "
+        "(rounded up; TRL/transformers' rule, so 0.1 warms up over the first 10%).",
+    )
     adam_betas: list[float] = option([0.9, 0.999], "AdamW (beta1, beta2).")
     weight_decay: float = option(0.0, "AdamW weight decay.")
     max_grad_norm: float | None = option(1.0, "Clip the global gradient norm (null: no clipping).")
@@ -171,7 +184,9 @@ class LMConfig(ConfigBase):
         "`tensorboard` is true). wandb honours WANDB_MODE=offline.",
     )
     output_dir: str | None = option(
-        None, "Run directory of a Python run when run_dir is not passed (TRL's output_dir)."
+        None,
+        "Run directory (TRL's output_dir): of a Python run when run_dir is not passed, of a command-line "
+        "run when --run-dir is not given (null: a new runs/<name>-<algo>-<stamp>).",
     )
     max_seconds: float = option(0.0, "Stop training after this many seconds (0: no time limit).")
     nonfinite_stop_after: int = option(
@@ -202,6 +217,11 @@ class LMConfig(ConfigBase):
         "Recompute the model's activations in the backward pass instead of keeping them (less memory, "
         "~30% more compute). The loss passes then run each row's prompt (prefix sharing stays for sampling).",
     )
+    disable_dropout: bool = option(
+        False,
+        "Set every dropout probability of the policy to 0 (and so of its reference copy and a separate "
+        "value trunk), as TRL's disable_dropout: with dropout the policy ratio is not 1 before an update.",
+    )
     logprob_chunk_size: int = option(
         1024,
         "Tokens whose logits are computed at once for log-probs and entropies (the [B, L, V] float32 "
@@ -227,6 +247,12 @@ class LMConfig(ConfigBase):
         positive = ("max_steps", "prompts_per_step", "n_epochs", "log_every", "keep_checkpoints")
         positive += ("eval_prompts", "task_digits", "nonfinite_stop_after")
         self.check_each(positive, lambda v: v >= 1, "must be a positive integer")
+        check(
+            self.warmup_steps < 1 or float(self.warmup_steps).is_integer(),
+            "warmup_steps",
+            self.warmup_steps,
+            "give a whole number of steps, or a fraction of max_steps below 1",
+        )
         non_negative = ("micro_batch_size", "warmup_steps", "eval_every", "checkpoint_every")
         non_negative += ("num_samples", "torch_threads")
         self.check_each(non_negative, lambda v: v >= 0, "must be >= 0")
@@ -249,12 +275,31 @@ class LMConfig(ConfigBase):
         check(0 < self.clip_range < 1, "clip_range", self.clip_range, "must lie in (0, 1)")
         check(self.kl_coef >= 0, "kl_coef", self.kl_coef, "must be >= 0")
 
+    def run_dir_for(self, cli_run_dir: str | Path | None) -> Path | None:
+        """The run directory of a command-line run: ``--run-dir``, else ``output_dir`` (TRL's name for
+        it; issue 34: the command line accepted output_dir and wrote to runs/... instead), else None (a
+        new runs/<name>-<algo>-<stamp>). Both given and different is a ConfigError."""
+        if cli_run_dir and self.output_dir and Path(cli_run_dir) != Path(self.output_dir):
+            raise ConfigError(
+                f"--run-dir {str(cli_run_dir)!r} and output_dir={self.output_dir!r} name different run "
+                "directories; give one of them"
+            )
+        chosen = cli_run_dir or self.output_dir
+        return Path(chosen) if chosen else None
+
+    @property
+    def num_warmup_steps(self) -> int:
+        """Warm-up length in steps: ``warmup_steps`` itself, or below 1 that fraction of ``max_steps``
+        rounded up (transformers' ``get_warmup_steps``; issue 34: 0.1 ran step 1 at 10x the rate)."""
+        if self.warmup_steps < 1:
+            return math.ceil(self.warmup_steps * self.max_steps)
+        return int(self.warmup_steps)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, _prefix: str = "") -> Any:
         """``ConfigBase.from_dict`` after TRL's rule-based keys are translated (``trl_compat``)."""
+        given = data if not _prefix and isinstance(data, dict) else {}
         if not _prefix and isinstance(data, dict):
-            from ppokit.llm.trl_compat import translate_trl_config
-
             data = translate_trl_config(data)
             extra = data.pop("generation_kwargs", None)
             if extra:  # TRL's generation_kwargs: the sampling keys ppokit has, others refused by name
@@ -266,7 +311,15 @@ class LMConfig(ConfigBase):
                         f"generation_kwargs {unknown} are not supported; known: {sorted(known)}"
                     )
                 data["generation"] = {**section, **extra}
-        return super().from_dict(data, _prefix)
+        built = super().from_dict(data, _prefix)
+        if uses_trl_spelling(given):
+            notice_trl_defaults(given, built)
+        return built
+
+    def trl_defaults(self) -> dict[str, tuple[Any, str]]:
+        """The keys whose ppokit default differs from TRL's: ``{key: (TRL's value, how TRL says it)}``
+        (``notice_trl_defaults`` names those a TRL-spelled config leaves unset; docs/grpo.md lists them)."""
+        return {"lr_schedule": ("linear", "lr_scheduler_type='linear'")}
 
 
 # What the built-in addition task's presets for GRPO and PPO share: the tiny model, its warm start,

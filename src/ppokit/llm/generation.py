@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ppokit.errors import ConfigError
 from ppokit.functional.losses import entropy_from_logits
 from ppokit.functional.tokens import completion_mask, selective_log_softmax
+
+if TYPE_CHECKING:  # types only: the caller brings transformers
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -32,7 +36,7 @@ class Completions:
 
 
 def encode_prompts(
-    tokenizer: Any, prompts: list[Any], max_prompt_length: int, device: str = "cpu"
+    tokenizer: PreTrainedTokenizerBase, prompts: list[Any], max_prompt_length: int, device: str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenise prompts into left-padded ``(ids [B, P], mask [B, P])``.
 
@@ -67,14 +71,14 @@ def repeat_cache(past: Any, repeats: int) -> Any:
     return past
 
 
-def unwrap_peft(model: Any) -> Any:
+def unwrap_peft(model: nn.Module) -> nn.Module:
     """The transformers model inside a ``peft.PeftModel`` (the model itself otherwise). LoRA layers are
     injected in place, so calling the unwrapped model still runs the adapters (unless disabled)."""
     inner = getattr(model, "get_base_model", None)
     return inner() if callable(inner) else model
 
 
-def cache_argument(model: Any) -> str:
+def cache_argument(model: nn.Module) -> str:
     """The keyword that passes a KV cache into ``model``'s forward: ``cache`` (transformers 5.x, where
     ``past_key_values`` is deprecated and removed in 5.40) or ``past_key_values`` (earlier versions)."""
     fwd = unwrap_peft(model).forward
@@ -138,7 +142,7 @@ def repetition_penalty_(logits: torch.Tensor, seen: torch.Tensor, penalty: float
 
 @torch.no_grad()
 def generate(
-    model: Any,
+    model: nn.Module,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     max_new_tokens: int,
@@ -213,7 +217,7 @@ def generate(
 
 
 # ---------------------------------------------------------------------- per-token log-probs, in chunks
-def split_lm(model: Any) -> tuple[Any, Any] | None:
+def split_lm(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """``(trunk, head)`` of a transformers causal LM: the module that gives the final (normed) hidden
     states and the output projection, so log-probs can be computed from hidden states chunk by chunk.
 
@@ -233,7 +237,7 @@ def split_lm(model: Any) -> tuple[Any, Any] | None:
 
 
 def _chunk_logprobs(
-    head: Any, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float, entropy: str
+    head: nn.Module, hidden: torch.Tensor, tokens: torch.Tensor, temperature: float, entropy: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs ``[n]`` of ``tokens [n]`` from hidden states ``[n, d]``, and entropies ``[n]`` (empty
     when ``entropy == "none"``; without a graph when ``"detached"``). The ``[n, V]`` float32 logits
@@ -249,7 +253,7 @@ def _chunk_logprobs(
 
 
 def head_logprobs(
-    head: Any,
+    head: nn.Module,
     hidden: torch.Tensor,
     tokens: torch.Tensor,
     mask: torch.Tensor,
@@ -293,7 +297,7 @@ def head_logprobs(
 
 
 def _hidden_states(
-    trunk: Any,
+    trunk: nn.Module,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     completion_ids: torch.Tensor,
@@ -324,7 +328,7 @@ def _hidden_states(
 
 
 def completion_logprobs(
-    model: Any,
+    model: nn.Module,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     completion_ids: torch.Tensor,

@@ -36,7 +36,6 @@ from ppokit.functional import (
 )
 from ppokit.llm.generation import completion_logprobs
 from ppokit.llm.grpo_config import GRPOConfig
-from ppokit.llm.sampling import sample, score_samples
 from ppokit.llm.trainer import LMTrainer
 
 
@@ -97,9 +96,9 @@ class GRPOTrainer(LMTrainer):
         cfg, G = self.config, self.config.num_generations
         rows = [r for r in rows for _ in range(G)]  # groups of G consecutive rows
         # each group's prompt runs once, its KV cache shared by the G completions (share_prompt_prefix)
-        prompt_ids, prompt_mask, out, texts = sample(self, rows, group=self._group)
+        prompt_ids, prompt_mask, out, texts = self.sample(rows, group=self._group)
         # ---------------------------------------------------------- 2. advantage
-        rewards, per_fn = score_samples(self, rows, out, texts)  # a step with no signal stops the run
+        rewards, per_fn = self.score_samples(rows, out, texts)  # a step with no signal stops the run
         unscored = torch.isnan(rewards)
         grouped = rewards.view(-1, G)
         # A completion no function scored is left out of the loss; for the group statistics it takes
@@ -168,7 +167,7 @@ class GRPOTrainer(LMTrainer):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch (already scaled for gradient accumulation) and its diagnostics."""
         cfg = self.config
-        bonus = cfg.entropy_coef > 0
+        bonus = cfg.ent_coef > 0
         with self.autocast():
             logp, entropy = completion_logprobs(
                 self.model,
@@ -215,7 +214,7 @@ class GRPOTrainer(LMTrainer):
             mean_entropy = masked_sum(entropy, mask) / (
                 num_tokens if token_normalised else mask.sum().clamp(min=1)
             )
-            loss = loss - cfg.entropy_coef * mean_entropy
+            loss = loss - cfg.ent_coef * mean_entropy
         # dapo/cispo already divide by the whole step's token count; the others average micro-batches.
         if not token_normalised:
             loss = loss / n_chunks

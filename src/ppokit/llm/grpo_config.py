@@ -57,8 +57,8 @@ class GRPOConfig(LMConfig):
         "(sequence: GSPO, Zheng et al. 2025).",
         choices=("token", "sequence"),
     )
-    entropy_coef: float = option(
-        0.0, "Entropy bonus: loss -= entropy_coef * mean token entropy (raises entropy; 0: off)."
+    ent_coef: float = option(
+        0.0, "Entropy bonus: loss -= ent_coef * mean token entropy (raises entropy; 0: off)."
     )
     sapo_temperature_pos: float = option(
         1.0, "SAPO's gate temperature for positive advantages (loss_type=sapo)."
@@ -76,6 +76,21 @@ class GRPOConfig(LMConfig):
     def batch_size(self) -> int:
         """Completions per generation batch: ``prompts_per_step * num_generations``."""
         return self.prompts_per_step * self.num_generations
+
+    def trl_defaults(self) -> dict[str, tuple[Any, str]]:
+        """``LMConfig.trl_defaults`` plus GRPO's: TRL's ``beta`` is 0.0, and its default batch
+        (``per_device_train_batch_size=8``, one micro-step per generation) holds 8 completions, i.e.
+        ``8 // num_generations`` prompts."""
+        trl_prompts = max(1, 8 // self.num_generations)
+        return {
+            **super().trl_defaults(),
+            "kl_coef": (0.0, "beta=0.0"),
+            "prompts_per_step": (
+                trl_prompts,
+                f"per_device_train_batch_size=8, i.e. 8 completions per generation batch = "
+                f"prompts_per_step={trl_prompts} at num_generations={self.num_generations}",
+            ),
+        }
 
     def validate(self) -> None:
         super().validate()
@@ -100,7 +115,7 @@ class GRPOConfig(LMConfig):
         check(
             self.steps_per_generation >= 1, "steps_per_generation", self.steps_per_generation, "must be >= 1"
         )
-        check(self.entropy_coef >= 0, "entropy_coef", self.entropy_coef, "must be >= 0")
+        check(self.ent_coef >= 0, "ent_coef", self.ent_coef, "must be >= 0")
         check(self.delta is None or self.delta > 1, "delta", self.delta, "must be > 1 or null")
         self.check_each(("sapo_temperature_pos", "sapo_temperature_neg"), lambda v: v > 0, "must be > 0")
         why = " (each step takes whole groups)"

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
 
 from ppokit.config import short
 from ppokit.errors import ConfigError
+from ppokit.llm.config import LMConfig
+from ppokit.llm.models import check_causal_lm
 from ppokit.llm.rewards import RewardFn
+
+if TYPE_CHECKING:  # types only: transformers is imported inside the functions that need it
+    from transformers import PreTrainedTokenizerBase
 
 
 def check_prompt_rows(rows: Sequence[dict[str, Any]], what: str = "train_prompts") -> None:
-    """Every ``prompt`` is a non-empty string or a non-empty list of chat messages (dicts)."""
+    """Every ``prompt`` is a non-empty string or a non-empty list of chat messages (dicts), and its
+    text is valid Unicode (no lone surrogate)."""
     for i, row in enumerate(rows):
         p = row["prompt"]
         if isinstance(p, str):
@@ -22,8 +30,12 @@ def check_prompt_rows(rows: Sequence[dict[str, Any]], what: str = "train_prompts
                 raise ConfigError(
                     f"{what} row {i}: the prompt is empty; a completion needs something to continue"
                 )
+            check_encodable(p, f"{what} row {i}")
             continue
         if isinstance(p, list) and p and all(isinstance(m, dict) for m in p):
+            for m in p:
+                if isinstance(m.get("content"), str):
+                    check_encodable(m["content"], f"{what} row {i}")
             continue
         raise ConfigError(
             f"{what} row {i}: prompt={short(p)} ({type(p).__name__}) is not allowed; give a non-empty "
@@ -31,7 +43,49 @@ def check_prompt_rows(rows: Sequence[dict[str, Any]], what: str = "train_prompts
         )
 
 
-def check_tokenizer(tokenizer: Any) -> None:
+def check_encodable(text: str, where: str) -> None:
+    """ConfigError naming ``where`` when ``text`` is not valid Unicode: a lone surrogate (JSON's
+    ``"\\ud800"`` escape reads as one) reached the tokenizer as a traceback (issue 34)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ConfigError(
+            f"{where}: the prompt holds {text[e.start : e.end]!r} at character {e.start}, a lone UTF-16 "
+            "surrogate that is not valid Unicode text (a broken \\uXXXX escape?); fix or drop the row"
+        ) from None
+
+
+def check_batch_fits(n_rows: int, prompts_per_step: int, world_size: int = 1) -> None:
+    """One step's prompts (``prompts_per_step`` on each of ``world_size`` ranks) must not exceed the
+    rows: more would repeat prompts within a batch (issue 34: 100,000 per step from 40 rows trained
+    without a word). TRL's sampler drops a batch it cannot fill, so there it would train on nothing."""
+    wanted = prompts_per_step * world_size
+    if wanted > n_rows:
+        ranks = f" x {world_size} ranks = {wanted}" if world_size > 1 else ""
+        raise ConfigError(
+            f"prompts_per_step={prompts_per_step}{ranks} is not allowed; the training prompts have only "
+            f"{n_rows} rows: use at most {n_rows // world_size} (a step would repeat prompts)"
+        )
+
+
+def check_vocabulary(model: nn.Module, tokenizer: Any) -> None:
+    """The tokenizer's ids must fit the model's input embedding: an id beyond it was an IndexError deep
+    in the forward pass (issue 34)."""
+    get = getattr(model, "get_input_embeddings", None)
+    embedding = get() if callable(get) else None
+    rows = getattr(embedding, "num_embeddings", None)
+    if not isinstance(rows, int):
+        return
+    n = len(tokenizer)
+    if n > rows:
+        raise ConfigError(
+            f"the tokenizer has {n} tokens but the model's embedding has {rows} rows, so ids {rows}..{n - 1} "
+            "have no embedding: use the tokenizer saved with this model, or call "
+            "model.resize_token_embeddings(len(tokenizer)) before training"
+        )
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
     """Batched generation pads on the left: the tokenizer needs a pad token (its EOS serves)."""
     if getattr(tokenizer, "pad_token_id", None) is None:
         raise ConfigError(
@@ -55,7 +109,7 @@ def check_tokenizes(tokenizer: Any, rows: Sequence[dict[str, Any]], what: str, f
             )
 
 
-def model_positions(model: Any) -> int | None:
+def model_positions(model: nn.Module) -> int | None:
     """The longest sequence the model's position embeddings accept, when its config says."""
     cfg = getattr(model, "config", None)
     for key in ("n_positions", "max_position_embeddings"):
@@ -103,16 +157,25 @@ def check_lengths(
             )
 
 
-__all__ = ["check_lengths", "check_prompt_rows", "check_tokenizer", "check_tokenizes", "model_positions"]
+__all__ = [
+    "check_batch_fits",
+    "check_encodable",
+    "check_lengths",
+    "check_prompt_rows",
+    "check_tokenizer",
+    "check_tokenizes",
+    "check_vocabulary",
+    "model_positions",
+]
 
 
 # -- what the trainers' constructors accept, turned into what they use (moved out of trainer.py) --
-def is_tokenizer(x: Any) -> bool:
+def is_tokenizer(x: object) -> bool:
     """Whether ``x`` looks like an HF tokenizer or processor (not a reward function)."""
     return hasattr(x, "pad_token_id") or hasattr(x, "apply_chat_template") or hasattr(x, "tokenizer")
 
 
-def tokenizer_of(model: Any) -> Any:
+def tokenizer_of(model: nn.Module) -> PreTrainedTokenizerBase:
     """The tokenizer saved next to a model loaded from a local directory (TRL loads it from the hub
     name; ppokit only from a directory); ConfigError when there is none."""
     from ppokit.llm.models import load_tokenizer
@@ -125,14 +188,14 @@ def tokenizer_of(model: Any) -> Any:
     )
 
 
-def as_reward_function(spec: Any, device: str) -> RewardFn:
+def as_reward_function(spec: RewardFn | str | Path, device: str) -> RewardFn:
     """A reward function from what ``reward_funcs`` may hold: a callable, a ``module:function`` or
     ``file.py:function`` spec, or the directory of a sequence-classification reward model."""
     if callable(spec):
         return spec
     if isinstance(spec, (str, Path)):
         if Path(spec).is_dir():
-            from ppokit.llm.value_head import RewardModel
+            from ppokit.llm.reward_model import RewardModel
 
             return RewardModel(spec, device)
         from ppokit.llm.rewards import load_reward_function
@@ -158,11 +221,23 @@ def as_rows(prompts: Sequence[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def check_inputs(model: Any, tokenizer: Any, rows: list, eval_rows: list, generation: Any) -> None:
-    """Prompts, tokenizer and lengths checked before any work (``llm/input_checks.py``)."""
+def check_inputs(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]],
+    cfg: LMConfig,
+    world_size: int = 1,
+) -> None:
+    """Prompts, tokenizer and lengths (``cfg.generation``) checked before any work: the model is a
+    causal LM, its embedding holds every token id, and ``cfg.prompts_per_step`` on each of
+    ``world_size`` ranks fits the training rows."""
+    check_causal_lm(model)
     check_tokenizer(tokenizer)
+    check_vocabulary(model, tokenizer)
     for what, rs in (("train_prompts", rows), ("eval_prompts", eval_rows)):
         check_prompt_rows(rs, what)
         check_chat_template(tokenizer, rs)
         check_tokenizes(tokenizer, rs, what)
-        check_lengths(model, tokenizer, rs, generation, what)
+        check_lengths(model, tokenizer, rs, cfg.generation, what)
+    check_batch_fits(len(rows), cfg.prompts_per_step, world_size)

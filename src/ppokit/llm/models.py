@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ppokit.config import one_line
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.llm.config import TinyModelConfig
+
+if TYPE_CHECKING:  # types only: transformers is imported inside the functions that need it
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 # Digits first so their ids are stable across tasks; then the characters the built-in tasks and the
@@ -22,7 +27,9 @@ PAD, EOS, BOS, UNK = "<pad>", "<eos>", "<bos>", "<unk>"
 DEFAULT_CHARS = "0123456789+-*=()., abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?!:;'\"/\n"
 
 
-def _transformers() -> Any:
+def load_transformers() -> ModuleType:
+    """The ``transformers`` module, offline (``HF_HUB_OFFLINE=1``) and quiet; ConfigError (one line)
+    when it is not installed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download, whatever a caller passes
     try:
         import transformers
@@ -36,7 +43,7 @@ def _transformers() -> Any:
     return transformers
 
 
-def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> Any:
+def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> PreTrainedTokenizerBase:
     """A real HF tokenizer (``PreTrainedTokenizerFast``) with one token per character.
 
     Built on the ``tokenizers`` WordLevel model with a pre-tokenizer that isolates every character, so
@@ -51,7 +58,7 @@ def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> Any:
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()  # concatenate characters back without spaces
-    tf = _transformers()
+    tf = load_transformers()
     tok = tf.PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token=PAD,
@@ -64,13 +71,15 @@ def build_char_tokenizer(chars: str = DEFAULT_CHARS) -> Any:
     return tok
 
 
-def build_tiny_model(cfg: TinyModelConfig, tokenizer: Any, seed: int | None = None) -> Any:
+def build_tiny_model(
+    cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int | None = None
+) -> PreTrainedModel:
     """A randomly initialised GPT-2 or Qwen2 causal LM sized by ``cfg``, vocabulary from ``tokenizer``.
 
     Dropout is off: with dropout two forward passes of the same weights disagree, so the importance
     ratio of GRPO/PPO would not be 1 on the first update (TRL disables dropout for the same reason).
     """
-    tf = _transformers()
+    tf = load_transformers()
     if seed is not None:
         torch.manual_seed(seed)
     ids = dict(
@@ -109,7 +118,7 @@ def build_tiny_model(cfg: TinyModelConfig, tokenizer: Any, seed: int | None = No
     return model
 
 
-def dtype_kwargs(tf: Any, dtype: str | None) -> dict[str, Any]:
+def dtype_kwargs(tf: ModuleType, dtype: str | None) -> dict[str, torch.dtype | str]:
     """``{"dtype": ...}`` for ``from_pretrained`` (``torch_dtype`` before transformers 4.56, where
     ``dtype`` did not exist yet; 5.x deprecates ``torch_dtype``). ``None``: transformers' default."""
     if dtype is None:
@@ -120,9 +129,9 @@ def dtype_kwargs(tf: Any, dtype: str | None) -> dict[str, Any]:
     return {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": load_dtype(dtype)}
 
 
-def load_tokenizer(path: str | Path) -> Any:
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """``AutoTokenizer`` from a local directory; CheckpointError (one line) when it holds none."""
-    tf = _transformers()
+    tf = load_transformers()
     names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
     if not any((Path(path) / name).is_file() for name in names):
         # transformers 5 would build an empty tokenizer (one token) from config.json alone
@@ -143,8 +152,11 @@ def load_tokenizer(path: str | Path) -> Any:
 
 
 def load_pretrained(
-    model_dir: str | Path, device: str = "cpu", dtype: str | None = "float32", tokenizer: Any = None
-) -> tuple[Any, Any]:
+    model_dir: str | Path,
+    device: str = "cpu",
+    dtype: str | None = "float32",
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``(model, tokenizer)`` with ``AutoModelForCausalLM`` / ``AutoTokenizer`` from a local directory.
 
     ``dtype`` (``torch_dtype`` in the configs): ``"float32"`` (the default: float32 master weights even
@@ -161,18 +173,99 @@ def load_pretrained(
         )
     # load_tokenizer refuses a directory without tokenizer files (transformers 5 would build an
     # empty one-token tokenizer); a tokenizer given by the caller needs none there
-    tf = _transformers()
+    tf = load_transformers()
     tokenizer = prepare_tokenizer(tokenizer) if tokenizer is not None else load_tokenizer(path)
     try:
-        model = tf.AutoModelForCausalLM.from_pretrained(
-            str(path), local_files_only=True, **dtype_kwargs(tf, dtype)
+        # output_loading_info and ignore_mismatched_sizes: transformers reports a missing, unexpected or
+        # wrong-shaped tensor instead of starting a layer at random without a word (its warning is
+        # silenced above) or raising a multi-line RuntimeError; check_loaded refuses each (issue 34)
+        model, info = tf.AutoModelForCausalLM.from_pretrained(
+            str(path),
+            local_files_only=True,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **dtype_kwargs(tf, dtype),
         )
     except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"cannot load a causal LM from {str(path)!r}: {e}") from None
+        raise CheckpointError(f"cannot load a causal LM from {str(path)!r}: {one_line(e, 300)}") from None
+    check_causal_lm(model, f"model directory {str(path)!r}")
+    check_loaded(info, path)
     return model.to(device), tokenizer
 
 
-def prepare_tokenizer(tokenizer: Any) -> Any:
+def check_loaded(info: dict[str, Any], path: str | Path) -> None:
+    """CheckpointError naming the tensors when ``from_pretrained``'s loading info (``info``) lists a
+    tensor the model needs that ``path`` lacks (it would start random), one ``path`` holds that the
+    model has no place for, or one of another shape."""
+    problems = []
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        problems.append(f"missing {_names(missing)} (they would start at random)")
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    if unexpected:
+        problems.append(f"unexpected {_names(unexpected)} (the model has no place for them)")
+    mismatched = sorted(info.get("mismatched_keys") or [], key=lambda m: str(m[0]))
+    if mismatched:
+        shapes = [
+            f"{k} is {list(saved)} there, {list(wanted)} in the model" for k, saved, wanted in mismatched
+        ]
+        problems.append(f"wrong shape: {_names(shapes)}")
+    if problems:
+        raise CheckpointError(
+            f"model directory {str(path)!r} does not match its config.json: tensors "
+            + "; ".join(problems)
+            + ". Save the model again with save_pretrained, or fix config.json"
+        )
+
+
+def _names(items: list[str], most: int = 4) -> str:
+    """The first ``most`` of ``items`` and how many more."""
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
+def check_causal_lm(model: torch.nn.Module, what: str = "the model") -> None:
+    """ConfigError naming the architecture when ``model`` is an encoder (BERT-like) or an
+    encoder-decoder rather than a decoder-only causal LM.
+
+    ``AutoModelForCausalLM`` turns a BERT directory into ``BertLMHeadModel`` with bidirectional
+    attention (every position sees the tokens after it): GRPO/PPO then train something that does not
+    generate the way it is scored, and setting ``is_decoder=True`` only masks the attention of weights
+    that were trained as an encoder (issue 34: such a model trained without a word). A model whose
+    config names no known encoder family (a user's own module) is let through."""
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return
+    model_type = getattr(cfg, "model_type", None)
+    names = list(getattr(cfg, "architectures", None) or []) or [type(model).__name__]
+    arch = f"{'/'.join(names)} (model_type {model_type!r})"
+    use = "GRPO and PPO train decoder-only causal LMs (GPT-2, Llama, Qwen2, ...): use one of those"
+    if getattr(cfg, "is_encoder_decoder", False):
+        raise ConfigError(f"{what} holds {arch}, an encoder-decoder model; {use}")
+    masked, causal = _lm_families()
+    is_causal_class = any(n in causal for n in names)
+    if model_type in masked and not (getattr(cfg, "is_decoder", False) and is_causal_class):
+        raise ConfigError(
+            f"{what} holds {arch}, an encoder (bidirectional attention, trained to fill in masked "
+            f"tokens), not a causal language model; {use}"
+        )
+
+
+def _lm_families() -> tuple[set[str], set[str]]:
+    """``(model types that have a masked-LM head, class names of causal LMs)`` from transformers'
+    auto mappings (empty when this transformers does not expose them)."""
+    try:
+        from transformers.models.auto import modeling_auto as auto
+    except ImportError:  # pragma: no cover - a transformers without the auto mappings
+        return set(), set()
+    masked = set(getattr(auto, "MODEL_FOR_MASKED_LM_MAPPING_NAMES", {}))
+    causal: set[str] = set()
+    for value in getattr(auto, "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", {}).values():
+        causal.update([value] if isinstance(value, str) else value)
+    return masked, causal
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """Left padding and a pad token (EOS when the tokenizer has none), in place; returns it."""
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -180,7 +273,7 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def save_pretrained(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
+def save_pretrained(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
     """``save_pretrained`` of model (safetensors) and tokenizer into one directory."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +282,7 @@ def save_pretrained(model: Any, tokenizer: Any, out_dir: str | Path) -> Path:
     return out
 
 
-def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+def eos_token_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Every id that ends a completion: the tokenizer's EOS plus the model's generation-config EOS ids."""
     ids = {tokenizer.eos_token_id}
     gen = getattr(model, "generation_config", None)

@@ -96,14 +96,38 @@ def prepare_precision(model: Any, cfg: Any) -> None:
 
 
 def prepare_model(model: Any, cfg: Any, peft_config: Any, device: torch.device) -> Any:
-    """``model`` as it trains, on ``device``: LoRA (peft) first, then precision (adapters are trainable
-    float32, a half-precision base stays as it is, frozen; trainable half-precision weights need
-    bf16/fp16 and become float32 masters), then activation checkpointing when the config asks."""
+    """``model`` as it trains, on ``device``: LoRA (peft) first, dropout off with ``disable_dropout``
+    (the reference and a separate value trunk are copies of it, so theirs is off too), then precision
+    (adapters are trainable float32, a half-precision base stays as it is, frozen; trainable
+    half-precision weights need bf16/fp16 and become float32 masters), then activation checkpointing
+    when the config asks."""
     model = wrap_peft(model.to(device), cfg, peft_config)
+    if getattr(cfg, "disable_dropout", False):
+        disable_dropout(model)
     prepare_precision(model, cfg)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout probability of ``model`` to 0, in place; returns how many were changed.
+
+    TRL's ``disable_dropout`` zeroes the ``p`` of every ``nn.Dropout``; transformers' attention layers
+    also keep a dropout rate as a plain float attribute (``attention_dropout``, ``attn_dropout``)
+    that they pass to the attention function, so those are zeroed too. With dropout two forward passes
+    of the same weights disagree and the importance ratio is not 1 before the first update (issue 34:
+    ``disable_dropout=True`` was accepted and ignored)."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p:
+            module.p = 0.0
+            changed += 1
+        for name, value in vars(module).items():
+            if "dropout" in name and isinstance(value, float) and not isinstance(value, bool) and value:
+                setattr(module, name, 0.0)
+                changed += 1
+    return changed
 
 
 def enable_gradient_checkpointing(model: Any) -> None:
@@ -125,6 +149,7 @@ def enable_gradient_checkpointing(model: Any) -> None:
 
 
 __all__ = [
+    "disable_dropout",
     "enable_gradient_checkpointing",
     "is_peft_model",
     "load_dtype",

@@ -11,20 +11,33 @@ gradient 0 and exited 0. Here:
   names the function, the index and the value; ``+-inf`` names the function and the index.
 - ``require_scored`` stops a training step in which no completion was scored at all.
 
-The loop writes a checkpoint before it reports a ``RewardFunctionError`` (``llm/loop.py``).
+The loop writes a checkpoint before it reports a ``RewardFunctionError`` (``ppokit.train.loop``).
+
+Issue 34 found ``sys.exit()`` inside a reward function (rewards that run generated code meet
+``exit()`` in completions) passing these checks and ending the run with exit status 0, no summary
+and no checkpoint. Any ``BaseException`` a reward function raises (``SystemExit``, ``GeneratorExit``,
+``asyncio.CancelledError``, ...) is now that function's failure, a ``RewardFunctionError``, except
+``KeyboardInterrupt``: it cannot be told apart from the user's Ctrl-C arriving while the function
+runs, so it goes on to the run's own interrupt handling (a checkpoint under ``ppokit train``), as a
+Ctrl-C anywhere else would. ``async def`` reward functions (TRL accepts them) are awaited here, with
+the same checks on what they raise and return. Values that ``float()`` cannot hold (``10**400``) and
+complex numbers are named like any other bad value.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import inspect
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ppokit.config import one_line, short
+from ppokit.config import is_number, one_line, short
 from ppokit.errors import PPOKitError
+from ppokit.llm.rewards import RewardFn
 
 BISECT_LIMIT = 64  # rows tried one at a time to find the first that makes a function raise
 
@@ -34,20 +47,11 @@ class RewardFunctionError(PPOKitError):
     +-inf, or scored no completion of a training step."""
 
 
-def _is_number(v: Any) -> bool:
-    """A real number: Python's, numpy's scalars, a one-element real tensor (bool counts as 0/1)."""
-    if isinstance(v, (bool, numbers.Real)):
-        return True
-    if isinstance(v, torch.Tensor):
-        return v.numel() == 1 and not v.dtype.is_complex
-    return getattr(v, "shape", None) == () and getattr(getattr(v, "dtype", None), "kind", "") in "biuf"
-
-
 class CheckedReward:
     """``fn`` with its results checked (see the module docstring); keeps ``__name__``, so metrics
     and messages keep the function's name."""
 
-    def __init__(self, fn: Any):
+    def __init__(self, fn: RewardFn):
         self.fn = fn
         self.__name__ = getattr(fn, "__name__", None) or type(fn).__name__
         self.__wrapped__ = fn
@@ -59,19 +63,32 @@ class CheckedReward:
         completions = kwargs.get("completions", args[1] if len(args) > 1 else None)
         n = len(completions) if isinstance(completions, (list, tuple)) else None
         try:
-            values = self.fn(*args, **kwargs)
-        except Exception as e:
+            values = self._call(*args, **kwargs)
+        except KeyboardInterrupt:  # the user's Ctrl-C, as far as anyone can tell (module docstring)
+            raise
+        except BaseException as e:  # sys.exit() in a reward exited 0 silently (issue 34)
             raise self._raised(e, args, kwargs, n) from None
         return self._checked(values, n)
 
-    def _raised(self, e: Exception, args: tuple, kwargs: dict, n: int | None) -> RewardFunctionError:
+    def _call(self, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, awaited when it is an ``async def`` function (or returns an
+        awaitable)."""
+        values = self.fn(*args, **kwargs)
+        if inspect.isawaitable(values):
+            values = run_awaitable(values)
+        return values
+
+    def _raised(self, e: BaseException, args: tuple, kwargs: dict, n: int | None) -> RewardFunctionError:
         row = self._first_failing_row(args, kwargs, n)
         where = f" on prompt row {row}" if row is not None else ""
         prompt = ""
         if row is not None and isinstance(kwargs.get("prompts"), (list, tuple)):
             prompt = f" (prompt {short(kwargs['prompts'][row])})"
+        detail = one_line(e, 300)
+        if isinstance(e, SystemExit):  # exit() / sys.exit(3): say so, the bare code reads as nothing
+            detail = f"it called exit({e.code!r}); a reward function must return its scores"
         return RewardFunctionError(
-            f"reward function {self.__name__!r} raised {type(e).__name__}{where}{prompt}: {one_line(e, 300)}"
+            f"reward function {self.__name__!r} raised {type(e).__name__}{where}{prompt}: {detail}"
         )
 
     def _first_failing_row(self, args: tuple, kwargs: dict, n: int | None) -> int | None:
@@ -85,8 +102,10 @@ class CheckedReward:
                 for k, v in kwargs.items()
             }
             try:
-                self.fn(**one)
-            except Exception:
+                self._call(**one)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
                 return i
         return None
 
@@ -111,12 +130,18 @@ class CheckedReward:
             if v is None:
                 out.append(None)
                 continue
-            if not _is_number(v):
+            if not is_number(v):
                 raise RewardFunctionError(
                     f"reward function {name!r} returned {short(v)} ({type(v).__name__}) for completion "
-                    f"{i}; each value must be a number or None"
+                    f"{i}; each value must be a number (not a bool) or None"
                 )
-            x = float(v.item() if hasattr(v, "item") else v)
+            try:
+                x = float(v.item() if hasattr(v, "item") else v)
+            except OverflowError:  # an int beyond float's range (10**400) was a traceback (issue 34)
+                raise RewardFunctionError(
+                    f"reward function {name!r} returned {short(v)} for completion {i}; it is too large "
+                    f"for a float (at most ~1.8e308): rewards must be finite numbers"
+                ) from None
             if math.isinf(x):
                 raise RewardFunctionError(
                     f"reward function {name!r} returned {x} for completion {i}; rewards must be finite "
@@ -124,6 +149,22 @@ class CheckedReward:
                 )
             out.append(x)
         return out
+
+
+async def _awaited(awaitable: Any) -> Any:
+    """The result of ``awaitable`` (``asyncio.run`` takes a coroutine, not any awaitable)."""
+    return await awaitable
+
+
+def run_awaitable(awaitable: Any) -> Any:
+    """The result of ``awaitable``, run to completion in a fresh event loop; in a thread of its own
+    when this thread already runs one (a notebook), since ``asyncio.run`` refuses to nest."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop running here: the common case
+        return asyncio.run(_awaited(awaitable))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _awaited(awaitable)).result()
 
 
 def checked_rewards(funcs: Sequence[Any]) -> list[Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ppokit.config import is_number
 from ppokit.errors import ConfigError
 
 RewardFn = Callable[..., Sequence[float | None]]
@@ -99,13 +100,13 @@ def score_completions(
                 f"reward function {reward_name(fn)!r} returned {len(values)} values "
                 f"for {len(completions)} completions"
             )
-        bad = [v for v in values if v is not None and not _is_number(v)]
+        bad = [v for v in values if v is not None and not is_number(v)]
         if bad:
             raise ConfigError(
                 f"reward function {reward_name(fn)!r} returned {bad[0]!r} ({type(bad[0]).__name__}); "
-                "each value must be a float or None"
+                "each value must be a number (not a bool) or None"
             )
-        cols.append([math.nan if v is None else float(v) for v in values])
+        cols.append([math.nan if v is None else float(v.item() if hasattr(v, "item") else v) for v in values])
     per_fn = torch.tensor(cols, dtype=torch.float32).T.reshape(len(completions), len(reward_funcs))
     w = torch.tensor(weights, dtype=torch.float32)
     scored = ~torch.isnan(per_fn)
@@ -131,16 +132,6 @@ def _signature_error(error: TypeError, fn: RewardFn) -> bool:
     """Whether a TypeError came from calling ``fn`` with the wrong arguments (not from inside it)."""
     tb = error.__traceback__
     return tb is not None and tb.tb_next is None and "argument" in str(error)
-
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def repeat_columns(

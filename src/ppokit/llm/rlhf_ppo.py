@@ -48,7 +48,6 @@ from ppokit.functional.tokens import selective_log_softmax
 from ppokit.llm.generation import head_logprobs, positions_from_mask, split_lm, unwrap_peft
 from ppokit.llm.report import plot_rlhf_run
 from ppokit.llm.rlhf_ppo_config import RLHFPPOConfig
-from ppokit.llm.sampling import sample, score_samples
 from ppokit.llm.trainer import LMTrainer
 from ppokit.llm.value_head import ValueHead, hidden_size
 
@@ -78,7 +77,7 @@ class RLHFPPOTrainer(LMTrainer):
     """``RLHFPPOTrainer(model, tokenizer, reward_funcs, train_prompts, config).train()``.
 
     Arguments as ``GRPOTrainer``'s: ``model`` any HF causal LM, ``reward_funcs`` one function or a list
-    with TRL's signature (a ``ppokit.llm.value_head.RewardModel`` is one too), ``train_prompts``
+    with TRL's signature (a ``ppokit.llm.reward_model.RewardModel`` is one too), ``train_prompts``
     strings or dicts with a ``prompt`` key. The value head sits on the policy's trunk or, with
     ``value_model="separate"``, on a copy of the initial model's trunk. ``ref_model`` defaults to a
     frozen copy of ``model`` taken here (none when ``kl_coef == 0`` and the rule is not adaptive).
@@ -113,7 +112,7 @@ class RLHFPPOTrainer(LMTrainer):
         self.optimizer.add_param_group(
             {"params": critic_params, "lr": self._critic_lr_scale() * cfg.learning_rate}
         )
-        self.kl_coef = cfg.kl_coef  # moved by the adaptive rule after every batch when adaptive_kl
+        self.kl_coef = cfg.kl_coef  # moved by the adaptive rule after every batch when kl_adaptive
         self.last_batch: PPOBatch | None = None
 
     def _trunk(self) -> Any:
@@ -223,8 +222,8 @@ class RLHFPPOTrainer(LMTrainer):
     @torch.no_grad()
     def _rollout(self, rows: list[dict[str, Any]]) -> PPOBatch:
         cfg = self.config
-        prompt_ids, prompt_mask, out, texts = sample(self, rows)
-        scores, per_fn = score_samples(self, rows, out, texts)  # a step with no signal stops the run
+        prompt_ids, prompt_mask, out, texts = self.sample(rows)
+        scores, per_fn = self.score_samples(rows, out, texts)  # a step with no signal stops the run
         unscored = torch.isnan(scores)  # no function scored it: it stays out of the update
         scores = torch.nan_to_num(scores).to(self.device)
         if cfg.missing_eos_penalty is not None:  # TRL's missing_eos_penalty
@@ -330,7 +329,7 @@ class RLHFPPOTrainer(LMTrainer):
         kl_seq = b.kl.sum(1)  # KL per completion, summed over its tokens (as Ziegler et al. and TRL)
         mean_kl = float(distributed.all_reduce_mean(kl_seq.mean()))  # over every rank's completions
         cfg = self.config
-        if cfg.adaptive_kl:
+        if cfg.kl_adaptive:
             n = len(b.rows) * self.dist.world_size
             self.kl_coef = adaptive_kl_coef(kl_coef, mean_kl, cfg.adaptive_kl_target, n, cfg.kl_horizon)
         self.step += 1

@@ -2,7 +2,8 @@
 its built-in preset.
 
 Names are ppokit's vocabulary; TRL's ``PPOConfig`` spellings (``num_ppo_epochs``, ``cliprange``,
-``cliprange_value``, ``lam``, ``response_length``, ...) are accepted through ``ppokit.config.ALIASES``.
+``cliprange_value``, ``lam``, ``response_length``, ...) and ppokit's earlier ``adaptive_kl`` are
+accepted through ``ppokit.config.ALIASES``.
 Defaults and where they come from:
 
 - TRL's PPOConfig today: ``n_epochs=4`` (TRL's ``num_ppo_epochs``), ``num_mini_batches=1``,
@@ -63,7 +64,11 @@ class RLHFPPOConfig(LMConfig):
     kl_estimator: str = option(
         "k1", "Per-token KL(pi || pi_ref) estimate in the reward.", choices=("k1", "k3")
     )
-    adaptive_kl: bool = option(False, "Adapt kl_coef towards adaptive_kl_target (Ziegler et al. 2019).")
+    kl_adaptive: bool = option(
+        False,
+        "Adapt kl_coef towards adaptive_kl_target (Ziegler et al. 2019); PPOConfig's objective: "
+        "kl_adaptive is the classic side's switch of the same name.",
+    )
     adaptive_kl_target: float = option(
         6.0,
         "Target of the adaptive KL rule: the KL per completion, summed over its tokens (Ziegler et al.; "
@@ -99,7 +104,7 @@ class RLHFPPOConfig(LMConfig):
         check(0 <= self.gae_lambda <= 1, "gae_lambda", self.gae_lambda, "must lie in [0, 1]")
         check(self.adaptive_kl_target > 0, "adaptive_kl_target", self.adaptive_kl_target, "must be > 0")
         check(
-            not self.adaptive_kl or self.kl_coef > 0,
+            not self.kl_adaptive or self.kl_coef > 0,
             "kl_coef",
             self.kl_coef,
             "the adaptive rule multiplies kl_coef, so it must start > 0",

@@ -14,12 +14,15 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ppokit.errors import ConfigError
 from ppokit.llm.rewards import RewardFn
+
+if TYPE_CHECKING:  # types only: transformers is imported inside the functions that need it
+    from transformers import PreTrainedTokenizerBase
 
 
 def exact_match(prompts: list[Any], completions: list[str], answer: list[str], **_: Any) -> list[float]:
@@ -94,8 +97,8 @@ def make_task(name: str, digits: int, seed: int, num_eval: int) -> Task:
 
 
 def warm_start(
-    model: Any,
-    tokenizer: Any,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     rows: Sequence[dict[str, Any]],
     steps: int,
     batch_size: int,

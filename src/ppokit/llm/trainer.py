@@ -3,15 +3,18 @@
 Model/tokenizer set-up, the frozen reference model, the prompt stream, sampling, scoring and greedy
 held-out evaluation (``sampling.py``), the learning-rate schedule, the guarded optimizer step
 (``ppokit.train.step.GuardedStep``, as on the classic side), checkpoints (save/load/resume,
-``ppokit.train`` layout and RNG capture) and the report. ``GRPOTrainer`` adds the four GRPO steps;
-``RLHFPPOTrainer`` adds its value head, per-token GAE and KL penalty and keeps all of this (its value
-head goes into ``_extra_state`` / ``_load_extra_state``).
+``ppokit.train`` layout and RNG capture) and the report. ``train()`` runs through the one run loop,
+``ppokit.train.loop.RunLoop``, as classic PPO does: ``LMTrainer`` implements its ``Trainable``
+protocol (``position``, ``run_step``, ``state_dict``/``load_state_dict``, ``save_checkpoint``).
+``GRPOTrainer`` adds the four GRPO steps; ``RLHFPPOTrainer`` adds its value head, per-token GAE and
+KL penalty and keeps all of this (its value head goes into ``_extra_state`` / ``_load_extra_state``).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,20 +24,31 @@ from typing import Any
 import torch
 
 from ppokit import distributed
-from ppokit.errors import ConfigError, NonFiniteError
+from ppokit.errors import CheckpointError, ConfigError
 from ppokit.llm import checkpoint as ckpt
 from ppokit.llm import sampling
+from ppokit.llm.data import dataset_rows
+from ppokit.llm.generation import Completions
 from ppokit.llm.input_checks import as_reward_function, as_rows, check_inputs, is_tokenizer, tokenizer_of
 from ppokit.llm.models import eos_token_ids, load_pretrained, prepare_tokenizer
 from ppokit.llm.precision import is_peft_model, prepare_model
 from ppokit.llm.report import plot_llm_run, write_samples
-from ppokit.llm.reward_checks import checked_rewards
+from ppokit.llm.reward_checks import RewardFunctionError, checked_rewards, require_scored
 from ppokit.llm.rewards import RewardFn, reward_name
-from ppokit.llm.trl_compat import TrainerState, dataset_rows, trl_positional
+from ppokit.llm.trl_compat import Callbacks, TrainerState, trl_positional
+from ppokit.tracking import PROCESS_START, ProgressBar, Tracker
+from ppokit.train.checkpoint import flatten_state, unflatten_state
+from ppokit.train.loop import RunLoop
 from ppokit.train.precision import autocast as precision_autocast
+from ppokit.train.rng import capture_rng, restore_rng
+from ppokit.train.rundir import RunDirLock, config_text
 from ppokit.train.step import GuardedStep, LossScaler, gradients
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
+COMPLETIONS = "completions.jsonl"  # the completions table: one JSON object per sampled completion
+# the logs of a run directory and their step column: trimmed to the checkpoint's step on resume
+LOGS = {"metrics.csv": "step", COMPLETIONS: "step"}
+COUNTERS = ("step", "num_tokens", "cursor", "epoch", "accuracy_before")  # in a checkpoint's meta.json
 
 
 class LMTrainer:
@@ -50,6 +64,7 @@ class LMTrainer:
     """
 
     algo = "lm"
+    progress_metric = "reward"  # the metric the progress bar shows
     config_cls: type | None = None  # the algorithm's config class; None: an LMTrainer that only evaluates
 
     def __init__(
@@ -109,6 +124,13 @@ class LMTrainer:
         self._set_training_state()
         self._set_reference(ref_model)
         self._setup()
+        # -- the run (not training state): run directory, checkpoint cadence, signals --------------------
+        self.stop_requested: int | None = None  # a signal number: stop cleanly after this step
+        self._budget: tuple[float, float] | None = None  # (start, max_seconds) while train() runs
+        self._final: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])  # the last step's evaluation
+        self._last_metrics: dict[str, Any] = {}  # the last step's metrics row
+        hint = "; lower learning_rate or check the reward functions for inf/NaN"
+        self.run_loop = RunLoop(self, cfg.checkpoint_every, cfg.checkpoint_every_seconds, LOGS, hint)
 
     # ------------------------------------------------------------------ set-up, in the order it runs
     def _set_model(self, model: Any, tokenizer: Any, peft_config: Any, model_dir: str | Path | None) -> None:
@@ -137,7 +159,7 @@ class LMTrainer:
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.rows = as_rows(dataset_rows(train))
         self.eval_rows = as_rows(dataset_rows(evals)) if evals is not None and len(evals) else []
-        check_inputs(self.model, self.tokenizer, self.rows, self.eval_rows, cfg.generation)
+        check_inputs(self.model, self.tokenizer, self.rows, self.eval_rows, cfg, self.dist.world_size)
 
     def _set_training_state(self) -> None:
         """The optimizer and its guarded step, the sampling generator, the prompt order and the
@@ -210,12 +232,37 @@ class LMTrainer:
         epoch = self.epoch + self.cursor / max(len(self.rows), 1)
         return TrainerState(self.step, self.config.max_steps, epoch, self.num_tokens)
 
+    def sampler(self) -> sampling.Sampler:
+        """What ``sampling.sample`` reads from this trainer: its model, tokenizer, generation settings,
+        EOS ids, device, generator and autocast context."""
+        gen, model, tok = self.config.generation, self.model, self.tokenizer
+        return sampling.Sampler(model, tok, gen, self.eos_ids, self.device, self.generator, self.autocast)
+
+    def sample(
+        self, rows: list[dict[str, Any]], group: int = 1, greedy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, Completions, list[str]]:
+        """``sampling.sample`` with this trainer's policy: ``(prompt_ids, prompt_mask, completions,
+        texts)``."""
+        return sampling.sample(self.sampler(), rows, group, greedy)
+
+    def score_samples(
+        self, rows: list[dict[str, Any]], out: Completions, texts: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``score`` of a step's sampled completions, given their token ids; a step in which no
+        function scored any completion stops the run (``require_scored``: there is no signal to learn)."""
+        rewards, per_fn = self.score(rows, texts, sampling.completion_token_ids(out))
+        require_scored(rewards, self.reward_names, self.step + 1)
+        return rewards, per_fn
+
     def score(
         self, rows: list[dict[str, Any]], texts: list[str], completion_ids: list[list[int]] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The reward functions called with every keyword TRL passes (``sampling.score``): ``(total
         [B], per_function [B, F])``."""
-        return sampling.score(self, rows, texts, completion_ids)
+        weights = self.config.reward_weights
+        return sampling.score(
+            self.reward_funcs, weights, rows, texts, completion_ids, self.state, self.reward_logs
+        )
 
     def pop_reward_logs(self) -> tuple[dict[str, float], dict[str, list[Any]]]:
         """The metrics and completion-table columns reward functions logged since the last call."""
@@ -243,11 +290,12 @@ class LMTrainer:
 
     def _lr(self) -> float:
         cfg = self.config
+        warmup = cfg.num_warmup_steps  # warmup_steps < 1 is a fraction of max_steps, as TRL (issue 34)
         factor = 1.0
-        if cfg.warmup_steps and self.step < cfg.warmup_steps:
-            factor = (self.step + 1) / cfg.warmup_steps
+        if warmup and self.step < warmup:
+            factor = (self.step + 1) / warmup
         elif cfg.lr_schedule == "linear":
-            factor = max(0.0, 1.0 - (self.step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+            factor = max(0.0, 1.0 - (self.step - warmup) / max(1, cfg.max_steps - warmup))
         return cfg.learning_rate * factor
 
     def _guarded_step(self, accumulate: Callable[[], float]) -> bool:
@@ -263,29 +311,178 @@ class LMTrainer:
 
         return self.guard.step(0.0, backward)
 
-    def emergency_stop(self, error: NonFiniteError) -> NonFiniteError:
-        """Checkpoint the last good state (skipped steps changed nothing) and name it in the error, as
-        classic PPO does."""
-        where = "no run directory, so no checkpoint was written"
-        if self.run_dir is not None:
-            where = f"emergency checkpoint of the last good state: {self.save_checkpoint()}"
-        return NonFiniteError(
-            f"{error}; {where}; lower learning_rate or check the reward functions for inf/NaN"
-        )
-
     # ------------------------------------------------------------------ evaluation, loop
     @torch.no_grad()
     def evaluate(
         self, rows: Sequence[dict[str, Any]] | None = None, batch_size: int = 256
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Greedy completions for held-out rows: ``({"eval/accuracy", "eval/reward"}, per-row records)``."""
-        return sampling.evaluate(self, rows if rows is not None else self.eval_rows, batch_size)
+        rows = rows if rows is not None else self.eval_rows
+        result = sampling.evaluate(self.sampler(), self.score, self.accuracy_fn, rows, batch_size)
+        self.pop_reward_logs()  # what the rewards log during evaluation is not a training step's
+        return result
+
+    def set_run_dir(self, run_dir: str | Path, lock: RunDirLock | None = None) -> None:
+        """Write this run's logs and checkpoints under ``run_dir`` from the next ``train()``. ``lock``:
+        its ``RunDirLock`` when the caller already claimed it (the command line does, before it builds
+        anything else); without one, ``train()`` claims the directory for a new run (refused when it
+        holds one) or, for a resumed trainer, locks it and trims its logs to the checkpoint's step."""
+        self.run_dir = Path(run_dir)
+        if lock is not None:
+            self._attach(lock)
+
+    def _attach(self, lock: RunDirLock | None = None) -> None:
+        """Take the run directory: lock (or claim) it, trim a resumed run's logs, open the sinks
+        (metrics.csv, TensorBoard and wandb as ``report_to`` says) and write its config.yaml."""
+        cfg, run_dir = self.config, self.run_dir
+        resumed = self.step > 0
+        hint = f"{type(self).__name__}.resume({str(run_dir)!r}, ...)"
+        claim_with = None if lock is not None or resumed else (config_text(cfg), hint)
+        self.run_loop.attach(
+            run_dir,
+            lock=lock,
+            claim_with=claim_with,
+            resume_step=self.step if resumed else None,
+            **Tracker.options(cfg),
+        )
+        cfg.save_yaml(run_dir / "config.yaml")  # a resume's overrides (max_steps=...) included
 
     def train(self) -> dict[str, Any]:
-        """Train to ``max_steps`` (or ``max_seconds``); returns a summary (accuracy before/after, ...)."""
-        from ppokit.llm.loop import run_training
+        """Train to ``max_steps`` (or ``max_seconds``); returns a summary dict (accuracy before and
+        after, steps, the checkpoint, ...), through the one run loop (``ppokit.train.loop``).
 
-        return run_training(self)
+        Held-out accuracy is measured before the first step (kept across resumes), every
+        ``eval_every`` steps and after the last one, which is logged in the last step's row: one
+        metrics row per step. Checkpoints every ``checkpoint_every`` steps and/or
+        ``checkpoint_every_seconds`` of wall-clock (300 by default) and at the end; a
+        ``NonFiniteError`` (too many non-finite steps in a row) or a ``RewardFunctionError`` writes a
+        checkpoint first. ``stop_requested`` (a signal number, set by ``train/signals.py``) ends the
+        run after the current step with a checkpoint and ``interrupted_by`` in the summary. The run
+        directory is locked while training: a second process writing it gets a one-line
+        ``RunDirError``."""
+        if self.run_dir is not None and not self.run_loop.attached:
+            self._attach()
+        try:
+            try:
+                return self._train()
+            except RewardFunctionError as e:  # the work so far is kept: fix the function, then resume
+                if not self.run_loop.attached:
+                    raise
+                path = self.run_loop.save()
+                raise RewardFunctionError(
+                    f"{e}; checkpoint of step {self.step}: {path} (fix the function, then `ppokit resume "
+                    f"{self.run_dir}`)"
+                ) from None
+        finally:
+            self.run_loop.detach()
+
+    def _train(self) -> dict[str, Any]:
+        cfg = self.config
+        summary = self._evaluate_before()
+        start = time.perf_counter()
+        self._budget = (start, cfg.max_seconds)
+        self._final, self._last_metrics = ({}, []), {}
+        headline = self.progress_metric
+        callbacks = _TRLHooks(Callbacks(self.callbacks, self))  # TRL's TrainerCallback, plain functions
+        bar = ProgressBar(cfg.max_steps, self.algo, headline, enabled=self.progress, unit="steps")
+        try:
+            with bar:
+                ended = self.run_loop.run(callbacks, bar, headline)
+        finally:
+            self._budget = None
+        train_seconds = time.perf_counter() - start
+        last_reward = self._last_metrics.get(headline)
+        if ended == "signal":  # stopped on a step boundary with a checkpoint, no final evaluation
+            summary.update(
+                {"steps": self.step, "interrupted_by": self.stop_requested, "last_reward": last_reward}
+            )
+            if self.run_loop.attached:
+                summary["checkpoint"] = str(self.run_loop.checkpoint())
+                summary["run_dir"] = str(self.run_dir)
+            return summary
+        return self._finish(summary, last_reward, train_seconds)
+
+    def _time_up(self) -> bool:
+        """Whether ``max_seconds`` of this ``train()`` are spent."""
+        if self._budget is None or not self._budget[1]:
+            return False
+        return time.perf_counter() - self._budget[0] >= self._budget[1]
+
+    def position(self) -> tuple[int, int]:
+        """``(steps done, max_steps)``, or ``(steps done, steps done)`` once ``max_seconds`` is spent:
+        where ``RunLoop`` stands (the ``Trainable`` protocol)."""
+        return self.step, self.step if self._time_up() else self.config.max_steps
+
+    def run_step(self) -> dict[str, Any]:
+        """One step of the run (the ``Trainable`` protocol): ``train_step()``, what the reward
+        functions logged, the completions table, the held-out evaluation when due (every
+        ``eval_every`` steps and at the last: by count, or because the time is up, checked here so the
+        final evaluation lands in this step's row) and the metrics row (every ``log_every`` steps and
+        at the last)."""
+        cfg, tracker = self.config, self.run_loop.tracker
+        metrics = self.train_step()
+        logged, columns = self.pop_reward_logs()  # log_metric / log_extra of the reward functions
+        metrics.update(logged)
+        if tracker is not None and self.step % cfg.log_every == 0:
+            samples = self.last_samples[: cfg.num_samples]
+            rows = [
+                {"step": self.step, **sample, **{k: v[i] for k, v in columns.items() if i < len(v)}}
+                for i, sample in enumerate(samples)
+            ]
+            tracker.log_jsonl(COMPLETIONS, rows)
+        last = self.step >= cfg.max_steps or self._time_up()
+        if self.eval_rows and (last or (cfg.eval_every and self.step % cfg.eval_every == 0)):
+            evaluated = self.evaluate()
+            metrics.update(evaluated[0])
+            if last:
+                self._final = evaluated
+        if last or self.step % cfg.log_every == 0:
+            self._log(self.step, metrics)
+        self._last_metrics = metrics
+        return metrics
+
+    def _log(self, step: int, metrics: dict[str, Any]) -> None:
+        self.run_loop.log(step, {"step": step, **metrics, "time/elapsed_s": time.time() - PROCESS_START})
+
+    def _evaluate_before(self) -> dict[str, Any]:
+        """The summary's start: held-out accuracy before the first step, logged at step 0 (a resumed
+        run keeps the one it measured then)."""
+        summary: dict[str, Any] = {}
+        if self.eval_rows and self.step == 0:
+            before, _ = self.evaluate()
+            self.accuracy_before = before.get("eval/accuracy")
+            summary["reward_before"] = before.get("eval/reward")
+            self._log(0, before)
+        return summary
+
+    def _finish(self, summary: dict[str, Any], last_reward: Any, train_seconds: float) -> dict[str, Any]:
+        """The summary of a run that ended by steps, time or a callback: accuracy before and after,
+        and, with a run directory, the final checkpoint and the report (samples.md, plots)."""
+        evaluated, records = self._final
+        if self.eval_rows:
+            if not evaluated:  # no step ran (already at max_steps, or max_seconds spent before the first)
+                evaluated, records = self.evaluate()
+            summary.update(
+                {
+                    "accuracy_before": self.accuracy_before,
+                    "accuracy_after": evaluated.get("eval/accuracy"),
+                    "reward_after": evaluated.get("eval/reward"),
+                }
+            )
+        summary.update(
+            {
+                "steps": self.step,
+                "train_seconds": round(train_seconds, 2),
+                "last_reward": last_reward,
+                "num_tokens": self.num_tokens,
+            }
+        )
+        if self.run_loop.attached:
+            self.run_loop.close_sinks()
+            summary["checkpoint"] = str(self.run_loop.checkpoint())
+            summary["plots"] = [str(p) for p in self.write_report(records)]
+            summary["run_dir"] = str(self.run_dir)
+        return summary
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict[str, torch.Tensor]:
@@ -301,11 +498,72 @@ class LMTrainer:
         if self.ref_model is not None and ref:
             self.ref_model.load_state_dict(ref)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The training state besides the model's weights (those are written with ``save_pretrained``):
+        optimizer, step guard, RNGs (the sampler's among them), prompt order, counters and the extra
+        state of the algorithm (reference model, value head: ``_extra_state``)."""
+        rng, rng_tree = capture_rng(torch_generators={"sampler": self.generator})
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "guard": self.guard.state_dict(),
+            "rng": {"tensors": rng, "tree": rng_tree},
+            "prompt_order": self.order.clone(),
+            "extra": self._extra_state(),
+            "counters": {
+                "step": self.step,
+                "num_tokens": self.num_tokens,
+                "cursor": self.cursor,
+                "epoch": self.epoch,
+                "accuracy_before": self.accuracy_before,
+            },
+        }  # the keys of "counters" are COUNTERS
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Restore ``state_dict``; ``sd["rng"]`` may instead hold ppokit 0.1's ``legacy`` RNG states."""
+        try:
+            self.optimizer.load_state_dict(sd["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"optimizer state does not fit this model: {e}") from None
+        rng = sd["rng"]
+        if "legacy" in rng:  # a ppokit 0.1 checkpoint
+            ckpt.restore_legacy_rng(rng["tensors"], rng["legacy"], self.generator)
+        else:
+            restore_rng(rng["tensors"], rng["tree"], torch_generators={"sampler": self.generator})
+        if sd.get("guard") is not None:
+            self.guard.load_state_dict(sd["guard"])
+        self._load_extra_state(sd["extra"])
+        c = sd["counters"]
+        self.order, self.cursor, self.epoch = sd["prompt_order"], c["cursor"], c["epoch"]
+        self.step, self.num_tokens = c["step"], c["num_tokens"]
+        self.accuracy_before = c.get("accuracy_before")
+
     def save_checkpoint(self, root: str | Path | None = None) -> Path:
         """Write ``checkpoints/step_<12 digits>`` (the shared layout: model + tokenizer via
-        save_pretrained in ``model/``, trainer state in safetensors + JSON, one manifest)."""
+        save_pretrained in ``model/``, ``state_dict()`` in safetensors + JSON, one manifest; the
+        ``Trainable`` protocol)."""
         root = Path(root) if root is not None else self._require_run_dir() / "checkpoints"
-        return ckpt.save_trainer(self, root)
+        sd = self.state_dict()
+        tensors, optim_tree = flatten_state("optim.", sd["optimizer"])
+        tensors.update(sd["rng"]["tensors"])
+        tensors["prompt_order"] = sd["prompt_order"]
+        tensors.update(sd["extra"])
+        meta = {
+            "algo": self.algo,
+            **sd["counters"],
+            "optimizer": optim_tree,
+            "rng": sd["rng"]["tree"],
+            "guard": sd["guard"],
+            "config": self.config.to_dict(),
+        }
+        base = None
+        if self.is_peft:  # model/ holds the adapter; the frozen base is named, or copied in base_model/
+            meta["peft"] = {"base_model": self.model_dir}
+            if self.model_dir is None:
+                base = copy.deepcopy(self.model).unload()  # the base weights without the LoRA layers
+        keep = self.config.keep_checkpoints
+        return ckpt.save_lm_checkpoint(
+            root, self.step, self.model, self.tokenizer, tensors, meta, keep=keep, base_model=base
+        )
 
     def save_model(self, out_dir: str | Path, merged: bool = False) -> Path:
         """``save_pretrained`` of the policy and tokenizer into ``out_dir``: the whole model, or for a
@@ -319,9 +577,29 @@ class LMTrainer:
         return save_pretrained(model, self.tokenizer, out_dir)
 
     def load_state(self, path: str | Path) -> Path:
-        """Restore optimizer, extra state, RNGs and counters from a checkpoint (the model weights are
-        loaded with ``from_pretrained`` by ``resume``)."""
-        return ckpt.load_trainer_state(self, path)
+        """Restore optimizer, extra state, RNGs and counters from the checkpoint at ``path`` (either
+        layout; the model weights are loaded with ``from_pretrained`` by ``resume``)."""
+        path = ckpt.find_checkpoint(path)
+        tensors, meta = ckpt.read_checkpoint(path)
+        if meta.get("algo", self.algo) != self.algo:
+            raise ConfigError(f"checkpoint {str(path)!r} was written by {meta['algo']}, not {self.algo}")
+        if "rng" in meta:
+            rng = {"tensors": tensors, "tree": meta["rng"]}
+        else:  # a ppokit 0.1 checkpoint
+            rng = {"tensors": tensors, "legacy": meta["python_rng"]}
+        self.load_state_dict(
+            {
+                "optimizer": unflatten_state(meta["optimizer"], tensors),
+                "guard": meta.get("guard"),
+                "rng": rng,
+                "prompt_order": tensors["prompt_order"],
+                "extra": tensors,
+                "counters": {
+                    k: meta.get(k) for k in ("step", "num_tokens", "cursor", "epoch", "accuracy_before")
+                },
+            }
+        )
+        return path
 
     @classmethod
     def resume(
@@ -372,3 +650,28 @@ class LMTrainer:
     def _plot(self, run_dir: Path) -> list[Path]:
         """The plots of this algorithm's metrics (GRPO's names; a trainer logging others overrides this)."""
         return plot_llm_run(run_dir)
+
+
+class _TRLHooks:
+    """The LM side's callbacks (``trl_compat.Callbacks``: TRL ``TrainerCallback`` objects and plain
+    functions) as the run loop's hooks (``train/callbacks.py``), so both sides' callbacks go through
+    one loop."""
+
+    def __init__(self, callbacks: Callbacks):
+        self.callbacks = callbacks
+
+    def on_start(self, trainer: LMTrainer) -> None:
+        """TRL's ``on_train_begin``."""
+        self.callbacks.begin()
+
+    def on_step_begin(self, trainer: LMTrainer) -> None:
+        """TRL's ``on_step_begin``."""
+        self.callbacks.step_begin()
+
+    def on_step(self, trainer: LMTrainer, metrics: dict[str, Any]) -> bool:
+        """TRL's ``on_step_end`` and ``on_log``; False when a callback asked to stop."""
+        return not self.callbacks.step_end(metrics)
+
+    def on_end(self, trainer: LMTrainer) -> None:
+        """TRL's ``on_train_end``."""
+        self.callbacks.end()

@@ -1,8 +1,8 @@
 """What lets a TRL GRPO script run on ppokit with its imports changed: TRL's config keys that are not
 plain aliases (``per_device_train_batch_size``, ``steps_per_generation``, ``adam_beta1``, ...), the
 ``trainer_state`` reward functions receive, TRL ``TrainerCallback`` objects next to ppokit's
-``callback(trainer, metrics)`` functions, and datasets (``datasets.Dataset``, lists of dicts, JSONL,
-JSON and Parquet files).
+``callback(trainer, metrics)`` functions, and TRL's positional argument order. Datasets
+(``datasets.Dataset``, lists, JSONL, JSON and Parquet files) are read by ``ppokit.llm.data``.
 
 Plain renames (``beta`` -> ``kl_coef``, ``logging_steps`` -> ``log_every``, ...) are in
 ``ppokit.config.ALIASES``; this file holds the keys whose translation needs a rule. A TRL key that
@@ -13,20 +13,22 @@ ppokit has no counterpart for is refused by name (fail closed), except the few l
 from __future__ import annotations
 
 import json
-import math
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ppokit.config import ALIASES, short
 from ppokit.errors import ConfigError
+
+if TYPE_CHECKING:  # the trainer imports this module; its type is all this one needs
+    from ppokit.llm.trainer import LMTrainer
 
 # TRL keys that describe what ppokit does anyway (value -> accepted?); anything else is refused.
 TRL_NOOP: dict[str, Callable[[Any], bool]] = {
     "remove_unused_columns": lambda v: True,  # ppokit always passes every column to the rewards
     "log_completions": lambda v: True,  # ppokit always writes completions.jsonl and samples.md
     "shuffle_dataset": lambda v: v in (True, None),  # ppokit shuffles with the seed
-    "disable_dropout": lambda v: True,  # the built-in models have none; a user model keeps its own
     "push_to_hub": lambda v: not v,
     "save_strategy": lambda v: v in ("steps", "no"),  # "no" sets checkpoint_every=0 (end only)
     "logging_strategy": lambda v: v == "steps",
@@ -45,6 +47,91 @@ NOOP_HELP = {
     "generation runs on the training model",
     "push_to_hub": "ppokit does not upload anything; save_model() writes a local directory",
 }
+# What each accepted no-op key means in ppokit, for the one-time notice that names it (issue 34: no-op
+# TRL keys were accepted without a word).
+NOOP_NOTICE = {
+    "remove_unused_columns": "every column of a prompt row is passed to the reward functions",
+    "log_completions": "completions.jsonl and samples.md are always written",
+    "shuffle_dataset": "prompts are always shuffled with the seed",
+    "save_strategy": "checkpoints follow checkpoint_every / checkpoint_every_seconds",
+    "logging_strategy": "a metrics row every log_every steps",
+    "eval_strategy": "held-out evaluation every eval_every steps",
+    "logging_dir": "TensorBoard events go to RUN_DIR/tb",
+    "run_name": "the run directory's name names the run",
+    "overwrite_output_dir": "a run directory that holds checkpoints is refused; resume it instead",
+    "do_train": "train() trains",
+    "num_completions_to_print": "samples.md holds num_samples rows",
+    "ddp_find_unused_parameters": "ppokit averages gradients itself under torchrun",
+    "dataloader_num_workers": "prompt rows are read in the training process",
+}
+
+# TRL (transformers TrainingArguments) keys ppokit does not have, with what to do instead: "did you
+# mean" guessed from spelling suggested n_epochs for num_train_epochs and keep_checkpoints for
+# resume_from_checkpoint, which mean something else entirely (issue 34).
+TRL_UNSUPPORTED = {
+    "num_train_epochs": "ppokit counts training in max_steps (generation batches of prompts_per_step "
+    "prompts): set max_steps = epochs * rows / prompts_per_step; n_epochs is something else (passes "
+    "over one batch, TRL's num_iterations)",
+    "resume_from_checkpoint": "resume with `ppokit resume RUN_DIR` or GRPOTrainer.resume(RUN_DIR); "
+    "keep_checkpoints is how many checkpoints a run keeps",
+    "adam_epsilon": "ppokit's AdamW uses torch's eps=1e-8 (TRL's default too); adv_eps is the advantage "
+    "epsilon, not Adam's",
+    "optim": "ppokit trains with torch.optim.AdamW only",
+    "lr_scheduler_kwargs": "lr_schedule is constant or linear, with no arguments",
+    "per_device_eval_batch_size": "held-out prompts are evaluated greedily in batches of 256",
+    "gradient_checkpointing_kwargs": "gradient_checkpointing=true is always non-reentrant",
+    "sync_ref_model": "the reference model stays the initial policy (no TR-DPO style sync)",
+    "ref_model_sync_steps": "the reference model stays the initial policy (no TR-DPO style sync)",
+    "ref_model_mixup_alpha": "the reference model stays the initial policy (no TR-DPO style sync)",
+    "torch_compile": "ppokit does not compile the model",
+    "deepspeed": "ppokit runs under torchrun with its own gradient averaging, not DeepSpeed",
+    "fsdp": "ppokit runs under torchrun with its own gradient averaging, not FSDP",
+    "use_liger_loss": "ppokit computes the loss in chunks itself (logprob_chunk_size)",
+    "load_best_model_at_end": "the run keeps its newest checkpoints; evaluate them with ppokit eval",
+    "max_grad_value": "ppokit clips the gradient norm (max_grad_norm), not values",
+}
+
+# TRL keys whose presence means a config was written for TRL: the defaults notice names ppokit's
+# defaults that differ from TRL's only for such configs.
+TRL_RULE_KEYS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "generation_batch_size",
+    "adam_beta1",
+    "adam_beta2",
+    "use_cpu",
+    "model_init_kwargs",
+    "warmup_ratio",
+)
+_NOTIFIED: set[str] = set()  # messages already shown by notice_once (once per process)
+
+
+def notice_once(message: str) -> None:
+    """``message`` as a UserWarning, the first time this process sees it."""
+    if message not in _NOTIFIED:
+        _NOTIFIED.add(message)
+        warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def check_trl_step_count(data: dict[str, Any], optimizer_steps_per_batch: int, trl: list[str]) -> None:
+    """Refuse ``max_steps`` next to TRL keys that make one generation batch several optimizer steps.
+
+    TRL's ``max_steps`` counts optimizer steps; ppokit's counts generation batches, each trained
+    ``n_epochs`` (TRL's ``num_iterations``) x ``steps_per_generation`` optimizer steps. With TRL's
+    ``num_iterations=2, max_steps=2`` ppokit would do 4 optimizer steps where TRL does 2 (issue 34), so
+    the combination is refused with the ppokit spelling of what TRL means. ``trl``: the TRL keys given
+    that set the steps per batch."""
+    if "max_steps" not in data or optimizer_steps_per_batch <= 1 or trl in ([], ["steps_per_generation"]):
+        return  # alone, steps_per_generation is ppokit's own key (optimizer steps per batch)
+    steps = data["max_steps"]
+    ppokit_steps = steps // optimizer_steps_per_batch if isinstance(steps, int) else steps
+    raise ConfigError(
+        f"max_steps={short(steps)} with TRL's {', '.join(trl)} is ambiguous: TRL counts optimizer steps, "
+        f"ppokit counts generation batches, each trained {optimizer_steps_per_batch} optimizer steps here "
+        f"(n_epochs x steps_per_generation), so ppokit would do {optimizer_steps_per_batch}x TRL's steps; "
+        f"write n_epochs instead of num_iterations and max_steps in generation batches (TRL's meaning: "
+        f"max_steps={ppokit_steps})"
+    )
 
 
 def translate_trl_config(data: dict[str, Any]) -> dict[str, Any]:
@@ -58,9 +145,25 @@ def translate_trl_config(data: dict[str, Any]) -> dict[str, Any]:
     - ``adam_beta1`` / ``adam_beta2`` -> ``adam_betas``; ``use_cpu`` -> ``device: cpu``;
       ``scale_rewards`` True/False -> ``"group"`` / ``"none"``; ``model_init_kwargs.dtype`` ->
       ``torch_dtype``; ``save_strategy: "no"`` -> ``checkpoint_every: 0``; ``report_to: "all"`` ->
-      tensorboard (and wandb when it is installed: left to the user to name).
+      tensorboard (and wandb when it is installed: left to the user to name); ``warmup_ratio`` ->
+      ``warmup_steps`` below 1 (a fraction, as TRL).
+    - Refused: a key of ``TRL_UNSUPPORTED`` (saying what to use instead), ``max_steps`` next to TRL keys
+      that make a generation batch several optimizer steps (``check_trl_step_count``), a no-op key with
+      a value ppokit cannot honour. The other no-op keys are dropped with a one-time notice.
     """
     data = dict(data)
+    for key in [k for k in data if k in TRL_UNSUPPORTED]:
+        raise ConfigError(f"{key} (a TRL / transformers key) is not supported: {TRL_UNSUPPORTED[key]}")
+    spg = 1  # ppokit's optimizer steps per generation batch the TRL batch keys ask for
+    step_keys = (
+        "num_iterations",
+        "per_device_train_batch_size",
+        "generation_batch_size",
+        "steps_per_generation",
+    )
+    # prompts_per_step is ppokit's own batch key, which no TRL config has: next to it num_iterations is
+    # ppokit 0.1's spelling of n_epochs (its saved configs hold both), with ppokit's max_steps
+    trl_step_keys = [] if "prompts_per_step" in data else [k for k in step_keys if k in data]
     if "per_device_train_batch_size" in data or "generation_batch_size" in data:
         micro = data.pop("per_device_train_batch_size", None)
         accumulate = int(data.pop("gradient_accumulation_steps", 1))
@@ -80,9 +183,18 @@ def translate_trl_config(data: dict[str, Any]) -> dict[str, Any]:
             )
         data.setdefault("prompts_per_step", generation_batch // g)
         data.setdefault("micro_batch_size", micro if micro < generation_batch else 0)
-        data["steps_per_generation"] = micro_steps // accumulate
+        data["steps_per_generation"] = spg = micro_steps // accumulate
     elif "gradient_accumulation_steps" in data:
         raise ConfigError("gradient_accumulation_steps needs per_device_train_batch_size (TRL's batch keys)")
+    iterations = data.get("num_iterations", 1)
+    check_trl_step_count(data, spg * (iterations if isinstance(iterations, int) else 1), trl_step_keys)
+    if "warmup_ratio" in data:  # transformers' older spelling of warmup_steps < 1
+        ratio = data.pop("warmup_ratio")
+        if data.get("warmup_steps"):
+            raise ConfigError("warmup_ratio and warmup_steps name the same setting; give one of them")
+        if not (isinstance(ratio, (int, float)) and 0 <= ratio < 1):
+            raise ConfigError(f"warmup_ratio={short(ratio)} is not allowed; must lie in [0, 1)")
+        data["warmup_steps"] = float(ratio)
     if "adam_beta1" in data or "adam_beta2" in data:
         betas = list(data.get("adam_betas", [0.9, 0.999]))
         betas[0] = data.pop("adam_beta1", betas[0])
@@ -112,7 +224,38 @@ def translate_trl_config(data: dict[str, Any]) -> dict[str, Any]:
         if not TRL_NOOP[key](value):
             why = NOOP_HELP.get(key, "ppokit has no such option")
             raise ConfigError(f"{key}={value!r} is not supported; {why}")
+        if key in NOOP_NOTICE:
+            notice_once(f"ppokit: TRL's {key}={short(value)} changes nothing here: {NOOP_NOTICE[key]}")
     return data
+
+
+def uses_trl_spelling(data: dict[str, Any]) -> bool:
+    """Whether a config mapping was written for TRL: a TRL rule key, a TRL no-op key or a TRL alias."""
+    trl_alias = lambda k: k in ALIASES and "TRL" in ALIASES[k][1]
+    return any(k in TRL_RULE_KEYS or k in TRL_NOOP or trl_alias(k) for k in data)
+
+
+def notice_trl_defaults(given: dict[str, Any], ours: Any) -> None:
+    """Once per process, name the defaults of ``ours`` (a config) that differ from TRL's and that
+    ``given`` (what the user wrote, TRL-spelled) left unset: ``ours.trl_defaults()`` maps a ppokit key
+    to ``(TRL's value, how TRL says it)``. Issue 34: ``GRPOConfig()`` differs from TRL's (16x the batch,
+    beta 0.04 vs 0, constant vs linear learning rate) without saying so."""
+    written = {ALIASES[k][0] if k in ALIASES else k for k in given}
+    if "per_device_train_batch_size" in given or "generation_batch_size" in given:
+        written.add("prompts_per_step")
+    if "warmup_ratio" in given:
+        written.add("warmup_steps")
+    differ = [
+        f"{key}={short(getattr(ours, key))} (TRL: {trl_says})"
+        for key, (trl, trl_says) in ours.trl_defaults().items()
+        if key not in written and getattr(ours, key) != trl
+    ]
+    if differ:
+        notice_once(
+            f"ppokit {type(ours).__name__}: these defaults differ from TRL's and were not set: "
+            + ", ".join(differ)
+            + "; set them to keep TRL's behaviour (docs/grpo.md, 'Porting a TRL script')"
+        )
 
 
 @dataclass
@@ -143,7 +286,7 @@ class Callbacks:
     ``on_step_end``, ``on_log``, ``on_evaluate``, ``on_save``, ``on_train_end``; setting
     ``control.should_training_stop`` stops training)."""
 
-    def __init__(self, callbacks: Iterable[Any], trainer: Any):
+    def __init__(self, callbacks: Iterable[Any], trainer: LMTrainer):
         self.items = list(callbacks)
         self.trainer = trainer
         self.control = Control()
@@ -178,45 +321,6 @@ class Callbacks:
         self._event("on_train_end")
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Prompt rows from a ``.jsonl``, ``.json`` (a list of objects) or ``.parquet`` file."""
-    from ppokit.llm.inputs import read_jsonl
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"prompts file {str(path)!r} does not exist")
-    if p.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ConfigError(
-                "reading Parquet needs pyarrow: pip install -c constraints.txt -e '.[data]'"
-            ) from None
-        rows = pq.read_table(str(p)).to_pylist()
-    elif p.suffix == ".json":
-        try:
-            rows = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
-    else:
-        return read_jsonl(str(p))
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and "prompt" in r for r in rows):
-        raise ConfigError(f"{path} must hold a non-empty list of objects with a 'prompt' key")
-    return rows
-
-
-def dataset_rows(dataset: Any) -> list[dict[str, Any]]:
-    """Rows of a ``datasets.Dataset``, a list of dicts or strings, or a file path (see ``read_rows``).
-    A ``DatasetDict`` uses its ``train`` split."""
-    if isinstance(dataset, (str, Path)):
-        return read_rows(dataset)
-    if hasattr(dataset, "keys") and "train" in dataset and not hasattr(dataset, "column_names"):
-        dataset = dataset["train"]
-    if hasattr(dataset, "column_names"):  # datasets.Dataset / IterableDataset
-        return [dict(r) for r in dataset]
-    return list(dataset)
-
-
 def trl_positional(positional: tuple, args: Any, train_dataset: Any, eval_dataset: Any) -> tuple:
     """TRL's positional order, ``GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset)``,
     read from the four positions ppokit's trainers call ``(tokenizer, reward_funcs, train_prompts,
@@ -227,14 +331,9 @@ def trl_positional(positional: tuple, args: Any, train_dataset: Any, eval_datase
     return (reward_funcs, *(pos if pos is not None else kw for pos, kw in zip(rest, given)))
 
 
-def trl_completion(prompt: Any, text: str) -> Any:
+def trl_completion(prompt: str | list[dict[str, str]], text: str) -> str | list[dict[str, str]]:
     """A completion as TRL hands it to reward functions: for a conversational prompt (a list of
     messages) ``[{"role": "assistant", "content": text}]``, otherwise the text."""
     if isinstance(prompt, list):
         return [{"role": "assistant", "content": text}]
     return text
-
-
-def is_finite_number(x: Any) -> bool:
-    """Whether ``x`` is an int/float (not bool) that is finite."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -6,7 +6,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ppokit.config import ConfigBase, check, check_adam_betas, checkpoint_every_seconds_option, option
+from ppokit.config import (
+    REPORT_TO,
+    ConfigBase,
+    check,
+    check_adam_betas,
+    checkpoint_every_seconds_option,
+    option,
+    report_to_option,
+)
 from ppokit.functional.losses import OBJECTIVES
 
 
@@ -104,7 +112,9 @@ class PPOConfig(ConfigBase):
     )
     total_timesteps: int = option(100_000, "Environment steps to train for (all envs together).")
     seed: int = option(0, "Seed for torch, numpy and the environments.")
-    device: str = option("cpu", "Torch device for the networks: cpu, cuda, cuda:N.")
+    device: str = option(
+        "cpu", "Torch device for the networks: auto (cuda when available), cpu, cuda, cuda:N."
+    )
     bf16: bool = option(
         False,
         "Mixed precision: the policy's forward passes (rollout and loss) under bfloat16 autocast, weights, "
@@ -195,6 +205,7 @@ class PPOConfig(ConfigBase):
     keep_checkpoints: int = option(3, "Keep this many newest checkpoints.")
     log_every: int = option(1, "Write a metrics row every this many updates.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")
+    report_to: list[str] | None = report_to_option()
 
     @property
     def rollout_size(self) -> int:
@@ -211,12 +222,18 @@ class PPOConfig(ConfigBase):
             lambda v: v is None or v > 0,
             "must be > 0 or null",
         )
+        if self.device == "auto":  # SB3's device="auto": CUDA when there is one; saved resolved
+            import torch
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         check(
             self.device == "cpu" or re.fullmatch(r"cuda(:\d+)?", self.device) is not None,
             "device",
             self.device,
-            "use cpu, cuda or cuda:N",
+            "use auto, cpu, cuda or cuda:N",
         )
+        bad = [r for r in self.report_to or [] if r not in REPORT_TO]
+        check(not bad, "report_to", self.report_to, f"use a list of {', '.join(REPORT_TO)} (or null)")
         self._check_env_sources()
         self.network.validate()
 

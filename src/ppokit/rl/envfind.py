@@ -14,6 +14,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import os
+import sys
 from collections.abc import Iterable
 
 import gymnasium as gym
@@ -74,8 +76,20 @@ def pip_name(module: str) -> str:
     return _PIP_NAMES.get(top, top.replace("_", "-"))
 
 
+def cwd_on_path() -> None:
+    """Let the user's own modules in the working directory be imported, as ``python -m ppokit`` does
+    (its ``-m`` puts the working directory first on sys.path; the ``ppokit`` console script does not).
+    Issue 30: ``ppokit train --env my_envs:Id`` beside ``my_envs.py`` said "not installed". Appended,
+    not prepended, so a local file never shadows an installed package."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)
+
+
 def import_module(module: str, why: str) -> None:
-    """Import ``module``; a missing one is MissingDependencyError naming it and its install command."""
+    """Import ``module`` (from the working directory too); a missing one is MissingDependencyError
+    naming it and its install command."""
+    cwd_on_path()
     try:
         importlib.import_module(module)
     except ModuleNotFoundError as e:

@@ -131,6 +131,30 @@ def make_vec_env(
     return venv
 
 
+ALE_VECTOR_ENTRY = "ale_py.vector_env:AtariVectorEnv"
+RAW_SCORE = "full game: all lives, unclipped rewards (as SB3's Monitor and CleanRL report Atari scores)"
+
+
+def honest_eval_kwargs(
+    env: EnvSpec,
+    env_kwargs: dict[str, Any],
+    vectorization: str = "auto",
+    packages: list[str] | tuple = (),
+    wrappers: list | tuple = (),
+) -> tuple[dict[str, Any], str | None]:
+    """``(env_kwargs for evaluation, how the score is counted)``: for an Atari id on ALE's vector env
+    (the presets' ``configs/ALE``), the same preprocessing without ``episodic_life`` and without
+    ``reward_clipping``, so an episode is the whole game and its return the game's raw score
+    (``RAW_SCORE``; evaluation.py); other envs keep their kwargs and None."""
+    # wrappers or ``sync`` mean single gym.make'd envs: ALE's AtariEnv, which neither ends episodes
+    # on a lost life nor clips rewards (unless a wrapper does, which ppokit cannot undo)
+    if not isinstance(env, str) or wrappers or vectorization == "sync":
+        return dict(env_kwargs), None
+    if check_env_id(env, packages).vector_entry_point != ALE_VECTOR_ENTRY:
+        return dict(env_kwargs), None
+    return {**env_kwargs, "episodic_life": False, "reward_clipping": False}, RAW_SCORE
+
+
 def make_training_envs(env: EnvSpec, cfg: Any) -> tuple[gym.vector.VectorEnv, ObsLayout]:
     """The vector env a ``PPOConfig`` describes, with its autoreset mode checked, and how its
     observations are stored and fed to the policy (rl/spaces.py: uint8 images, packed Dicts)."""
@@ -153,11 +177,15 @@ def _build(
 ) -> gym.vector.VectorEnv:
     if vectorization == "vector_entry_point":
         return gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    from ppokit.rl.checked_env import checked_factories  # faults named with the env index and step
+
+    # Async workers run the same checks in their process (an array reward, `terminated="no"` or
+    # sys.exit() in an async env ended in a traceback or a dead worker: issue 34).
     fns = [functools.partial(_worker_env, factory, os.getpid())] * num_envs
     if vectorization == "async":
-        return CheckedAsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
-    from ppokit.rl.checked_env import checked_factories  # faults named as async workers' are
-
+        return CheckedAsyncVectorEnv(
+            checked_factories(fns, in_worker=True), autoreset_mode=AutoresetMode.SAME_STEP
+        )
     return gym.vector.SyncVectorEnv(checked_factories(fns), autoreset_mode=AutoresetMode.SAME_STEP)
 
 
@@ -205,8 +233,14 @@ class CheckedAsyncVectorEnv(gym.vector.AsyncVectorEnv):
         self._terminate()
         index, exctype, value, trace = errors[0]
         others = f" (and {len(errors) - 1} more environments)" if len(errors) > 1 else ""
+        # CheckedEnv's own error already names the environment, its step and what was wrong
+        what = (
+            f"{value}"
+            if exctype is EnvStepError
+            else f"environment {index} raised {exctype.__name__}: {value}"
+        )
         raise EnvStepError(
-            f"environment {index} raised {exctype.__name__}: {value} in its worker process{others}",
+            f"{what} in its worker process{others}",
             details="".join(f"worker traceback of environment {i}:\n{t}" for i, _, _, t in errors),
         )
 

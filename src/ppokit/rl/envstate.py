@@ -10,7 +10,7 @@ This covers the numpy-vectorised CartPole and the classic-control environments (
 MountainCar, ...) under sync vectorization. It does not cover environments whose state lives
 elsewhere: MuJoCo (the physics is in ``MjData``), async vector envs (the state is in worker
 processes), anything holding file handles, simulators or other objects. ``capture`` then returns
-None and the reason; a resumed run re-seeds and resets those environments (see ``state.resume``).
+None and the reason; a resumed run re-seeds and resets those environments (see ``PPO.resume``).
 """
 
 from __future__ import annotations

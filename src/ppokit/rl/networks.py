@@ -9,14 +9,12 @@ autograd node costs more than its arithmetic (docs/benchmarks_presets.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from ppokit.errors import ConfigError
 from ppokit.rl.config import NetworkConfig
 from ppokit.rl.policy import Policy, distribution_args
 
@@ -156,41 +154,3 @@ class MlpActorCritic(Policy):
         """The actor alone per step; values None: the rollout asks ``value`` once for all its steps."""
         action, logp = self.dist.sample(self.policy_output(obs), self.log_std(), deterministic, mask=mask)
         return action, logp, None
-
-
-def build_policy(observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig) -> Policy:
-    """The built-in policy for ``network`` settings ``cfg``: the MLP for Box observations, else an
-    ``EncoderActorCritic`` (rl/encoders.py: CNN for images, one-hot for discrete, Dict/Tuple per key);
-    recurrent: rl/recurrent.py (on the same encoders)."""
-    from ppokit.rl.spaces import ObsLayout
-
-    kind = ObsLayout(observation_space).kind
-    if cfg.recurrent != "none":
-        from ppokit.rl.recurrent import build_recurrent_policy  # it builds on this module's layers
-
-        return build_recurrent_policy(observation_space, action_space, cfg)
-    if kind == "box":
-        return MlpActorCritic(observation_space, action_space, cfg)
-    from ppokit.rl.encoders import EncoderActorCritic
-
-    return EncoderActorCritic(observation_space, action_space, cfg)
-
-
-PolicySpec = Policy | Callable[[gym.Space, gym.Space], Policy] | None
-
-
-def make_policy(
-    spec: PolicySpec, observation_space: gym.Space, action_space: gym.Space, cfg: NetworkConfig
-) -> Policy:
-    """The policy ``PPO(policy=spec)`` asks for: None is the built-in one for ``cfg``; a ``Policy``
-    instance is used as it is; anything else is called with the spaces and must return a ``Policy``."""
-    if spec is None:
-        return build_policy(observation_space, action_space, cfg)
-    built = spec if isinstance(spec, nn.Module) else spec(observation_space, action_space)
-    if not isinstance(built, Policy):
-        raise ConfigError(
-            f"policy={type(built).__name__} is not allowed; pass a ppokit.Policy subclass instance "
-            "(implement forward(obs) -> (out, value)) or a callable "
-            "(observation_space, action_space) -> Policy"
-        )
-    return built

@@ -4,17 +4,17 @@
 
 Sections: construction (env, policy, optimizers: parts that each own their state) -> ``learn``
 (the rollout, ``rollout.py``; the update and the loss, ``update.py``; logging; checkpoints) -> using
-the policy (predict, evaluate, save, load). ``state_dict`` is the composition of the parts' states;
-``state.py`` composes it (``parts_state``) and writes it to disk. References: Schulman et al. 2017
+the policy (predict, evaluate, save, load, resume). The run itself (run directory, checkpoint cadence,
+signals, emergency checkpoint, callbacks) is ``ppokit.train.loop.RunLoop``'s: ``PPO`` implements its
+``Trainable`` protocol (``position``, ``run_step``, ``state_dict``/``load_state_dict``,
+``save_checkpoint``). ``state_dict`` is the composition of the parts' states. References: Schulman et al. 2017
 (PPO, https://arxiv.org/abs/1707.06347); Huang et al. 2022, "The 37 Implementation Details of PPO"
 (https://iclr-blog-track.github.io/2022/03/25/ppo-implementation-details/).
 """
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,14 @@ import torch
 
 from ppokit import distributed
 from ppokit.config import ConfigError
-from ppokit.errors import NonFiniteError
+from ppokit.errors import CheckpointError
 from ppokit.functional import explained_variance
-from ppokit.rl import fast, state
+from ppokit.rl import fast, sb3
+from ppokit.rl.builtin import PolicySpec, make_policy
+from ppokit.rl.callbacks import loop_hooks
 from ppokit.rl.config import PPOConfig, resolve_config
-from ppokit.rl.envs import EnvSpec, make_training_envs
+from ppokit.rl.envs import EnvSpec, env_name, make_training_envs, space_signature
 from ppokit.rl.masking import mask_dim
-from ppokit.rl.networks import PolicySpec, make_policy
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler, sync_statistics
 from ppokit.rl.predict import predict_actions
 from ppokit.rl.recurrent import RecurrentPolicy, flat_valid, sequence_batch
@@ -44,10 +45,26 @@ from ppokit.rl.update import (
     rollout_batch,
 )
 from ppokit.seeding import seed_everything
-from ppokit.tracking import PROCESS_START
+from ppokit.tracking import PROCESS_START, ProgressBar, Tracker
+from ppokit.train.checkpoint import (
+    flatten_state,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_step_checkpoint,
+    unflatten_state,
+)
+from ppokit.train.loop import RunLoop
 from ppokit.train.precision import autocast
+from ppokit.train.rng import capture_rng, restore_rng
+from ppokit.train.rundir import RunDirLock, config_text
 from ppokit.train.step import GuardedStep
 from ppokit.train.threads import ThreadChooser
+
+MODEL_KIND = "ppokit.rl.PPO"
+STATE_FORMAT = 2  # 1: wave-1 checkpoints (attribute by attribute), no longer read
+# the logs of a run directory and their step column: trimmed to the checkpoint's step on resume
+LOGS = {"metrics.csv": "time/total_timesteps", "episodes.csv": "step"}
 
 
 class PPO:
@@ -63,12 +80,9 @@ class PPO:
         policy: PolicySpec = None,
         **overrides: Any,
     ):
+        # SB3's form PPO("MlpPolicy", env, **sb3_kwargs) and env instances, translated (rl/sb3.py)
+        env, config, run_dir, policy, overrides = sb3.accept(self, env, config, run_dir, policy, overrides)
         self.config = cfg = resolve_config(config, env, overrides)
-        if isinstance(env, gym.Env):  # SB3 accepts one instance; ppokit makes num_envs copies
-            raise ConfigError(
-                f"env={env!r} is an environment instance; pass its id (e.g. PPO('CartPole-v1')) or a "
-                "factory that makes a new one per call (e.g. PPO(lambda: gym.make('CartPole-v1')))"
-            )
         self.env_fn = env if env is not None and not isinstance(env, str) else None
         self.env_spec: EnvSpec = env if env is not None else cfg.env_id
         self.threads = ThreadChooser(cfg.torch_threads, cfg.batch_size * max(cfg.network.hidden_sizes))
@@ -98,13 +112,11 @@ class PPO:
         self.kl = AdaptiveKL(cfg.kl_coef, cfg.adaptive_kl_target, cfg.objective == "kl_adaptive")
         self.num_timesteps = self.num_updates = 0
         self.target_timesteps: int | None = None  # the `total` of the current run (schedules need it)
-        # -- run bookkeeping (not training state) -------------------------------------------------
+        # -- the run (not training state): run directory, checkpoint cadence, signals -----------------
         self.stop_requested: int | None = None  # a signal number: stop cleanly after this update
-        self.last_checkpoint_step, self.last_checkpoint_path = 0, None
-        self.last_checkpoint_time = time.time()
         self.resume_info: dict[str, Any] | None = None  # set by PPO.resume: what was restored
-        self.run_dir: Path | None = None
-        self.tracker = None
+        self._learn_start = (0, time.time())  # (steps, time) when learn() began: time/fps counts from here
+        self.run_loop = RunLoop(self, cfg.checkpoint_every, cfg.checkpoint_every_seconds, LOGS)
         if run_dir is not None:
             self.set_run_dir(run_dir)
 
@@ -117,7 +129,7 @@ class PPO:
         )
         self.collector = Collector(
             self.venv, self.policy, self.device, rank_seed, self.obs_norm, self.reward_scaler,
-            cfg.nan_policy, cfg.action_masking, state.env_label(self), self.obs_layout,
+            cfg.nan_policy, cfg.action_masking, env_name(self.env_spec), self.obs_layout,
         )  # fmt: skip
         self.masked = self.collector.mask_source is not None  # the env gives action masks (rl/masking.py)
         self.recurrent = isinstance(self.policy, RecurrentPolicy)
@@ -131,27 +143,27 @@ class PPO:
     def _where(self) -> str:
         return f"update {self.num_updates + 1}, step {self.num_timesteps}"
 
-    def set_run_dir(self, run_dir: str | Path, append: bool = False, lock: Any = None) -> None:
-        """Log metrics (CSV, TensorBoard) and write checkpoints under ``run_dir``. ``lock``: the
-        run directory's ``RunDirLock`` when the caller already holds it (it is taken here otherwise)."""
-        from ppokit.tracking import Tracker
-        from ppokit.train.rundir import RunDirLock
+    @property
+    def run_dir(self) -> Path | None:
+        """Where this run logs metrics and writes checkpoints (None: nowhere)."""
+        return self.run_loop.run_dir
 
-        if self.run_dir is not None and Path(run_dir) == self.run_dir:
+    def set_run_dir(self, run_dir: str | Path, lock: RunDirLock | None = None) -> None:
+        """Log metrics (CSV, TensorBoard) and write checkpoints under ``run_dir``, a new run: it is
+        claimed as ``ppokit train`` claims it (locked, ``config.yaml`` written), and a directory that
+        holds a run is refused, naming ``PPO.resume`` (issue 29: it was overwritten silently).
+        ``lock``: the directory's ``RunDirLock`` when the caller already claimed it (the command line)."""
+        if self.run_loop.attached and Path(run_dir) == self.run_dir:
             return
-        lock = lock or RunDirLock(run_dir)  # one writer per run directory (docs/reliability.md)
-        self.close_run_dir()
-        self._lock, self.run_dir = lock, Path(run_dir)
-        self.tracker = Tracker(self.run_dir, tensorboard=self.config.tensorboard, append=append)
+        claim_with = None if lock is not None else (config_text(self.config), f"PPO.resume({str(run_dir)!r})")
+        self.run_loop.attach(run_dir, lock=lock, claim_with=claim_with, **self._tracker_options())
+
+    def _tracker_options(self) -> dict[str, Any]:
+        return Tracker.options(self.config)  # metrics.csv, TensorBoard and wandb as report_to says
 
     def close_run_dir(self) -> None:
         """Close the metric writers and release the run directory's lock."""
-        if self.tracker is not None:
-            self.tracker.close()
-            self.tracker = None
-        if getattr(self, "_lock", None) is not None:
-            self._lock.release()
-            self._lock = None
+        self.run_loop.detach()
 
     # -- schedules ---------------------------------------------------------------------------------
     def _set_schedules(self, total: int) -> float:
@@ -217,16 +229,20 @@ class PPO:
         self,
         total_timesteps: int | None = None,
         progress_bar: bool = False,
-        callback: Callable[[PPO, dict], bool | None] | None = None,
+        callback: Any = None,
         reset_num_timesteps: bool = True,
+        **sb3_kwargs: Any,
     ) -> PPO:
         """Train ``total_timesteps`` more env steps, as SB3's ``learn``: with ``reset_num_timesteps``
         (SB3's default) the step counter, and with it the linear schedules, starts from 0 again;
         ``False`` continues it (the schedules then span the steps so far plus these). With no
         ``total_timesteps``, continue to the run's own total (a resumed run ends exactly where an
         uninterrupted one would; a new model trains ``config.total_timesteps``).
-        ``callback(ppo, metrics)`` runs after each update; returning False stops training, and so
-        does ``stop_requested``. See docs/reliability.md for checkpoints and faults."""
+        ``callback``: ``f(ppo, metrics)`` after each update (returning False stops training), an
+        object with ``on_start``/``on_step``/``on_end`` (an SB3-style ``BaseCallback``, rl/callbacks.py),
+        or a list (``train/callbacks.py``); ``stop_requested`` stops it too. The loop is
+        ``RunLoop.run``; see docs/reliability.md for checkpoints and faults."""
+        total_timesteps = sb3.before_learn(self, total_timesteps, sb3_kwargs)  # learn(1e4), log_interval
         if total_timesteps is None:
             target = self.target_timesteps or self.config.total_timesteps
         else:
@@ -239,77 +255,184 @@ class PPO:
                     f"total_timesteps={total_timesteps!r} is not allowed; give a whole number of steps >= 0"
                 )
             if reset_num_timesteps and self.num_timesteps:
-                self.num_timesteps = self.last_checkpoint_step = 0
+                self.num_timesteps = 0
+                self.run_loop.cadence.saved(0, None)
             target = self.num_timesteps + total_timesteps
-        return self._learn_until(target, progress_bar, callback)
-
-    def _learn_until(
-        self, total: int, progress_bar: bool, callback: Callable[[PPO, dict], bool | None] | None
-    ) -> PPO:
-        """The training loop: rollout, update, log, checkpoint, until ``total`` steps in all."""
-        from ppokit.tracking import ProgressBar
-
-        self.target_timesteps = total
-        start_steps, start_time = self.num_timesteps, time.time()
-        with ProgressBar(total, f"PPO {state.env_label(self)}", "return", enabled=progress_bar) as bar:
-            bar.update(self.num_timesteps, done_since_start=0)
-            while self.num_timesteps < total and self.stop_requested is None:
-                clip_range = self._set_schedules(total)
-                self.threads.update()  # one thread as soon as other work takes the second core
-                with autocast(self.device, self.config.bf16):
-                    self.collector.collect(self.buffer)
-                sync_statistics(self.obs_norm, self.reward_scaler)
-                self.num_timesteps += self.config.rollout_size * self.dist.world_size
-                try:
-                    metrics = self.update(clip_range)
-                except NonFiniteError as e:
-                    raise state.emergency_stop(self, e) from None
-                fps = (self.num_timesteps - start_steps) / max(time.time() - start_time, 1e-9)
-                metrics.update(self.collector.episodes.metrics())
-                metrics.update(
-                    {
-                        "time/fps": fps,
-                        "time/total_timesteps": self.num_timesteps,
-                        "time/elapsed_s": time.time() - PROCESS_START,
-                        "time/iterations": self.num_updates,
-                        "rollout/nonfinite_skipped": self.collector.skipped_nonfinite,
-                    }
-                )
-                self._log(metrics)
-                bar.update(
-                    self.num_timesteps,
-                    self.collector.episodes.mean_return(),
-                    done_since_start=self.num_timesteps - start_steps,
-                )
-                state.maybe_checkpoint(self)
-                if callback is not None and callback(self, metrics) is False:
-                    break
-                self._agree_on_stop()
-        state.checkpoint_now(self)  # with a run directory, training always ends on a checkpoint
+        self.target_timesteps = target
+        self._learn_start = (self.num_timesteps, time.time())  # time/fps counts this call's steps
+        label = f"PPO {env_name(self.env_spec)}"
+        with ProgressBar(target, label, "return", enabled=progress_bar) as bar:
+            self.run_loop.run(loop_hooks(self, callback), bar, headline="rollout/ep_rew_mean")
         return self
 
-    def _agree_on_stop(self) -> None:
-        """Under torchrun a signal reaches the ranks at different moments: if any rank was asked to
-        stop, all stop after this same update (SIGTERM stands in for the signal they did not get)."""
-        if self.dist.enabled and not distributed.all_agree(self.stop_requested is None):
-            self.stop_requested = self.stop_requested or int(signal.SIGTERM)
+    def position(self) -> tuple[int, int]:
+        """``(env steps so far, the run's total)``: where ``RunLoop`` stands (the ``Trainable`` protocol)."""
+        return self.num_timesteps, self.target_timesteps or self.config.total_timesteps
+
+    def run_step(self) -> dict[str, float]:
+        """One update of the run (the ``Trainable`` protocol): collect a rollout with the schedules of
+        this step, update on it, log and return its metrics row."""
+        clip_range = self._set_schedules(self.target_timesteps or self.config.total_timesteps)
+        self.threads.update()  # one thread as soon as other work takes the second core
+        with autocast(self.device, self.config.bf16):
+            self.collector.collect(self.buffer)
+        sync_statistics(self.obs_norm, self.reward_scaler)
+        self.num_timesteps += self.config.rollout_size * self.dist.world_size
+        metrics = self.update(clip_range)
+        start_steps, start_time = self._learn_start
+        fps = (self.num_timesteps - start_steps) / max(time.time() - start_time, 1e-9)
+        metrics.update(self.collector.episodes.metrics())
+        metrics.update(
+            {
+                "time/fps": fps,
+                "time/total_timesteps": self.num_timesteps,
+                "time/elapsed_s": time.time() - PROCESS_START,
+                "time/iterations": self.num_updates,
+                "rollout/nonfinite_skipped": self.collector.skipped_nonfinite,
+            }
+        )
+        self._log(metrics)
+        return metrics
 
     def _log(self, metrics: dict[str, float]) -> None:
         episodes = self.collector.episodes.drain()
-        if self.tracker is not None:
+        tracker = self.run_loop.tracker
+        if tracker is not None:
             if self.num_updates % self.config.log_every == 0:
-                self.tracker.log(self.num_timesteps, metrics)
-            self.tracker.log_episodes(episodes)
+                tracker.log(self.num_timesteps, metrics)
+            tracker.log_episodes(episodes)
 
-    # -- state: the composition of the parts' states (state.py) -----------------------------------------
+    # -- state: the composition of the parts' states ---------------------------------------------------
+    # A *model* (``save``) holds ``state_dict(training=False)``: the policy, normalisation statistics,
+    # counters and KL coefficient, with the config and the spaces. A *training checkpoint*
+    # (``save_checkpoint``) holds the full ``state_dict()``: also optimizer states, the step guard's
+    # counters, RNG states, the collector (episode statistics and, when ``envstate.capture`` can save
+    # them, the environments' exact state with the rollout's current observation). Resumed at an
+    # update boundary on CPU, such a run ends with bit-identical parameters to an uninterrupted one.
+    # Environments that cannot be saved (MuJoCo, async workers, custom envs holding other objects)
+    # are reset with a seed derived from the run seed and the step count; ``resume_info`` says which.
+    # Tensors go to safetensors, the rest to JSON (train/checkpoint.py): nothing is pickled.
     def state_dict(self, training: bool = True) -> dict[str, Any]:
         """Everything a model needs (policy, normalisers, counters, KL coefficient) and, with
-        ``training``, everything a resumed run needs too (optimizers, step guard, collector, RNGs)."""
-        return state.parts_state(self, training)
+        ``training``, everything a resumed run needs too (optimizers, step guard, collector, RNGs):
+        each part's own ``state_dict`` under its name."""
+        out: dict[str, Any] = {
+            "policy": self.policy.state_dict(),
+            "counters": {"num_timesteps": self.num_timesteps, "num_updates": self.num_updates},
+            "kl": self.kl.state_dict(),
+        }
+        if self.obs_norm is not None:
+            out["obs_norm"] = self.obs_norm.state_dict()
+        if self.reward_scaler is not None:
+            out["reward_scaler"] = self.reward_scaler.state_dict()
+        if training:
+            rng_tensors, rng_tree = capture_rng(numpy_generators={"ppo": self.np_rng})
+            out["counters"]["target_timesteps"] = self.target_timesteps
+            out.update(
+                optimizers=[opt.state_dict() for opt in self.optimizers],
+                guard=self.guard.state_dict(),
+                collector=self.collector.state_dict(),
+                rng={"tensors": rng_tensors, "tree": rng_tree},
+            )
+        return out
 
     def load_state_dict(self, sd: dict[str, Any]) -> dict[str, Any]:
-        """Restore ``state_dict`` (a model's or a training checkpoint's); returns what was restored."""
-        return state.load_parts_state(self, sd)
+        """Restore ``state_dict`` (a model's or a training checkpoint's): each part restores its own
+        state. Returns what was restored: ``{"step", "env_state_restored", "env_state_missing"}``."""
+        self.policy.load_state_dict(sd["policy"])
+        for part, key in ((self.obs_norm, "obs_norm"), (self.reward_scaler, "reward_scaler")):
+            if part is not None:
+                part.load_state_dict(sd[key])
+        self.num_timesteps = int(sd["counters"]["num_timesteps"])
+        self.num_updates = int(sd["counters"]["num_updates"])
+        self.kl.load_state_dict(sd["kl"])
+        info: dict[str, Any] = {"step": self.num_timesteps, "env_state_restored": False}
+        if "optimizers" not in sd:
+            return info
+        for opt, opt_state in zip(self.optimizers, sd["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        self.guard.load_state_dict(sd["guard"])
+        self.target_timesteps = sd["counters"]["target_timesteps"]
+        restore_rng(sd["rng"]["tensors"], sd["rng"]["tree"], numpy_generators={"ppo": self.np_rng})
+        missing = self.collector.load_state_dict(sd["collector"])
+        if missing is not None and self.reward_scaler is not None:
+            self.reward_scaler.returns[:] = 0.0  # fresh episodes: their discounted returns start at 0
+        self.run_loop.cadence.saved(self.num_timesteps, None)  # the cadence counts from the checkpoint
+        info.update(env_state_restored=missing is None, env_state_missing=missing)
+        return info
+
+    def _to_disk(self, training: bool) -> tuple[dict, dict[str, Any]]:
+        """``(tensors, meta)`` of ``state_dict(training)`` with the config, spaces and policy class."""
+        sd = self.state_dict(training=training)
+        tensors, tree = flatten_state("", sd)
+        meta = {
+            "kind": MODEL_KIND,
+            "format": STATE_FORMAT,
+            "training": training,
+            "config": self.config.to_dict(),
+            "env": env_name(self.env_spec),
+            "spaces": space_signature(self.observation_space, self.action_space),
+            "policy": _policy_name(self.policy),
+            "env_factory": self.env_fn is not None,
+            "num_timesteps": self.num_timesteps,
+            "state": tree,
+        }
+        if training:  # readable without decoding the state tree: why the envs would be reset on resume
+            meta["env_state_missing"] = sd["collector"]["env"]["missing"]
+        return tensors, meta
+
+    def _check_compatible(self, meta: dict[str, Any], where: Path) -> None:
+        """Refuse a model trained on other spaces or with another policy class (a clear error, not a
+        shape crash)."""
+        if meta.get("format") != STATE_FORMAT:
+            raise CheckpointError(
+                f"{str(where)!r} was written by an older ppokit (format {meta.get('format', 1)}); "
+                f"this version reads format {STATE_FORMAT}"
+            )
+        have = space_signature(self.observation_space, self.action_space)
+        if meta.get("spaces") != have:
+            raise CheckpointError(
+                f"model {str(where)!r} was trained on spaces {meta.get('spaces')}, but the environment "
+                f"has {have}"
+            )
+        if meta.get("policy") != _policy_name(self.policy):
+            raise CheckpointError(
+                f"model {str(where)!r} was trained with policy {meta.get('policy')}, not "
+                f"{_policy_name(self.policy)}; pass the same policy (PPO.load(path, policy=...))"
+            )
+
+    def _restore(self, tensors: dict, meta: dict[str, Any], where: Path, training: bool) -> dict[str, Any]:
+        """Load a model's (or, with ``training``, a training checkpoint's) state. Returns what was
+        restored (``load_state_dict``'s answer and ``"checkpoint"``). A checkpoint whose contents do
+        not fit the model raises CheckpointError, never a KeyError."""
+        self._check_compatible(meta, where)
+        try:
+            sd = unflatten_state(meta["state"], tensors)
+            if not training:
+                keep = ("policy", "obs_norm", "reward_scaler", "counters", "kl")
+                sd = {k: v for k, v in sd.items() if k in keep}
+            info = self.load_state_dict(sd)
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+            raise CheckpointError(
+                f"checkpoint {str(where)!r} does not fit this model ({type(e).__name__}: {e})"
+            ) from None
+        return {"checkpoint": str(where), **info}
+
+    def save_checkpoint(self, root: str | Path | None = None) -> Path:
+        """A resumable training checkpoint ``root/step_<N>`` (default ``RUN_DIR/checkpoints``) of
+        the full ``state_dict()``, keeping the newest ``keep_checkpoints`` (the ``Trainable`` protocol)."""
+        if root is None:
+            if self.run_dir is None:
+                raise ConfigError("save_checkpoint() needs a root or a run directory: PPO(..., run_dir=...)")
+            root = self.run_dir / "checkpoints"
+        tensors, meta = self._to_disk(training=True)
+        keep = self.config.keep_checkpoints
+        return save_step_checkpoint(Path(root), self.num_timesteps, tensors, meta, keep=keep)
+
+    def checkpoint(self) -> Path | None:
+        """A checkpoint of the current state in the run directory (the newest one when it is of this
+        very step; None without a run directory)."""
+        return self.run_loop.checkpoint()
 
     @property
     def nonfinite_skipped(self) -> int:
@@ -345,16 +468,26 @@ class PPO:
         return evaluate_policy(self, episodes, deterministic, seed)
 
     def save(self, path: str | Path) -> Path:
-        """Save the policy, normalisation statistics and config (safetensors + JSON, no pickle)."""
-        return state.save_model(self, Path(path))
+        """Save the policy, normalisation statistics and config (safetensors + JSON, no pickle),
+        atomically."""
+        path = Path(path)
+        tensors, meta = self._to_disk(training=False)
+        return save_checkpoint(path.parent, path.name, tensors, meta)
 
     @classmethod
     def load(
         cls, path: str | Path, env: EnvSpec | None = None, policy: PolicySpec = None, **overrides: Any
     ) -> PPO:
-        """Load a model saved by ``save`` (or a checkpoint); ``env`` defaults to the saved id, and a
-        model trained with a custom policy needs the same ``policy`` again."""
-        return state.load_model(cls, Path(path), env, policy, **overrides)
+        """Load a model saved by ``save`` (or a checkpoint, or a run directory's model or newest
+        checkpoint); ``env`` defaults to the saved id, and a model trained with a custom policy needs
+        the same ``policy`` again."""
+        where = _model_path(Path(path))
+        tensors, meta = _read(where, need_training=False)
+        _require_env(meta, env, where, "load")
+        config = PPOConfig.from_dict({**meta["config"], **overrides})
+        ppo = cls(env if env is not None else config.env_id, config, policy=policy)
+        ppo._restore(tensors, meta, where, training=False)
+        return ppo
 
     @classmethod
     def resume(
@@ -365,10 +498,92 @@ class PPO:
         policy: PolicySpec = None,
     ) -> PPO:
         """Continue a run from a training checkpoint or a run directory's newest complete one: all
-        training state and, where possible, the envs' (``resume_info``; docs/reliability.md)."""
-        return state.resume(cls, Path(path), env, run_dir, policy)
+        training state and, where possible, the envs' (``resume_info``; docs/reliability.md).
+
+        Logs and checkpoints go on in ``run_dir``; by default, when ``path`` is a run directory, in
+        that run (its rows after the checkpoint's step are dropped first: that work was lost)."""
+        where, own_run = _training_checkpoint(Path(path))
+        tensors, meta = _read(where, need_training=True)
+        _require_env(meta, env, where, "resume")
+        config = PPOConfig.from_dict(meta["config"])
+        # Environments that cannot be restored exactly start fresh episodes from a seed derived from
+        # the run seed and the step count, so a resumed run does not replay the episodes it saw.
+        reseed = (config.seed + int(meta["num_timesteps"])) % 2**63
+        ppo = cls(env if env is not None else config.env_id, config.replace(seed=reseed), policy=policy)
+        ppo.config = config
+        ppo.resume_info = ppo._restore(tensors, meta, where, training=True)
+        run_dir = run_dir if run_dir is not None else own_run
+        if run_dir is not None:
+            try:  # the lock before the trim: two resumes of one run both trimmed, then both appended
+                ppo.run_loop.attach(run_dir, resume_step=ppo.num_timesteps, **ppo._tracker_options())
+            except BaseException:
+                ppo.close()
+                raise
+        return ppo
+
+    def get_env(self) -> gym.vector.VectorEnv:
+        """The running training vector env (SB3's ``get_env``)."""
+        return sb3.get_env(self)
+
+    def set_env(self, env: Any, force_reset: bool = True) -> None:
+        """Train on ``env`` from now on (same spaces and number of envs; SB3's ``set_env``); the new envs
+        always start with a reset (SB3's ``force_reset=False`` is refused)."""
+        if not force_reset:
+            raise ConfigError("set_env(force_reset=False) is not supported; ppokit resets the new envs")
+        sb3.set_env(self, env)
 
     def close(self) -> None:
         """Close the environments, the metric writers and the run directory's lock."""
         self.venv.close()
         self.close_run_dir()
+
+
+# -- finding and reading saved models and checkpoints ------------------------------------------------
+def _policy_name(policy: Any) -> str:
+    cls = type(policy)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _model_path(path: Path) -> Path:
+    """A model directory, or for a run directory its final model, else its newest checkpoint."""
+    if not path.exists():
+        raise CheckpointError(f"{str(path)!r} does not exist")
+    if (path / "manifest.json").exists() or (path / "tensors.safetensors").exists():
+        return path
+    if (path / "model" / "manifest.json").exists():
+        return path / "model"
+    newest = latest_checkpoint(path / "checkpoints")
+    if newest is None:
+        raise CheckpointError(f"{str(path)!r} holds no model and no complete checkpoint")
+    return newest
+
+
+def _training_checkpoint(path: Path) -> tuple[Path, Path | None]:
+    """``(checkpoint, run_dir)`` for a run directory (its newest complete checkpoint, and itself) or
+    a checkpoint directory (itself, and no run directory: logging is the caller's choice)."""
+    if not path.is_dir():
+        raise CheckpointError(f"{str(path)!r} does not exist or is not a directory")
+    if (path / "manifest.json").exists():
+        return path, None
+    newest = latest_checkpoint(path / "checkpoints")
+    if newest is None:
+        what = "run directory" if (path / "config.yaml").is_file() else "ppokit run directory or checkpoint"
+        raise CheckpointError(f"{str(path)!r} is no {what} with a complete checkpoint to resume from")
+    return newest, path
+
+
+def _read(path: Path, need_training: bool) -> tuple[dict, dict[str, Any]]:
+    tensors, meta = load_checkpoint(path)
+    if meta.get("kind") != MODEL_KIND or (need_training and not meta.get("training")):
+        what = "PPO training checkpoint" if need_training else "PPO model"
+        raise CheckpointError(f"{str(path)!r} is not a ppokit {what} (kind={meta.get('kind')!r})")
+    return tensors, meta
+
+
+def _require_env(meta: dict[str, Any], env: Any, where: Path, verb: str) -> None:
+    """A model trained on an env factory cannot rebuild its env from the id in its config."""
+    if env is None and meta.get("env_factory"):
+        raise CheckpointError(
+            f"model {str(where)!r} was trained on environments from a factory ({meta.get('env')}); "
+            f"pass it again: PPO.{verb}(path, env=make_env)"
+        )

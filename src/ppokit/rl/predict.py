@@ -49,13 +49,20 @@ def predict_actions(
 def encode_for_predict(ppo: PPO, obs: Any) -> tuple[np.ndarray, bool]:
     """``(observations encoded as the rollout stores them [n, ...], whether obs was a single one)``."""
     layout = ppo.obs_layout
+    wrapped = f" (after env_wrappers {ppo.config.env_wrappers})" if ppo.config.env_wrappers else ""
     try:
         single = layout.is_single(obs)
-        return layout.encode(layout.batch_of_one(obs) if single else obs), single
+        batch = layout.encode(layout.batch_of_one(obs) if single else obs)
     except (TypeError, ValueError, KeyError, IndexError) as e:
-        wrapped = f" (after env_wrappers {ppo.config.env_wrappers})" if ppo.config.env_wrappers else ""
         raise EnvError(
             f"predict got an observation that does not fit the model's observation space "
             f"{ppo.observation_space}{wrapped}: {type(e).__name__}: {e}; pass observations as that "
             "env gives them (ppokit reads Dict, Tuple and Discrete observations without flattening)"
         ) from None
+    if tuple(batch.shape[1:]) != tuple(layout.shape):  # issue 30: was a raw matmul shape error
+        raise EnvError(
+            f"predict got an observation of shape {np.shape(obs)}; the model expects {tuple(layout.shape)} "
+            f"(one observation) or [n, {', '.join(map(str, layout.shape))}] (a batch), as its observation "
+            f"space {ppo.observation_space}{wrapped} gives them"
+        )
+    return batch, single

@@ -30,13 +30,37 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from ppokit import distributed
-from ppokit.errors import EnvStepError
+from ppokit.errors import ConfigError, EnvStepError
 from ppokit.rl import envstate
 from ppokit.rl.masking import MaskSource, mask_nvec
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler
 from ppokit.rl.policy import Policy
 from ppokit.rl.recurrent import RecurrentPolicy
 from ppokit.rl.spaces import ObsLayout
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_fits_in_memory(nbytes: int, n_steps: int, num_envs: int) -> None:
+    """Refuse a rollout buffer larger than the memory available: ``n_steps=1e9`` ended in a raw
+    allocator error or an OOM kill (issue 34); the config is what the user has to change."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise ConfigError(
+            f"n_steps * num_envs = {n_steps:,} * {num_envs:,} transitions need {nbytes / 2**30:,.1f} GiB "
+            f"for the rollout buffer; this machine has {free / 2**30:,.1f} GiB available: lower n_steps "
+            "or num_envs"
+        )
 
 
 @dataclass
@@ -78,6 +102,15 @@ class RolloutBuffer:
         z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype)
         T, N = n_steps, num_envs
         recurrent = state_size is not None
+        per_step = (  # bytes of one transition over every field below
+            int(np.prod(obs_shape)) * obs_dtype.itemsize
+            + int(np.prod(action_shape)) * action_dtype.itemsize
+            + 4 * 4  # logp, values, next_values, rewards (float32)
+            + 3  # terminated, done, valid (bool)
+            + (mask_dim or 0)
+            + (1 if recurrent else 0)
+        )
+        _check_fits_in_memory(T * N * per_step, T, N)
         return cls(
             obs=z(T, N, *obs_shape, dtype=obs_dtype),
             actions=z(T, N, *action_shape, dtype=action_dtype),

@@ -1,6 +1,7 @@
-"""Ctrl-C (SIGINT) and SIGTERM on the long-running verbs (``train``, ``resume``, ``grpo``,
-``rlhf-ppo``): the first signal asks the run to stop after the current update or step, so the
-checkpoint it then writes sits on a boundary and resumes exactly; the verb exits 130 / 143. A second
+"""Ctrl-C (SIGINT) and SIGTERM on a run (the verbs ``train``, ``resume``, ``grpo``, ``rlhf-ppo``
+enter it; a Python user may too): the first signal asks the run to stop after the current update or
+step, so the checkpoint it then writes sits on a boundary and resumes exactly; the verb exits 130 /
+143. A second
 signal stops at once (``KeyboardInterrupt``), keeping the newest complete checkpoint (a half-done
 update is not worth saving)."""
 
@@ -13,8 +14,8 @@ from typing import Any
 
 class StopOnSignal:
     """While entered, SIGINT/SIGTERM set ``target.stop_requested`` to the signal number (the run
-    checks it between updates/steps); a second signal raises ``KeyboardInterrupt``. ``unit`` names
-    what is finished first in the message ("update" or "step")."""
+    loop, ``train/loop.py``, checks it between updates/steps); a second signal raises
+    ``KeyboardInterrupt``. ``unit`` names what is finished first in the message ("update" or "step")."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -1,6 +1,6 @@
 """Micro-measurements behind the update's design (docs/benchmarks_presets.md), one torch thread.
 
-    .venv/bin/python benchmarks/micro.py
+    .venv/bin/python benchmarks/micro/micro.py
 
 Prints microseconds per call of: tanh against the 2*sigmoid(2x)-1 form ppokit uses; one 256x64 @ 64x64
 matrix product in torch and in numpy; and one PPO gradient step (minibatch 256, 64-64 actor-critic,

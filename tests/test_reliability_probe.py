@@ -1,20 +1,19 @@
-"""Issue 16's adversarial probe, as a script: bad inputs and faults through the real ``ppokit`` command
-(one subprocess each), and the verdict of each case.
+"""Issue 16's adversarial probe (it was benchmarks/reliability_probe.py): bad inputs and faults through
+the real ``ppokit`` command (one subprocess each), one parametrized test per case, marked ``slow``.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/reliability_probe.py [--jobs 2] [--only WORD] [--json OUT]
+    pytest -m slow tests/test_reliability_probe.py                   # every case (~20 min on 2 cores)
+    pytest -m slow tests/test_reliability_probe.py -k "flags or kills"
 
-Verdicts (the issue's categories): ``ok``; ``traceback`` (a Python traceback on a user error);
-``silently wrong`` (exit 0 where the input cannot work); ``hang`` (past the case's time limit);
-``degraded`` (exit 2 but not one line, or a line over 1000 characters); ``data lost`` (no usable
-checkpoint after a kill, or a resume that fails); ``corrupted`` (two writers mixed in one run
-directory); ``other`` (any other exit code). Each case says what it expects; the script prints one
-line per case and the counts, and exits 1 unless every case is ``ok``.
+Each case's verdict is one of the issue's categories, and the test asserts it is ``ok``: otherwise
+``traceback`` (a Python traceback on a user error); ``silently wrong`` (exit 0 where the input cannot
+work); ``hang`` (past the case's time limit); ``degraded`` (exit 2 but not one line, or a line over
+1000 characters); ``data lost`` (no usable checkpoint after a kill, or a resume that fails);
+``corrupted`` (two writers mixed in one run directory); ``other`` (any other exit code, or an error
+line without the text the case expects). A set-up that fails is the test's error, with its traceback.
 """
 
 from __future__ import annotations
 
-import argparse
-import concurrent.futures
 import json
 import os
 import random
@@ -22,13 +21,13 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
@@ -640,55 +639,52 @@ def cases() -> list[Case]:
     return c
 
 
-def run_case(case: Case) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="probe-") as d:
-        tmp = Path(d)
-        try:
-            if case.setup:
-                case.setup(tmp)
-            if case.run:
-                out = case.run(tmp, case)
-            else:
-                r = run_cli(case.argv, tmp, case.timeout)
-                v = verdict(case, r)
-                if v == "ok" and case.check:
-                    v = case.check(tmp, r) or v
-                last = (r["err"].strip().splitlines() or [""])[-1]
-                out = {"verdict": v, "detail": f"exit {r['rc']}, {r['s']:.1f} s: {last[:160]}"}
-        except Exception as e:  # a set-up that failed is the probe's fault: say so
-            out = {"verdict": "probe error", "detail": f"{type(e).__name__}: {str(e)[:300]}"}
-        finally:
-            for p in tmp.rglob("*"):  # read-only folders must be removable
-                if p.is_dir():
-                    os.chmod(p, stat.S_IRWXU)
-    return {"area": case.area, "name": case.name, **out}
+def run_case(case: Case, tmp: Path) -> dict[str, Any]:
+    """The verdict of one case run in the folder ``tmp``, and what it saw."""
+    try:
+        if case.setup:
+            case.setup(tmp)
+        if case.run:
+            return case.run(tmp, case)
+        r = run_cli(case.argv, tmp, case.timeout)
+        v = verdict(case, r)
+        if v == "ok" and case.check:
+            v = case.check(tmp, r) or v
+        last = (r["err"].strip().splitlines() or [""])[-1]
+        return {"verdict": v, "detail": f"exit {r['rc']}, {r['s']:.1f} s: {last[:300]}"}
+    finally:
+        for p in tmp.rglob("*"):  # read-only folders must be removable
+            if p.is_dir() and not p.is_symlink():
+                os.chmod(p, stat.S_IRWXU)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--jobs", type=int, default=2, help="cases run at once (default 2)")
-    ap.add_argument("--only", help="run the cases whose area or name contains one of these (comma-separated)")
-    ap.add_argument("--json", help="write the results to this file")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
-    a = ap.parse_args()
-    random.seed(a.seed)
-    words = [w for w in (a.only or "").split(",") if w]
-    todo = [k for k in cases() if not words or any(w in k.area or w in k.name for w in words)]
-    start = time.monotonic()
-    results = []
-    with concurrent.futures.ThreadPoolExecutor(a.jobs) as pool:
-        for res in pool.map(run_case, todo):
-            results.append(res)
-            print(f"{res['verdict']:>14}  {res['area']:<11} {res['name']}: {res['detail']}", flush=True)
-    counts = Counter(r["verdict"] for r in results)
-    print(
-        f"\n{len(results)} cases in {time.monotonic() - start:.0f} s: "
-        + ", ".join(f"{n} {v}" for v, n in counts.most_common())
-    )
-    if a.json:
-        Path(a.json).write_text(json.dumps({"counts": counts, "results": results}, indent=1))
-    return 0 if set(counts) == {"ok"} else 1
+CASES = cases()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(k, marks=pytest.mark.timeout(int(k.timeout) * 3 + 120)) for k in CASES],
+    ids=[f"{k.area}: {k.name}" for k in CASES],
+)
+def test_probe_case(case: Case, tmp_path: Path) -> None:
+    """Every case of the probe ends as it expects (an error line, or success), nothing worse."""
+    random.seed(f"{case.area}/{case.name}")  # the kill moments: the same on every run of a case
+    result = run_case(case, tmp_path)
+    assert result["verdict"] == "ok", f"{result['verdict']}: {result['detail']}"
+
+
+def test_probe_verdicts_by_hand() -> None:
+    """The verdict of a finished command, from made-up results (what the cases' assertions rest on)."""
+    err = Case("t", "error", [])
+    assert verdict(err, {"rc": None, "err": ""}) == "hang"
+    assert verdict(err, {"rc": 0, "err": ""}) == "silently wrong"
+    assert verdict(err, {"rc": 1, "err": "error: x"}) == "other"
+    assert verdict(err, {"rc": 2, "err": "Traceback (most recent call last):\n..."}) == "traceback"
+    assert verdict(err, {"rc": 2, "err": "ppokit: error: a\nppokit: error: b"}) == "degraded"
+    assert verdict(err, {"rc": 2, "err": "ppokit: error: " + "x" * 1000}) == "degraded"
+    assert verdict(err, {"rc": 2, "err": "W: UserWarning: w\n  src\nppokit: error: bad"}) == "ok"
+    assert verdict(Case("t", "m", [], match="seed=-1"), {"rc": 2, "err": "ppokit: error: other"}) == "other"
+    assert verdict(Case("t", "ok", [], expect="ok"), {"rc": 0, "err": ""}) == "ok"
+    worker = "ppokit: error: env raised\nworker traceback of environment\nTraceback (most recent call last):"
+    assert verdict(err, {"rc": 2, "err": worker}) == "ok"

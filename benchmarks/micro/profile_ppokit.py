@@ -1,7 +1,7 @@
 """Where a ppokit CartPole run spends its time: start-up imports, then cProfile of ``ppokit train``.
 
-    .venv/bin/python benchmarks/profile_ppokit.py                                  # CartPole preset
-    .venv/bin/python benchmarks/profile_ppokit.py --config configs/CartPole-v1-fast.yaml
+    .venv/bin/python benchmarks/micro/profile_ppokit.py                                  # CartPole preset
+    .venv/bin/python benchmarks/micro/profile_ppokit.py --config configs/CartPole-v1-fast.yaml
 
 Run each in a fresh process (imports are cached after the first). Prints the import times of the
 heavy modules, then the share of the training's wall time in the parts of the loop (cumulative
@@ -24,7 +24,7 @@ import importlib  # noqa: E402
 import pstats  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from common import OUT  # noqa: E402
+OUT = Path(__file__).resolve().parents[2] / "benchmarks" / "out"
 
 # Modules in the order `ppokit train` pulls them in; each time is what that import *adds*.
 IMPORTS = [

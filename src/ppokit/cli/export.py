@@ -1,0 +1,41 @@
+"""``ppokit export RUN_DIR --format onnx|torchscript [--out FILE]``: the run's policy as one graph from
+the raw observation to the env's action, normaliser included (``ppokit.rl.export``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add ``export`` to the ``ppokit`` sub-parsers."""
+    p = sub.add_parser(
+        "export",
+        help="Export a run's policy (normaliser and deterministic action included) to ONNX or TorchScript.",
+        description="Write obs -> action as one graph: input 'obs' [batch, *obs_shape], output 'action'.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="Run directory written by `ppokit train` (or a model).")
+    # the choices of ppokit.rl.export.FORMATS, spelled here: --help must not import torch
+    p.add_argument(
+        "--format", choices=("onnx", "torchscript"), default="onnx", help="onnx (default) or torchscript."
+    )
+    p.add_argument("--out", metavar="FILE", help="Output file (default RUN_DIR/policy.onnx or policy.pt).")
+    p.set_defaults(func=export_command)
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """``ppokit export``: load the run's final model (or newest checkpoint) and write the graph."""
+    from ppokit.rl.export import SUFFIX, export_policy
+    from ppokit.rl.ppo import PPO
+
+    run_dir = Path(args.run_dir)
+    out = Path(args.out) if args.out else run_dir / f"policy{SUFFIX[args.format]}"
+    model = PPO.load(run_dir, tensorboard=False)
+    try:
+        path = export_policy(model, out, args.format)
+    finally:
+        model.close()
+    norm = "with its observation normaliser" if model.obs_norm is not None else "no observation normaliser"
+    print(f"{path}: {args.format} graph obs -> deterministic action ({norm})")
+    return 0

@@ -1,0 +1,232 @@
+"""The one run loop of ppokit: classic PPO (``rl/ppo.py``), GRPO and RLHF-PPO (``llm/trainer.py``)
+all train through ``RunLoop``.
+
+What every run needs lives here once: the run directory (claim or lock, metric sinks, log trimming
+on resume: ``attach``), the checkpoint cadence by steps and by seconds (``Cadence``), the stop
+request of a signal (``stop_requested``, set by ``train/signals.py``; under torchrun all ranks agree
+on it), the emergency checkpoint when a ``NonFiniteError`` ends the run, the callback hooks
+(``train/callbacks.py``) and the final checkpoint. What a run trains lives in the object the loop
+drives, a ``Trainable``. The loop does its work once per step (an update of PPO, one LM step), never
+per environment step, so it costs nothing measurable in the hot loop.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from ppokit import distributed
+from ppokit.errors import NonFiniteError
+from ppokit.tracking import ProgressBar, Tracker
+from ppokit.train.callbacks import as_loop_callback
+from ppokit.train.rundir import RunDirLock, claim, trim_logs
+
+_clock = time.monotonic  # the wall-clock of checkpoint_every_seconds (tests move it)
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """What ``RunLoop`` drives. Kept to what a loop cannot do without: a step, where the run stands,
+    its state and how to write it; everything else (rollouts, generation, losses, evaluation) is the
+    trainable's own business, so the classic and the language-model trainers share the loop without
+    sharing their insides.
+
+    - ``stop_requested``: a signal number once SIGINT/SIGTERM asked the run to stop after this step
+      (``train/signals.py`` sets it), else None.
+    - ``position() -> (done, target)``: the run's counter and where it ends, in the unit the
+      checkpoint cadence counts (env steps for PPO, optimizer steps for the LM trainers); the loop
+      runs while ``done < target``. A trainer with a wall-clock budget returns ``target == done``
+      once it is spent.
+    - ``run_step() -> metrics``: one update (PPO: a rollout and its epochs) or one LM step, its metrics
+      row logged through ``RunLoop.tracker``; returns the row (callbacks see it).
+    - ``state_dict()`` / ``load_state_dict(sd)``: the training state (PyTorch's idiom): a checkpoint
+      is its composition, a resume its inverse.
+    - ``save_checkpoint(root) -> Path``: write ``state_dict()`` (and any artifacts, e.g. an LM's
+      ``save_pretrained`` model) atomically as ``root/step_<N>`` (``train/checkpoint.py``).
+    """
+
+    stop_requested: int | None
+
+    def position(self) -> tuple[int, int]:
+        """``(done, target)`` of the run's counter."""
+        ...
+
+    def run_step(self) -> dict[str, Any]:
+        """One update; returns its metrics row."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training state."""
+        ...
+
+    def load_state_dict(self, sd: dict[str, Any]) -> Any:
+        """Restore ``state_dict``."""
+        ...
+
+    def save_checkpoint(self, root: Path) -> Path:
+        """Write a training checkpoint under ``root``; returns its directory."""
+        ...
+
+
+class Cadence:
+    """The one checkpoint cadence of both sides: after a step, checkpoint when the counter crossed a
+    multiple of ``every`` since the last checkpoint (PPO's steps grow by a rollout at a time, so
+    "crossed", not "is a multiple"), or when ``seconds`` of wall-clock passed since the last one (the
+    default, 300 s, so that a killed run never loses more than a few minutes of work). 0 turns
+    either off. ``last_path`` is the newest checkpoint written, of counter ``last_step``."""
+
+    def __init__(self, every: int, seconds: float, done: int = 0):
+        self.every, self.seconds = every, seconds
+        self.last_step, self.last_time, self.last_path = done, _clock(), None
+
+    def due(self, done: int) -> bool:
+        """Whether a checkpoint is due at counter ``done``."""
+        crossed = bool(self.every) and done // self.every > self.last_step // self.every
+        overdue = bool(self.seconds) and _clock() - self.last_time >= self.seconds
+        return crossed or overdue
+
+    def saved(self, done: int, path: Path | None) -> None:
+        """A checkpoint of counter ``done`` was written (``path``; None: counted from here)."""
+        self.last_step, self.last_time, self.last_path = done, _clock(), path
+
+
+class RunLoop:
+    """The run of one ``Trainable``: its run directory (``attach``/``detach``), metric sinks
+    (``tracker``), checkpoint cadence, emergency and final checkpoints, and the loop itself (``run``).
+    ``logs``: the trainable's log files and their step column, ``{"metrics.csv": "step", ...}``,
+    trimmed on resume. ``nonfinite_hint``: what the emergency stop's message suggests."""
+
+    def __init__(
+        self, trainable: Trainable, every: int, seconds: float, logs: dict[str, str], nonfinite_hint: str = ""
+    ):
+        self.trainable = trainable
+        self.cadence = Cadence(every, seconds, trainable.position()[0])
+        self.logs, self.nonfinite_hint = logs, nonfinite_hint
+        self.run_dir: Path | None = None
+        self.lock: RunDirLock | None = None
+        self.tracker: Tracker | None = None
+
+    # -- the run directory ------------------------------------------------------------------------------
+    def attach(
+        self,
+        run_dir: str | Path,
+        *,
+        lock: RunDirLock | None = None,
+        claim_with: tuple[str, str] | None = None,
+        resume_step: int | None = None,
+        **tracker_options: Any,
+    ) -> None:
+        """Write this run's logs and checkpoints under ``run_dir``, holding its lock until ``detach``.
+
+        ``lock``: the lock the caller already holds (the command line claims the directory before it
+        hands it over); else with ``claim_with=(config_yaml, resume_hint)`` a new run claims it
+        (``rundir.claim``: refused, naming ``resume_hint``, when it holds a run); else the lock is
+        taken. ``resume_step``: a resumed run, whose logs after that step are dropped (that work was
+        lost) and then appended to. ``tracker_options`` go to ``Tracker``."""
+        run_dir = Path(run_dir)
+        if lock is None and claim_with is not None:
+            lock = claim(run_dir, run_dir.name, claim_with[0], claim_with[1], flag="run_dir").lock
+        lock = lock or RunDirLock(run_dir)  # one writer per run directory (docs/reliability.md)
+        try:
+            if resume_step is not None:
+                trim_logs(run_dir, resume_step, self.logs)
+            tracker = Tracker(run_dir, append=resume_step is not None, **tracker_options)
+        except BaseException:
+            lock.release()
+            raise
+        self.detach()
+        self.run_dir, self.lock, self.tracker = run_dir, lock, tracker
+
+    @property
+    def attached(self) -> bool:
+        """Whether this process holds a run directory to write (``run_dir`` stays readable after
+        ``detach``: the command line plots and evaluates into it)."""
+        return self.lock is not None
+
+    def close_sinks(self) -> None:
+        """Flush and close the metric writers (the lock stays held)."""
+        if self.tracker is not None:
+            self.tracker.close()
+
+    def detach(self) -> None:
+        """Close the metric writers and release the run directory's lock."""
+        self.close_sinks()
+        self.tracker = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """One metrics row at ``step`` to every sink (nothing without a run directory)."""
+        if self.tracker is not None:
+            self.tracker.log(step, metrics)
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def save(self) -> Path | None:
+        """A checkpoint of the current state in ``RUN_DIR/checkpoints`` (None without a run directory)."""
+        if not self.attached:
+            return None
+        path = self.trainable.save_checkpoint(self.run_dir / "checkpoints")
+        self.cadence.saved(self.trainable.position()[0], path)
+        return path
+
+    def checkpoint(self) -> Path | None:
+        """A checkpoint of the current state: the newest one if it is of this very step, else a new one."""
+        last, done = self.cadence.last_path, self.trainable.position()[0]
+        if last is not None and self.cadence.last_step == done and last.exists():
+            return last
+        return self.save()
+
+    def emergency_stop(self, error: NonFiniteError) -> NonFiniteError:
+        """Checkpoint the last good state (skipped steps changed nothing) and name it in the error."""
+        where = "no run directory, so no checkpoint was written"
+        if self.attached:
+            where = f"emergency checkpoint of the last good state: {self.save()}"
+        return NonFiniteError(f"{error}; {where}{self.nonfinite_hint}")
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def run(self, callback: Any = None, bar: ProgressBar | None = None, headline: str = "") -> str:
+        """Step the trainable until ``position()`` says done, a callback returns False or a signal
+        asks to stop; checkpoint on the cadence and, with a run directory, once more at the end
+        (reusing the newest when it is of the last step). Returns why it ended: ``"done"``,
+        ``"callback"`` or ``"signal"``. A ``NonFiniteError`` ends it with an emergency checkpoint.
+        ``bar``: an entered ``ProgressBar``, moved to the counter with ``metrics[headline]``."""
+        t, hooks = self.trainable, as_loop_callback(callback)
+        start, _ = t.position()
+        ended = "done"
+        hooks.on_start(t)
+        if bar is not None:
+            bar.update(start, done_since_start=0)
+        while True:
+            done, target = t.position()
+            if t.stop_requested is not None:
+                ended = "signal"
+                break
+            if done >= target:
+                break
+            hooks.on_step_begin(t)
+            try:
+                metrics = t.run_step()
+            except NonFiniteError as e:
+                raise self.emergency_stop(e) from None
+            done = t.position()[0]
+            if self.attached and self.cadence.due(done):
+                self.save()
+            if bar is not None:
+                bar.update(done, metrics.get(headline), done_since_start=done - start)
+            if not hooks.on_step(t, metrics):
+                ended = "callback"
+                break
+            self._agree_on_stop()
+        hooks.on_end(t)
+        self.checkpoint()  # with a run directory, training always ends on a checkpoint
+        return ended
+
+    def _agree_on_stop(self) -> None:
+        """Under torchrun a signal reaches the ranks at different moments: if any rank was asked to
+        stop, all stop after this same step (SIGTERM stands in for the signal they did not get)."""
+        t = self.trainable
+        if distributed.info().enabled and not distributed.all_agree(t.stop_requested is None):
+            t.stop_requested = t.stop_requested or int(signal.SIGTERM)
