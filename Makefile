@@ -53,7 +53,7 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 readme: install
-	$(BIN)/python -m ppokit.readme README.md docs/config.md docs/rlhf_ppo.md
+	$(BIN)/python -m ppokit.readme    # the pages of ppokit.readme.PAGES
 
 # The preset suites over seeds 0-2 (benchmarks/specs/suite.yaml; resumable, one run at a time; hours
 # for MuJoCo): raw results under docs/results/, then docs/results.md. SUITE_ARGS="--set options.suite=mujoco".

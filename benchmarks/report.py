@@ -61,6 +61,7 @@ RUNNING = """## Running it
 The spec is `benchmarks/specs/side_by_side.yaml` (the options of the published run); `--set` replaces
 its options for another plan.
 
+<!-- doc: check-only hours -->
 ```bash
 make bench                          # = python benchmarks/bench.py run specs/side_by_side.yaml (~1 h)
 make bench BENCH_ARGS="--set 'options={quick: true}'"      # the smoke test CI runs, ~2 min

@@ -314,12 +314,12 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write_results(out: Path, markdown: Path) -> None:
-    """docs/results.md (or ``markdown``) and its plots from every result under ``out``; README's
-    summary table too when the page is the project's own docs/results.md."""
+    """docs/results.md (or ``markdown``) and its plots from every result under ``out``; the summary
+    table of docs/suites.md too when the page is the project's own docs/results.md."""
     from suite_report import write_report
 
     default = markdown.resolve() == (ROOT / "docs" / "results.md").resolve()
-    write_report(out, markdown, ROOT / "README.md" if default else None)
+    write_report(out, markdown, ROOT / "docs" / "suites.md" if default else None)
     print(f"wrote {markdown}", flush=True)
 
 

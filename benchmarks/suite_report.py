@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -89,7 +90,7 @@ def env_summary(runs: list[dict], published: dict) -> dict:
 
 
 def summary_table(suites: dict, published: dict) -> list[str]:
-    """The one-line-per-env table (README pastes it)."""
+    """The one-line-per-env table (docs/suites.md pastes it)."""
     lines = [
         "| suite | env (preset) | seeds | steps | eval mean ± std | median | best published PPO | target "
         "| wall-clock per run |",
@@ -229,10 +230,14 @@ def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def update_readme(readme: Path, table: list[str], aggregate: list[str], table1: list[str] = ()) -> None:
-    """Put the summary and aggregate tables (and Table 1's rows) between README's suite-summary markers."""
+def update_summary(
+    page: Path, results: Path, table: list[str], aggregate: list[str], table1: list[str] = ()
+) -> None:
+    """Put the summary and aggregate tables (and Table 1's rows) between ``page``'s suite-summary
+    markers (docs/suites.md; README only links to it since issue 30), linking to ``results``."""
     begin, end = "<!-- suite-summary:begin -->", "<!-- suite-summary:end -->"
-    text = readme.read_text()
+    text = page.read_text()
+    link = Path(os.path.relpath(results.resolve(), page.resolve().parent)).as_posix()
     if begin not in text or end not in text:
         return
     head, rest = text.split(begin, 1)
@@ -248,10 +253,10 @@ def update_readme(readme: Path, table: list[str], aggregate: list[str], table1: 
             if table1
             else []
         ),
-        "Details, sources and commands: [docs/results.md](docs/results.md).",
+        f"Details, sources and commands: [{link}]({link}).",
         "",
     ]
-    readme.write_text(head + begin + "\n".join(body) + end + tail)
+    page.write_text(head + begin + "\n".join(body) + end + tail)
 
 
 def random_provenance(data: dict) -> list[str]:
@@ -265,10 +270,10 @@ def random_provenance(data: dict) -> list[str]:
     ]
 
 
-def write_report(out: Path, markdown: Path, readme: Path | None = None) -> None:
+def write_report(out: Path, markdown: Path, summary_page: Path | None = None) -> None:
     """Regenerate ``markdown`` and OUT/<suite>_curves.png from the raw results under ``out``.
 
-    With ``readme``, its suite-summary block gets the summary and aggregate tables too.
+    With ``summary_page``, its suite-summary block gets the summary and aggregate tables too.
     """
     published = yaml.safe_load(PUBLISHED.read_text())
     randoms_path = out / "random_scores.json"
@@ -276,8 +281,8 @@ def write_report(out: Path, markdown: Path, readme: Path | None = None) -> None:
     randoms = random_data["envs"]
     suites = load_results(out)
     summary, aggregate = summary_table(suites, published), aggregate_table(suites, published, randoms)
-    if readme is not None:
-        update_readme(readme, summary, aggregate, objective_table(out / "table1", published))
+    if summary_page is not None:
+        update_summary(summary_page, markdown, summary, aggregate, objective_table(out / "table1", published))
     rel = lambda p: p.relative_to(ROOT) if p.is_relative_to(ROOT) else p  # noqa: E731
     lines = [
         "# Results: PPO presets across the standard suites",

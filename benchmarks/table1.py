@@ -151,7 +151,7 @@ def _inputs(table1_dir: Path) -> tuple[dict, dict, dict, dict]:
 
 
 def objective_table(table1_dir: Path, published: dict) -> list[str]:
-    """Our normalised rows beside the paper's and the ordering (README shows these lines too)."""
+    """Our normalised rows beside the paper's and the ordering (docs/suites.md shows these lines too)."""
     found, _, rows, per_env = _inputs(table1_dir)
     differences = difference_lines(per_env, published, largest_update_kl(table1_dir))
     return objective_lines(found, rows, published) + ([""] + differences if differences else [])
@@ -263,7 +263,7 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         f"env; {run_time_note(found)}",
         "",
         "The paper's fixed-KL row for β = 1 is 0.71; its best fixed-KL row (β = 3) is 0.72. The KL rows",
-        "penalise ppokit's per-sample k3 estimate of KL(π_old ‖ π) (README, Notes on the algorithm): the",
+        "penalise ppokit's per-sample k3 estimate of KL(π_old ‖ π) (docs/classic.md, Notes on the algorithm): the",
         "same expectation as the closed-form Gaussian KL of the paper's equation 8, with sampling noise.",
         *scaled_note(found),
         "",

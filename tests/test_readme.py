@@ -1,72 +1,46 @@
-"""README and docs/config.md stay current: their tables equal what the dataclass docs and the alias
-table generate; the code blocks of the listed docs run as written."""
+"""README and the docs stay current and short: the config tables equal what the dataclass docs and the
+alias table generate, each table lives on one page, README stays a five-minute read (issue 30) and every
+relative link of README and docs/ reaches a file. (The code blocks are run by test_docs_snippets.py.)"""
 
 import re
 from pathlib import Path
 
-import pytest
+from doc_snippets import pages
 
-from ppokit.readme import render
+from ppokit.readme import PAGES, render, tables
 
 ROOT = Path(__file__).resolve().parents[1]
+README_MAX_LINES = 300  # issue 30: "README <= 300 lines"
 
 
-def test_readme_config_tables_are_current():
+def test_generated_tables_are_current_and_each_lives_on_one_page():
+    texts = {page: (ROOT / page).read_text() for page in PAGES}
+    for name in tables():
+        holders = [page for page, text in texts.items() if f"<!-- {name}:begin -->" in text]
+        assert len(holders) == 1, f"table {name!r} is on {holders or 'no page'}: want exactly one of {PAGES}"
+    for page, text in texts.items():
+        assert render(text) == text, f"{page} is stale: run `make readme`"
+    assert "| `learning_rate` |" in texts["docs/config.md"]
+    assert "| `epsilon` | `clip_range` |" in texts["docs/config.md"]
+
+
+def test_readme_is_a_short_read_that_links_every_guide():
     text = (ROOT / "README.md").read_text()
-    assert "| `learning_rate` |" in text
-    assert render(text) == text, "README config tables are stale: run `make readme`"
+    assert len(text.splitlines()) <= README_MAX_LINES, "README.md is longer than a five-minute read"
+    for guide in ("migrating-from-sb3", "porting-trl", "own-env", "atari", "recurrent-and-masking",
+                  "language-models", "scaling-out", "results", "architecture", "config"):  # fmt: skip
+        assert f"(docs/{guide}.md)" in text, f"README does not link docs/{guide}.md"
+    for heading in ("## Two commands", "## Quickstart: classic RL", "## Command line", "## Where to read"):
+        assert heading in text
 
 
-def test_the_alias_table_in_docs_is_current():
-    text = (ROOT / "docs" / "config.md").read_text()
-    assert "| `epsilon` | `clip_range` |" in text
-    assert render(text) == text, "docs/config.md is stale: run `make readme`"
-
-
-# -- code blocks run as written ----------------------------------------------------------------------------
-# Issue 30: README's recurrent and masking snippets failed with NameError as written. Each file's
-# ```python blocks run in order in one namespace (a later block may use an earlier one's names), in a
-# fresh working directory, with every ``PPO.learn`` capped to a small budget so the docs can show real
-# numbers. Listed: the whole of each doc file in RUNNABLE_DOCS, and the README sections in
-# README_SECTIONS (the README's other blocks are not yet runnable as written).
-RUNNABLE_DOCS = ["docs/migrating-from-sb3.md"]
-README_SECTIONS = ["## Recurrent policies (LSTM, GRU)", "## Invalid-action masking"]
-LEARN_CAP = 2048  # env steps, or two rollouts when one rollout is larger
-
-
-def python_blocks(text: str) -> list[str]:
-    """The bodies of the ```python fenced blocks of a Markdown text, in order."""
-    return re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
-
-
-def section(text: str, heading: str) -> str:
-    """The text under ``heading`` up to the next heading of the same or a higher level."""
-    level = heading.split(" ")[0]
-    start = text.index(heading + "\n")
-    rest = text[start + len(heading) + 1 :]
-    end = re.search(rf"^#{{1,{len(level)}}} ", rest, flags=re.M)
-    return rest[: end.start()] if end else rest
-
-
-def doc_code(name: str) -> str:
-    """The python blocks of ``name`` (a doc file, or ``README.md <heading>``), joined in order."""
-    path, _, heading = name.partition(" ")
-    text = (ROOT / path).read_text()
-    return "\n".join(python_blocks(section(text, heading) if heading else text))
-
-
-@pytest.mark.parametrize("name", [f"README.md {h}" for h in README_SECTIONS] + RUNNABLE_DOCS)
-def test_doc_code_blocks_run_as_written(name, tmp_path, monkeypatch):
-    from ppokit.rl.ppo import PPO
-
-    code = doc_code(name)
-    assert code.strip(), f"{name} has no python block"
-    learn = PPO.learn
-
-    def capped(self, total_timesteps=None, *args, **kwargs):
-        cap = max(LEARN_CAP, 2 * self.config.rollout_size)
-        return learn(self, min(int(total_timesteps or cap), cap), *args, **kwargs)
-
-    monkeypatch.setattr(PPO, "learn", capped)
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, name, "exec"), {"__name__": "__doc__"})
+def test_relative_links_reach_a_file():
+    broken = []
+    for page in pages():
+        prose = re.sub(r"^(`{3,}).*?^\1", "", page.read_text(), flags=re.S | re.M)  # not in code blocks
+        for link in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"[a-z]+:", link) or link.startswith("#"):
+                continue  # a URL or an anchor on the same page
+            if not (page.parent / link.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {link}")
+    assert not broken, broken

@@ -1,8 +1,8 @@
-"""Regenerate the config reference tables in README.md and docs/ from the dataclass field docs and
-the alias table.
+"""Regenerate the config reference tables in docs/ from the dataclass field docs and the alias table.
 
-``python -m ppokit.readme README.md docs/config.md ...`` rewrites, in each file, the text between
-``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers.
+``python -m ppokit.readme [FILE ...]`` rewrites, in each file (default: ``PAGES``), the text between
+``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers. The README links to these pages instead of
+holding the tables (issue 30: a README a newcomer reads in five minutes).
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ import sys
 from pathlib import Path
 
 from ppokit.config import ALIASES, ConfigBase, has_key
+
+# the pages that hold generated tables (paths from the repository root): PPOConfig's keys and the
+# alias table in config.md, GRPOConfig's in grpo.md, RLHFPPOConfig's in rlhf_ppo.md
+PAGES = ("docs/config.md", "docs/grpo.md", "docs/rlhf_ppo.md")
 
 
 def tables() -> dict[str, str]:
@@ -34,7 +38,7 @@ def tables() -> dict[str, str]:
 
 
 def markdown_table(cls: type[ConfigBase]) -> str:
-    """The config keys of ``cls`` as a Markdown table (README's config reference is made from it)."""
+    """The config keys of ``cls`` as a Markdown table (the config references in docs/ are made from it)."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, tp, default, help_ in cls.fields_help():
         tp = tp.replace("|", "\\|")  # "float | None" must not split the Markdown row
@@ -61,6 +65,6 @@ def render(text: str) -> str:
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["README.md"]:
+    for name in sys.argv[1:] or PAGES:
         path = Path(name)
         path.write_text(render(path.read_text()))
