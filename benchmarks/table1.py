@@ -263,7 +263,7 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         f"env; {run_time_note(found)}",
         "",
         "The paper's fixed-KL row for β = 1 is 0.71; its best fixed-KL row (β = 3) is 0.72. The KL rows",
-        "penalise ppokit's per-sample k3 estimate of KL(π_old ‖ π) (docs/classic.md, Notes on the algorithm): the",
+        "penalise ppokit's per-sample k3 estimate of KL(π_old ‖ π) (docs/classic.md, the algorithm): the",
         "same expectation as the closed-form Gaussian KL of the paper's equation 8, with sampling noise.",
         *scaled_note(found),
         "",
