@@ -8,6 +8,9 @@ A fenced block's info string says what it is:
   string is an error, so no code block escapes by accident.
 - All blocks of one page run in order in one scratch directory (files written by one block are
   there for the next); ppokit's ``tests/`` folder is on ``PYTHONPATH`` for test envs.
+- A page whose blocks need optional extras names them in ``test_docs_snippets.NEEDS`` (skipped
+  without them; ``make test``'s dev extras have them all); checks of what a page's commands leave
+  behind go in ``test_docs_snippets.AFTER``.
 
 HTML comments right above a fence (``<!-- doc: ... -->``, one per line) say how to run it:
 
