@@ -64,8 +64,7 @@ class PPO:
         policy: PolicySpec = None,
         **overrides: Any,
     ):
-        if batched.is_batched_instance(env):  # issue 32: a batched env instance sets num_envs
-            overrides.setdefault("num_envs", int(env.num_envs))
+        batched.default_num_envs(env, config, overrides)  # issue 32: a batched env instance sets num_envs
         self.config = cfg = resolve_config(config, env, overrides)
         if isinstance(env, gym.Env):  # SB3 accepts one instance; ppokit makes num_envs copies
             raise ConfigError(

@@ -36,7 +36,22 @@ from ppokit.rl.torch_envs import ENV_IDS
 if TYPE_CHECKING:
     from ppokit.rl.ppo import PPO
 
-__all__ = ["BatchedEnv", "BatchedCollector", "AsymmetricActorCritic", "is_batched_instance", "make_batched"]
+__all__ = [
+    "AsymmetricActorCritic",
+    "BatchedCollector",
+    "BatchedEnv",
+    "check_numpy_path",
+    "default_num_envs",
+    "default_policy",
+    "evaluate",
+    "is_batched_instance",
+    "is_rsl_rl_env",
+    "is_tensor_vector_env",
+    "make_batched",
+    "make_rollout_parts",
+    "make_training_envs",
+    "to_env_actions",
+]
 
 
 def _factory(env_id: str) -> Any:
@@ -94,6 +109,16 @@ def adapt(env: Any, cfg: Any) -> BatchedEnv:
             f"network.recurrent={cfg.network.recurrent!r} is not supported with batched envs; use none"
         )
     return BatchedEnv(env, torch.device(cfg.device))
+
+
+def default_num_envs(env: Any, config: Any, overrides: dict[str, Any]) -> None:
+    """``PPO(env_instance)``: take ``num_envs`` from a batched env instance unless the call gives it
+    (a keyword, a config dict's key; a ``PPOConfig`` always has one and must match: ``adapt``)."""
+    given = (
+        "num_envs" in overrides or not isinstance(config, (dict, type(None))) or "num_envs" in (config or {})
+    )
+    if is_batched_instance(env) and not given:
+        overrides["num_envs"] = int(env.num_envs)
 
 
 def make_training_envs(env: Any, cfg: Any) -> tuple[Any, ObsLayout]:
@@ -206,14 +231,3 @@ def _registered(cfg: Any) -> BatchedEnv | None:
     except gym.error.Error:
         return None
     return adapt(env, cfg) if is_tensor_vector_env(env) else None
-
-
-__all__ += [
-    "is_rsl_rl_env",
-    "is_tensor_vector_env",
-    "evaluate",
-    "make_rollout_parts",
-    "default_policy",
-    "make_training_envs",
-    "check_numpy_path",
-]

@@ -147,9 +147,12 @@ class BatchedCollector:
         self.env, self.policy, self.device = env, policy, device
         self.obs_norm, self.reward_scaler, self.nan_policy = obs_norm, reward_scaler, nan_policy
         self.gamma, self.rule = gamma, timeout_bootstrap
-        if timeout_bootstrap == "auto":
-            self.rule = "final_obs" if env.gives_final_obs else "value_of_obs"
-        log.info("time-outs: timeout_bootstrap=%s -> %s (%s)", timeout_bootstrap, self.rule, env.name)
+        how = {
+            "final_obs": "V(true final observation)",
+            "value_of_obs": "V(s) of the last observation (rsl_rl's rule)",
+            "auto": "V(true final observation) where the env gives it, else V(s) (rsl_rl's rule)",
+        }[timeout_bootstrap]
+        log.info("time-outs (timeout_bootstrap=%s) bootstrap with %s on %s", timeout_bootstrap, how, env.name)
         self.num_envs = env.num_envs
         self.episodes = EpisodeStats(self.num_envs, window=max(100, self.num_envs))
         self.skipped_nonfinite = 0
@@ -198,7 +201,7 @@ class BatchedCollector:
             buf.rewards[t] = self.reward_scaler(reward, done) if self.reward_scaler is not None else reward
             buf.terminated[t], buf.done[t], buf.valid[t] = terminated, done, ~bad
             truncated_all[t] = truncated
-            if final is not None and self.rule == "final_obs":
+            if final is not None and self.rule != "value_of_obs":
                 final_obs[t] = self._normalize(torch.where(bad[:, None], 0.0, final), update=False)
                 has_final[t] = truncated
             self.raw_obs = raw
@@ -218,11 +221,13 @@ class BatchedCollector:
         last = self.policy.value(self.obs).float()
         buf.next_values[:-1] = buf.values[1:]
         buf.next_values[-1] = last
-        if self.rule == "value_of_obs":
+        missing = truncated & ~has_final  # time-outs without a final observation
+        if self.rule == "auto":  # rsl_rl's rule where the env gave no final observation
+            buf.next_values[:] = torch.where(missing, buf.values, buf.next_values)
+        elif self.rule == "value_of_obs":
             buf.next_values[:] = torch.where(truncated, buf.values, buf.next_values)
-        else:
-            missing = truncated & ~has_final
-            if bool(missing.any()):
+        if self.rule != "value_of_obs":
+            if self.rule == "final_obs" and bool(missing.any()):
                 raise EnvStepError(
                     "timeout_bootstrap='final_obs' needs the true final observation of every time-out, and "
                     f"{self.env.name} gave none (rsl_rl-style envs: extras['final_obs']); use auto or "
