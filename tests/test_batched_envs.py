@@ -120,7 +120,7 @@ def test_value_of_obs_is_refused_for_gymnasium_numpy_envs():
         PPO("CartPole-v1", num_envs=2, n_steps=4, batch_size=8, timeout_bootstrap="value_of_obs")
 
 
-# -- the rsl_rl interface and the asymmetric critic -----------------------------------------------------------
+# -- the rsl_rl interface and the asymmetric critic ----------------------------------------------------
 def _point_mass(keep_final_obs: bool = False, n: int = 32) -> RslRlVecEnv:
     return RslRlVecEnv(PointMassTorch(num_envs=n, max_episode_steps=10), keep_final_obs=keep_final_obs)
 
@@ -240,7 +240,7 @@ def test_resume_restores_the_env_normalisers_and_adapted_lr_exactly(tmp_path):
     resumed.close()
 
 
-# -- learning, from Python and from the CLI -------------------------------------------------------------------
+# -- learning, from Python and from the CLI ------------------------------------------------------------
 def test_cartpole_torch_learns_from_python():
     model = PPO("ppokit/CartPoleTorch-v0", num_envs=128, n_steps=32, batch_size=1024, n_epochs=5,
                 learning_rate=1e-3, total_timesteps=128 * 32 * 15)  # fmt: skip
@@ -252,8 +252,8 @@ def test_the_cli_trains_a_registered_torch_env_and_a_module_factory(tmp_path, mo
     from ppokit.cli import main
 
     monkeypatch.chdir(tmp_path)
-    tiny = ["--set", "num_envs=32", "--set", "n_steps=8", "--set", "batch_size=128", "--total-timesteps", "512",
-            "--no-progress"]  # fmt: skip
+    tiny = ["--set", "num_envs=32", "--set", "n_steps=8", "--set", "batch_size=128",
+            "--total-timesteps", "512", "--no-progress"]  # fmt: skip
     assert main(["train", "--env", "ppokit/CartPoleTorch-v0", "--run-dir", "a", *tiny]) == 0
     (tmp_path / "my_batched_env.py").write_text(
         "from ppokit.rl.torch_envs import PointMassTorch, RslRlVecEnv\n"
