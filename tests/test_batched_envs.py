@@ -127,8 +127,9 @@ def _point_mass(keep_final_obs: bool = False, n: int = 32) -> RslRlVecEnv:
 
 def test_an_rsl_rl_env_with_a_critic_group_trains_an_asymmetric_actor_critic():
     model = PPO(
-        _point_mass(), n_steps=8, batch_size=64, n_epochs=2, total_timesteps=32 * 8 * 3, normalize_obs=True
-    )
+        _point_mass(), n_steps=8, batch_size=64, n_epochs=2, total_timesteps=32 * 8 * 3, normalize_obs=True,
+        normalize_reward=True,
+    )  # fmt: skip
     assert isinstance(model.venv, BatchedEnv) and model.config.num_envs == 32  # num_envs from the env
     policy = model.policy
     assert isinstance(policy, AsymmetricActorCritic) and policy.actor_dim == 4
@@ -143,8 +144,11 @@ def test_an_rsl_rl_env_with_a_critic_group_trains_an_asymmetric_actor_critic():
     assert model.collector.metrics()["rollout/timeout_final_obs_fraction"] == 0.0
     assert model.collector.episodes.recent  # 10-step episodes finished and were counted
     assert model.buffer.obs.device == model.device
-    result = model.evaluate(episodes=4)
+    result = model.evaluate(episodes=4)  # on the training env itself (an instance): training goes on
     assert result["episodes"] == 4 and math.isfinite(result["mean_return"])
+    assert torch.equal(model.collector.raw_obs, model.venv.reset())
+    model.learn(32 * 8)
+    assert float(model.reward_scaler.rms.count) > 32 * 8 * 3
 
 
 def test_an_rsl_rl_env_that_keeps_final_observations_bootstraps_with_them():
@@ -177,6 +181,14 @@ def test_beta_log_prob_and_entropy_match_torch_distributions_and_actions_stay_in
         assert (a >= space.low).all() and (a <= space.high).all()
     mode, _ = dist.sample(out, deterministic=True)
     assert torch.allclose(mode, ((alpha - 1) / (alpha + beta - 2)).clamp(1e-6, 1 - 1e-6))
+
+
+def test_beta_actions_train_on_a_gymnasium_numpy_env_too():
+    model = PPO(
+        "Pendulum-v1", num_envs=2, n_steps=16, batch_size=32, n_epochs=1, network={"action_bounds": "beta"}
+    )
+    model.learn(64)
+    assert model.policy.kind == "beta" and ((model.buffer.actions > 0) & (model.buffer.actions < 1)).all()
 
 
 def test_beta_refuses_unbounded_boxes():
@@ -265,3 +277,30 @@ def test_the_cli_trains_a_registered_torch_env_and_a_module_factory(tmp_path, mo
     assert (tmp_path / "b" / "metrics.csv").exists()
     assert "mean return" in capsys.readouterr().out
     assert main(["resume", "b", "--total-timesteps", "1024", "--no-eval", "--no-progress"]) == 0
+
+
+def test_the_docs_page_snippets_run(tmp_path, monkeypatch, capsys):
+    """Every code block of docs/batched-envs.md: Python blocks executed, `ppokit train` lines run."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from ppokit.cli import main
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "batched-envs.md").read_text()
+    blocks = re.findall(r"```(\w+)\n(.*?)```", text, re.S)
+    assert [kind for kind, _ in blocks].count("python") == 4 and any(k == "bash" for k, _ in blocks)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for kind, code in blocks:
+        if kind == "python":
+            exec(compile(code, "docs/batched-envs.md", "exec"), {})
+            if "def make_env" in code:
+                (tmp_path / "my_envs.py").write_text(code)
+    for kind, code in blocks:
+        if kind == "bash":
+            for line in code.strip().splitlines():
+                argv = shlex.split(line)
+                assert argv[0] == "ppokit"
+                assert main(argv[1:]) == 0
+    assert "AsymmetricActorCritic" in capsys.readouterr().out

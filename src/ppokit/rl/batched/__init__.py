@@ -185,7 +185,8 @@ def make_rollout_parts(ppo: PPO, rank_seed: int) -> None:
 def evaluate(ppo: PPO, episodes: int, deterministic: bool, seed: int) -> dict[str, Any]:
     """Mean return of the first episode of each of the first ``episodes`` instances of a fresh copy of
     the training env when one can be made (a registered id or ``module:factory``), else of the
-    training env itself (its episodes then continue from where training left them)."""
+    training env itself (reset where it can be: rsl_rl envs are not; the rollout then continues from
+    its new observation)."""
     cfg, venv = ppo.config, ppo.venv
     fresh = make_batched(cfg.env_id, cfg) if isinstance(ppo.env_spec, str) else None
     if fresh is None and isinstance(ppo.env_spec, str):  # a registered id of a torch vector env
@@ -205,6 +206,8 @@ def evaluate(ppo: PPO, episodes: int, deterministic: bool, seed: int) -> dict[st
         finished |= terminated | truncated
     if fresh is not None:
         fresh.close()
+    else:  # the training env moved on: the rollout continues from where evaluation left it
+        ppo.collector.resync()
     k = min(n, episodes)
     returns = ret[:k].cpu().numpy()
     return {

@@ -263,6 +263,14 @@ class BatchedCollector:
         self.episodes.returns = self.ep_return.cpu().numpy().copy()
         self.episodes.lengths = self.ep_length.cpu().numpy().copy()
 
+    def resync(self) -> None:
+        """Continue from the env's current observation after something else stepped it (evaluation
+        on the training env): the running episode sums restart from zero."""
+        self.raw_obs = self.env.reset()
+        self.obs = self._normalize(self.raw_obs, update=False)
+        self.ep_return = torch.zeros_like(self.ep_return)  # new tensors: the old are inference tensors
+        self.ep_length = torch.zeros_like(self.ep_length)
+
     def metrics(self) -> dict[str, float]:
         """The fraction of time-outs bootstrapped with V(final obs) so far (1: final_obs, 0: V(s))."""
         return {"rollout/timeout_final_obs_fraction": self.final_bootstraps / max(self.timeouts, 1)}

@@ -26,6 +26,7 @@ class RslRlVecEnv:
         )
         self.max_episode_length = env.max_episode_steps
         self.device = env.device
+        self.single_action_space = env.single_action_space  # the bounds (rsl_rl itself ignores them)
         self.keep_final_obs = keep_final_obs
         self.cfg: dict[str, Any] = {}
         self._obs, _ = env.reset(seed=seed)
