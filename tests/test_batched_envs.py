@@ -115,6 +115,38 @@ def test_time_outs_bootstrap_with_rsl_rls_rule_without_a_final_observation():
         _advantages(CountingRslEnv(), "final_obs")
 
 
+class NanAtStep(CountingTorchEnv):
+    """Instance 1 returns a NaN observation at its third step."""
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = super().step(actions)
+        if self.steps_taken == 2:
+            obs[1, 0] = float("nan")
+        self.steps_taken += 1
+        return obs, reward, terminated, truncated, info
+
+    steps_taken = 0
+
+
+def test_a_non_finite_observation_names_the_env_or_is_skipped_and_counted():
+    with pytest.raises(
+        EnvStepError, match="environment 1 returned a non-finite observation or reward at step 6"
+    ):
+        PPO(NanAtStep(num_envs=2, limit=10), n_steps=4, batch_size=8).learn(8)
+    model = PPO(NanAtStep(num_envs=2, limit=10), n_steps=4, batch_size=8, nan_policy="skip")
+    model.learn(8)
+    assert model.collector.skipped_nonfinite == 1 and model.buffer.valid.sum() == 7
+
+
+def test_module_colon_class_names_a_batched_env_class(tmp_path, monkeypatch):
+    (tmp_path / "my_counting_env.py").write_text(
+        "from ppokit.rl.torch_envs import CartPoleTorch\nclass Small(CartPoleTorch):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = PPO("my_counting_env:Small", num_envs=16, n_steps=4, batch_size=64)
+    assert isinstance(model.venv, BatchedEnv) and model.venv.num_envs == 16
+
+
 def test_value_of_obs_is_refused_for_gymnasium_numpy_envs():
     with pytest.raises(ConfigError, match="timeout_bootstrap='value_of_obs' is not allowed"):
         PPO("CartPole-v1", num_envs=2, n_steps=4, batch_size=8, timeout_bootstrap="value_of_obs")
@@ -149,6 +181,9 @@ def test_an_rsl_rl_env_with_a_critic_group_trains_an_asymmetric_actor_critic():
     assert torch.equal(model.collector.raw_obs, model.venv.reset())
     model.learn(32 * 8)
     assert float(model.reward_scaler.rms.count) > 32 * 8 * 3
+    groups = model.venv.env.get_observations()  # predict takes [policy | critic], as stored
+    action, _ = model.predict(torch.cat((groups["policy"], groups["critic"]), -1).numpy())
+    assert action.shape == (32, 2) and np.abs(action).max() <= 1.0
 
 
 def test_an_rsl_rl_env_that_keeps_final_observations_bootstraps_with_them():

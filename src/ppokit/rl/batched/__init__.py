@@ -67,7 +67,10 @@ def _factory(env_id: str) -> Any:
 
 
 def _is_env_class(obj: Any) -> bool:
-    return isinstance(obj, type) and hasattr(obj, "step") and hasattr(obj, "num_envs")
+    """A batched env class (``module:MyVecEnv``): a Gymnasium VectorEnv or an rsl_rl-style env."""
+    return isinstance(obj, type) and (
+        issubclass(obj, gym.vector.VectorEnv) or hasattr(obj, "get_observations")
+    )
 
 
 def _call_factory(factory: Any, cfg: Any) -> Any:
