@@ -147,6 +147,16 @@ def test_module_colon_class_names_a_batched_env_class(tmp_path, monkeypatch):
     assert isinstance(model.venv, BatchedEnv) and model.venv.num_envs == 16
 
 
+def test_init_at_random_ep_len_spreads_the_episode_ends():
+    model = PPO("ppokit/PendulumTorch-v0", num_envs=64, n_steps=8, batch_size=256, init_at_random_ep_len=True)
+    lengths = model.venv.env.episode_length_buf
+    assert lengths.min() >= 0 and lengths.max() < 200 and len(set(lengths.tolist())) > 20
+    model.collector.collect(model.buffer)
+    assert model.buffer.done.any()  # time-outs within the first 8 steps (all would come at step 200)
+    with pytest.raises(ConfigError, match="init_at_random_ep_len=True is not allowed with CountingTorchEnv"):
+        PPO(CountingTorchEnv(), n_steps=4, batch_size=4, init_at_random_ep_len=True)
+
+
 def test_value_of_obs_is_refused_for_gymnasium_numpy_envs():
     with pytest.raises(ConfigError, match="timeout_bootstrap='value_of_obs' is not allowed"):
         PPO("CartPole-v1", num_envs=2, n_steps=4, batch_size=8, timeout_bootstrap="value_of_obs")

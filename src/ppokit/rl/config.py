@@ -213,6 +213,12 @@ class PPOConfig(ConfigBase):
         "lr_schedule=adaptive: per minibatch, lr /= 1.5 when approx KL > 2 * desired_kl and lr *= 1.5 when "
         "it is < desired_kl / 2, kept in [1e-5, 1e-2] (rsl_rl's rule).",
     )
+    init_at_random_ep_len: bool = option(
+        False,
+        "Batched envs with a writable episode_length_buf (Isaac Lab's, ppokit's torch envs): start each "
+        "instance at a random step of its time limit, so thousands of episodes do not all end together "
+        "(rsl_rl's OnPolicyRunner.learn option). Fresh runs only; a resumed run restores the envs.",
+    )
 
     @property
     def rollout_size(self) -> int:

@@ -175,6 +175,8 @@ def make_rollout_parts(ppo: PPO, rank_seed: int) -> None:
         venv, ppo.policy, ppo.device, rank_seed, ppo.obs_norm, ppo.reward_scaler, cfg.gamma,
         cfg.timeout_bootstrap, cfg.nan_policy,
     )  # fmt: skip
+    if cfg.init_at_random_ep_len:  # after the collector's reset (a fresh run; resume restores the envs)
+        venv.randomize_episode_lengths(torch.Generator(venv.device).manual_seed(rank_seed))
     ppo.masked, ppo.recurrent = False, False
     dist = ppo.policy.dist
     ppo.buffer = RolloutBuffer.allocate(

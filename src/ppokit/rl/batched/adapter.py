@@ -141,6 +141,21 @@ class BatchedEnv:
             final,
         )
 
+    def randomize_episode_lengths(self, generator: torch.Generator | None = None) -> None:
+        """Set every instance's step count to a random step of its time limit (rsl_rl's
+        ``init_at_random_ep_len``), or raise ConfigError naming what the env lacks."""
+        inner = self.env
+        buf = getattr(inner, "episode_length_buf", None)
+        limit = getattr(inner, "max_episode_length", None) or getattr(inner, "max_episode_steps", None)
+        if not isinstance(buf, torch.Tensor) or not limit:
+            raise ConfigError(
+                f"init_at_random_ep_len=True is not allowed with {self.name}: it needs a writable "
+                "episode_length_buf tensor and max_episode_length (or max_episode_steps); use false"
+            )
+        inner.episode_length_buf = torch.randint(
+            0, int(limit), buf.shape, generator=generator, device=buf.device, dtype=buf.dtype
+        )
+
     def state_dict(self) -> tuple[dict | None, str | None]:
         """``(env state, None)`` when the env can save its exact state (``state_dict()``), else
         ``(None, why not)``."""
