@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ppokit.cli import lm, resume, rl
+from ppokit.cli import lm, presets, resume, rl, tune
 from ppokit.cli.boundary import OneLineParser, report
 
 
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.register(sub)
     resume.register(sub)
     lm.register(sub)
+    presets.register(sub)
+    tune.register(sub)
     return parser
 
 
