@@ -59,7 +59,9 @@ FOREIGN_KEYS: dict[str, str] = {
     "with --zoo FILE)",
     "policy_kwargs": "network sizes and activation are keys of the network section (network.hidden_sizes, "
     "network.activation); a zoo file loads with --zoo FILE, which maps its policy_kwargs",
-    "normalize": "rl-zoo's normalize is normalize_obs and normalize_reward here (a zoo file loads with --zoo FILE)",
+    "normalize": "rl-zoo's normalize is normalize_obs and normalize_reward here (a zoo file loads with "
+    "--zoo FILE)",
     "env_wrapper": "rl-zoo's env_wrapper is env_wrappers here (a zoo file loads with --zoo FILE)",
-    "frame_stack": "rl-zoo's frame_stack is ALE's env_kwargs.stack_num here (a zoo file loads with --zoo FILE)",
+    "frame_stack": "rl-zoo's frame_stack is ALE's env_kwargs.stack_num here (a zoo file loads with "
+    "--zoo FILE)",
 }

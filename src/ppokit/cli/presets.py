@@ -13,7 +13,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "presets",
         help="List the presets `ppokit train --env NAME` uses, with their sources and budgets.",
-        description="Presets are found by name: ./configs/NAME.yaml first, then the ones shipped with ppokit.",
+        description="Presets are found by name: ./configs/NAME.yaml first, then those shipped with ppokit.",
     )
     p.add_argument("--json", action="store_true", help="Print one JSON object per preset, one per line.")
     p.set_defaults(func=presets_command)

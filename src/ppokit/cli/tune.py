@@ -36,7 +36,9 @@ def register(sub: Any) -> None:
         ("--num-envs", "N", "Environments stepped in parallel.", INT),
     )
     add_overrides_option(p, "network.hidden_sizes=[64,64]")
-    p.set_defaults(func=tune_command, n_trials=20, budget=20_000, evaluations=4, eval_episodes=5, pruner="median")
+    p.set_defaults(
+        func=tune_command, n_trials=20, budget=20_000, evaluations=4, eval_episodes=5, pruner="median"
+    )
 
 
 def tune_command(args: argparse.Namespace) -> int:
@@ -47,9 +49,13 @@ def tune_command(args: argparse.Namespace) -> int:
     optuna_module()  # a missing Optuna is said before anything else happens
     for name in ("n_trials", "budget", "evaluations", "eval_episodes"):
         if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} is not allowed; must be >= 1")
+            raise ConfigError(
+                f"--{name.replace('_', '-')}={getattr(args, name)} is not allowed; must be >= 1"
+            )
     if args.evaluations > args.budget:
-        raise ConfigError(f"--evaluations={args.evaluations} is not allowed; must be <= --budget={args.budget}")
+        raise ConfigError(
+            f"--evaluations={args.evaluations} is not allowed; must be <= --budget={args.budget}"
+        )
     base = resolve_config(args)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.tune_dir) if args.tune_dir else Path("runs") / f"tune-{run_name(base)}-{stamp}"

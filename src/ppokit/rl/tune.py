@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ppokit.errors import MissingDependencyError, NonFiniteError
+from ppokit.errors import ConfigError, MissingDependencyError, NonFiniteError
 from ppokit.rl.config import PPOConfig
 
 if TYPE_CHECKING:
@@ -170,12 +170,34 @@ def open_study(settings: TuneSettings) -> optuna.Study:
         load_if_exists=True,
         pruner=pruner,
     )
+    _check_same_settings(study, settings)
     # a resumed study must not propose again what its first run proposed: seed by the trials so far
     study.sampler = optuna.samplers.TPESampler(n_startup_trials=5, seed=settings.seed + len(study.trials))
     running = optuna.trial.TrialState.RUNNING
     for t in study.get_trials(deepcopy=False, states=(running,)):
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     return study
+
+
+def _check_same_settings(study: optuna.Study, settings: TuneSettings) -> None:
+    """Record the settings that make trials comparable in a new study; refuse to resume one with others
+    (values at another budget do not compare, and the sampler's n_steps choices depend on them)."""
+    mine = {
+        "budget": settings.budget,
+        "evaluations": settings.evaluations,
+        "num_envs": settings.base.num_envs,
+        "env_id": settings.base.env_id,
+    }
+    if not study.user_attrs and not study.trials:
+        for k, v in mine.items():
+            study.set_user_attr(k, v)
+        return
+    for k, v in mine.items():
+        if k in study.user_attrs and study.user_attrs[k] != v:
+            raise ConfigError(
+                f"{k}={v!r} is not allowed for study {settings.name!r} in {settings.storage_url}: it was "
+                f"run with {k}={study.user_attrs[k]!r}; resume it with the same, or name a new --study-name"
+            )
 
 
 def finished(study: optuna.Study) -> int:

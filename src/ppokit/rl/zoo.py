@@ -188,7 +188,7 @@ def map_policy_kwargs(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _net_arch(value: Any, full: str) -> list[int]:
-    """SB3's ``net_arch``: ``[64, 64]``, ``dict(pi=[..], vf=[..])`` or SB3 < 1.8's ``[dict(pi=.., vf=..)]``."""
+    """SB3's ``net_arch``: ``[64, 64]``, ``dict(pi=[..], vf=[..])``, or SB3 < 1.8's ``[dict(..)]``."""
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
         value = value[0]
     if isinstance(value, dict) and set(value) == {"pi", "vf"}:
@@ -200,7 +200,9 @@ def _net_arch(value: Any, full: str) -> list[int]:
         value = value["pi"]
     if isinstance(value, list) and value and all(isinstance(h, int) and h > 0 for h in value):
         return value
-    raise ConfigError(f"{full}={short(value)} is not supported; give a list of widths or dict(pi=[..], vf=[..])")
+    raise ConfigError(
+        f"{full}={short(value)} is not supported; give a list of widths or dict(pi=[..], vf=[..])"
+    )
 
 
 def map_normalize(value: Any, where: str) -> dict[str, Any]:
@@ -258,7 +260,9 @@ def _wrappers(value: Any, env_id: str, frame_stack: Any, where: str) -> tuple[di
         name, kwargs = (entry, {}) if isinstance(entry, str) else next(iter(dict(entry).items()))
         if str(name).endswith("atari_wrappers.AtariWrapper"):
             if not is_atari(env_id):
-                raise ConfigError(f"{where}env_wrapper={short(name)} is not allowed for {env_id!r}: not Atari")
+                raise ConfigError(
+                    f"{where}env_wrapper={short(name)} is not allowed for {env_id!r}: not Atari"
+                )
             atari = True
             for k, v in (kwargs or {}).items():
                 if k not in ATARI_WRAPPER:
@@ -268,6 +272,8 @@ def _wrappers(value: Any, env_id: str, frame_stack: Any, where: str) -> tuple[di
                     )
             for k, (ale, default) in ATARI_WRAPPER.items():
                 env_kwargs[ale] = (kwargs or {}).get(k, default)
+            if "action_repeat_probability" not in (kwargs or {}):  # the id's own sticky actions stay
+                del env_kwargs["repeat_action_probability"]
             env_kwargs["img_width"] = env_kwargs["img_height"]
         else:
             wrappers.append(entry)
@@ -276,9 +282,9 @@ def _wrappers(value: Any, env_id: str, frame_stack: Any, where: str) -> tuple[di
         env_kwargs.update(maxpool=True, grayscale=True, use_fire_reset=True, stack_num=int(frame_stack or 1))
     elif frame_stack not in (None, 1):
         raise ConfigError(
-            f"{where}frame_stack={short(frame_stack)} is not supported for {env_id!r}: ppokit maps it to ALE's "
-            "frame stack with the AtariWrapper; elsewhere add gymnasium.wrappers.FrameStackObservation to "
-            "env_wrapper"
+            f"{where}frame_stack={short(frame_stack)} is not supported for {env_id!r}: ppokit maps it to "
+            "ALE's frame stack with the AtariWrapper; elsewhere add "
+            "gymnasium.wrappers.FrameStackObservation to env_wrapper"
         )
     return env_kwargs, wrappers
 
@@ -290,7 +296,9 @@ def pick_entry(data: dict[str, Any], env_id: str | None, source: str) -> tuple[s
     if env_id is None:
         envs = [n for n in names if n != "atari"]
         if len(envs) != 1:
-            raise ConfigError(f"zoo file {source} holds {len(envs)} envs ({short(envs)}): choose one with --env")
+            raise ConfigError(
+                f"zoo file {source} holds {len(envs)} envs ({short(envs)}): choose one with --env"
+            )
         env_id = envs[0]
     key = env_id if env_id in data else ("atari" if is_atari(env_id) and "atari" in data else None)
     if key is None:
@@ -308,7 +316,9 @@ def zoo_data(data: dict[str, Any], env_id: str | None, source: str = "<zoo>") ->
     where = f"{source} [{key}]: "
     entry = dict(entry)
     out: dict[str, Any] = {"env_id": _ale_id(env_id)}
-    env_kwargs, wrappers = _wrappers(entry.pop("env_wrapper", None), env_id, entry.pop("frame_stack", None), where)
+    env_kwargs, wrappers = _wrappers(
+        entry.pop("env_wrapper", None), env_id, entry.pop("frame_stack", None), where
+    )
     if env_id != out["env_id"]:
         # ALE's vector env serves the v5 id; sticky actions off, as the NoFrameskip-v4 ids have them
         env_kwargs.setdefault("repeat_action_probability", 0.0)
@@ -329,6 +339,8 @@ def _one_key(out: dict[str, Any], k: str, v: Any, entry: dict[str, Any], where: 
     if k in SAME:
         out[k] = v
     elif k == "n_timesteps":
+        if isinstance(v, str) and re.fullmatch(r"[\d.]+(?:[eE][-+]?\d+)?", v.strip()):
+            v = float(v)  # YAML 1.1 reads 1e5 as a string (the zoo writes !!float 1e5 for that reason)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v != int(v):
             raise ConfigError(f"{where}n_timesteps={short(v)} is not allowed; give a whole number of steps")
         out["total_timesteps"] = int(v)
@@ -371,7 +383,9 @@ def is_zoo_mapping(data: dict[str, Any]) -> bool:
     value a mapping (one per env id)."""
     if not data or not all(isinstance(v, dict) for v in data.values()):
         return False
-    return not any(PPOConfig.canonical_key(str(k)).split(".")[0] in PPOConfig.__dataclass_fields__ for k in data)
+    return not any(
+        PPOConfig.canonical_key(str(k)).split(".")[0] in PPOConfig.__dataclass_fields__ for k in data
+    )
 
 
 def load_zoo(path: str | Path, env_id: str | None = None) -> PPOConfig:
