@@ -109,3 +109,20 @@ def test_the_readme_quickstart_runs_from_the_wheel(venv, outside):
     code = re.sub(r"\.learn\(\s*[\d_]+", ".learn(2_048", block.group(1))
     (outside / "quickstart.py").write_text(code)
     run([str(venv / "bin" / "python"), "quickstart.py"], outside, timeout=300)
+
+
+def test_a_users_configs_folder_wins_and_preset_names_are_not_paths(tmp_path, monkeypatch):
+    from ppokit.rl.presets import PRESETS_DIR, find_preset, list_presets
+
+    monkeypatch.chdir(tmp_path)
+    assert find_preset("CartPole-v1") == PRESETS_DIR / "CartPole-v1.yaml"
+    mine = tmp_path / "configs" / "CartPole-v1.yaml"
+    mine.parent.mkdir()
+    mine.write_text("# CartPole-v1: my own settings (lr 1e-2)\nenv_id: CartPole-v1\nlearning_rate: 0.01\n")
+    assert find_preset("CartPole-v1") == mine
+    rows = {r.name: r for r in list_presets()}
+    assert rows["CartPole-v1"].path == mine and rows["CartPole-v1"].source == "my own settings"
+    assert rows["ALE/Breakout-v5"].path == PRESETS_DIR / "ALE" / "Breakout-v5.yaml"
+    assert rows["CartPole-v1-fast"].env_id == "CartPole-v1"
+    for name in ("../configs/CartPole-v1", "/etc/hostname", "ALE/../CartPole-v1", ""):
+        assert find_preset(name) is None, name

@@ -100,3 +100,16 @@ def test_bad_tune_options_are_one_line_errors(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--n-trials=0 is not allowed; must be >= 1" in r.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_a_trial_the_pruner_stops_ends_early_and_is_recorded_as_pruned(tmp_path):
+    from ppokit.rl.tune import objective
+
+    base = PPOConfig(num_envs=4, batch_size=32)
+    settings = TuneSettings(base=base, out_dir=tmp_path, budget=2048, evaluations=4, eval_episodes=1)
+    # a pruner that stops every trial at its first report: the trial must stop there, not train on
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1e9))
+    study.optimize(lambda t: objective(settings, t), n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert list(trial.intermediate_values) == [1]

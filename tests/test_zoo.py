@@ -5,6 +5,7 @@ is refused by name (issue 30)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -262,3 +263,26 @@ def test_schedules():
     assert schedule("3e-4", "k") == (3e-4, "constant")  # YAML 1.1 reads 3e-4 as a string
     with pytest.raises(ConfigError, match="k=True"):
         schedule(True, "k")
+
+
+def test_every_block_of_the_presets_and_zoo_page_runs(tmp_path):
+    doc = Path(__file__).resolve().parents[1] / "docs" / "presets-and-zoo.md"
+    blocks = re.findall(r"```(python|bash)\n(.*?)```", doc.read_text(), re.S)
+    assert [lang for lang, _ in blocks] == ["bash", "python", "python", "bash", "bash", "bash"]
+    shim = tmp_path / "bin" / "ppokit"  # `ppokit` in the blocks: this checkout's (PYTHONPATH) ppokit
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ppokit "$@"\n')
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg"}
+    work = tmp_path / "work"
+    work.mkdir()
+    out = []
+    for i, (lang, code) in enumerate(blocks):
+        cmd = ["bash", "-e", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
+        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"block {i} ({lang}) failed:\n{code}\n{r.stderr[-3000:]}"
+        out.append(r.stdout)
+    assert "CartPole-v1-fast" in out[0] and "preset: " in out[0]
+    assert "Breakout-v5.yaml 0.00025 4" in out[1] and "True relu [64, 64]" in out[2]
+    assert "resuming study" in out[4] and (work / "tune-cartpole" / "best.yaml").is_file()
+    assert (work / "best-run" / "model").is_dir()
