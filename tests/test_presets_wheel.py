@@ -126,3 +126,18 @@ def test_a_users_configs_folder_wins_and_preset_names_are_not_paths(tmp_path, mo
     assert rows["CartPole-v1-fast"].env_id == "CartPole-v1"
     for name in ("../configs/CartPole-v1", "/etc/hostname", "ALE/../CartPole-v1", ""):
         assert find_preset(name) is None, name
+
+
+def test_presets_json_lists_every_shipped_file(tmp_path):
+    import json
+
+    from ppokit.rl.presets import PRESETS_DIR
+
+    r = subprocess.run(
+        [sys.executable, "-m", "ppokit", "presets", "--json"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    shipped = {p.relative_to(PRESETS_DIR).with_suffix("").as_posix() for p in PRESETS_DIR.rglob("*.yaml")}
+    assert {row["name"] for row in rows} == shipped and len(shipped) >= 20
+    assert all(row["source"] and row["env_id"] != "?" for row in rows), rows

@@ -56,6 +56,9 @@ def tune_command(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--evaluations={args.evaluations} is not allowed; must be <= --budget={args.budget}"
         )
+    # every trial samples its own n_steps and batch_size: the base's batch_size must not refuse a base
+    # whose --num-envs makes the preset's rollout smaller than the preset's minibatch
+    args.overrides = ["batch_size=1", *args.overrides]
     base = resolve_config(args)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.tune_dir) if args.tune_dir else Path("runs") / f"tune-{run_name(base)}-{stamp}"
