@@ -113,3 +113,34 @@ def test_a_trial_the_pruner_stops_ends_early_and_is_recorded_as_pruned(tmp_path)
     (trial,) = study.trials
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert list(trial.intermediate_values) == [1]
+
+
+def test_ctrl_c_keeps_the_finished_trials_writes_the_report_and_the_study_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "tune"
+    cmd = [sys.executable, "-m", "ppokit", "tune", *TINY, "--n-trials", "500", "--tune-dir", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finished_sql = "SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')"
+    deadline, done = time.monotonic() + 120, 0
+    while done < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if (out / "study.db").exists():
+            with sqlite3.connect(out / "study.db") as db:
+                try:
+                    done = db.execute(finished_sql).fetchone()[0]
+                except sqlite3.OperationalError:  # the tables are being created
+                    pass
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "run the same command to resume" in stdout and (out / "trials.md").is_file()
+    with sqlite3.connect(out / "study.db") as db:
+        kept = db.execute(finished_sql).fetchone()[0]
+    assert 2 <= kept < 500
+    tune(out, kept + 2)
+    with sqlite3.connect(out / "study.db") as db:
+        states = [s for (s,) in db.execute("SELECT state FROM trials")]
+    # the trial cut off by Ctrl-C is failed, not counted; the resumed run added exactly two more
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == kept + 2 and "RUNNING" not in states

@@ -140,6 +140,9 @@ def objective(settings: TuneSettings, trial: optuna.Trial) -> float:
     model = PPO(cfg.env_id, cfg)
     try:
         model.learn(callback=evaluate_and_report)
+        if not state["pruned"] and state["step"] < settings.evaluations:
+            state["next"] = 0  # the last part ended short of its mark: evaluate at the end
+            evaluate_and_report(model, {})
     except NonFiniteError as e:  # a diverging proposal is a bad one, not a failed search
         trial.set_user_attr("pruned_because", str(e)[:200])
         raise optuna.TrialPruned() from None
@@ -147,9 +150,6 @@ def objective(settings: TuneSettings, trial: optuna.Trial) -> float:
         model.close()
     if state["pruned"]:
         raise optuna.TrialPruned()
-    if state["step"] < settings.evaluations:  # the last part ended short of its mark: evaluate at the end
-        state["next"] = 0
-        evaluate_and_report(model, {})
     return state["value"]
 
 
@@ -212,7 +212,8 @@ def run_study(settings: TuneSettings, log: Any = print) -> optuna.Study:
     optuna = optuna_module()
     from ppokit.rl.tune_report import write_report
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a failed trial's exception reaches the caller anyway (Optuna's WARNING repeats its traceback)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(settings)
     done = finished(study)
     if done:
@@ -222,8 +223,13 @@ def run_study(settings: TuneSettings, log: Any = print) -> optuna.Study:
         value = "pruned" if trial.value is None else f"{trial.value:.2f}"
         log(f"trial {trial.number}: {trial.state.name.lower()} {value}")
 
-    while finished(study) < settings.n_trials:
-        study.optimize(lambda t: objective(settings, t), n_trials=1, callbacks=[one_line])
+    try:
+        while finished(study) < settings.n_trials:
+            study.optimize(lambda t: objective(settings, t), n_trials=1, callbacks=[one_line])
+    except KeyboardInterrupt:  # the cut-off trial counts as failed (open_study marks it so if Optuna has not)
+        write_report(study, settings, log)
+        log(f"interrupted at {finished(study)} of {settings.n_trials} trials; run the same command to resume")
+        raise
     write_report(study, settings, log)
     return study
 

@@ -56,8 +56,8 @@ def write_table(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
 
 
 def plot_trials(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Each finished trial's value (pruned trials at their last report are not plotted: they have
-    none) and the best value so far, against the trial number."""
+    """Each completed trial's value and the best value so far against the trial number; pruned trials
+    (which have no final value) as crosses along the bottom."""
     import matplotlib
 
     matplotlib.use("Agg")

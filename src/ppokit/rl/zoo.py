@@ -206,10 +206,8 @@ def _net_arch(value: Any, full: str) -> list[int]:
 
 
 def map_normalize(value: Any, where: str) -> dict[str, Any]:
-    """PPOConfig keys for the zoo's ``normalize`` (true/false, or VecNormalize's arguments as a dict
-    or a dict in a string)."""
-    if isinstance(value, str):
-        value = parse_literal(value, f"{where}normalize")
+    """PPOConfig keys for the zoo's ``normalize``: true/false, or VecNormalize's arguments as a dict
+    (a string one parsed with ``parse_literal`` first)."""
     if isinstance(value, bool):
         return {"normalize_obs": value, "normalize_reward": value}  # VecNormalize's defaults: both
     if not isinstance(value, dict):
@@ -360,10 +358,9 @@ def _one_key(out: dict[str, Any], k: str, v: Any, entry: dict[str, Any], where: 
         for pk, pv in map_policy_kwargs(parsed, where).items():
             out[pk] = {**out.get(pk, {}), **pv} if isinstance(pv, dict) else pv
     elif k in ("normalize", "normalize_kwargs"):
+        v = parse_literal(v, f"{where}{k}") if isinstance(v, str) else v
         mapped = map_normalize(v, where)
         norm_gamma = v.get("gamma") if isinstance(v, dict) else None
-        if isinstance(v, str) and "gamma" in v:
-            norm_gamma = parse_literal(v, f"{where}normalize").get("gamma")
         if norm_gamma is not None and norm_gamma != entry.get("gamma", 0.99):
             raise ConfigError(
                 f"{where}normalize.gamma={short(norm_gamma)} is not supported; ppokit scales rewards with "
