@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ppokit.config_aliases import ALIASES  # re-exported: ppokit.config.ALIASES is the table
+from ppokit.config_aliases import ALIASES, FOREIGN_KEYS  # re-exported: ppokit.config.ALIASES is the table
 from ppokit.errors import ConfigError
 
 # Values in error messages are shortened: a 551-byte YAML of nested aliases expands to gigabytes
@@ -260,6 +260,10 @@ class ConfigBase:
             if key not in names:
                 close = difflib.get_close_matches(str(key)[:200], names, n=1)
                 hint = f"; did you mean {_prefix + close[0]!r}?" if close else f"; known keys: {names}"
+                if key in FOREIGN_KEYS and "env_id" in names:  # the Gymnasium config (rl-zoo's keys)
+                    hint = f": {FOREIGN_KEYS[key]}"
+                elif isinstance(value, dict) and {"n_timesteps", "policy"} & set(value):
+                    hint = f": it looks like an rl-zoo hyperparameter file: --zoo FILE --env {short(key)}"
                 raise ConfigError(f"unknown config key {short(full)}{hint}")
             tp = hints[key]
             if dataclasses.is_dataclass(tp) and isinstance(value, dict):
