@@ -223,14 +223,15 @@ def run_study(settings: TuneSettings, log: Any = print) -> optuna.Study:
         value = "pruned" if trial.value is None else f"{trial.value:.2f}"
         log(f"trial {trial.number}: {trial.state.name.lower()} {value}")
 
+    best_config = lambda params: trial_config(settings, params, budget=settings.base.total_timesteps)
     try:
         while finished(study) < settings.n_trials:
             study.optimize(lambda t: objective(settings, t), n_trials=1, callbacks=[one_line])
     except KeyboardInterrupt:  # the cut-off trial counts as failed (open_study marks it so if Optuna has not)
-        write_report(study, settings, log)
+        write_report(study, settings, best_config, log)
         log(f"interrupted at {finished(study)} of {settings.n_trials} trials; run the same command to resume")
         raise
-    write_report(study, settings, log)
+    write_report(study, settings, best_config, log)
     return study
 
 

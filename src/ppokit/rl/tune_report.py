@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,17 +87,18 @@ def plot_trials(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     return path
 
 
-def write_best_preset(study: optuna.Study, settings: TuneSettings) -> Path | None:
-    """The best trial's config as a preset YAML (its budget: the base config's, not the trial's), with a
-    header that says where it came from (``ppokit presets`` shows its first clause)."""
-    from ppokit.rl.tune import trial_config
-
+def write_best_preset(
+    study: optuna.Study, settings: TuneSettings, config_of: Callable[[dict], Any]
+) -> Path | None:
+    """The best trial's config (``config_of(its params)``, at the base config's budget, not the trial's)
+    as a preset YAML, with a header that says where it came from (``ppokit presets`` shows its first
+    clause). ``config_of`` is the caller's (rl/tune.py): this module never imports it back."""
     try:
         best = study.best_trial
     except ValueError:  # no trial completed
         return None
     params = best.user_attrs.get("config_params")
-    cfg = trial_config(settings, params, budget=settings.base.total_timesteps)
+    cfg = config_of(params)
     header = (
         f"# {cfg.env_id}: ppokit tune's best trial (study {settings.name!r}, trial {best.number}, mean "
         f"evaluation return {best.value:.2f} after {settings.budget:,} steps).\n"
@@ -107,13 +109,15 @@ def write_best_preset(study: optuna.Study, settings: TuneSettings) -> Path | Non
     return path
 
 
-def write_report(study: optuna.Study, settings: TuneSettings, log: Any = print) -> None:
+def write_report(
+    study: optuna.Study, settings: TuneSettings, config_of: Callable[[dict], Any], log: Any = print
+) -> None:
     """Table, plot and best preset in ``settings.out_dir``; one line each on ``log``."""
     rows = trial_rows(study)
     csv_path, md_path = write_table(rows, settings.out_dir)
     png = plot_trials(rows, settings.out_dir / "trials.png", f"{settings.name}: {len(rows)} trials")
     log(f"trials: {md_path} ({csv_path.name}, {png.name})")
-    best = write_best_preset(study, settings)
+    best = write_best_preset(study, settings, config_of)
     if best is not None:
         log(f"best trial {study.best_trial.number}: {study.best_value:.2f}; preset {best}")
     else:
