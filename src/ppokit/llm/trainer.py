@@ -11,7 +11,6 @@ head goes into ``_extra_state`` / ``_load_extra_state``).
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,7 +31,7 @@ from ppokit.llm.reward_checks import checked_rewards
 from ppokit.llm.rewards import RewardFn, reward_name
 from ppokit.llm.trl_compat import TrainerState, dataset_rows, trl_positional
 from ppokit.train.precision import autocast as precision_autocast
-from ppokit.train.step import GuardedStep, LossScaler, gradients
+from ppokit.train.step import GuardedStep, LossScaler
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
 
@@ -252,16 +251,10 @@ class LMTrainer:
 
     def _guarded_step(self, accumulate: Callable[[], float]) -> bool:
         """One optimizer step through ``self.guard``: ``accumulate()`` runs the forward and backward
-        passes of the step's micro-batches and returns their summed loss (and diagnostics). A
-        non-finite sum turns the gradients into NaN, so the guard skips and counts the step, on every
-        rank alike (the gradients are averaged first); returns whether the step was taken."""
-
-        def backward() -> None:
-            if not math.isfinite(accumulate()):
-                for g in gradients(self.guard.optimizers, fill_missing=True):
-                    g.fill_(math.nan)
-
-        return self.guard.step(0.0, backward)
+        passes of the step's micro-batches and returns their summed loss, which the guard checks
+        with the gradients (a non-finite one skips and counts the step, on every rank alike);
+        returns whether the step was taken."""
+        return self.guard.step(accumulate)
 
     def emergency_stop(self, error: NonFiniteError) -> NonFiniteError:
         """Checkpoint the last good state (skipped steps changed nothing) and name it in the error, as
