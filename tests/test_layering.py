@@ -22,7 +22,6 @@ SHARED = {
     "plotting",
     "seeding",
     "distributed",
-    "optim",
     "checkpoint",
 }
 SIDES = {"rl", "llm"}
