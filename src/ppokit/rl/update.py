@@ -185,8 +185,15 @@ def make_optimizers(policy: Policy, cfg: Any, flat: bool = False) -> list[Any]:
     """One Adam over all parameters, or (``separate_optimizers``) one for the actor and one for the
     critic. ``flat`` (the fast path runs): FlatAdam, whose flat gradient the hand-written backward
     writes into (``rl/fast/optim.py`` says why it is faster there); otherwise ``torch.optim.Adam``."""
-    kw = {"betas": tuple(cfg.adam_betas), "eps": cfg.adam_eps}
-    make = FlatAdam if flat else PolicyAdam
+    kw: dict[str, Any] = {"betas": tuple(cfg.adam_betas), "eps": cfg.adam_eps}
+    make: Any = FlatAdam
+    if not flat:
+        make = PolicyAdam
+        # fused: one kernel per step instead of a dozen ops per parameter tensor; measured on the
+        # 2-core CPU for the CartPole MLP, ~3x faster per step than the default for-loop
+        # (benchmark numbers in issue 29's note); float parameters on CPU/CUDA only
+        params = list(policy.parameters())
+        kw["fused"] = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     if not cfg.separate_optimizers:
         return [make(list(policy.parameters()), lr=cfg.learning_rate, **kw)]
     critic_lr = cfg.critic_learning_rate or cfg.learning_rate

@@ -16,6 +16,7 @@ step changed nothing). Under torchrun the gradients are averaged first, so every
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -37,6 +38,12 @@ class FlatGradOptimizer(Protocol):
         ...
 
 
+@functools.cache
+def _keeps_own_gradients(cls: type) -> bool:
+    # once per class: an isinstance check against a runtime protocol costs ~50 us, per step
+    return issubclass(cls, FlatGradOptimizer)
+
+
 def gradients(optimizers: list[Any], fill_missing: bool = False) -> list[torch.Tensor]:
     """The gradient tensors of ``optimizers``: a ``FlatGradOptimizer``'s ``grad_buffers()``, or the
     ``.grad`` of each parameter of a ``torch.optim`` optimizer that has one. ``fill_missing`` creates
@@ -45,7 +52,7 @@ def gradients(optimizers: list[Any], fill_missing: bool = False) -> list[torch.T
     AdamW's weight decay does not move a parameter the loss never reached."""
     out: list[torch.Tensor] = []
     for opt in optimizers:
-        if isinstance(opt, FlatGradOptimizer):
+        if _keeps_own_gradients(type(opt)):
             out.extend(opt.grad_buffers())
             continue
         for group in opt.param_groups:
