@@ -194,3 +194,24 @@ def test_reward_model_scores_like_a_reward_function_and_ignores_padding(tmp_path
 def test_reward_model_with_two_labels_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="num_labels=1"):
         RewardModel(tiny_reward_model(tmp_path / "rm", num_labels=2))
+
+
+def test_the_guarded_step_checks_the_real_loss_of_its_micro_batches():
+    """The optimizer-step contract (train/step.py): each step's closure returns the sum of the losses
+    its micro-batches backpropagated (not a sum of diagnostics), and ``loss`` is the override point."""
+    t = trainer_for(micro_batch_size=2, n_epochs=1)  # 2 minibatches of 4, each 2 micro-batches
+    per_step: list[float] = []
+    step = t.guard.step
+    t.guard.step = lambda closure: step(lambda: per_step.append(closure()) or per_step[-1])
+    micro: list[float] = []
+    original = t.loss
+
+    def recording_loss(batch):
+        loss, terms = original(batch)
+        micro.append(float(loss))
+        return loss, terms
+
+    t.loss = recording_loss
+    t.train_step()
+    assert len(per_step) == 2 and len(micro) == 4
+    assert per_step == pytest.approx([micro[0] + micro[1], micro[2] + micro[3]])

@@ -189,9 +189,9 @@ def make_optimizers(policy: Policy, cfg: Any, flat: bool = False) -> list[Any]:
     make: Any = FlatAdam
     if not flat:
         make = PolicyAdam
-        # fused: one kernel per step instead of a dozen ops per parameter tensor; measured on the
-        # 2-core CPU for the CartPole MLP, ~3x faster per step than the default for-loop
-        # (benchmark numbers in issue 29's note); float parameters on CPU/CUDA only
+        # fused: one kernel per step instead of a dozen ops per parameter tensor. Measured (issue 29,
+        # 2-core CPU, CartPole MLP with manual_grad=false, CPU time per minibatch step): fused 2.37 ms,
+        # foreach 2.82, for-loop 2.82, FlatAdam 2.08. Float parameters on CPU/CUDA only.
         params = list(policy.parameters())
         kw["fused"] = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     if not cfg.separate_optimizers:
