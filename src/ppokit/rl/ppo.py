@@ -107,12 +107,13 @@ class PPO:
         if self.dist.enabled:
             self.np_rng = seed_everything(rank_seed)
         # -- the parts that own training state (each has state_dict / load_state_dict) ----------------
-        self.optimizers = make_optimizers(self.policy, cfg)
-        self.guard = GuardedStep(self.optimizers, cfg.max_grad_norm, cfg.nonfinite_stop_after, self._where)
         self._make_rollout_parts(rank_seed)
         # The CPU fast path (rl/fast/): used only where it computes exactly PPO.loss's gradient.
         own_loss = type(self).loss is PPO.loss
         self.manual_grad = fast.choose(self.policy, cfg, own_loss, self.device, masked=self.masked)
+        # FlatAdam where the fast path writes its gradients, torch.optim.Adam for every other policy
+        self.optimizers = make_optimizers(self.policy, cfg, flat=self.manual_grad is not None)
+        self.guard = GuardedStep(self.optimizers, cfg.max_grad_norm, cfg.nonfinite_stop_after, self._where)
         self.kl = AdaptiveKL(cfg.kl_coef, cfg.adaptive_kl_target, cfg.objective == "kl_adaptive")
         # issue 32: rsl_rl's KL-adaptive learning rate (rl/adaptive_lr.py)
         self.adaptive_lr = (
