@@ -33,6 +33,7 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 
 _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 80, 80, 80
 MAX_STRING = 4096  # longest string value a config accepts (ids, paths, names)
 MAX_CONFIG_BYTES = 1_000_000  # largest config file read
+MAX_CONFIG_FLOAT = 1e30  # largest magnitude of a float setting: float32 (max 3.4e38) must hold it scaled
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: the same rules, ~10x faster
 MAX_YAML_DEPTH = 100  # deeper nesting is no config: 60,000-deep `[[[...` raised RecursionError (issue 34)
 
@@ -325,6 +326,14 @@ class ConfigBase:
             # NaN passes no comparison-based rule by accident, and Inf turns every update into NaN.
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name}={value!r} is not allowed; must be a finite number")
+            # Finite but past float32's range once scaled (3.4e38): learning_rate=3.4e37 or
+            # vf_clip_range=3.4e38 raised "value cannot be converted to type float without overflow"
+            # inside the update (the property-based config test found both).
+            if isinstance(value, float) and abs(value) > MAX_CONFIG_FLOAT:
+                raise ConfigError(
+                    f"{f.name}={value!r} is not allowed; its magnitude must be at most {MAX_CONFIG_FLOAT:g} "
+                    "(training computes in float32)"
+                )
             if isinstance(value, str) and len(value) > MAX_STRING:  # a pasted file, not an id or a path
                 raise ConfigError(
                     f"{f.name}={short(value)} is not allowed; {len(value)} characters, at most {MAX_STRING}"
