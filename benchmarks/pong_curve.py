@@ -22,6 +22,8 @@ import json
 import time
 from pathlib import Path
 
+from common import pyplot, save_figure
+
 FRAMES_PER_STEP = 4  # frameskip 4 (configs/ALE/Pong-v5.yaml)
 
 
@@ -93,12 +95,7 @@ def table(run: Path, evals: list[dict], target: float, pauses: list[list[float]]
 
 
 def plot(curves: list[tuple[Path, list[dict]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for i, (run, evals) in enumerate(curves):
         episodes = list(csv.DictReader((run / "episodes.csv").open()))
         steps = [int(e["step"]) for e in episodes]
@@ -125,9 +122,7 @@ def plot(curves: list[tuple[Path, list[dict]]], path: Path) -> None:
     ax.set_ylabel("return")
     ax.set_title("ppokit, configs/ALE/Pong-v5.yaml with bf16, 2 CPU cores")
     ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, git_commit, machine, save_json, today, versions  # noqa: E402
+from common import ROOT, git_commit, machine, pyplot, save_figure, save_json, today, versions  # noqa: E402
 
 from ppokit.rl.ppo import PPO  # noqa: E402
 from ppokit.rl.toy_envs import MaskedChoice, RememberFirst  # noqa: E402
@@ -216,12 +216,7 @@ def report() -> None:
 
 
 def _figure(records: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(5 * len(TASKS), 3.6))
+    fig, axes = pyplot().subplots(1, len(TASKS), figsize=(5 * len(TASKS), 3.6))
     for ax, (task, spec) in zip(axes, TASKS.items()):
         for variant in spec["variants"]:
             rs = [r for r in records if r["task"] == task and r["variant"] == variant]
@@ -240,9 +235,7 @@ def _figure(records: list[dict]) -> None:
         ax.set_xlabel("env steps")
         ax.set_ylabel("training return (last 100 episodes)")
         ax.legend()
-    fig.tight_layout()
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURE, dpi=90)
+    save_figure(fig, FIGURE, dpi=90)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine, versions  # noqa: E402
+from common import git_commit, machine, pyplot, save_figure, versions  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "rlhf_vs_grpo"
 ALGOS = {"ppo": "rlhf-ppo", "grpo": "grpo"}
@@ -70,13 +70,8 @@ def time_to_gain(points: list[tuple[float, float, int]], gain: float) -> float |
 
 def plot(results: list[dict], out: Path, seconds: float) -> None:
     """Accuracy against seconds, one line per run (colour: algorithm; line style: seed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     styles = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(8, 4.6))
+    fig, ax = pyplot().subplots(figsize=(8, 4.6))
     for r in results:
         xs, ys = zip(*[(t, a) for t, a, _ in r["curve"]])
         style = styles[r["seed"] % len(styles)]
@@ -87,10 +82,7 @@ def plot(results: list[dict], out: Path, seconds: float) -> None:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:

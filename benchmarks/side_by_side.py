@@ -34,10 +34,7 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -45,13 +42,12 @@ from pathlib import Path
 
 import yaml
 from bench_plan import PLANS, ZOO_CARTPOLE, Job, build_jobs
-from common import OUT, ROOT, git_commit, machine, versions
+from common import OUT, ROOT, BusyLoop, git_commit, launch, machine, versions
 from parse import parse_run
 from peers.venv import PEERS, ensure_peers, probe_peers
 from report import PPOKIT_PACKAGES, write_report
 
 GOALS = ["1", "2", "3", "4", "5"]
-BUSY = "while True: pass"
 LOAD_SLOWDOWN = 1.4  # for the time estimate only
 
 
@@ -74,61 +70,6 @@ def pid_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-class BusyLoop:
-    """The competing CPU-bound process of the load runs: started before them, stopped after.
-
-    With ``external`` (``--load-pid``) the load is a process the user already runs (e.g. a long
-    training pinned to one core with ``taskset``): it gets SIGCONT before the load runs and SIGSTOP
-    before the idle ones, so the idle runs stay alone, and SIGCONT when the harness ends."""
-
-    def __init__(self, external: int | None = None) -> None:
-        self.proc: subprocess.Popen | None = None
-        self.external = external
-        self.paused: list[list[float]] = []  # [stopped at, continued at] of the external process
-
-    def start(self) -> None:
-        if self.external is not None:
-            if self.paused and len(self.paused[-1]) == 1:
-                os.kill(self.external, signal.SIGCONT)
-                self.paused[-1].append(time.time())
-                time.sleep(1.0)
-        elif self.proc is None:
-            self.proc = subprocess.Popen([sys.executable, "-c", BUSY])
-            time.sleep(1.0)  # so that a run launched next already sees a core taken
-
-    def stop(self) -> None:
-        if self.external is not None:
-            if not self.paused or len(self.paused[-1]) == 2:
-                os.kill(self.external, signal.SIGSTOP)
-                self.paused.append([time.time()])
-        elif self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def release(self) -> None:
-        """At the end: the harness's own loop stops, an external load goes on running."""
-        if self.external is not None:
-            self.start()
-        else:
-            self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        if self.external is not None:
-            return None if self.paused and len(self.paused[-1]) == 1 else self.external
-        return self.proc.pid if self.proc is not None else None
-
-
 def capabilities(peers_py: Path) -> dict[str, bool]:
     """Which optional parts each venv has: ppokit:{mujoco,box2d,ale}, peers:{sb3,mujoco,ale}."""
     found = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731
@@ -137,39 +78,32 @@ def capabilities(peers_py: Path) -> dict[str, bool]:
     return caps
 
 
-def launch(job: Job, timeout_s: int, busy: BusyLoop) -> None:
-    """Run one job, timed from just before launch (``BENCH_T0``), with the CPU other processes used
-    meanwhile: ``other_cpu_cores`` (all of them) and ``foreign_cpu_cores`` (less the busy loop)."""
+def run_job(job: Job, timeout_s: int, busy: BusyLoop) -> None:
+    """Run one job (``common.launch``: timed from just before launch, ``BENCH_T0``), with the CPU other
+    processes used meanwhile: ``other_cpu_cores`` (all of them) and ``foreign_cpu_cores`` (less the
+    busy loop)."""
     out = Path(job.out)
     if out.exists():  # a rerun after --resume: ppokit refuses a run directory that holds a run
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.parent / f"{out.name}.log"
     busy_pid = busy.pid
-    busy0, mine0, loop0 = busy_seconds(), children_cpu(), pid_cpu(busy_pid) if busy_pid else 0.0
-    t0 = time.time()
-    env = {**os.environ, "BENCH_T0": repr(t0), "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as f:
-        try:
-            rc = subprocess.run(
-                job.cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT, timeout=timeout_s
-            ).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-    wall = time.time() - t0
-    others = max((busy_seconds() - busy0 - (children_cpu() - mine0)) / max(wall, 1e-9), 0.0)
-    loop = (pid_cpu(busy_pid) - loop0) / max(wall, 1e-9) if busy_pid else 0.0
+    busy0, loop0 = busy_seconds(), pid_cpu(busy_pid) if busy_pid else 0.0
+    done = launch(job.cmd, log=log, timeout=timeout_s)
+    wall = max(done.wall_s, 1e-9)
+    others = max((busy_seconds() - busy0 - done.cpu_s) / wall, 0.0)
+    loop = (pid_cpu(busy_pid) - loop0) / wall if busy_pid else 0.0
     job.record = {
-        "rc": rc,
+        "rc": done.rc,
         "load": job.load,
         "busy_loop_pid": busy_pid,
         "busy_loop_cores": loop,
-        "process_wall_s": wall,
+        "process_wall_s": done.wall_s,
         "other_cpu_cores": others,
         "foreign_cpu_cores": max(others - loop, 0.0),
         "log": str(log),
     }
-    if rc == 0:
+    if done.rc == 0:
         job.record.update(parse_run(job.library, out))
 
 
@@ -349,7 +283,7 @@ def main(argv: list[str] | None = None) -> Path | None:
                 f"{job.load}, x={job.x}",
                 flush=True,
             )
-            launch(job, plan["timeout_s"], busy)
+            run_job(job, plan["timeout_s"], busy)
             r = job.record
             # 475 is CartPole's solved mark (parse.TARGET); for other envs that time means nothing
             reach = f"time to 475 {r.get('time_to_target')}, " if job.group == "cartpole" else ""

@@ -27,9 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -37,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from common import ROOT, git_commit, machine, today, versions
+from common import ROOT, git_commit, launch, machine, today, versions
 
 SUITES = {
     "classic": ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"],
@@ -102,10 +100,9 @@ def trim_metrics(src: Path, dst: Path, columns: list[str] = CURVE_COLUMNS) -> fl
     return offset
 
 
-def ppokit_cmd(pythonpath: Path, *args: str) -> tuple[list[str], dict]:
-    """A `python -m ppokit ...` command line and its environment (PYTHONPATH = the library's src)."""
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    return [sys.executable, "-m", "ppokit", *args], env
+def ppokit_cmd(*args: str) -> list[str]:
+    """A `python -m ppokit ...` command line (run with ``launch(..., pythonpath=the library's src)``)."""
+    return [sys.executable, "-m", "ppokit", *args]
 
 
 def shown(cmd: list[str]) -> str:
@@ -124,7 +121,7 @@ def train_and_evaluate(job: dict, args: argparse.Namespace, run_dir: Path) -> di
     train_args = ["train", "--config", str(job["config_path"]), "--seed", str(job["seed"])]
     train_args += ["--run-dir", str(run_dir), "--no-progress", "--no-eval"]
     train_args += [a for s in sets for a in ("--set", s)]
-    cmd, env = ppokit_cmd(args.pythonpath, *train_args)
+    cmd = ppokit_cmd(*train_args)
     # an interrupted run of the same command continues from its newest checkpoint; anything else
     # found there (another command's run, one without a checkpoint) starts over
     started_by = run_dir.parent / "command.json"
@@ -139,24 +136,20 @@ def train_and_evaluate(job: dict, args: argparse.Namespace, run_dir: Path) -> di
     if resumed:
         resume_args = ["resume", str(run_dir), "--no-progress", "--no-eval"]
         first = shown(cmd)
-        cmd, env = ppokit_cmd(args.pythonpath, *resume_args)
+        cmd = ppokit_cmd(*resume_args)
     elif run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     started_by.write_text(json.dumps(command))
     started_at.write_text(json.dumps(first_started))
-    start = time.time()
-    subprocess.run(cmd, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    wall = time.time() - start
-    ecmd, env = ppokit_cmd(
-        args.pythonpath, "eval", str(run_dir), "--json", "--episodes", str(args.eval_episodes)
-    )
-    out = subprocess.run(ecmd, env=env, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    train = launch(cmd, pythonpath=args.pythonpath, check=True)
+    ecmd = ppokit_cmd("eval", str(run_dir), "--json", "--episodes", str(args.eval_episodes))
+    evaluation = launch(ecmd, pythonpath=args.pythonpath, check=True)
     return {
         "budget": budget,
-        "evaluation": json.loads(out.strip().splitlines()[-1]),
-        "wall_s": wall,
-        "eval_s": time.time() - start - wall,
+        "evaluation": json.loads(evaluation.stdout.strip().splitlines()[-1]),
+        "wall_s": train.wall_s,
+        "eval_s": evaluation.wall_s,
         "started": first_started,
         "command": f"{first} (interrupted) && {shown(cmd)} && {shown(ecmd)}"
         if resumed
@@ -249,7 +242,7 @@ def run_jobs(
         i, job = i_job
         try:
             r = run_one(job, args)
-        except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as e:
+        except (RuntimeError, OSError, ValueError, KeyError) as e:
             msg = f"FAILED ({type(e).__name__}: {e})"
         else:
             if r is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from aggregate import normalise, stratified_bootstrap_ci
-from common import ROOT, machine, machine_lines, today, versions
+from common import ROOT, machine, machine_lines, pyplot, save_figure, today, versions
 from suite import SUITES
 from table1 import objective_table, table1_section
 
@@ -197,11 +197,7 @@ def env_details(suite: str, preset: str, runs: list[dict], published: dict, rand
 
 def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:
     """Mean and min–max over seeds of the training return, against steps and against wall-clock."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = sorted(presets)
     # constrained layout leaves room for the suptitle (tight_layout drew it over the first row's titles)
     fig, axes = plt.subplots(
@@ -225,8 +221,7 @@ def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:
             ax.grid(alpha=0.3)
         row[0].set_ylabel("training return")
     fig.suptitle(f"{suite}: mean (line) and min–max (band) over seeds; grey: each seed", fontsize=10)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80, tight=False)
 
 
 def update_readme(readme: Path, table: list[str], aggregate: list[str], table1: list[str] = ()) -> None:
