@@ -207,8 +207,10 @@ class BusyLoop:
 
 
 def table_head(*columns: str) -> list[str]:
-    """The first two lines of a Markdown table with these column names (every page's tables)."""
-    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    """The first two lines of a Markdown table (every page's tables): the names given, each argument
+    one name or several separated by `` | ``."""
+    names = " | ".join(columns)
+    return [f"| {names} |", "|" + "---|" * (names.count(" | ") + 1)]
 
 
 def pyplot():

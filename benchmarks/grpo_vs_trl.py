@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # the peers' venv has no ppokit installed; tasks.py is plain torch
-from common import launch, pyplot, save_figure  # noqa: E402
+from common import launch, pyplot, save_figure, table_head  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "grpo"
 
@@ -251,11 +251,10 @@ def summarise(result: dict, skip: int) -> dict:
 def report(out: Path, skip: int, rounds: int) -> str:
     """Compare the JSON results: a markdown table (printed and saved) and the reward plot."""
     eval_rows = _rows(out / "eval.jsonl")
-    lines = [
-        "| round | engine | s / step | completion tokens / s | median s / step | median tokens / s "
-        "| mean reward, first 10 steps | last 10 steps |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_head(
+        "round | engine | s / step | completion tokens / s | median s / step | median tokens / s "
+        "| mean reward, first 10 steps | last 10 steps"
+    )
     ratios, curves = [], {}
     for r in range(rounds):
         res = {e: json.loads((out / f"{e}-r{r}.json").read_text()) for e in ("ppokit", "trl")}

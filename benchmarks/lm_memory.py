@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import launch
+from common import launch, table_head
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "lm_memory"
@@ -209,10 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average after: {os.getloadavg()}")
     print("ppokit venv:", versions(sys.executable))
     print("TRL venv:", versions(a.trl_python))
-    print(
-        "\n| round | variant | peak RSS (MiB) | RSS before the step | peak - RSS before | step s | length |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    head = "round | variant | peak RSS (MiB) | RSS before the step | peak - RSS before | step s | length"
+    print("", *table_head(head), sep="\n")
     for row in results:
         print(
             f"| {row['round']} | {row['variant']} | {row['peak_mb']:.0f} | {row['rss_before_mb']:.0f} | "

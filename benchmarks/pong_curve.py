@@ -22,7 +22,7 @@ import json
 import time
 from pathlib import Path
 
-from common import pyplot, save_figure
+from common import pyplot, save_figure, table_head
 
 FRAMES_PER_STEP = 4  # frameskip 4 (configs/ALE/Pong-v5.yaml)
 
@@ -74,11 +74,10 @@ def evaluate_all(run: Path, episodes: int, threads: int) -> list[dict]:
 def table(run: Path, evals: list[dict], target: float, pauses: list[list[float]]) -> str:
     episodes = list(csv.DictReader((run / "episodes.csv").open()))
     metrics = list(csv.DictReader((run / "metrics.csv").open()))
-    lines = [
-        "| agent steps | frames | training wall-clock | mean of the last 100 training episodes | "
-        "evaluation (deterministic) |",
-        "|---|---|---|---|---|",
-    ]
+    lines = table_head(
+        "agent steps | frames | training wall-clock | mean of the last 100 training episodes "
+        "| evaluation (deterministic)"
+    )
     for r in evals:
         s, t, m = r["step"], elapsed_at(metrics, r["step"]), training_mean(episodes, r["step"])
         if t is not None:  # the run starts when its config is written; the checkpoint's files end it

@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import ROOT, machine, pyplot, save_figure, versions
+from common import ROOT, machine, pyplot, save_figure, table_head, versions
 from report_goals import LOADS, goal1, goal2, goal3, goal4, goal5
 
 CONTENDED_CORES = 0.25  # other processes (besides the busy loop) above this: timings distorted
@@ -225,8 +225,7 @@ def summary_table(s1: dict, s2: dict, s3: dict, s4: dict, s5: dict) -> list[str]
     lines = [
         "## Summary",
         "",
-        "| goal | target | idle | under load |",
-        "|---|---|---|---|",
+        *table_head("goal | target | idle | under load"),
         "| 1. threads: training time, auto / 1 thread, every preset | ≤ 1.10× (never slower) | "
         + " | ".join(s1.get(load, ("not run",))[0] for load in LOADS)
         + " |",

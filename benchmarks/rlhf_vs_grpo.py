@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine, pyplot, save_figure, versions  # noqa: E402
+from common import git_commit, machine, pyplot, save_figure, table_head, versions  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "rlhf_vs_grpo"
 ALGOS = {"ppo": "rlhf-ppo", "grpo": "grpo"}
@@ -121,10 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "summary.json").write_text(json.dumps({"meta": meta, "runs": results}, indent=1))
     plot(results, Path(args.plot), args.seconds)
     print(json.dumps(meta))
-    print(
-        "| algorithm | seed | accuracy before | accuracy after | steps | RL seconds | seconds to +30 points |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    head = "algorithm | seed | accuracy before | accuracy after | steps | RL seconds | seconds to +30 points"
+    print(*table_head(head), sep="\n")
     for r in results:
         to30 = "never" if r["seconds_to_plus_30_points"] is None else f"{r['seconds_to_plus_30_points']:.0f}"
         print(

@@ -190,8 +190,8 @@ def split_options(argv: list[str], names: set[str]) -> tuple[list[str], list[str
 def main(argv: list[str] | None = None) -> Path | None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.report_only:
-        write_report(args.report_only, args.md)
+    if args.report_only:  # bench.py report: the page from the committed records (the spec's report)
+        write_report((ROOT / args.report_only).resolve(), args.md)
         return args.report_only
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     previous, started, old_caps, old_plan, history = {}, now, None, None, []

@@ -29,7 +29,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import ROOT, BusyLoop, launch, provenance, save_json, today
+from common import ROOT, BusyLoop, launch, provenance, save_json, table_head, today
 
 
 @contextmanager
@@ -171,9 +171,10 @@ def report(spec: dict, out: Path) -> str:
         "Medians over the repeats, the spread is min–max; ratio = median steps/s over the first "
         f"contestant's ({first}).",
         "",
-        "| workload | load | contestant | runs | steps/s (median) | spread | ratio | s/step | wall s "
-        "| CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *table_head(
+            "workload | load | contestant | runs | steps/s (median) | spread | ratio | s/step | wall s "
+            "| CPU s"
+        ),
     ]
     records: list[dict] = []
     for wname in spec["workloads"]:

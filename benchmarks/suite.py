@@ -289,17 +289,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    args.out = args.out.resolve()
-    args.pythonpath = args.pythonpath.resolve()
-    args.scratch = args.scratch.resolve()
+def main(argv: list[str] | None = None, p: argparse.ArgumentParser | None = None, jobs_of=plan) -> None:
+    """The command line (the module docstring); table1.py runs it with its parser and its jobs."""
+    args = (p or parser()).parse_args(argv)
+    args.out, args.pythonpath, args.scratch = (x.resolve() for x in (args.out, args.pythonpath, args.scratch))
     if args.random_scores:
         from suite_report import measure_random_scores
 
         measure_random_scores(args.out, [e for envs in SUITES.values() for e in envs])
     if not args.report and not args.random_scores:
-        jobs = plan(args)
+        jobs = jobs_of(args)
         made = run_jobs(jobs, args)
         print(f"{made} new run(s), {len(jobs) - made} skipped or failed", flush=True)
     if not args.no_report:

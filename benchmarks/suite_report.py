@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from aggregate import normalise, stratified_bootstrap_ci
-from common import ROOT, machine, machine_lines, pyplot, save_figure, today, versions
+from common import ROOT, machine, machine_lines, pyplot, save_figure, table_head, today, versions
 from suite import SUITES
 from table1 import objective_table, table1_section
 
@@ -90,11 +90,10 @@ def env_summary(runs: list[dict], published: dict) -> dict:
 
 def summary_table(suites: dict, published: dict) -> list[str]:
     """The one-line-per-env table (README pastes it)."""
-    lines = [
-        "| suite | env (preset) | seeds | steps | eval mean ± std | median | best published PPO | target "
-        "| wall-clock per run |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_head(
+        "suite | env (preset) | seeds | steps | eval mean ± std | median | best published PPO "
+        "| target | wall-clock per run"
+    )
     for suite in SUITE_ORDER:
         for preset, runs in sorted(suites.get(suite, {}).items()):
             s = env_summary(runs, published)
@@ -131,11 +130,10 @@ def summary_table(suites: dict, published: dict) -> list[str]:
 
 def aggregate_table(suites: dict, published: dict, randoms: dict) -> list[str]:
     """IQM of normalised scores per suite with 95 % stratified-bootstrap intervals."""
-    lines = [
-        "| suite | envs | runs | IQM of normalised score [95 % CI] | envs left out (no random score or "
-        "reference) |",
-        "|---|---|---|---|---|",
-    ]
+    lines = table_head(
+        "suite | envs | runs | IQM of normalised score [95 % CI] "
+        "| envs left out (no random score or reference)"
+    )
     for suite in SUITE_ORDER:
         per_task, left_out = [], []
         for preset, runs in sorted(suites.get(suite, {}).items()):
@@ -167,7 +165,7 @@ def env_details(suite: str, preset: str, runs: list[dict], published: dict, rand
     pub = published["envs"].get(env, {}).get("results", [])
     if pub:
         srcs = published["sources"]
-        lines += ["| published | value | budget | note |", "|---|---|---|---|"]
+        lines += table_head("published | value | budget | note")
         for p in pub:
             val = (
                 ("~" if p.get("approx") else "")
@@ -182,10 +180,9 @@ def env_details(suite: str, preset: str, runs: list[dict], published: dict, rand
     rnd = randoms.get(env)
     if rnd:
         lines += [f"Random policy: {fmt(rnd['mean'])} ± {fmt(rnd['std'])} ({rnd['episodes']} episodes).", ""]
-    lines += [
-        "| seed | eval mean ± std (episodes) | steps | train s | wall s | date | library commit | command |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines += table_head(
+        "seed | eval mean ± std (episodes) | steps | train s | wall s | date | library commit | command"
+    )
     for r in runs:
         lines.append(
             f"| {r['seed']} | {fmt(r['eval_mean'])} ± {fmt(r['eval_std'])} ({r['eval_episodes']}) "

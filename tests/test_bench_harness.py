@@ -362,7 +362,7 @@ def test_benchmarks_page_regenerates_from_the_committed_records(tmp_path):
     from report import write_report
 
     spec = bench.load_spec(ROOT / "benchmarks" / "specs" / "side_by_side.yaml")
-    records = ROOT / spec["report"]["records"]
+    records = ROOT / spec["report"]["report_only"]
     docs = tmp_path / "docs"
     (docs / "benchmarks").mkdir(parents=True)
     shutil.copy(records, docs / "benchmarks" / records.name)
