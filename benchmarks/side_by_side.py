@@ -48,6 +48,7 @@ from peers.venv import PEERS, ensure_peers, probe_peers
 from report import PPOKIT_PACKAGES, write_report
 
 GOALS = ["1", "2", "3", "4", "5"]
+PLAN_KEYS = ("seeds", "mujoco_seeds", "mujoco_loads", "mujoco_cap_s", "mujoco_presets")  # override the plan
 LOAD_SLOWDOWN = 1.4  # for the time estimate only
 
 
@@ -127,20 +128,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="Never pip-install the peers (skip what lacks).")
     p.add_argument("--out", type=Path, default=OUT, help="Where the bench-<stamp> directory goes.")
     p.add_argument("--md", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file to write.")
-    p.add_argument(
-        "--dry-run", action="store_true", help="Print the jobs and the time estimate; run nothing."
-    )
-    p.add_argument(
-        "--resume",
-        type=Path,
-        help="Go on with this bench directory (its plan; --goals/--seeds/--mujoco-* given here extend it).",
-    )
-    p.add_argument(
-        "--load-pid",
-        type=int,
-        help="Use this running process as the load (instead of a busy loop): continued for the load "
-        "runs, stopped (SIGSTOP) for the idle ones. Pin it to one core first (taskset -c 1).",
-    )
+    p.add_argument("--dry-run", action="store_true", help="Print the jobs and the estimate; run nothing.")
+    # fmt: off
+    p.add_argument("--resume", type=Path, help="Go on with this bench directory (its plan; --goals/--seeds/"
+                   "--mujoco-* given here extend it).")
+    p.add_argument("--load-pid", type=int, help="Use this running process as the load (instead of a busy "
+                   "loop): continued for the load runs, stopped (SIGSTOP) for the idle ones. Pin it to one "
+                   "core first (taskset -c 1).")
+    # fmt: on
     p.add_argument("--load-desc", default="", help="What the --load-pid process is (for the report).")
     p.add_argument("--report-only", type=Path, help="Rewrite the report from this bench directory.")
     return p.parse_args(argv)
@@ -148,17 +143,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def plan_from(args: argparse.Namespace) -> tuple[str, dict]:
     name = args.plan or ("ci" if args.quick else "full")
-    plan = dict(PLANS[name])
-    for key, value in (
-        ("seeds", args.seeds),
-        ("mujoco_seeds", args.mujoco_seeds),
-        ("mujoco_loads", args.mujoco_loads),
-        ("mujoco_cap_s", args.mujoco_cap_s),
-        ("mujoco_presets", args.mujoco_presets),
-    ):
-        if value is not None:
-            plan[key] = value
-    return name, plan
+    given = {key: getattr(args, key) for key in PLAN_KEYS}
+    return name, {**PLANS[name], **{k: v for k, v in given.items() if v is not None}}
 
 
 def estimate_min(jobs: list[Job]) -> float:
@@ -166,14 +152,7 @@ def estimate_min(jobs: list[Job]) -> float:
 
 
 # Options that change what runs (a --resume given them extends its plan) and the load's options.
-PLAN_OPTIONS = {
-    "--goals",
-    "--seeds",
-    "--mujoco-seeds",
-    "--mujoco-loads",
-    "--mujoco-cap-s",
-    "--mujoco-presets",
-}
+PLAN_OPTIONS = {"--goals", *("--" + key.replace("_", "-") for key in PLAN_KEYS)}
 LOAD_OPTIONS = {"--load-pid", "--load-desc"}
 
 
