@@ -35,7 +35,7 @@ def machine() -> str:
 def machine_lines(runs: list[dict]) -> list[str]:
     """One line per distinct machine, library versions and run note among these runs."""
     machines = {
-        f"{r['machine']}; {r['versions']}" + (f"; note: {r['note']}" if r["note"] else "") for r in runs
+        f"{r['machine']}; {r['versions']}" + (f"; note: {r['note']}" if r.get("note") else "") for r in runs
     }
     return [f"Machine: {m}." for m in sorted(machines)]
 

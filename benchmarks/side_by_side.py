@@ -1,13 +1,11 @@
 """Issue 17 ("Performance, round two"): ppokit against Stable-Baselines3 on the same machine, idle
 and under load, goal by goal; writes docs/benchmarks.md.
 
-    make bench                                          # = .venv/bin/python benchmarks/side_by_side.py
-    python benchmarks/side_by_side.py --quick           # the smoke test CI runs (= --plan ci, ~2 min)
-    python benchmarks/side_by_side.py --plan short      # every goal's path, small budgets (~10-15 min)
-    python benchmarks/side_by_side.py --dry-run         # list the jobs and the time estimate only
-    python benchmarks/side_by_side.py --goals 2 3 --seeds 0 1 2
-    python benchmarks/side_by_side.py --resume benchmarks/out/bench-YYYYmmdd-HHMMSS   # after a crash
-    python benchmarks/side_by_side.py --report-only benchmarks/out/bench-YYYYmmdd-HHMMSS
+    make bench            # = python benchmarks/bench.py run specs/side_by_side.yaml (the published options)
+    python benchmarks/bench.py run specs/side_by_side.yaml --set 'options={quick: true}'   # CI's smoke test
+
+Its options are this module's flags (``--plan short``, ``--goals 2 3``, ``--resume DIR`` after a crash,
+``--dry-run``...); docs/benchmarks.md ("Running it") lists the commands of each use.
 
 Goals (``bench_plan.py`` has the jobs and budgets of each plan):
 

@@ -29,7 +29,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import ROOT, BusyLoop, launch, provenance, save_json, table_head, today
+from common import ROOT, BusyLoop, launch, machine_lines, provenance, save_json, table_head, today
 
 
 @contextmanager
@@ -206,8 +206,7 @@ def report(spec: dict, out: Path) -> str:
         sets = f", `--set {' '.join(c['set'])}`" if c.get("set") else ""
         what = c.get("peer") or c["pythonpath"]
         lines.append(f"- {cname}: `{what}` (commit {', '.join(commits) or 'not run'}){sets}")
-    machines = sorted({f"{r['machine']}; {r['versions']}" for r in records})
-    lines += ["", *[f"Machine: {m}." for m in machines]]
+    lines += ["", *machine_lines(records)]
     loads = [r["loadavg_before"] for r in records if "loadavg_before" in r]
     if loads:  # ~0 on a quiet machine; a busy-loop run adds ~1 itself
         med, top = statistics.median(loads), max(loads)

@@ -1,9 +1,7 @@
 """Run the preset suites over several seeds and write docs/results.md from the raw results.
 
-    python benchmarks/suite.py --suite classic                   # 5 envs x seeds 0 1 2, one at a time
-    python benchmarks/suite.py --suite mujoco --envs Hopper-v5 --seeds 0 1 2 --jobs 2
-    python benchmarks/suite.py --report                          # only regenerate docs/results.md
-    python benchmarks/suite.py --random-scores                   # measure the random-policy scores
+    python benchmarks/bench.py run specs/suite.yaml --set options.suite=mujoco --set options.jobs=2
+    python benchmarks/bench.py report specs/suite.yaml           # only regenerate docs/results.md
 
 Each run is a subprocess `python -m ppokit train --config configs/PRESET.yaml --seed K --run-dir ...
 --no-progress --no-eval` followed by `python -m ppokit eval RUN_DIR --json --episodes 10` (deterministic
@@ -35,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from common import ROOT, git_commit, launch, machine, today, versions
+from common import ROOT, launch, provenance, save_json, today
 
 SUITES = {
     "classic": ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"],
@@ -52,7 +50,7 @@ SUITES = {
         "Reacher-v5",
     ],
 }
-PACKAGES = ["torch", "gymnasium", "mujoco", "box2d", "numpy"]
+PACKAGES = ("torch", "gymnasium", "mujoco", "box2d", "numpy")
 CURVE_COLUMNS = ["time/total_timesteps", "time/elapsed_s", "rollout/ep_rew_mean"]
 DEFAULT_OUT = ROOT / "docs" / "results"
 SCRATCH = ROOT / "benchmarks" / "out" / "suite-runs"
@@ -197,17 +195,11 @@ def run_one(job: dict, args: argparse.Namespace) -> dict | None:
         "command": done["command"],
         "suite_command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "started": done["started"],
-        "date": today(),
-        "library_commit": git_commit(args.pythonpath),
-        "suite_commit": git_commit(ROOT),
-        "machine": machine(),
-        "versions": versions(PACKAGES),
+        **provenance(args.pythonpath, PACKAGES),  # date, machine, versions, harness and library commits
         "note": args.note,
         "config": resolved,
     }
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(result_path)  # result.json appears only once complete: the resumability marker
+    save_json(result_path, result)  # result.json appears only once complete: the resumability marker
     if not args.keep_runs:
         shutil.rmtree(run_dir, ignore_errors=True)
     for name in ("command.json", "started.json"):

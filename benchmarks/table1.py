@@ -1,8 +1,7 @@
 """The PPO paper's Table 1 (surrogate objectives on MuJoCo), reproduced by one command.
 
-    python benchmarks/table1.py                               # 4 objectives x 7 envs x seeds 0 1 2, 1M steps
-    python benchmarks/table1.py --envs Hopper-v5 --jobs 2     # one env
-    python benchmarks/table1.py --report                      # only regenerate docs/results.md
+    python benchmarks/bench.py run specs/table1.yaml          # 4 objectives x 7 envs x seeds 0 1 2, 1M steps
+    python benchmarks/bench.py run specs/table1.yaml --set 'options.envs=[Hopper-v5]'   # one env
 
 Setting (configs/ppo-paper-mujoco.yaml): the paper's hyperparameters (Schulman et al. 2017, section
 6.1 and Table 3) on the MuJoCo v5 versions of its seven tasks, 1M steps, seeds 0-2, one objective per
