@@ -137,11 +137,13 @@ def environment() -> dict[str, str]:
     }
 
 
-def _run(cmd: list[str], cwd: Path, timeout: float) -> None:
+def _run(cmd: list[str], cwd: Path, timeout: float) -> str:
+    """Run ``cmd`` in ``cwd``; its stdout, or an AssertionError with the output's tail."""
     proc = subprocess.run(cmd, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stdout[-2000:] + "\n" + proc.stderr[-4000:]).strip()
         raise AssertionError(f"exit code {proc.returncode} from {cmd[:2]}:\n{tail}")
+    return proc.stdout
 
 
 def _check_shell(code: str, cwd: Path) -> None:
@@ -174,8 +176,15 @@ def _check_shell(code: str, cwd: Path) -> None:
                 )
 
 
-def run_block(block: Block, scratch: Path, previous_python: str | None, timeout: float = 600) -> str | None:
-    """Run (or check) one block in ``scratch``; returns the Python code a ``continue`` block extends."""
+def run_block(
+    block: Block,
+    scratch: Path,
+    previous_python: str | None,
+    timeout: float = 600,
+    outputs: list[str] | None = None,
+) -> str | None:
+    """Run (or check) one block in ``scratch``; returns the Python code a ``continue`` block extends.
+    The stdout of every block that runs is appended to ``outputs`` (for checks of what a page prints)."""
     assert not problems(block), problems(block)
     code = effective_code(block)
     if block.lang in NOT_CODE:
@@ -197,13 +206,17 @@ def run_block(block: Block, scratch: Path, previous_python: str | None, timeout:
             return previous_python
         if not check_only:
             (scratch / "_snippet.py").write_text(code)
-            _run([sys.executable, "_snippet.py"], scratch, timeout)
+            out = _run([sys.executable, "_snippet.py"], scratch, timeout)
+            if outputs is not None:
+                outputs.append(out)
         return code
     if block.lang in ("bash", "sh", "shell"):
         if check_only:
             _check_shell(code, scratch)
         elif not block.directive("file"):
-            _run(["bash", "-e", "-o", "pipefail", "-c", code], scratch, timeout)
+            out = _run(["bash", "-e", "-o", "pipefail", "-c", code], scratch, timeout)
+            if outputs is not None:
+                outputs.append(out)
         return previous_python
     if block.lang == "yaml":
         from ppokit.config import parse_yaml

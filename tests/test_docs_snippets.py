@@ -18,18 +18,19 @@ NEEDS = {
     "docs/grpo.md": ("transformers", "peft"),
     "docs/language-models.md": ("transformers", "peft"),
     "docs/porting-trl.md": ("transformers", "peft", "datasets"),
+    "docs/presets-and-zoo.md": ("optuna",),
     "docs/rlhf_ppo.md": LM,
 }
 
 
-def _deploy_made_its_files(scratch: Path) -> None:
+def _deploy_made_its_files(scratch: Path, outputs: list[str]) -> None:
     """docs/deploy.md's commands leave what the page says they make (from test_docs_deploy.py)."""
     assert len(list((scratch / "runs" / "pendulum" / "videos").glob("*.mp4"))) == 2
     assert (scratch / "runs" / "pendulum" / "policy.onnx").is_file()
     assert list((scratch / "runs" / "wandb-demo" / "wandb").glob("offline-run-*"))
 
 
-def _readme_quickstarts_made_their_runs(scratch: Path) -> None:
+def _readme_quickstarts_made_their_runs(scratch: Path, outputs: list[str]) -> None:
     """README's quickstarts write the run directories and the model they name."""
     assert (scratch / "cartpole_model").is_dir()
     assert (scratch / "runs" / "cartpole" / "eval.json").is_file()
@@ -37,7 +38,28 @@ def _readme_quickstarts_made_their_runs(scratch: Path) -> None:
     assert (scratch / "runs" / "my-grpo" / "metrics.csv").is_file()
 
 
-AFTER = {"docs/deploy.md": _deploy_made_its_files, "README.md": _readme_quickstarts_made_their_runs}
+def _zoo_page_printed_and_made_what_it_says(scratch: Path, outputs: list[str]) -> None:
+    """docs/presets-and-zoo.md (from test_zoo.py): the outputs its comments show, the tune study resumed,
+    the best preset and the run trained from it."""
+    assert "CartPole-v1-fast" in outputs[0] and "preset: " in outputs[0]
+    assert "Breakout-v5.yaml 0.00025 4" in outputs[1] and "True relu [64, 64]" in outputs[2]
+    assert "resuming study" in outputs[4] and (scratch / "tune-cartpole" / "best.yaml").is_file()
+    assert (scratch / "best-run" / "model").is_dir()
+
+
+def _batched_page_built_the_asymmetric_critic(scratch: Path, outputs: list[str]) -> None:
+    """docs/batched-envs.md (from test_batched_envs.py): the rsl_rl-style env's critic group gives an
+    asymmetric actor-critic, as the page's comment says."""
+    assert any(out.strip().endswith("AsymmetricActorCritic") for out in outputs)
+    assert (scratch / "my_envs.py").is_file()
+
+
+AFTER = {
+    "docs/deploy.md": _deploy_made_its_files,
+    "README.md": _readme_quickstarts_made_their_runs,
+    "docs/presets-and-zoo.md": _zoo_page_printed_and_made_what_it_says,
+    "docs/batched-envs.md": _batched_page_built_the_asymmetric_critic,
+}
 
 
 def test_every_page_with_code_is_collected():
@@ -52,14 +74,14 @@ def test_page_code_blocks_run(page: Path, tmp_path: Path):
     name = str(page.relative_to(ROOT))
     for module in NEEDS.get(name, ()):
         pytest.importorskip(module, reason=f"{name} needs the {module} extra")
-    previous = None
+    previous, outputs = None, []
     for block in parse(page):
         try:
-            previous = run_block(block, tmp_path, previous)
+            previous = run_block(block, tmp_path, previous, outputs=outputs)
         except AssertionError as e:
             raise AssertionError(f"{block.id} ({block.lang}): {e}") from None
     if name in AFTER:
-        AFTER[name](tmp_path)
+        AFTER[name](tmp_path, outputs)
 
 
 def _block(text: str, lang: str = "python", directives: list[str] | None = None) -> Block:
