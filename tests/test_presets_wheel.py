@@ -96,11 +96,8 @@ def test_a_preset_name_that_is_not_an_env_id_trains_from_the_wheel(venv, outside
     assert (cfg["env_id"], cfg["num_envs"], cfg["learning_rate"]) == ("CartPole-v1", 128, 0.003)
 
 
-# strict: once README's quickstart runs (the README rewrite of issue 30 defines `obs`), this xfail
-# turns into a failure, and the marker must go.
-@pytest.mark.xfail(
-    strict=True, reason="README's quickstart calls model.predict(obs) with obs undefined (issue 30)"
-)
+# issue 30: README's quickstart called model.predict(obs) with obs undefined; the rewritten README
+# defines it, so the quickstart as written runs from the wheel (the xfail that marked it is gone)
 def test_the_readme_quickstart_runs_from_the_wheel(venv, outside):
     text = (ROOT / "README.md").read_text()
     block = re.search(r"```python\n(.*?)```", text, re.S)
