@@ -259,24 +259,3 @@ def test_a_new_trainer_refuses_a_run_directory_that_holds_a_run(tmp_path):
     )
     assert resumed.train()["steps"] == 2
     assert read_csv(tmp_path / "metrics.csv")["step"] == [1.0, 2.0]
-
-
-def test_the_changing_the_loss_examples_in_docs_grpo_md_run():
-    """docs/grpo.md's subclass adding a loss term and its registered loss type run as written."""
-    import re
-    from pathlib import Path
-
-    from ppokit.functional import LOSS_TYPES
-
-    text = (Path(__file__).resolve().parents[1] / "docs" / "grpo.md").read_text()
-    section = text.split("## Changing the loss", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
-    assert len(blocks) == 2
-    namespace: dict = {}
-    try:
-        for block in blocks:
-            exec(compile(block, "docs/grpo.md", "exec"), namespace)
-        assert namespace["cfg"].loss_type == "plain_pg"
-        assert namespace["metrics"]["l2"] > 0
-    finally:
-        LOSS_TYPES.pop("plain_pg", None)
