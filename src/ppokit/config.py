@@ -24,6 +24,7 @@ import yaml
 
 from ppokit.config_aliases import ALIASES  # re-exported: ppokit.config.ALIASES is the table
 from ppokit.errors import ConfigError
+from ppokit.train.files import atomic_write
 
 # Values in error messages are shortened: a 551-byte YAML of nested aliases expands to gigabytes
 # when printed in full (issue 16: the error message never returned), and a 50 MB value made a 50 MB
@@ -300,7 +301,9 @@ class ConfigBase:
 
     def save_yaml(self, path: str | Path) -> None:
         """Write the config as YAML (re-loadable with ``load_yaml`` or ``--config``)."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        # atomic and never through a link: a kill mid-write left a 0-byte config.yaml that the next
+        # resume read as all defaults (issue 34)
+        atomic_write(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Any:

@@ -45,3 +45,9 @@ class MissingDependencyError(EnvConfigError):
 
 class RunDirError(PPOKitError):
     """A run directory cannot be used: another process holds it, or it cannot be written."""
+
+
+class UserCodeError(PPOKitError):
+    """The user's code (a policy, a callback, an environment, a wrapper) ended the run with
+    ``sys.exit()``/``SystemExit`` or another exit the run cannot continue from (issue 34: such a run
+    exited 0 with no message). The message names what was raised and the checkpoint kept."""

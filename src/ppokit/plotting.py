@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ppokit.train.files import atomic_file, refuse_link  # noqa: E402
 
 
 def read_csv(path: str | Path) -> dict[str, list[float]]:
@@ -59,10 +62,19 @@ def plot_panels(
         fig.suptitle(title)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
     return out
+
+
+def _save(fig: Any, out: Path) -> None:
+    """``fig`` as the PNG ``out``, atomically and never through a link in the run directory (issue 34)."""
+    refuse_link(out.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_file(out, "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def plot_rl_run(run_dir: str | Path) -> list[Path]:
@@ -95,9 +107,7 @@ def plot_rl_run(run_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-    fig.savefig(run_dir / "plots" / "returns.png", dpi=110)
-    plt.close(fig)
+    _save(fig, run_dir / "plots" / "returns.png")
     written.append(run_dir / "plots" / "returns.png")
     losses = plot_panels(
         metrics,

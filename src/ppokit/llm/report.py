@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ppokit.plotting import plot_panels, read_csv
+from ppokit.train.files import atomic_write
 
 
 def _cell(value: Any) -> str:
@@ -32,7 +33,7 @@ def write_samples(
     parts = [f"# {title}\n"]
     for heading, rows in sections:
         parts.append(f"\n## {heading}\n\n{markdown_table(rows)}")
-    path.write_text("".join(parts))
+    atomic_write(path, "".join(parts))  # atomic, never through a link (issue 34)
     return path
 
 

@@ -70,10 +70,24 @@ _PIP_NAMES = {
 }
 
 
-def pip_name(module: str) -> str:
-    """The ``pip install`` argument that provides top-level module ``module`` (a best guess)."""
+def pip_name(module: str) -> str | None:
+    """The ``pip install`` argument that provides top-level module ``module``, when ppokit knows it
+    (``_PIP_NAMES``, ``KNOWN_PACKAGES``); None otherwise. Never the module's own name: that name can
+    come from a run directory someone else wrote (``gym_packages``, ``module:Id``), and a
+    ``pip install <their name>`` hint would install whatever a package index holds under it (issue 34)."""
     top = module.split(".")[0]
-    return _PIP_NAMES.get(top, top.replace("_", "-"))
+    if top in _PIP_NAMES:
+        return _PIP_NAMES[top]
+    return next((req for _, mod, req in KNOWN_PACKAGES if mod.split(".")[0] == top), None)
+
+
+def install_hint(module: str) -> str:
+    """What to do about the missing top-level ``module``: the known install command, or to make it
+    importable (no guessed package name, see ``pip_name``)."""
+    name = pip_name(module)
+    if name is not None:
+        return f"pip install '{name}'" if "[" in name else f"pip install {name}"
+    return "install the package that provides it, or add its folder to PYTHONPATH"
 
 
 def cwd_on_path() -> None:
@@ -94,10 +108,8 @@ def import_module(module: str, why: str) -> None:
         importlib.import_module(module)
     except ModuleNotFoundError as e:
         missing = e.name or module
-        hint = "" if missing == module.split(".")[0] else f" (or make {module!r} importable: PYTHONPATH)"
         raise MissingDependencyError(
-            f"{why} needs the Python module {missing!r}, which is not installed: "
-            f"pip install {pip_name(missing)}{hint}"
+            f"{why} needs the Python module {missing!r}, which is not installed: {install_hint(missing)}"
         ) from None
     except gym.error.DependencyNotInstalled as e:
         raise MissingDependencyError(f"{why}: {one_line(e)}") from None
@@ -172,5 +184,5 @@ def load_entry_point(spec: gym.envs.registration.EnvSpec, env_id: str) -> None:
         missing = e.name or module
         raise MissingDependencyError(
             f"env_id={env_id!r} needs the Python module {missing!r}, which is not installed: "
-            f"pip install {pip_name(missing)}"
+            f"{install_hint(missing)}"
         ) from None

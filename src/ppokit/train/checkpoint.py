@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ppokit.errors import CheckpointError
+from ppokit.train.files import refuse_link
 
 TENSORS = "tensors.safetensors"
 META = "meta.json"
@@ -70,6 +72,7 @@ def write_checkpoint(
     """
     final = Path(path)
     root = final.parent
+    refuse_link(root)  # a planted checkpoints/ link would put the run's state outside it (issue 34)
     root.mkdir(parents=True, exist_ok=True)
     remove_stale(root)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
@@ -79,6 +82,9 @@ def write_checkpoint(
     # refuses tensors that share storage
     save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
     (tmp / META).write_text(json.dumps(meta, indent=1))
+    # safetensors creates its file 0600 where every other file gets 0666 less the umask (0644): another
+    # user allowed to read the run was told the model is "corrupt" (issue 34). One mode for all.
+    os.chmod(tmp / TENSORS, stat.S_IMODE((tmp / META).stat().st_mode))
     if write_extra is not None:
         write_extra(tmp)
     files = {}
@@ -154,21 +160,33 @@ def remove_stale(root: str | Path) -> None:
 def is_complete(path: str | Path, verify_hashes: bool = True) -> bool:
     """True when the manifest exists, lists exactly the files present (tensors and meta among them),
     and every file has the recorded size and (with ``verify_hashes``) SHA-256."""
+    return why_incomplete(path, verify_hashes) is None
+
+
+def why_incomplete(path: str | Path, verify_hashes: bool = True) -> str | None:
+    """Why the checkpoint ``path`` is not complete (``is_complete``), in a few words, or None when it
+    is: a resume that skips it says which one and why (issue 34: it skipped silently)."""
     path = Path(path)
     try:
         manifest = json.loads((path / MANIFEST).read_text())
         listed = manifest["files"]
         if manifest.get("format") != FORMAT or not {TENSORS, META} <= set(listed):
-            return False
-        if sorted(listed) != [p.as_posix() for p in _files(path)]:
-            return False
+            return f"{MANIFEST} is not a ppokit checkpoint manifest"
+        present = [p.as_posix() for p in _files(path)]
+        if sorted(listed) != present:
+            missing = sorted(set(listed) - set(present))
+            return f"missing {', '.join(missing)}" if missing else "holds files its manifest does not list"
         for rel, info in listed.items():
             f = path / rel
-            if f.stat().st_size != info["size"] or (verify_hashes and _sha256(f) != info["sha256"]):
-                return False
-        return True
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
+            if f.stat().st_size != info["size"]:
+                return f"{rel} has {f.stat().st_size} bytes, the manifest says {info['size']} (truncated?)"
+            if verify_hashes and _sha256(f) != info["sha256"]:
+                return f"{rel} does not match its SHA-256 in the manifest (damaged)"
+        return None
+    except FileNotFoundError as e:
+        return f"no {Path(e.filename).name if e.filename else MANIFEST} (a write that did not finish)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"unreadable manifest ({type(e).__name__})"
 
 
 def _step_key(path: Path) -> tuple[int, str]:
