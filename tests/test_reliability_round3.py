@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import json
 import os
 import shutil
 import signal
@@ -373,10 +372,10 @@ def test_a_run_without_checkpoint_and_bad_yaml_is_one_line(tmp_path, capsys):
 
 # -- 7. TRL callbacks ---------------------------------------------------------------------------------
 def test_trl_on_save_and_on_evaluate_fire_and_log_history_fills(tmp_path):
+    from ppokit.llm.config import TinyModelConfig
     from ppokit.llm.grpo import GRPOTrainer
     from ppokit.llm.grpo_config import GRPOConfig
     from ppokit.llm.models import build_char_tokenizer, build_tiny_model
-    from ppokit.llm.config import TinyModelConfig
 
     seen = {"save": 0, "evaluate": []}
 
