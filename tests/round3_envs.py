@@ -30,14 +30,19 @@ class _Base(gym.Env):
 
 
 class SleepyEnv(_Base):
-    """Sleeps ``seconds`` at its ``sleep_at``-th step (a step that hangs)."""
+    """The first copy made in a process sleeps ``seconds`` at its ``sleep_at``-th step (a step that
+    hangs)."""
+
+    made = 0
 
     def __init__(self, sleep_at: int = 40, seconds: float = 120.0) -> None:
         super().__init__()
         self.sleep_at, self.seconds = sleep_at, seconds
+        self.first = SleepyEnv.made == 0
+        SleepyEnv.made += 1
 
     def step(self, action):
-        if self.life + 1 == self.sleep_at:
+        if self.first and self.life + 1 == self.sleep_at:
             time.sleep(self.seconds)
         return super().step(action)
 

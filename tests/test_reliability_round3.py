@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from ppokit.cli import main
-from ppokit.errors import EnvStepError, RunDirError, UserCodeError
+from ppokit.errors import ConfigError, EnvStepError, RunDirError, StepTimeoutError, UserCodeError
+from ppokit.llm.reward_checks import RewardFunctionError
 from ppokit.rl.ppo import PPO
 from ppokit.train.checkpoint import latest_checkpoint, list_checkpoints
 from ppokit.train.rundir import RunDirLock
@@ -289,6 +290,59 @@ def test_a_stuck_step_is_reported_and_a_second_sigterm_exits_143_with_a_checkpoi
     assert "stopped at once" in out and "checkpoint of the last completed step" in out
     newest = latest_checkpoint(run / "checkpoints")
     assert newest is not None and newest.name == "step_000000000064"  # the two updates before the hang
+
+
+def test_step_timeout_stops_a_hanging_env_step_with_a_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(TESTS))
+    import round3_envs  # noqa: F401  (registers PPOKitR3/Sleepy-v0: env 0 sleeps 120 s at its 40th step)
+
+    run = tmp_path / "run"
+    model = PPO("PPOKitR3/Sleepy-v0", run_dir=run, step_timeout=2, checkpoint_every_seconds=0, **SMALL)
+    started = time.monotonic()
+    with pytest.raises(StepTimeoutError, match=r"step_timeout=2 s.*checkpoint of the last completed step"):
+        model.learn(512)
+    model.close()
+    assert time.monotonic() - started < 60
+    newest = latest_checkpoint(run / "checkpoints")
+    assert newest is not None and newest.name == "step_000000000064"
+    with pytest.raises(ConfigError, match="step_timeout"):
+        PPO("CartPole-v1", step_timeout=-1, **SMALL)
+
+
+def test_step_timeout_stops_a_hanging_reward_function(tmp_path):
+    from ppokit.llm.config import TinyModelConfig
+    from ppokit.llm.grpo import GRPOTrainer
+    from ppokit.llm.grpo_config import GRPOConfig
+    from ppokit.llm.models import build_char_tokenizer, build_tiny_model
+
+    calls = []
+
+    def hangs(prompts, completions, **_):
+        calls.append(1)
+        if len(calls) == 2:
+            time.sleep(120)
+        return [1.0] * len(completions)
+
+    tok = build_char_tokenizer()
+    model = build_tiny_model(TinyModelConfig(n_layer=1, n_embd=16, n_head=2), tok, seed=0)
+    cfg = GRPOConfig.from_dict(
+        {
+            "prompts_per_step": 2,
+            "num_generations": 2,
+            "tensorboard": False,
+            "max_steps": 3,
+            "step_timeout": 2,
+            "generation": {"max_completion_length": 4},
+        }
+    )
+    trainer = GRPOTrainer(
+        model, tok, hangs, ["1+1=", "2+2=", "3+3=", "4+4="], cfg, run_dir=tmp_path / "run", progress=False
+    )
+    started = time.monotonic()
+    with pytest.raises(RewardFunctionError, match="hangs.*step_timeout=2"):
+        trainer.train()
+    assert time.monotonic() - started < 60
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_000000000001"
 
 
 # -- 6. degraded messages made clear ----------------------------------------------------------------------

@@ -125,6 +125,17 @@ def checkpoint_every_seconds_option() -> Any:
     )
 
 
+def step_timeout_option() -> Any:
+    """The ``step_timeout`` field both sides' configs have (``train/loop.py`` enforces it)."""
+    return option(
+        0.0,
+        "Stop the run (StepTimeoutError, after a checkpoint of the last completed step) when one step "
+        "takes longer than this many seconds: a PPO update (rollout and epochs) or an LM step "
+        "(generation, rewards, optimizer steps); for an env.step or a reward function that can hang. "
+        "0: no limit. A stall is reported after PPOKIT_STALL_SECONDS (600) either way.",
+    )
+
+
 REPORT_TO = ("tensorboard", "wandb")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ppokit import distributed
-from ppokit.errors import EnvError, NonFiniteError, UserCodeError
+from ppokit.errors import EnvError, NonFiniteError, StepTimeoutError, UserCodeError
 from ppokit.tracking import ProgressBar, Tracker
 from ppokit.train.callbacks import as_loop_callback
 from ppokit.train.files import refuse_link
@@ -39,7 +39,7 @@ STALL_SECONDS = 600.0
 # environment, sys.exit() anywhere in user code (a callback, a policy, a wrapper), Ctrl-C or a
 # second signal (StopNow). NonFiniteError has its emergency checkpoint; a RewardFunctionError is
 # checkpointed by the LM trainer that names the function.
-USER_FAILURES = (EnvError, SystemExit, KeyboardInterrupt, GeneratorExit)
+USER_FAILURES = (EnvError, UserCodeError, SystemExit, KeyboardInterrupt, GeneratorExit)
 
 
 @runtime_checkable
@@ -226,7 +226,7 @@ class RunLoop:
             return self._run(self.hooks, bar, headline, watchdog)
         except USER_FAILURES as e:
             where = self._keep(e)
-            if isinstance(e, EnvError):
+            if isinstance(e, (EnvError, UserCodeError)):
                 e.args = (f"{e.args[0] if e.args else e}; {where}", *e.args[1:])
                 raise
             if isinstance(e, KeyboardInterrupt):
@@ -258,7 +258,8 @@ class RunLoop:
             hooks.on_step_begin(t)
             self._before, self._in_step = done, True
             try:
-                metrics = t.run_step()
+                with _StepTimer(_step_timeout(t)):
+                    metrics = t.run_step()
             except NonFiniteError as e:
                 raise self.emergency_stop(e) from None
             self._in_step = False
@@ -319,6 +320,54 @@ def _stall_seconds() -> float:
         return max(0.0, float(raw)) if raw.strip() else STALL_SECONDS
     except ValueError:
         return STALL_SECONDS
+
+
+def _step_timeout(trainable: Any) -> float:
+    """The trainable's ``config.step_timeout`` in seconds (0 when it has none)."""
+    return float(getattr(getattr(trainable, "config", None), "step_timeout", 0) or 0)
+
+
+class _StepTimer:
+    """While entered, a step running longer than ``seconds`` is interrupted with ``StepTimeoutError``
+    (SIGALRM through ``setitimer``: Python code, ``time.sleep`` and waits on pipes are interrupted, so
+    an ``env.step`` or a reward function that hangs is stopped where it hangs; a C extension that never
+    returns to the interpreter is not). Off (a no-op) with ``seconds == 0`` and outside the main thread.
+    A SIGALRM timer the program already has (pytest-timeout's, say) keeps running: its alarm is passed
+    on to its handler, and its time left is restored on exit."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.active = seconds > 0 and threading.current_thread() is threading.main_thread()
+        self.previous: Any = None
+        self.other: tuple[float, float] = (0.0, 0.0)
+        self.start = 0.0
+
+    def _expired(self, signum: int, frame: Any) -> None:
+        if time.monotonic() - self.start < self.seconds - 1e-3 and callable(self.previous):
+            self.previous(signum, frame)  # the other timer's alarm, which came first
+            return
+        raise StepTimeoutError(
+            f"a step took longer than step_timeout={self.seconds:g} s (stuck in env.step or a reward "
+            "function?); raise step_timeout or set it to 0 for no limit"
+        )
+
+    def __enter__(self) -> _StepTimer:
+        if self.active:
+            self.previous = signal.signal(signal.SIGALRM, self._expired)
+            self.start = time.monotonic()
+            self.other = signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            if 0 < self.other[0] < self.seconds:  # the other alarm is due first: wake for it
+                signal.setitimer(signal.ITIMER_REAL, self.other[0])
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+            left, interval = self.other
+            if left > 0:
+                spent = time.monotonic() - self.start
+                signal.setitimer(signal.ITIMER_REAL, max(left - spent, 1e-3), interval)
 
 
 class _Watchdog:
