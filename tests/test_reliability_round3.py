@@ -92,6 +92,23 @@ def test_sys_exit_in_a_callback_is_a_failure_with_a_checkpoint(tmp_path):
     assert newest is not None and str(newest) in str(e.value) and newest.name == "step_000000000064"
 
 
+def test_keyboard_interrupt_from_user_code_keeps_a_checkpoint(tmp_path):
+    model = PPO(
+        "CartPole-v1", run_dir=tmp_path / "run", checkpoint_every=0, checkpoint_every_seconds=0, **SMALL
+    )
+
+    def callback(ppo, metrics):
+        if ppo.num_updates == 2:
+            raise KeyboardInterrupt  # as Ctrl-C would: the run stops, exit 130, with a checkpoint
+
+    with pytest.raises(KeyboardInterrupt) as e:
+        model.learn(320, callback=callback)
+    model.close()
+    newest = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert newest is not None and newest.name == "step_000000000064"
+    assert f"checkpoint of the last completed step: {newest}" == e.value.checkpoint_note
+
+
 def test_sys_exit_in_user_code_outside_the_loop_exits_non_zero_with_a_message(tmp_path):
     # a gym_packages module that calls sys.exit(0) on import: the command line's boundary
     (tmp_path / "r3_exits.py").write_text("import sys\nsys.exit(0)\n")
