@@ -67,8 +67,8 @@ def plot_panels(
 
 
 def _save(fig: Any, out: Path) -> None:
-    """``fig`` as the PNG ``out``, atomically and never through a link in the run directory (issue 34)."""
-    refuse_link(out.parent)
+    """``fig`` as the PNG ``out``, atomically: a planted ``out`` link is replaced, not written through
+    (issue 34; a run's ``plots/`` as a link is refused by ``plot_rl_run``/``plot_llm_run``)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_file(out, "wb") as f:
@@ -80,6 +80,7 @@ def _save(fig: Any, out: Path) -> None:
 def plot_rl_run(run_dir: str | Path) -> list[Path]:
     """Draw ``plots/returns.png`` and ``plots/losses.png`` of a Gymnasium PPO run."""
     run_dir = Path(run_dir)
+    refuse_link(run_dir / "plots")  # a planted link would put the plots outside the run (issue 34)
     metrics = read_csv(run_dir / "metrics.csv")
     episodes = read_csv(run_dir / "episodes.csv")
     written = []

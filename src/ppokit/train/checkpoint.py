@@ -30,7 +30,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ppokit.errors import CheckpointError
-from ppokit.train.files import refuse_link
 
 TENSORS = "tensors.safetensors"
 META = "meta.json"
@@ -72,7 +71,6 @@ def write_checkpoint(
     """
     final = Path(path)
     root = final.parent
-    refuse_link(root)  # a planted checkpoints/ link would put the run's state outside it (issue 34)
     root.mkdir(parents=True, exist_ok=True)
     remove_stale(root)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
