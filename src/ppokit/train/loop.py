@@ -4,10 +4,12 @@ all train through ``RunLoop``.
 What every run needs lives here once: the run directory (claim or lock, metric sinks, log trimming
 on resume: ``attach``), the checkpoint cadence by steps and by seconds (``Cadence``), the stop
 request of a signal (``stop_requested``, set by ``train/signals.py``; under torchrun all ranks agree
-on it), the emergency checkpoint when a ``NonFiniteError`` ends the run, the callback hooks
-(``train/callbacks.py``) and the final checkpoint. What a run trains lives in the object the loop
-drives, a ``Trainable``. The loop does its work once per step (an update of PPO, one LM step), never
-per environment step, so it costs nothing measurable in the hot loop.
+on it), the emergency checkpoint when a ``NonFiniteError`` ends the run, the checkpoint when user
+code ends it (an env error, ``sys.exit()``, Ctrl-C, a second signal, a step over ``step_timeout``;
+issue 34), the stall watchdog, the callback hooks (``train/callbacks.py``) and the final
+checkpoint. What a run trains lives in the object the loop drives, a ``Trainable``. The loop does
+its work once per step (an update of PPO, one LM step), never per environment step, so it costs
+nothing measurable in the hot loop.
 """
 
 from __future__ import annotations
@@ -216,8 +218,9 @@ class RunLoop:
         a failure of user code (``USER_FAILURES``) with a checkpoint of the last completed step
         (``_keep``): an ``EnvError`` is re-raised naming it, ``SystemExit`` becomes a
         ``UserCodeError`` (never a silent exit 0), a ``KeyboardInterrupt`` is re-raised with the
-        checkpoint in ``checkpoint_note``. A watchdog thread says once when no step finished for
-        ``stall_seconds`` (``PPOKIT_STALL_SECONDS``, default 600). ``bar``: an entered
+        checkpoint in ``checkpoint_note``. A step longer than the trainable's ``config.step_timeout``
+        is interrupted (``_StepTimer``: ``StepTimeoutError``); a watchdog thread says once when no
+        step finished for ``PPOKIT_STALL_SECONDS`` (default 600). ``bar``: an entered
         ``ProgressBar``, moved to the counter with ``metrics[headline]``."""
         self._before, self._in_step = self.trainable.position()[0], False
         self.hooks = as_loop_callback(callback)
