@@ -30,19 +30,14 @@ class _Base(gym.Env):
 
 
 class SleepyEnv(_Base):
-    """The first copy made in a process sleeps ``seconds`` at its ``sleep_at``-th step (a step that
-    hangs)."""
-
-    made = 0
+    """Sleeps ``seconds`` at its ``sleep_at``-th step (a step that hangs)."""
 
     def __init__(self, sleep_at: int = 40, seconds: float = 120.0) -> None:
         super().__init__()
         self.sleep_at, self.seconds = sleep_at, seconds
-        self.first = SleepyEnv.made == 0
-        SleepyEnv.made += 1
 
     def step(self, action):
-        if self.first and self.life + 1 == self.sleep_at:
+        if self.life + 1 == self.sleep_at:
             time.sleep(self.seconds)
         return super().step(action)
 
@@ -69,6 +64,7 @@ class CloseExitsEnv(_Base):
             sys.exit(0)
 
 
+gym.register("PPOKitR3/Plain-v0", entry_point=_Base)
 gym.register("PPOKitR3/Sleepy-v0", entry_point=SleepyEnv)
 gym.register("PPOKitR3/CloseRaises-v0", entry_point=CloseRaisesEnv)
 gym.register("PPOKitR3/CloseExits-v0", entry_point=CloseExitsEnv)

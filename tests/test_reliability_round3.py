@@ -200,13 +200,10 @@ def _run_naming_a_module(tmp_path, monkeypatch) -> Path:
     monkeypatch.syspath_prepend(str(TESTS))
     monkeypatch.setenv("R3_MARKER", str(tmp_path / "train-marker"))
     run = tmp_path / "run"
-    model = PPO("PPOKitR3/CloseRaises-v0", gym_packages=["r3_shipped"], run_dir=run, **SMALL)
+    model = PPO("PPOKitR3/Plain-v0", gym_packages=["r3_shipped"], run_dir=run, **SMALL)
     model.learn(64)
     model.save(run / "model")
-    try:
-        model.close()
-    except RuntimeError:
-        pass
+    model.close()
     shutil.copy(mods / "r3_shipped.py", run / "r3_shipped.py")
     return run
 
@@ -214,13 +211,26 @@ def _run_naming_a_module(tmp_path, monkeypatch) -> Path:
 def test_eval_inside_a_run_directory_does_not_import_what_it_ships(tmp_path, monkeypatch):
     run = _run_naming_a_module(tmp_path, monkeypatch)
     marker = tmp_path / "eval-marker"
-    environ = {**os.environ, "PYTHONPATH": str(SRC), "R3_MARKER": str(marker)}
+    environ = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{TESTS}", "R3_MARKER": str(marker)}
     argv = [sys.executable, "-m", "ppokit", "eval", ".", "--episodes", "1"]
     r = subprocess.run(argv, cwd=run, capture_output=True, text=True, env=environ, timeout=300)
     assert r.returncode == 2 and not marker.exists(), r.stderr
     assert "r3_shipped" in r.stderr and "--trust-run-dir" in r.stderr and "inside it" in r.stderr
     r = subprocess.run([*argv, "--trust-run-dir"], cwd=run, capture_output=True, text=True, env=environ)
-    assert marker.exists() and "importing r3_shipped" in r.stderr
+    assert r.returncode == 0 and marker.exists() and "importing r3_shipped" in r.stderr, r.stderr
+
+
+def test_a_file_in_the_run_directory_does_not_shadow_the_installed_module(tmp_path, monkeypatch):
+    run = _run_naming_a_module(tmp_path, monkeypatch)
+    benign = tmp_path / "installed"
+    benign.mkdir()
+    (benign / "r3_shipped.py").write_text("import round3_envs  # noqa: F401\n")
+    marker = tmp_path / "eval-marker"
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), str(benign), str(TESTS)])}
+    environ["R3_MARKER"] = str(marker)
+    argv = [sys.executable, "-m", "ppokit", "eval", ".", "--episodes", "1"]
+    r = subprocess.run(argv, cwd=run, capture_output=True, text=True, env=environ, timeout=300)
+    assert r.returncode == 0 and not marker.exists(), r.stderr  # the installed r3_shipped, not the run's
 
 
 def test_a_run_directory_of_another_user_needs_an_opt_in(tmp_path, monkeypatch, capsys):

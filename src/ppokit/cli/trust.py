@@ -143,6 +143,9 @@ def check_run_dir(run_dir: str | Path, trusted: bool, verb: str) -> None:
         )
     if _inside(os.getcwd(), run_dir):  # e.g. `python -m ppokit eval .`: no file of the run shadows
         sys.path[:] = [p for p in sys.path if p in clean]  # an installed module of the same name
+        from ppokit.rl import envfind  # nor is imported by one (envfind puts the cwd back otherwise)
+
+        envfind.CWD_IMPORTS = False
 
 
 __all__ = ["check_run_dir", "named_code"]

@@ -90,13 +90,18 @@ def install_hint(module: str) -> str:
     return "install the package that provides it, or add its folder to PYTHONPATH"
 
 
+# False while ppokit works on a run directory it does not trust to ship code (cli/trust.py: the working
+# directory is inside the run); then the working directory is not put back on sys.path (issue 34)
+CWD_IMPORTS = True
+
+
 def cwd_on_path() -> None:
     """Let the user's own modules in the working directory be imported, as ``python -m ppokit`` does
     (its ``-m`` puts the working directory first on sys.path; the ``ppokit`` console script does not).
     Issue 30: ``ppokit train --env my_envs:Id`` beside ``my_envs.py`` said "not installed". Appended,
     not prepended, so a local file never shadows an installed package."""
     cwd = os.getcwd()
-    if "" not in sys.path and cwd not in sys.path:
+    if CWD_IMPORTS and "" not in sys.path and cwd not in sys.path:
         sys.path.append(cwd)
 
 
