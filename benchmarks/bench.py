@@ -142,10 +142,6 @@ def report(spec: dict) -> None:
         page = ROOT / spec["page"] if spec.get("page") else out_of(spec) / "report.md"
         page.write_text(text)
         print(text, flush=True)
-    elif spec["kind"] == "side_by_side" and "report" in spec:
-        from report import write_report
-
-        write_report(ROOT / spec["report"]["records"], ROOT / spec["page"])
     elif "report" in spec:
         importlib.import_module(spec["kind"]).main(argv_of(spec["report"]))
 

@@ -281,17 +281,8 @@ def mujoco_jobs(plan: dict, seed: int, load: str, run: Path, peers_py: Path) -> 
             )
             jobs.append(ppokit_job("4", "mujoco", label, seed, load, out, args, **kw))
         steps = plan["mujoco_steps"] or 1_000_000
-        args = [
-            "--env",
-            env,
-            "--hparams",
-            "zoo",
-            "--total-timesteps",
-            str(steps),
-            "--eval-episodes",
-            episodes,
-        ]
-        args += ["--checkpoint-every", str(plan["mujoco_ckpt"]["sb3"]), *stop]
+        args = ["--env", env, "--hparams", "zoo", "--total-timesteps", str(steps)]
+        args += ["--eval-episodes", episodes, "--checkpoint-every", str(plan["mujoco_ckpt"]["sb3"]), *stop]
         out = run / "mujoco" / f"sb3-zoo-{env}-{load}-s{seed}"
         kw = dict(item=env, est_s=STARTUP_S + min(cap, steps / 800) + 60, needs=["peers:sb3", "peers:mujoco"])
         jobs.append(sb3_job(peers_py, "sb3_run.py", "4", "mujoco", "SB3 zoo-HP", seed, load, out, args, **kw))
@@ -300,18 +291,8 @@ def mujoco_jobs(plan: dict, seed: int, load: str, run: Path, peers_py: Path) -> 
             args += ["--checkpoint-every", str(plan["mujoco_ckpt"]["sb3"]), *stop]
             out = run / "mujoco" / f"cleanrl-style-{env}-{load}-s{seed}"
             kw["needs"] = ["peers:mujoco"]
-            job = sb3_job(
-                peers_py,
-                "cleanrl_style_ppo_continuous.py",
-                "4",
-                "mujoco",
-                CLEANRL,
-                seed,
-                load,
-                out,
-                args,
-                **kw,
-            )
+            script = "cleanrl_style_ppo_continuous.py"
+            job = sb3_job(peers_py, script, "4", "mujoco", CLEANRL, seed, load, out, args, **kw)
             job.library = "cleanrl-style"
             jobs.append(job)
     return jobs
@@ -328,11 +309,8 @@ def cnn_jobs(plan: dict, seed: int, load: str, run: Path, peers_py: Path) -> lis
         rollout = 128 * n
         steps = rollout * max(2, math.ceil(plan["cnn_min_steps"] / rollout))
         x = n if group == "cnn-envs" else width
-        name, batch, est = (
-            f"{group}-{x}-{load}",
-            str(rollout // 4),
-            STARTUP_S + 2 + steps / RATES["ALE/Pong-v5"],
-        )
+        name, batch = f"{group}-{x}-{load}", str(rollout // 4)
+        est = STARTUP_S + 2 + steps / RATES["ALE/Pong-v5"]
         args = ["--config", str(CONFIGS / "ALE" / "Pong-v5.yaml"), "--no-eval", "--curve-episodes", "0"]
         args += ["--total-timesteps", str(steps), "--num-envs", str(n), "--set", f"batch_size={batch}"]
         args += ["--set", f"network.cnn_features={width}"]

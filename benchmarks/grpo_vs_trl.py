@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # the peers' venv has no ppokit installed; tasks.py is plain torch
+from common import launch, pyplot, save_figure, table_head  # noqa: E402
+
 OUT = ROOT / "benchmarks" / "out" / "grpo"
 
 # The settings both engines share. loss_type "grpo" and beta 0.04 are ppokit's defaults; TRL's
@@ -249,14 +250,11 @@ def summarise(result: dict, skip: int) -> dict:
 
 def report(out: Path, skip: int, rounds: int) -> str:
     """Compare the JSON results: a markdown table (printed and saved) and the reward plot."""
-    from ppokit.plotting import plt
-
     eval_rows = _rows(out / "eval.jsonl")
-    lines = [
-        "| round | engine | s / step | completion tokens / s | median s / step | median tokens / s "
-        "| mean reward, first 10 steps | last 10 steps |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_head(
+        "round | engine | s / step | completion tokens / s | median s / step | median tokens / s "
+        "| mean reward, first 10 steps | last 10 steps"
+    )
     ratios, curves = [], {}
     for r in range(rounds):
         res = {e: json.loads((out / f"{e}-r{r}.json").read_text()) for e in ("ppokit", "trl")}
@@ -282,7 +280,7 @@ def report(out: Path, skip: int, rounds: int) -> str:
         lines.append(
             f"| after {engine} GRPO (last round) | {accuracy(out / f'{engine}-model', eval_rows):.3f} |"
         )
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = pyplot().subplots(figsize=(8, 4))
     for engine, curve in curves.items():
         ax.plot(curve, label=engine, linewidth=1.2)
     ax.set_xlabel("GRPO step")
@@ -290,8 +288,7 @@ def report(out: Path, skip: int, rounds: int) -> str:
     ax.set_title("GRPO on addition: same model, prompts and settings (round 1)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "rewards.png", dpi=110)
+    save_figure(fig, out / "rewards.png", dpi=110)
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     return text
@@ -330,8 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     prepare(OUT, a.warm_steps)
     common = ["--steps", str(a.steps), "--threads", str(a.threads)]
     for r in range(a.rounds):  # alternate, so a neighbour's load hits both engines alike
-        subprocess.run([sys.executable, __file__, "--engine", "ppokit", f"--tag=-r{r}", *common], check=True)
-        subprocess.run([a.trl_python, __file__, "--engine", "trl", f"--tag=-r{r}", *common], check=True)
+        for python, engine in ((sys.executable, "ppokit"), (a.trl_python, "trl")):
+            launch([python, __file__, "--engine", engine, f"--tag=-r{r}", *common], check=True)
     print(report(OUT, a.skip, a.rounds))
     print(f"load average after: {os.getloadavg()}")
 

@@ -23,10 +23,11 @@ import copy
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import launch, table_head
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out" / "lm_memory"
@@ -172,7 +173,7 @@ def versions(python: str) -> str:
         "print(', '.join(f'{p} {m.version(p)}' for p in ('torch', 'transformers', 'trl', 'peft') "
         "if __import__('importlib').util.find_spec(p)))"
     )
-    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
+    return launch([python, "-c", code]).stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,10 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in range(a.rounds):
         for variant in a.variants.split(","):
             python = a.trl_python if variant == "trl" else sys.executable
-            done = subprocess.run(
-                [python, __file__, "--run", variant], capture_output=True, text=True, cwd=ROOT, check=False
-            )
-            if done.returncode != 0:
+            done = launch([python, __file__, "--run", variant])
+            if done.rc != 0:
                 raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])
             row["round"] = r + 1
@@ -210,10 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average after: {os.getloadavg()}")
     print("ppokit venv:", versions(sys.executable))
     print("TRL venv:", versions(a.trl_python))
-    print(
-        "\n| round | variant | peak RSS (MiB) | RSS before the step | peak - RSS before | step s | length |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    head = "round | variant | peak RSS (MiB) | RSS before the step | peak - RSS before | step s | length"
+    print("", *table_head(head), sep="\n")
     for row in results:
         print(
             f"| {row['round']} | {row['variant']} | {row['peak_mb']:.0f} | {row['rss_before_mb']:.0f} | "

@@ -22,6 +22,8 @@ import json
 import time
 from pathlib import Path
 
+from common import pyplot, save_figure, table_head
+
 FRAMES_PER_STEP = 4  # frameskip 4 (configs/ALE/Pong-v5.yaml)
 
 
@@ -72,11 +74,10 @@ def evaluate_all(run: Path, episodes: int, threads: int) -> list[dict]:
 def table(run: Path, evals: list[dict], target: float, pauses: list[list[float]]) -> str:
     episodes = list(csv.DictReader((run / "episodes.csv").open()))
     metrics = list(csv.DictReader((run / "metrics.csv").open()))
-    lines = [
-        "| agent steps | frames | training wall-clock | mean of the last 100 training episodes | "
-        "evaluation (deterministic) |",
-        "|---|---|---|---|---|",
-    ]
+    lines = table_head(
+        "agent steps | frames | training wall-clock | mean of the last 100 training episodes "
+        "| evaluation (deterministic)"
+    )
     for r in evals:
         s, t, m = r["step"], elapsed_at(metrics, r["step"]), training_mean(episodes, r["step"])
         if t is not None:  # the run starts when its config is written; the checkpoint's files end it
@@ -93,12 +94,7 @@ def table(run: Path, evals: list[dict], target: float, pauses: list[list[float]]
 
 
 def plot(curves: list[tuple[Path, list[dict]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for i, (run, evals) in enumerate(curves):
         episodes = list(csv.DictReader((run / "episodes.csv").open()))
         steps = [int(e["step"]) for e in episodes]
@@ -125,9 +121,7 @@ def plot(curves: list[tuple[Path, list[dict]]], path: Path) -> None:
     ax.set_ylabel("return")
     ax.set_title("ppokit, configs/ALE/Pong-v5.yaml with bf16, 2 CPU cores")
     ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> None:

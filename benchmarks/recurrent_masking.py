@@ -24,18 +24,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import ROOT, git_commit, machine, pyplot, save_figure, save_json, table_head, today, versions
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, git_commit, machine, save_json, today, versions  # noqa: E402
-
-from ppokit.rl.ppo import PPO  # noqa: E402
-from ppokit.rl.toy_envs import MaskedChoice, RememberFirst  # noqa: E402
+from ppokit.rl.ppo import PPO
+from ppokit.rl.toy_envs import MaskedChoice, RememberFirst
 
 RESULTS = ROOT / "docs" / "results" / "recurrent_masking"
 REPORT = ROOT / "docs" / "results_recurrent_masking.md"
@@ -178,9 +174,10 @@ def report() -> None:
             "",
             f"{spec['what']}; {rows[0]['total_timesteps']:,} steps per run; threshold {THRESHOLDS[task]}.",
             "",
-            "| variant | eval mean ± std over seeds | per seed | steps to threshold | train s (mean) |"
-            + (" invalid actions in training |" if task == "masking" else ""),
-            "|---|---|---|---|---|" + ("---|" if task == "masking" else ""),
+            *table_head(
+                "variant | eval mean ± std over seeds | per seed | steps to threshold | train s (mean)",
+                *(["invalid actions in training"] if task == "masking" else []),
+            ),
         ]
         for variant in spec["variants"]:
             rs = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["seed"])
@@ -216,12 +213,7 @@ def report() -> None:
 
 
 def _figure(records: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(5 * len(TASKS), 3.6))
+    fig, axes = pyplot().subplots(1, len(TASKS), figsize=(5 * len(TASKS), 3.6))
     for ax, (task, spec) in zip(axes, TASKS.items()):
         for variant in spec["variants"]:
             rs = [r for r in records if r["task"] == task and r["variant"] == variant]
@@ -240,9 +232,7 @@ def _figure(records: list[dict]) -> None:
         ax.set_xlabel("env steps")
         ax.set_ylabel("training return (last 100 episodes)")
         ax.legend()
-    fig.tight_layout()
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURE, dpi=90)
+    save_figure(fig, FIGURE, dpi=90)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,33 +19,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import git_commit, machine, versions  # noqa: E402
+from common import ROOT, Launched, git_commit, launch, machine, pyplot, save_figure, table_head, versions
+
+sys.path.insert(0, str(ROOT / "src"))  # ppokit.plotting reads the runs' metrics
 
 OUT = ROOT / "benchmarks" / "out" / "rlhf_vs_grpo"
 ALGOS = {"ppo": "rlhf-ppo", "grpo": "grpo"}
 COLORS = {"ppo": "tab:blue", "grpo": "tab:orange"}
 
 
-def launch(algo: str, seed: int, seconds: float) -> tuple[subprocess.Popen, Path]:
-    """Start ``ppokit <verb>`` for one algorithm and seed; returns the process and its run dir."""
+def run(algo: str, seed: int, seconds: float) -> Launched:
+    """``ppokit <verb>`` for one algorithm and seed, its output in ``OUT/<algo>-s<seed>.log``."""
     run_dir = OUT / f"{algo}-s{seed}"
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "ppokit", ALGOS[algo], "--run-dir", str(run_dir), "--seed", str(seed)]
     cmd += ["--no-progress", "--set", f"max_seconds={seconds}", "--set", "tensorboard=false"]
     cmd += ["--set", "max_steps=1000000"]  # time is the only limit (both presets stop at 2000 steps)
-    log = open(OUT / f"{algo}-s{seed}.log", "w")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), run_dir
+    return launch(cmd, log=OUT / f"{algo}-s{seed}.log")
 
 
 def curve(run_dir: Path) -> list[tuple[float, float, int]]:
@@ -70,13 +66,8 @@ def time_to_gain(points: list[tuple[float, float, int]], gain: float) -> float |
 
 def plot(results: list[dict], out: Path, seconds: float) -> None:
     """Accuracy against seconds, one line per run (colour: algorithm; line style: seed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     styles = ["-", "--", ":", "-."]
-    fig, ax = plt.subplots(figsize=(8, 4.6))
+    fig, ax = pyplot().subplots(figsize=(8, 4.6))
     for r in results:
         xs, ys = zip(*[(t, a) for t, a, _ in r["curve"]])
         style = styles[r["seed"] % len(styles)]
@@ -87,10 +78,7 @@ def plot(results: list[dict], out: Path, seconds: float) -> None:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     commit = git_commit(short=True)
     results = []
     for seed in args.seeds:
-        procs = {algo: launch(algo, seed, args.seconds) for algo in ALGOS}
-        for algo, (proc, run_dir) in procs.items():
-            if proc.wait() != 0:
+        with ThreadPoolExecutor(len(ALGOS)) as pool:  # the pair at the same time
+            done = dict(zip(ALGOS, pool.map(run, ALGOS, [seed] * 2, [args.seconds] * 2)))
+        for algo, proc in done.items():
+            if proc.rc != 0:
                 raise SystemExit(f"{algo} seed {seed} failed; see {OUT / f'{algo}-s{seed}.log'}")
             summary = json.loads((OUT / f"{algo}-s{seed}.log").read_text().strip().splitlines()[-1])
-            points = curve(run_dir)
+            points = curve(OUT / f"{algo}-s{seed}")
             results.append(
                 {
                     "algo": algo,
@@ -129,10 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "summary.json").write_text(json.dumps({"meta": meta, "runs": results}, indent=1))
     plot(results, Path(args.plot), args.seconds)
     print(json.dumps(meta))
-    print(
-        "| algorithm | seed | accuracy before | accuracy after | steps | RL seconds | seconds to +30 points |"
-    )
-    print("|---|---|---|---|---|---|---|")
+    head = "algorithm | seed | accuracy before | accuracy after | steps | RL seconds | seconds to +30 points"
+    print(*table_head(head), sep="\n")
     for r in results:
         to30 = "never" if r["seconds_to_plus_30_points"] is None else f"{r['seconds_to_plus_30_points']:.0f}"
         print(

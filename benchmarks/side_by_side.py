@@ -1,13 +1,11 @@
 """Issue 17 ("Performance, round two"): ppokit against Stable-Baselines3 on the same machine, idle
 and under load, goal by goal; writes docs/benchmarks.md.
 
-    make bench                                          # = .venv/bin/python benchmarks/side_by_side.py
-    python benchmarks/side_by_side.py --quick           # the smoke test CI runs (= --plan ci, ~2 min)
-    python benchmarks/side_by_side.py --plan short      # every goal's path, small budgets (~10-15 min)
-    python benchmarks/side_by_side.py --dry-run         # list the jobs and the time estimate only
-    python benchmarks/side_by_side.py --goals 2 3 --seeds 0 1 2
-    python benchmarks/side_by_side.py --resume benchmarks/out/bench-YYYYmmdd-HHMMSS   # after a crash
-    python benchmarks/side_by_side.py --report-only benchmarks/out/bench-YYYYmmdd-HHMMSS
+    make bench            # = python benchmarks/bench.py run specs/side_by_side.yaml (the published options)
+    python benchmarks/bench.py run specs/side_by_side.yaml --set 'options={quick: true}'   # CI's smoke test
+
+Its options are this module's flags (``--plan short``, ``--goals 2 3``, ``--resume DIR`` after a crash,
+``--dry-run``...); docs/benchmarks.md ("Running it") lists the commands of each use.
 
 Goals (``bench_plan.py`` has the jobs and budgets of each plan):
 
@@ -34,10 +32,7 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -45,13 +40,13 @@ from pathlib import Path
 
 import yaml
 from bench_plan import PLANS, ZOO_CARTPOLE, Job, build_jobs
-from common import OUT, ROOT, git_commit, machine, versions
+from common import OUT, ROOT, BusyLoop, git_commit, launch, machine, versions
 from parse import parse_run
 from peers.venv import PEERS, ensure_peers, probe_peers
 from report import PPOKIT_PACKAGES, write_report
 
 GOALS = ["1", "2", "3", "4", "5"]
-BUSY = "while True: pass"
+PLAN_KEYS = ("seeds", "mujoco_seeds", "mujoco_loads", "mujoco_cap_s", "mujoco_presets")  # override the plan
 LOAD_SLOWDOWN = 1.4  # for the time estimate only
 
 
@@ -74,61 +69,6 @@ def pid_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-class BusyLoop:
-    """The competing CPU-bound process of the load runs: started before them, stopped after.
-
-    With ``external`` (``--load-pid``) the load is a process the user already runs (e.g. a long
-    training pinned to one core with ``taskset``): it gets SIGCONT before the load runs and SIGSTOP
-    before the idle ones, so the idle runs stay alone, and SIGCONT when the harness ends."""
-
-    def __init__(self, external: int | None = None) -> None:
-        self.proc: subprocess.Popen | None = None
-        self.external = external
-        self.paused: list[list[float]] = []  # [stopped at, continued at] of the external process
-
-    def start(self) -> None:
-        if self.external is not None:
-            if self.paused and len(self.paused[-1]) == 1:
-                os.kill(self.external, signal.SIGCONT)
-                self.paused[-1].append(time.time())
-                time.sleep(1.0)
-        elif self.proc is None:
-            self.proc = subprocess.Popen([sys.executable, "-c", BUSY])
-            time.sleep(1.0)  # so that a run launched next already sees a core taken
-
-    def stop(self) -> None:
-        if self.external is not None:
-            if not self.paused or len(self.paused[-1]) == 2:
-                os.kill(self.external, signal.SIGSTOP)
-                self.paused.append([time.time()])
-        elif self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def release(self) -> None:
-        """At the end: the harness's own loop stops, an external load goes on running."""
-        if self.external is not None:
-            self.start()
-        else:
-            self.stop()
-
-    @property
-    def pid(self) -> int | None:
-        if self.external is not None:
-            return None if self.paused and len(self.paused[-1]) == 1 else self.external
-        return self.proc.pid if self.proc is not None else None
-
-
 def capabilities(peers_py: Path) -> dict[str, bool]:
     """Which optional parts each venv has: ppokit:{mujoco,box2d,ale}, peers:{sb3,mujoco,ale}."""
     found = lambda mod: importlib.util.find_spec(mod) is not None  # noqa: E731
@@ -137,39 +77,32 @@ def capabilities(peers_py: Path) -> dict[str, bool]:
     return caps
 
 
-def launch(job: Job, timeout_s: int, busy: BusyLoop) -> None:
-    """Run one job, timed from just before launch (``BENCH_T0``), with the CPU other processes used
-    meanwhile: ``other_cpu_cores`` (all of them) and ``foreign_cpu_cores`` (less the busy loop)."""
+def run_job(job: Job, timeout_s: int, busy: BusyLoop) -> None:
+    """Run one job (``common.launch``: timed from just before launch, ``BENCH_T0``), with the CPU other
+    processes used meanwhile: ``other_cpu_cores`` (all of them) and ``foreign_cpu_cores`` (less the
+    busy loop)."""
     out = Path(job.out)
     if out.exists():  # a rerun after --resume: ppokit refuses a run directory that holds a run
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log = out.parent / f"{out.name}.log"
     busy_pid = busy.pid
-    busy0, mine0, loop0 = busy_seconds(), children_cpu(), pid_cpu(busy_pid) if busy_pid else 0.0
-    t0 = time.time()
-    env = {**os.environ, "BENCH_T0": repr(t0), "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as f:
-        try:
-            rc = subprocess.run(
-                job.cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT, timeout=timeout_s
-            ).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
-    wall = time.time() - t0
-    others = max((busy_seconds() - busy0 - (children_cpu() - mine0)) / max(wall, 1e-9), 0.0)
-    loop = (pid_cpu(busy_pid) - loop0) / max(wall, 1e-9) if busy_pid else 0.0
+    busy0, loop0 = busy_seconds(), pid_cpu(busy_pid) if busy_pid else 0.0
+    done = launch(job.cmd, log=log, timeout=timeout_s)
+    wall = max(done.wall_s, 1e-9)
+    others = max((busy_seconds() - busy0 - done.cpu_s) / wall, 0.0)
+    loop = (pid_cpu(busy_pid) - loop0) / wall if busy_pid else 0.0
     job.record = {
-        "rc": rc,
+        "rc": done.rc,
         "load": job.load,
         "busy_loop_pid": busy_pid,
         "busy_loop_cores": loop,
-        "process_wall_s": wall,
+        "process_wall_s": done.wall_s,
         "other_cpu_cores": others,
         "foreign_cpu_cores": max(others - loop, 0.0),
         "log": str(log),
     }
-    if rc == 0:
+    if done.rc == 0:
         job.record.update(parse_run(job.library, out))
 
 
@@ -193,20 +126,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="Never pip-install the peers (skip what lacks).")
     p.add_argument("--out", type=Path, default=OUT, help="Where the bench-<stamp> directory goes.")
     p.add_argument("--md", type=Path, default=ROOT / "docs" / "benchmarks.md", help="Markdown file to write.")
-    p.add_argument(
-        "--dry-run", action="store_true", help="Print the jobs and the time estimate; run nothing."
-    )
-    p.add_argument(
-        "--resume",
-        type=Path,
-        help="Go on with this bench directory (its plan; --goals/--seeds/--mujoco-* given here extend it).",
-    )
-    p.add_argument(
-        "--load-pid",
-        type=int,
-        help="Use this running process as the load (instead of a busy loop): continued for the load "
-        "runs, stopped (SIGSTOP) for the idle ones. Pin it to one core first (taskset -c 1).",
-    )
+    p.add_argument("--dry-run", action="store_true", help="Print the jobs and the estimate; run nothing.")
+    # fmt: off
+    p.add_argument("--resume", type=Path, help="Go on with this bench directory (its plan; --goals/--seeds/"
+                   "--mujoco-* given here extend it).")
+    p.add_argument("--load-pid", type=int, help="Use this running process as the load (instead of a busy "
+                   "loop): continued for the load runs, stopped (SIGSTOP) for the idle ones. Pin it to one "
+                   "core first (taskset -c 1).")
+    # fmt: on
     p.add_argument("--load-desc", default="", help="What the --load-pid process is (for the report).")
     p.add_argument("--report-only", type=Path, help="Rewrite the report from this bench directory.")
     return p.parse_args(argv)
@@ -214,17 +141,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def plan_from(args: argparse.Namespace) -> tuple[str, dict]:
     name = args.plan or ("ci" if args.quick else "full")
-    plan = dict(PLANS[name])
-    for key, value in (
-        ("seeds", args.seeds),
-        ("mujoco_seeds", args.mujoco_seeds),
-        ("mujoco_loads", args.mujoco_loads),
-        ("mujoco_cap_s", args.mujoco_cap_s),
-        ("mujoco_presets", args.mujoco_presets),
-    ):
-        if value is not None:
-            plan[key] = value
-    return name, plan
+    given = {key: getattr(args, key) for key in PLAN_KEYS}
+    return name, {**PLANS[name], **{k: v for k, v in given.items() if v is not None}}
 
 
 def estimate_min(jobs: list[Job]) -> float:
@@ -232,14 +150,7 @@ def estimate_min(jobs: list[Job]) -> float:
 
 
 # Options that change what runs (a --resume given them extends its plan) and the load's options.
-PLAN_OPTIONS = {
-    "--goals",
-    "--seeds",
-    "--mujoco-seeds",
-    "--mujoco-loads",
-    "--mujoco-cap-s",
-    "--mujoco-presets",
-}
+PLAN_OPTIONS = {"--goals", *("--" + key.replace("_", "-") for key in PLAN_KEYS)}
 LOAD_OPTIONS = {"--load-pid", "--load-desc"}
 
 
@@ -256,8 +167,8 @@ def split_options(argv: list[str], names: set[str]) -> tuple[list[str], list[str
 def main(argv: list[str] | None = None) -> Path | None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.report_only:
-        write_report(args.report_only, args.md)
+    if args.report_only:  # bench.py report: the page from the committed records (the spec's report)
+        write_report((ROOT / args.report_only).resolve(), args.md)
         return args.report_only
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     previous, started, old_caps, old_plan, history = {}, now, None, None, []
@@ -349,7 +260,7 @@ def main(argv: list[str] | None = None) -> Path | None:
                 f"{job.load}, x={job.x}",
                 flush=True,
             )
-            launch(job, plan["timeout_s"], busy)
+            run_job(job, plan["timeout_s"], busy)
             r = job.record
             # 475 is CartPole's solved mark (parse.TARGET); for other envs that time means nothing
             reach = f"time to 475 {r.get('time_to_target')}, " if job.group == "cartpole" else ""

@@ -23,18 +23,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import ROOT, provenance, save_json, today
-
-BUSY = "while True: pass"
+from common import ROOT, BusyLoop, launch, machine_lines, provenance, save_json, table_head, today
 
 
 @contextmanager
@@ -43,18 +38,12 @@ def load(kind: str):
     if kind == "idle":
         yield None
         return
-    busy = subprocess.Popen([sys.executable, "-c", BUSY])
+    busy = BusyLoop(warmup=2.0)
+    busy.start()
     try:
-        time.sleep(2.0)
         yield busy.pid
     finally:
-        busy.kill()
-        busy.wait()
-
-
-def _child_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+        busy.stop()
 
 
 def command(workload: dict, contestant: dict, run_dir: Path) -> list[str]:
@@ -110,20 +99,17 @@ def measure(workload: dict, run_dir: Path, stdout: str) -> dict:
 
 def run_one(workload: dict, contestant: dict, load_kind: str, busy_pid: int | None) -> dict:
     """Run one (workload, contestant) and return its record."""
-    # relative paths are the repository root's; a peer runs with its own venv's libraries
+    # relative paths are the repository root's
     pythonpath = (ROOT / contestant.get("pythonpath", "src")).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
         cmd = command(workload, {**contestant, "pythonpath": pythonpath}, run_dir)
-        env = {**os.environ, "PYTHONPATH": "" if "peer" in contestant else str(pythonpath)}
         loadavg = os.getloadavg()[0]  # what else the machine was doing: the 1-minute load before the run
-        t0, cpu0 = time.perf_counter(), _child_cpu()
         # in the tree's own checkout, so that `--env ID` finds that tree's preset (./configs first)
         cwd = pythonpath.parent if (pythonpath.parent / "configs").is_dir() else ROOT
-        done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-        wall, cpu = time.perf_counter() - t0, _child_cpu() - cpu0
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr[-2000:]}")
+        # a peer runs with its own venv's libraries
+        done = launch(cmd, pythonpath="" if "peer" in contestant else pythonpath, cwd=cwd, check=True)
+        wall, cpu = done.wall_s, done.cpu_s
         record = measure(workload, run_dir, done.stdout)
     shown = " ".join(cmd).replace(f"{sys.executable} -m torch.distributed.run", "torchrun")
     shown = shown.replace(f"{sys.executable} -m ppokit", "ppokit").replace(str(run_dir), "RUN_DIR")
@@ -185,9 +171,10 @@ def report(spec: dict, out: Path) -> str:
         "Medians over the repeats, the spread is min–max; ratio = median steps/s over the first "
         f"contestant's ({first}).",
         "",
-        "| workload | load | contestant | runs | steps/s (median) | spread | ratio | s/step | wall s "
-        "| CPU s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *table_head(
+            "workload | load | contestant | runs | steps/s (median) | spread | ratio | s/step | wall s "
+            "| CPU s"
+        ),
     ]
     records: list[dict] = []
     for wname in spec["workloads"]:
@@ -219,8 +206,7 @@ def report(spec: dict, out: Path) -> str:
         sets = f", `--set {' '.join(c['set'])}`" if c.get("set") else ""
         what = c.get("peer") or c["pythonpath"]
         lines.append(f"- {cname}: `{what}` (commit {', '.join(commits) or 'not run'}){sets}")
-    machines = sorted({f"{r['machine']}; {r['versions']}" for r in records})
-    lines += ["", *[f"Machine: {m}." for m in machines]]
+    lines += ["", *machine_lines(records)]
     loads = [r["loadavg_before"] for r in records if "loadavg_before" in r]
     if loads:  # ~0 on a quiet machine; a busy-loop run adds ~1 itself
         med, top = statistics.median(loads), max(loads)

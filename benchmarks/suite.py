@@ -1,9 +1,7 @@
 """Run the preset suites over several seeds and write docs/results.md from the raw results.
 
-    python benchmarks/suite.py --suite classic                   # 5 envs x seeds 0 1 2, one at a time
-    python benchmarks/suite.py --suite mujoco --envs Hopper-v5 --seeds 0 1 2 --jobs 2
-    python benchmarks/suite.py --report                          # only regenerate docs/results.md
-    python benchmarks/suite.py --random-scores                   # measure the random-policy scores
+    python benchmarks/bench.py run specs/suite.yaml --set options.suite=mujoco --set options.jobs=2
+    python benchmarks/bench.py report specs/suite.yaml           # only regenerate docs/results.md
 
 Each run is a subprocess `python -m ppokit train --config configs/PRESET.yaml --seed K --run-dir ...
 --no-progress --no-eval` followed by `python -m ppokit eval RUN_DIR --json --episodes 10` (deterministic
@@ -27,9 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -37,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from common import ROOT, git_commit, machine, today, versions
+from common import ROOT, launch, provenance, save_json, today
 
 SUITES = {
     "classic": ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"],
@@ -54,7 +50,7 @@ SUITES = {
         "Reacher-v5",
     ],
 }
-PACKAGES = ["torch", "gymnasium", "mujoco", "box2d", "numpy"]
+PACKAGES = ("torch", "gymnasium", "mujoco", "box2d", "numpy")
 CURVE_COLUMNS = ["time/total_timesteps", "time/elapsed_s", "rollout/ep_rew_mean"]
 DEFAULT_OUT = ROOT / "docs" / "results"
 SCRATCH = ROOT / "benchmarks" / "out" / "suite-runs"
@@ -102,10 +98,9 @@ def trim_metrics(src: Path, dst: Path, columns: list[str] = CURVE_COLUMNS) -> fl
     return offset
 
 
-def ppokit_cmd(pythonpath: Path, *args: str) -> tuple[list[str], dict]:
-    """A `python -m ppokit ...` command line and its environment (PYTHONPATH = the library's src)."""
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
-    return [sys.executable, "-m", "ppokit", *args], env
+def ppokit_cmd(*args: str) -> list[str]:
+    """A `python -m ppokit ...` command line (run with ``launch(..., pythonpath=the library's src)``)."""
+    return [sys.executable, "-m", "ppokit", *args]
 
 
 def shown(cmd: list[str]) -> str:
@@ -124,7 +119,7 @@ def train_and_evaluate(job: dict, args: argparse.Namespace, run_dir: Path) -> di
     train_args = ["train", "--config", str(job["config_path"]), "--seed", str(job["seed"])]
     train_args += ["--run-dir", str(run_dir), "--no-progress", "--no-eval"]
     train_args += [a for s in sets for a in ("--set", s)]
-    cmd, env = ppokit_cmd(args.pythonpath, *train_args)
+    cmd = ppokit_cmd(*train_args)
     # an interrupted run of the same command continues from its newest checkpoint; anything else
     # found there (another command's run, one without a checkpoint) starts over
     started_by = run_dir.parent / "command.json"
@@ -139,24 +134,20 @@ def train_and_evaluate(job: dict, args: argparse.Namespace, run_dir: Path) -> di
     if resumed:
         resume_args = ["resume", str(run_dir), "--no-progress", "--no-eval"]
         first = shown(cmd)
-        cmd, env = ppokit_cmd(args.pythonpath, *resume_args)
+        cmd = ppokit_cmd(*resume_args)
     elif run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     started_by.write_text(json.dumps(command))
     started_at.write_text(json.dumps(first_started))
-    start = time.time()
-    subprocess.run(cmd, env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    wall = time.time() - start
-    ecmd, env = ppokit_cmd(
-        args.pythonpath, "eval", str(run_dir), "--json", "--episodes", str(args.eval_episodes)
-    )
-    out = subprocess.run(ecmd, env=env, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    train = launch(cmd, pythonpath=args.pythonpath, check=True)
+    ecmd = ppokit_cmd("eval", str(run_dir), "--json", "--episodes", str(args.eval_episodes))
+    evaluation = launch(ecmd, pythonpath=args.pythonpath, check=True)
     return {
         "budget": budget,
-        "evaluation": json.loads(out.strip().splitlines()[-1]),
-        "wall_s": wall,
-        "eval_s": time.time() - start - wall,
+        "evaluation": json.loads(evaluation.stdout.strip().splitlines()[-1]),
+        "wall_s": train.wall_s,
+        "eval_s": evaluation.wall_s,
         "started": first_started,
         "command": f"{first} (interrupted) && {shown(cmd)} && {shown(ecmd)}"
         if resumed
@@ -204,17 +195,11 @@ def run_one(job: dict, args: argparse.Namespace) -> dict | None:
         "command": done["command"],
         "suite_command": " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "started": done["started"],
-        "date": today(),
-        "library_commit": git_commit(args.pythonpath),
-        "suite_commit": git_commit(ROOT),
-        "machine": machine(),
-        "versions": versions(PACKAGES),
+        **provenance(args.pythonpath, PACKAGES),  # date, machine, versions, harness and library commits
         "note": args.note,
         "config": resolved,
     }
-    tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(result_path)  # result.json appears only once complete: the resumability marker
+    save_json(result_path, result)  # result.json appears only once complete: the resumability marker
     if not args.keep_runs:
         shutil.rmtree(run_dir, ignore_errors=True)
     for name in ("command.json", "started.json"):
@@ -249,7 +234,7 @@ def run_jobs(
         i, job = i_job
         try:
             r = run_one(job, args)
-        except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as e:
+        except (RuntimeError, OSError, ValueError, KeyError) as e:
             msg = f"FAILED ({type(e).__name__}: {e})"
         else:
             if r is None:
@@ -296,17 +281,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    args.out = args.out.resolve()
-    args.pythonpath = args.pythonpath.resolve()
-    args.scratch = args.scratch.resolve()
+def main(argv: list[str] | None = None, p: argparse.ArgumentParser | None = None, jobs_of=plan) -> None:
+    """The command line (the module docstring); table1.py runs it with its parser and its jobs."""
+    args = (p or parser()).parse_args(argv)
+    args.out, args.pythonpath, args.scratch = (x.resolve() for x in (args.out, args.pythonpath, args.scratch))
     if args.random_scores:
         from suite_report import measure_random_scores
 
         measure_random_scores(args.out, [e for envs in SUITES.values() for e in envs])
     if not args.report and not args.random_scores:
-        jobs = plan(args)
+        jobs = jobs_of(args)
         made = run_jobs(jobs, args)
         print(f"{made} new run(s), {len(jobs) - made} skipped or failed", flush=True)
     if not args.no_report:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from aggregate import normalise, stratified_bootstrap_ci
-from common import ROOT, machine, machine_lines, today, versions
+from common import ROOT, machine, machine_lines, pyplot, save_figure, table_head, today, versions
 from suite import SUITES
 from table1 import objective_table, table1_section
 
@@ -90,11 +90,10 @@ def env_summary(runs: list[dict], published: dict) -> dict:
 
 def summary_table(suites: dict, published: dict) -> list[str]:
     """The one-line-per-env table (README pastes it)."""
-    lines = [
-        "| suite | env (preset) | seeds | steps | eval mean ± std | median | best published PPO | target "
-        "| wall-clock per run |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = table_head(
+        "suite | env (preset) | seeds | steps | eval mean ± std | median | best published PPO "
+        "| target | wall-clock per run"
+    )
     for suite in SUITE_ORDER:
         for preset, runs in sorted(suites.get(suite, {}).items()):
             s = env_summary(runs, published)
@@ -131,11 +130,10 @@ def summary_table(suites: dict, published: dict) -> list[str]:
 
 def aggregate_table(suites: dict, published: dict, randoms: dict) -> list[str]:
     """IQM of normalised scores per suite with 95 % stratified-bootstrap intervals."""
-    lines = [
-        "| suite | envs | runs | IQM of normalised score [95 % CI] | envs left out (no random score or "
-        "reference) |",
-        "|---|---|---|---|---|",
-    ]
+    lines = table_head(
+        "suite | envs | runs | IQM of normalised score [95 % CI] "
+        "| envs left out (no random score or reference)"
+    )
     for suite in SUITE_ORDER:
         per_task, left_out = [], []
         for preset, runs in sorted(suites.get(suite, {}).items()):
@@ -167,7 +165,7 @@ def env_details(suite: str, preset: str, runs: list[dict], published: dict, rand
     pub = published["envs"].get(env, {}).get("results", [])
     if pub:
         srcs = published["sources"]
-        lines += ["| published | value | budget | note |", "|---|---|---|---|"]
+        lines += table_head("published | value | budget | note")
         for p in pub:
             val = (
                 ("~" if p.get("approx") else "")
@@ -182,10 +180,9 @@ def env_details(suite: str, preset: str, runs: list[dict], published: dict, rand
     rnd = randoms.get(env)
     if rnd:
         lines += [f"Random policy: {fmt(rnd['mean'])} ± {fmt(rnd['std'])} ({rnd['episodes']} episodes).", ""]
-    lines += [
-        "| seed | eval mean ± std (episodes) | steps | train s | wall s | date | library commit | command |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines += table_head(
+        "seed | eval mean ± std (episodes) | steps | train s | wall s | date | library commit | command"
+    )
     for r in runs:
         lines.append(
             f"| {r['seed']} | {fmt(r['eval_mean'])} ± {fmt(r['eval_std'])} ({r['eval_episodes']}) "
@@ -197,11 +194,7 @@ def env_details(suite: str, preset: str, runs: list[dict], published: dict, rand
 
 def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:
     """Mean and min–max over seeds of the training return, against steps and against wall-clock."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = sorted(presets)
     # constrained layout leaves room for the suptitle (tight_layout drew it over the first row's titles)
     fig, axes = plt.subplots(
@@ -225,8 +218,7 @@ def plot_suite(suite: str, presets: dict[str, list[dict]], path: Path) -> None:
             ax.grid(alpha=0.3)
         row[0].set_ylabel("training return")
     fig.suptitle(f"{suite}: mean (line) and min–max (band) over seeds; grey: each seed", fontsize=10)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80, tight=False)
 
 
 def update_readme(readme: Path, table: list[str], aggregate: list[str], table1: list[str] = ()) -> None:

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import ROOT
+from common import ROOT, launch
 from parse import parse_run
 
 
@@ -52,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             extra += [f"total_timesteps={args.steps}"] if args.steps else []
             for kv in extra:
                 cmd += ["--set", kv]
-            env = dict(os.environ, BENCH_T0=repr(time.time()))
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
+            proc = launch(cmd)
+            if proc.rc != 0:
                 print(json.dumps({"label": label, "seed": seed, "error": proc.stderr[-500:]}), flush=True)
                 continue
             r = parse_run("ppokit", out)

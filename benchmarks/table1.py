@@ -1,8 +1,7 @@
 """The PPO paper's Table 1 (surrogate objectives on MuJoCo), reproduced by one command.
 
-    python benchmarks/table1.py                               # 4 objectives x 7 envs x seeds 0 1 2, 1M steps
-    python benchmarks/table1.py --envs Hopper-v5 --jobs 2     # one env
-    python benchmarks/table1.py --report                      # only regenerate docs/results.md
+    python benchmarks/bench.py run specs/table1.yaml          # 4 objectives x 7 envs x seeds 0 1 2, 1M steps
+    python benchmarks/bench.py run specs/table1.yaml --set 'options.envs=[Hopper-v5]'   # one env
 
 Setting (configs/ppo-paper-mujoco.yaml): the paper's hyperparameters (Schulman et al. 2017, section
 6.1 and Table 3) on the MuJoCo v5 versions of its seven tasks, 1M steps, seeds 0-2, one objective per
@@ -19,15 +18,15 @@ deterministic 10-episode evaluation. Runs use benchmarks/suite.py's machinery: t
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from common import ROOT, machine_lines
-from suite import CURVE_COLUMNS, DEFAULT_OUT, SCRATCH, parser, run_jobs, write_results
+from common import ROOT, machine_lines, table_head
+from suite import CURVE_COLUMNS, parser
+from suite import main as suite_main
 
 ENVS = [
     "HalfCheetah-v5",
@@ -160,7 +159,7 @@ def objective_table(table1_dir: Path, published: dict) -> list[str]:
 def objective_lines(found: dict, rows: dict, published: dict) -> list[str]:
     """``objective_table`` from results already loaded."""
     paper = published["table1"]["rows"]
-    lines = ["| objective | paper | ours (mean normalised score) | runs |", "|---|---|---|---|"]
+    lines = table_head("objective | paper | ours (mean normalised score) | runs")
     for obj in OBJECTIVES:
         ours = rows.get(obj, [])
         value = f"{statistics.fmean(ours):.2f}" if ours else "not yet (no env with all four objectives)"
@@ -231,7 +230,7 @@ def difference_lines(per_env: dict, published: dict, largest_kl: dict) -> list[s
 def env_score_table(per_env: dict) -> list[str]:
     """The normalised score of each objective on each env with all four run."""
     lines = ["Normalised score per env (mean over seeds):", ""]
-    lines += ["| env | " + " | ".join(OBJECTIVES) + " |", "|---|" + "---|" * len(OBJECTIVES)]
+    lines += table_head("env", *OBJECTIVES)
     for env, e in per_env.items():
         if "scores" in e:
             lines.append(f"| {env} | " + " | ".join(f"{e['scores'][o]:.2f}" for o in OBJECTIVES) + " |")
@@ -273,7 +272,7 @@ def table1_section(table1_dir: Path, published: dict) -> list[str]:
         "",
         *env_score_table(per_env),
     ]
-    lines += ["", "| env | random | " + " | ".join(OBJECTIVES) + " |", "|---|---|" + "---|" * len(OBJECTIVES)]
+    lines += ["", *table_head("env", "random", *OBJECTIVES)]
     for env, e in per_env.items():
         cells = [f"{e['means'][o]:,.1f}" if o in e["means"] else "-" for o in OBJECTIVES]
         lines.append(f"| {env} | {e['random']:,.1f} | " + " | ".join(cells) + " |")
@@ -291,9 +290,10 @@ def runs_table(found: dict) -> list[str]:
         "suite's (deterministic policy, 10 episodes). Commands run from the repository root; the",
         "full record of each run is its result.json under docs/results/table1/.",
         "",
-        "| env | objective | seed | last-100 training return | eval mean ± std | wall min | date "
-        "| library commit | command |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *table_head(
+            "env | objective | seed | last-100 training return | eval mean ± std | wall min | date "
+            "| library commit | command"
+        ),
     ]
     for r in runs:
         lines.append(
@@ -342,41 +342,18 @@ def diagnostics_table(table1_dir: Path) -> list[str]:
         "KL(π_old ‖ π) of its minibatches, the fraction of samples with the ratio outside [1 − 0.2, 1 + 0.2]",
         "(measured for every objective), and β at the end (its range over the run) for the KL objectives.",
         "",
-        "| env | objective | seed | mean KL | max KL | clip fraction | β: final (range) |",
-        "|---|---|---|---|---|---|---|",
+        *table_head("env | objective | seed | mean KL | max KL | clip fraction | β: final (range)"),
     ]
     return head + lines + [""]
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--envs", nargs="*", default=ENVS, help="MuJoCo envs (default: the paper's seven).")
+    """suite.py's command line and machinery, with the paper's envs and one run per objective."""
+    p = parser()
+    p.description = __doc__
     p.add_argument("--objectives", nargs="*", default=list(OBJECTIVES), choices=list(OBJECTIVES))
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--budget-scale", type=float, default=1.0)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--scratch", type=Path, default=SCRATCH, help="Where the runs train (deleted after).")
-    p.add_argument("--pythonpath", type=Path, default=ROOT / "src")
-    p.add_argument("--note", default="")
-    p.add_argument("--markdown", type=Path, default=ROOT / "docs" / "results.md")
-    p.add_argument("--report", action="store_true", help="Only regenerate the report.")
-    p.add_argument("--no-report", action="store_true")
-    a = p.parse_args(argv)
-    # the suite's own option set, so run_jobs/run_one see exactly what they expect
-    args = parser().parse_args(
-        ["--jobs", str(a.jobs), "--budget-scale", str(a.budget_scale), "--out", str(a.out)]
-        + ["--scratch", str(a.scratch)]
-        + ["--pythonpath", str(a.pythonpath), "--note", a.note, "--markdown", str(a.markdown)]
-    )
-    args.out, args.pythonpath = args.out.resolve(), args.pythonpath.resolve()
-    args.scratch = args.scratch.resolve()
-    if not a.report:
-        jobs = plan(a.envs, a.objectives, a.seeds, args.out)
-        made = run_jobs(jobs, args)
-        print(f"{made} new run(s), {len(jobs) - made} skipped or failed", flush=True)
-    if not a.no_report:
-        write_results(args.out, args.markdown)
+    p.set_defaults(envs=ENVS)
+    suite_main(argv, p, lambda a: plan(a.envs, a.objectives, a.seeds, a.out))
 
 
 if __name__ == "__main__":

@@ -198,7 +198,7 @@ def test_harness_ci_plan_end_to_end(tmp_path, capsys, monkeypatch):
     ran = []
     fake = {"rc": 1, "process_wall_s": 0.0, "busy_loop_cores": 0.0, "foreign_cpu_cores": 0.0}
     monkeypatch.setattr(
-        side_by_side, "launch", lambda job, *_: ran.append(job) or setattr(job, "record", fake)
+        side_by_side, "run_job", lambda job, *_: ran.append(job) or setattr(job, "record", fake)
     )
     monkeypatch.setattr(side_by_side, "write_report", lambda *a: None)
     records = json.loads((run / "records.json").read_text())  # as if an earlier start had used --load-pid
@@ -237,7 +237,7 @@ def test_external_load_is_paused_for_idle_runs_and_left_running():
     import subprocess
     import time
 
-    from side_by_side import BusyLoop
+    from common import BusyLoop
 
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -362,7 +362,7 @@ def test_benchmarks_page_regenerates_from_the_committed_records(tmp_path):
     from report import write_report
 
     spec = bench.load_spec(ROOT / "benchmarks" / "specs" / "side_by_side.yaml")
-    records = ROOT / spec["report"]["records"]
+    records = ROOT / spec["report"]["report_only"]
     docs = tmp_path / "docs"
     (docs / "benchmarks").mkdir(parents=True)
     shutil.copy(records, docs / "benchmarks" / records.name)

@@ -55,3 +55,12 @@ def test_cli_duplicate_key_and_deep_set_exit_2_with_one_line(tmp_path, capsys):
     assert info.value.code == 2
     assert "levels deep" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()  # nothing claimed
+
+
+@pytest.mark.parametrize("key", ["learning_rate", "vf_clip_range"])
+def test_floats_past_float32_range_are_refused(key):
+    """learning_rate=3.4e37 / vf_clip_range=3.4e38 overflowed inside the update (a traceback)."""
+    with pytest.raises(
+        ConfigError, match=rf"{key}=3.4e\+37 is not allowed; its magnitude must be at most 1e\+30"
+    ):
+        PPOConfig.from_dict({key: 3.4e37})

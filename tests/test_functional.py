@@ -52,7 +52,7 @@ def test_unclipped_and_kl_penalty_objectives():
     # k3 estimate of KL(old || new) from samples of old: r - 1 - log r
     expected_kl = r - 1 - torch.log(r)
     for objective in ("kl_penalty", "kl_adaptive"):
-        loss, _, kl = policy_loss(logp, logp_old, adv, objective, beta=0.5)
+        loss, _, kl = policy_loss(logp, logp_old, adv, objective, kl_coef=0.5)
         assert torch.allclose(kl, expected_kl, atol=1e-6)
         assert torch.allclose(loss, -r * adv + 0.5 * expected_kl, atol=1e-6)
     with pytest.raises(ValueError, match="objective"):
@@ -66,7 +66,7 @@ def test_value_loss_modes_and_clipping():
     huber, _ = value_loss(v, ret, loss_type="huber", huber_delta=1.0)
     # |err| = 1, 3, 0.1 -> 0.5*1, 3-0.5, 0.5*0.01
     assert torch.allclose(huber, t(0.5, 2.5, 0.005))
-    loss, clipped = value_loss(v, ret, v_old, clip_range_vf=0.5)
+    loss, clipped = value_loss(v, ret, v_old, vf_clip_range=0.5)
     # clipped predictions: 0.5, 2.5 (3 clipped to 2.5+0.5=3.0 -> stays 3.0), 0.0
     vc = t(0.5, 3.0, 0.0)
     expected = torch.maximum(0.5 * (v - ret) ** 2, 0.5 * (vc - ret) ** 2)
@@ -93,12 +93,12 @@ def test_gae_matches_reference_loop_with_terminations_and_truncations():
     term = torch.rand(T, N, generator=g) < 0.1
     trunc = (torch.rand(T, N, generator=g) < 0.1) & ~term
     done = term | trunc
-    adv, ret = gae(r, v, nv, term, done, 0.97, 0.9)
+    adv, ret = gae(r, v, nv, term, done, gamma=0.97, gae_lambda=0.9)
     ref = _gae_reference(r, v, nv, term, done, 0.97, 0.9)
     assert torch.allclose(adv, ref, atol=1e-5)
     assert torch.allclose(ret, ref + v, atol=1e-5)
     # A truncation bootstraps (next value used); a termination does not.
-    adv_all_term, _ = gae(r, v, nv, done, done, 0.97, 0.9)
+    adv_all_term, _ = gae(r, v, nv, done, done, gamma=0.97, gae_lambda=0.9)
     assert not torch.allclose(adv_all_term, adv)
 
 

@@ -49,9 +49,9 @@ def test_groups_of_equal_rewards_give_no_policy_gradient():
     model, tok = tiny()
     before = [p.detach().clone() for p in model.parameters()]
     trainer = GRPOTrainer(model, tok, constant_reward, PROMPTS, config(kl_coef=0.0), progress=False)
-    ro = trainer._rollout(trainer._next_rows())
+    ro = trainer.rollout()
     assert torch.equal(ro.advantages, torch.zeros_like(ro.advantages)) and ro.zero_std.all()
-    metrics = trainer._update(ro)
+    metrics = trainer.update(ro)
     assert metrics["grad_norm"] == 0.0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
@@ -68,9 +68,9 @@ def test_old_logprobs_are_computed_once_and_not_at_all_when_mu_is_one(iterations
     trainer.ref_model.base_model.register_forward_pre_hook(
         lambda *_: calls.__setitem__("ref", calls["ref"] + 1)
     )
-    ro = trainer._rollout(trainer._next_rows())
+    ro = trainer.rollout()
     calls.update(policy=0, ref=0)
-    metrics = trainer._update(ro)
+    metrics = trainer.update(ro)
     assert calls == {"policy": policy_calls, "ref": 1}
     if iterations == 1:  # ratio is exactly 1: nothing can be clipped
         assert metrics["train/clipped_fraction"] == 0.0 and metrics["train/clip_fraction"] == 0.0
@@ -89,7 +89,7 @@ def test_unscored_completions_are_left_out():
 
     model, tok = tiny()
     trainer = GRPOTrainer(model, tok, [picky, spread_reward], ["1+1=", "2+3="], config(), progress=False)
-    ro = trainer._rollout(trainer._next_rows())
+    ro = trainer.rollout()
     skipped = torch.tensor([r["prompt"] == "1+1=" for r in ro.rows])
     assert torch.isnan(ro.per_fn[skipped, 0]).all() and not torch.isnan(ro.rewards).any()
 
@@ -97,10 +97,10 @@ def test_unscored_completions_are_left_out():
         return [None if p == "1+1=" else 1.0 for p in prompts]
 
     trainer = GRPOTrainer(model, tok, none_at_all, ["1+1=", "2+3="], config(), progress=False)
-    ro = trainer._rollout(trainer._next_rows())
+    ro = trainer.rollout()
     skipped = torch.tensor([r["prompt"] == "1+1=" for r in ro.rows])
     assert torch.isnan(ro.rewards[skipped]).all() and not ro.mask[skipped].any()
-    assert math.isfinite(trainer._update(ro)["loss"])
+    assert math.isfinite(trainer.update(ro)["loss"])
 
 
 def test_reward_weights_must_match(tmp_path):
@@ -130,9 +130,9 @@ def test_micro_batches_and_prefix_sharing_give_the_same_gradient(micro, share):
         model, tok = tiny()
         cfg = config(micro_batch_size=m, share_prompt_prefix=sh)
         trainer = GRPOTrainer(model, tok, spread_reward, PROMPTS, cfg, progress=False)
-        ro = trainer._rollout(trainer._next_rows())
+        ro = trainer.rollout()
         trainer.optimizer.step = lambda: None  # keep the gradient, skip the update
-        trainer._update(ro)
+        trainer.update(ro)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
@@ -259,3 +259,24 @@ def test_a_new_trainer_refuses_a_run_directory_that_holds_a_run(tmp_path):
     )
     assert resumed.train()["steps"] == 2
     assert read_csv(tmp_path / "metrics.csv")["step"] == [1.0, 2.0]
+
+
+def test_the_changing_the_loss_examples_in_docs_grpo_md_run():
+    """docs/grpo.md's subclass adding a loss term and its registered loss type run as written."""
+    import re
+    from pathlib import Path
+
+    from ppokit.functional import LOSS_TYPES
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "grpo.md").read_text()
+    section = text.split("## Changing the loss", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    try:
+        for block in blocks:
+            exec(compile(block, "docs/grpo.md", "exec"), namespace)
+        assert namespace["cfg"].loss_type == "plain_pg"
+        assert namespace["metrics"]["l2"] > 0
+    finally:
+        LOSS_TYPES.pop("plain_pg", None)

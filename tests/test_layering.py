@@ -24,7 +24,6 @@ SHARED = {
     "plotting",
     "seeding",
     "distributed",
-    "optim",
     "checkpoint",
 }
 SIDES = {"rl", "llm"}

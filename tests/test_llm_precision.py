@@ -129,7 +129,7 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_keeps_prefix_sharin
             any("share_prompt_prefix applies to sampling" in str(w.message) for w in caught) == checkpointing
         )
         assert model.transformer.gradient_checkpointing == checkpointing
-        ro = trainer._rollout(trainer._next_rows())
+        ro = trainer.rollout()
         trainer.guard.zero_grad()
         trainer._epoch_backward(ro, None, None, float(ro.mask.sum()), True, {}, [])
         grads.append([p.grad.clone() for p in model.parameters()])
@@ -156,7 +156,7 @@ def test_rlhf_ppo_trains_under_bf16_with_a_float32_value_head():
     )
     cfg.generation.max_completion_length = 5
     trainer = RLHFPPOTrainer(model, tok, spread_reward, PROMPTS, cfg, progress=False)
-    b = trainer._rollout(trainer._next_rows())
+    b = trainer.rollout()
     assert b.values_old.dtype == torch.float32
-    metrics = trainer._update(b)
+    metrics = trainer.update(b)
     assert metrics["grad_norm"] > 0

@@ -101,12 +101,12 @@ def test_nonfinite_loss_skips_the_step_and_counts_it():
 def _skipping(model, skip):
     step, calls = model.guard.step, iter(range(10**6))
 
-    def wrapped(loss, backward):
+    def wrapped(closure):
         if next(calls) in skip:
             for opt in model.optimizers:
                 opt.zero_grad(set_to_none=True)
             return False
-        return step(loss, backward)
+        return step(closure)
 
     return wrapped
 

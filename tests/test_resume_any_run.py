@@ -102,13 +102,13 @@ def test_non_finite_steps_stop_an_lm_run_with_an_emergency_checkpoint(tmp_path):
         | {"tensorboard": False, "learning_rate": 1e-3, "generation": {"max_completion_length": 4}}
     )
     trainer = GRPOTrainer(model, tok, reward, ["1+1=", "2+2="], cfg, run_dir=tmp_path, progress=False)
-    loss_fn = trainer._loss
+    loss_fn = trainer.loss
 
     def nan_loss(*args, **kwargs):  # a fault injected into every loss (e.g. a reward that overflowed)
         loss, stats = loss_fn(*args, **kwargs)
         return loss * float("nan"), {**stats, "loss": float("nan")}
 
-    trainer._loss = nan_loss
+    trainer.loss = nan_loss
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(NonFiniteError, match="emergency checkpoint") as err:
         trainer.train()

@@ -178,3 +178,50 @@ def test_running_statistics_of_single_rows_and_batches_match_numpy():
         )
         assert rms.count == 500.0
         assert rms.fresh is None  # the moments since the last cross-rank sync: only with several ranks
+
+
+def test_flat_adam_only_where_the_fast_path_runs():
+    from ppokit.rl.fast.optim import FlatAdam
+
+    fast = PPO("CartPole-v1", **SMALL)
+    assert fast.manual_grad is not None and all(isinstance(o, FlatAdam) for o in fast.optimizers)
+    autograd = PPO("CartPole-v1", manual_grad=False, separate_optimizers=True, **SMALL)
+    assert autograd.manual_grad is None and len(autograd.optimizers) == 2
+    assert all(isinstance(o, torch.optim.Adam) for o in autograd.optimizers)
+    fast.close()
+    autograd.close()
+
+
+def test_an_autograd_policy_resumes_exactly_with_torch_adam(tmp_path):
+    cfg = dict(SMALL, seed=5, manual_grad=False, checkpoint_every=64, keep_checkpoints=10)
+    a = PPO("CartPole-v1", run_dir=tmp_path / "a", **cfg).learn(4 * 64)
+    b = PPO.resume(tmp_path / "a" / "checkpoints" / f"step_{2 * 64:012d}", run_dir=tmp_path / "b")
+    assert b.manual_grad is None and isinstance(b.optimizers[0], torch.optim.Adam)
+    b.learn()
+    assert torch.equal(_params(a), _params(b))
+    state_a, state_b = a.optimizers[0].state_dict()["state"], b.optimizers[0].state_dict()["state"]
+    assert state_a.keys() == state_b.keys() and len(state_a) > 0
+    for k in state_a:
+        assert torch.equal(state_a[k]["exp_avg_sq"], state_b[k]["exp_avg_sq"])
+        assert (
+            float(state_a[k]["step"]) == float(state_b[k]["step"]) == 16
+        )  # 4 updates of 2 epochs x 2 minibatches
+    a.close()
+    b.close()
+
+
+def test_a_training_state_from_flat_adam_loads_into_an_autograd_run():
+    """A checkpoint written when FlatAdam trained every classic policy (its flat layout) still loads
+    into an autograd run's torch.optim.Adam, moments and step count intact."""
+    old = PPO("CartPole-v1", seed=3, **SMALL).learn(64)  # the fast path: FlatAdam's layout
+    sd = old.state_dict()
+    new = PPO("CartPole-v1", seed=3, manual_grad=False, **SMALL)
+    new.load_state_dict(sd)
+    adam = new.optimizers[0]
+    moments = torch.cat([adam.state[p]["exp_avg"].flatten() for p in new.policy.parameters()])
+    assert torch.equal(moments, old.optimizers[0].exp_avg)
+    assert all(float(adam.state[p]["step"]) == old.optimizers[0].steps > 0 for p in new.policy.parameters())
+    new.learn(64, reset_num_timesteps=False)  # and trains on
+    assert torch.isfinite(_params(new)).all()
+    old.close()
+    new.close()

@@ -68,7 +68,7 @@ def test_token_gae_ignores_whatever_sits_in_padding():
 def test_with_lambda_one_and_gamma_one_the_return_is_the_sum_of_future_rewards():
     mask = padded_mask([4, 2])
     rewards = torch.tensor([[1.0, 2.0, 3.0, 4.0, 0, 0], [5.0, 6.0, 0, 0, 0, 0]])
-    _, ret = token_gae(rewards, torch.randn(mask.shape), mask, gamma=1.0, lam=1.0)
+    _, ret = token_gae(rewards, torch.randn(mask.shape), mask, gamma=1.0, gae_lambda=1.0)
     assert torch.allclose(ret[0, :4], torch.tensor([10.0, 9.0, 7.0, 4.0]))
     assert torch.allclose(ret[1, :2], torch.tensor([11.0, 6.0]))
 

@@ -47,7 +47,7 @@ def grads(params) -> list[bool]:
 
 def test_shared_value_loss_reaches_head_and_trunk_policy_loss_never_reaches_the_head():
     t = trainer_for("shared")
-    b = t._rollout(t._next_rows())
+    b = t.rollout()
     logp, values, _ = t._forward(b, slice(None))
     (values * b.mask).sum().backward(retain_graph=True)
     assert all(grads(t.value_head.parameters()))
@@ -65,7 +65,7 @@ def test_separate_critic_shares_nothing_with_the_policy():
     t = trainer_for("separate")
     policy_ids = {id(p) for p in t.model.parameters()}
     assert not policy_ids & {id(p) for p in t.critic.parameters()}
-    b = t._rollout(t._next_rows())
+    b = t.rollout()
     logp, values, _ = t._forward(b, slice(None))
     (values * b.mask).sum().backward(retain_graph=True)
     assert not any(grads(t.model.parameters()))
@@ -116,12 +116,12 @@ def test_dropout_is_off_so_the_first_ratio_is_one_even_for_a_model_with_dropout(
 
 def test_rollout_rewards_are_kl_terms_plus_the_score_at_the_last_token():
     t = trainer_for(kl_coef=0.3, missing_eos_penalty=2.0)
-    b = t._rollout(t._next_rows())
+    b = t.rollout()
     assert b.kl.abs().sum() == 0  # the policy is its own reference on step one
     with torch.no_grad():  # perturb the policy so the KL terms are non-zero
         for p in t.model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    b = t._rollout(t._next_rows())
+    b = t.rollout()
     assert b.kl[b.mask].abs().sum() > 0 and (b.kl[~b.mask] == 0).all()
     raw = torch.tensor(digit_fraction(None, b.texts))
     assert torch.allclose(b.scores, raw - 2.0 * (~b.ended).float())  # the missing-EOS penalty
@@ -194,3 +194,24 @@ def test_reward_model_scores_like_a_reward_function_and_ignores_padding(tmp_path
 def test_reward_model_with_two_labels_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="num_labels=1"):
         RewardModel(tiny_reward_model(tmp_path / "rm", num_labels=2))
+
+
+def test_the_guarded_step_checks_the_real_loss_of_its_micro_batches():
+    """The optimizer-step contract (train/step.py): each step's closure returns the sum of the losses
+    its micro-batches backpropagated (not a sum of diagnostics), and ``loss`` is the override point."""
+    t = trainer_for(micro_batch_size=2, n_epochs=1)  # 2 minibatches of 4, each 2 micro-batches
+    per_step: list[float] = []
+    step = t.guard.step
+    t.guard.step = lambda closure: step(lambda: per_step.append(closure()) or per_step[-1])
+    micro: list[float] = []
+    original = t.loss
+
+    def recording_loss(batch):
+        loss, terms = original(batch)
+        micro.append(float(loss))
+        return loss, terms
+
+    t.loss = recording_loss
+    t.train_step()
+    assert len(per_step) == 2 and len(micro) == 4
+    assert per_step == pytest.approx([micro[0] + micro[1], micro[2] + micro[3]])

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ppokit.config_aliases import ALIASES  # re-exported: ppokit.config.ALIASES is the table
+from ppokit.config_aliases import ALIASES, FOREIGN_KEYS  # re-exported: ppokit.config.ALIASES is the table
 from ppokit.errors import ConfigError
 from ppokit.train.files import atomic_write
 
@@ -34,6 +34,7 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 2, 
 _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 80, 80, 80
 MAX_STRING = 4096  # longest string value a config accepts (ids, paths, names)
 MAX_CONFIG_BYTES = 1_000_000  # largest config file read
+MAX_CONFIG_FLOAT = 1e30  # largest magnitude of a float setting: float32 (max 3.4e38) must hold it scaled
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: the same rules, ~10x faster
 MAX_YAML_DEPTH = 100  # deeper nesting is no config: 60,000-deep `[[[...` raised RecursionError (issue 34)
 
@@ -272,6 +273,10 @@ class ConfigBase:
             if key not in names:
                 close = difflib.get_close_matches(str(key)[:200], names, n=1)
                 hint = f"; did you mean {_prefix + close[0]!r}?" if close else f"; known keys: {names}"
+                if key in FOREIGN_KEYS and "env_id" in names:  # the Gymnasium config (rl-zoo's keys)
+                    hint = f": {FOREIGN_KEYS[key]}"
+                elif isinstance(value, dict) and {"n_timesteps", "policy"} & set(value):
+                    hint = f": it looks like an rl-zoo hyperparameter file: --zoo FILE --env {short(key)}"
                 raise ConfigError(f"unknown config key {short(full)}{hint}")
             tp = hints[key]
             if dataclasses.is_dataclass(tp) and isinstance(value, dict):
@@ -335,6 +340,14 @@ class ConfigBase:
             # NaN passes no comparison-based rule by accident, and Inf turns every update into NaN.
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name}={value!r} is not allowed; must be a finite number")
+            # Finite but past float32's range once scaled (3.4e38): learning_rate=3.4e37 or
+            # vf_clip_range=3.4e38 raised "value cannot be converted to type float without overflow"
+            # inside the update (the property-based config test found both).
+            if isinstance(value, float) and abs(value) > MAX_CONFIG_FLOAT:
+                raise ConfigError(
+                    f"{f.name}={value!r} is not allowed; its magnitude must be at most {MAX_CONFIG_FLOAT:g} "
+                    "(training computes in float32)"
+                )
             if isinstance(value, str) and len(value) > MAX_STRING:  # a pasted file, not an id or a path
                 raise ConfigError(
                     f"{f.name}={short(value)} is not allowed; {len(value)} characters, at most {MAX_STRING}"

@@ -54,3 +54,19 @@ ALIASES: dict[str, tuple[str, str]] = {
     # vectorised environments
     "n_envs": ("num_envs", "Stable-Baselines3 (make_vec_env)"),
 }
+
+# Keys of other libraries that are not aliases (no ppokit key means the same), with what to do instead.
+# ``from_dict`` names this advice for an unknown key before guessing a close spelling: the guess
+# suggested n_steps for rl-zoo's n_timesteps and env_kwargs for policy_kwargs (issue 30).
+FOREIGN_KEYS: dict[str, str] = {
+    "n_timesteps": "rl-zoo's training budget is total_timesteps here (a zoo file loads with --zoo FILE)",
+    "policy": "ppokit picks the policy's encoder from the observation space; drop it (a zoo file loads "
+    "with --zoo FILE)",
+    "policy_kwargs": "network sizes and activation are keys of the network section (network.hidden_sizes, "
+    "network.activation); a zoo file loads with --zoo FILE, which maps its policy_kwargs",
+    "normalize": "rl-zoo's normalize is normalize_obs and normalize_reward here (a zoo file loads with "
+    "--zoo FILE)",
+    "env_wrapper": "rl-zoo's env_wrapper is env_wrappers here (a zoo file loads with --zoo FILE)",
+    "frame_stack": "rl-zoo's frame_stack is ALE's env_kwargs.stack_num here (a zoo file loads with "
+    "--zoo FILE)",
+}

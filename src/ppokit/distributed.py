@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ppokit.functional import masked_whiten, normalize
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -112,6 +114,24 @@ def global_mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     mean = s / n
     var = max(sq - n * mean * mean, 0.0) / max(n - 1, 1)
     return torch.tensor(mean, dtype=x.dtype), torch.tensor(var**0.5, dtype=x.dtype), int(n)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True) -> torch.Tensor:
+    """``x`` normalised by the mean and std of its (``mask``ed) elements over every rank: the one
+    advantage whitening of both sides (classic PPO's minibatches, RLHF's token batches).
+
+    One process: ``functional.normalize`` (no mask; SB3's unbiased std) or ``functional.masked_whiten``
+    (TRL's masked rule; ``shift_mean=False`` only rescales). Several ranks: the union of their
+    elements' unbiased statistics (``global_mean_std``), so N ranks normalise as one process with
+    their union would; zero outside the mask.
+    """
+    if not info().enabled:
+        return normalize(x) if mask is None else masked_whiten(x, mask, shift_mean)
+    mean, std, n = global_mean_std(x if mask is None else x[mask.bool()])
+    if n <= 1:  # one element in all: nothing to scale (no NaN), as functional.normalize
+        return x if mask is None else x * mask.to(x.dtype)
+    out = (x - mean) / (std + 1e-8) + (0.0 if shift_mean else mean)
+    return out if mask is None else out * mask.to(x.dtype)
 
 
 def all_gather_objects(obj: object) -> list[object]:

@@ -187,7 +187,11 @@ class Tracker:
 
 
 class ProgressBar:
-    """A rich progress bar: steps done/total, steps/s, the latest headline metric, ETA."""
+    """A rich progress bar: steps done/total, steps/s, the latest headline metric, ETA.
+
+    Without a terminal (output to a file, a pipe, a batch scheduler's log) rich draws nothing until
+    the end, so a long run looked dead (issue 30); there it prints a plain line every ``plain_every``
+    seconds instead, flushed at once."""
 
     def __init__(
         self,
@@ -196,10 +200,14 @@ class ProgressBar:
         metric_name: str = "return",
         enabled: bool = True,
         unit: str = "steps",
+        plain_every: float = 30.0,
+        console: Any = None,
     ):
         self.metric_name = metric_name
         self.unit = unit
         self.start = time.time()
+        self.total, self.description = total, description
+        self.plain_every, self.plain_at = plain_every, self.start
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -210,7 +218,11 @@ class ProgressBar:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             disable=not enabled,
+            console=console,
         )
+        self.plain = enabled and not self.progress.console.is_terminal
+        if self.plain:
+            self.progress.disable = True
         self.task = self.progress.add_task(description, total=total, rate=0.0, metric=f"{metric_name} -")
 
     def __enter__(self) -> ProgressBar:
@@ -232,3 +244,12 @@ class ProgressBar:
             else (f"{self.metric_name} {metric:.2f}")
         )
         self.progress.update(self.task, completed=completed, rate=rate, metric=text)
+        now = time.time()
+        if self.plain and (now - self.plain_at >= self.plain_every or completed >= self.total):
+            self.plain_at = now
+            line = (
+                f"{self.description}: {completed:,}/{self.total:,} {self.unit}, {rate:,.0f} {self.unit}/s, "
+                f"{text}, {now - self.start:,.0f} s"
+            )
+            self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self.progress.console.file.flush()

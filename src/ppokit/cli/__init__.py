@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ppokit.cli import export, lm, resume, rl
+from ppokit.cli import export, lm, presets, resume, rl, tune
 from ppokit.cli.boundary import OneLineParser, report
 from ppokit.train.signals import exit_code
 
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume.register(sub)
     lm.register(sub)
     export.register(sub)
+    presets.register(sub)
+    tune.register(sub)
     return parser
 
 

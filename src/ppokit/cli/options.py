@@ -55,9 +55,11 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         (
             "--env",
             "ID",
-            "Gymnasium id, or module:Id (imports module first); uses configs/<ID>.yaml when it exists.",
+            "Gymnasium id, or module:Id (imports module first), or a preset name; uses its preset "
+            "(`ppokit presets` lists them).",
         ),
         ("--config", "FILE.yaml", "YAML config file (keys as in README's config table)."),
+        ("--zoo", "FILE.yml", "rl-baselines3-zoo hyperparameter file: train its entry for --env."),
         (
             "--gym-packages",
             "MODULE",

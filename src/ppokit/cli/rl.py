@@ -1,10 +1,11 @@
 """The Gymnasium verbs ``train``, ``eval`` and ``plot``: their parsers, what they do, and the run
 directory; ``resume_ppo`` is what ``ppokit resume`` (``cli/resume.py``) does for a PPO run.
 
-Config precedence (later wins): the preset ``configs/<env>.yaml`` (CartPole-v1 when no --env and no
---config), the --config file, the explicit flags, then each ``--set key=value``. Each layer is brought
-to canonical key names first (``ppokit.config.ALIASES``), so SB3's ``n_envs`` in a file and
-``--num-envs`` on the command line are one key, and the later one wins.
+Config precedence (later wins): the preset ``<env>.yaml`` (rl/presets.py: ./configs, then the ones
+shipped in ppokit/presets; CartPole-v1 when no --env and no --config) or an rl-zoo file (--zoo, or a
+--config that is one: rl/zoo.py), the --config file, the explicit flags, then each ``--set key=value``.
+Each layer is brought to canonical key names first (``ppokit.config.ALIASES``), so SB3's ``n_envs`` in
+a file and ``--num-envs`` on the command line are one key, and the later one wins.
 """
 
 from __future__ import annotations
@@ -65,40 +66,34 @@ def register(sub: Any) -> None:
     p.set_defaults(func=plot_command)
 
 
-def preset_dirs() -> list[Path]:
-    """Where presets are looked up: ./configs, then the configs/ folder of the source checkout."""
-    return [Path.cwd() / "configs", Path(__file__).resolve().parents[3] / "configs"]
-
-
-def find_preset(env_id: str) -> Path | None:
-    """``configs/<env_id>.yaml`` if it exists."""
-    for d in preset_dirs():
-        try:
-            if (d / f"{env_id}.yaml").is_file():
-                return d / f"{env_id}.yaml"
-        except OSError:  # an id too long for a file name has no preset (the env check names it)
-            return None
-    return None
-
-
 def resolve_config(args: argparse.Namespace) -> PPOConfig:
     """Merge preset, config file, flags and overrides into one validated ``PPOConfig``."""
     from ppokit.rl.config import PPOConfig
+    from ppokit.rl.presets import find_preset
+    from ppokit.rl.zoo import is_zoo_mapping, zoo_data
 
     data: dict[str, Any] = {}
     # `--env ""` is a mistake to report, not a request for the default (it trained CartPole: issue 16)
     env_id = args.env if args.env is not None else (None if args.config else DEFAULT_ENV)
     if env_id == "":
         raise ConfigError("--env '' is not allowed; give a Gymnasium environment id")
-    if env_id:
+    config = read_yaml_mapping(Path(args.config)) if args.config else {}
+    zoo = getattr(args, "zoo", None) or (args.config if is_zoo_mapping(config) else None)
+    if zoo:  # an rl-zoo hyperparameter file replaces the preset (rl/zoo.py)
+        data.update(zoo_data(config if zoo == args.config else read_yaml_mapping(Path(zoo)), args.env, zoo))
+        print(f"zoo hyperparameters: {zoo} for {data['env_id']}")
+        config, env_id = ({} if zoo == args.config else config), data["env_id"]
+    elif env_id:  # a preset named after an env id (ALE/Breakout-v5) or its own (CartPole-v1-fast)
         preset = find_preset(env_id)
         if preset is not None:
             data.update(PPOConfig.canonicalize(read_yaml_mapping(preset)))
+            print(f"preset: {preset}")
+            env_id = data.setdefault("env_id", env_id)
         data["env_id"] = env_id
-    if args.config:
-        data.update(PPOConfig.canonicalize(read_yaml_mapping(Path(args.config))))
+    if config:
+        data.update(PPOConfig.canonicalize(config))
         if args.env is not None:
-            data["env_id"] = args.env
+            data["env_id"] = env_id
     for flag, key in (
         ("total_timesteps", "total_timesteps"),
         ("seed", "seed"),

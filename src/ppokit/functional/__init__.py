@@ -12,6 +12,16 @@ from ppokit.functional.diagnostics import (
     outside_clip,
 )
 from ppokit.functional.kl import adaptive_beta, adaptive_kl_coef, kl_estimate, kl_k1, kl_k2, kl_k3
+from ppokit.functional.loss_types import (
+    LOSS_TYPES,
+    REDUCTIONS,
+    LossType,
+    Reduction,
+    aggregate_token_loss,
+    get_loss_type,
+    reduction_of,
+    register_loss_type,
+)
 from ppokit.functional.losses import (
     cispo_surrogate,
     clipped_surrogate,
@@ -22,10 +32,14 @@ from ppokit.functional.losses import (
     unclipped_surrogate,
     value_loss,
 )
-from ppokit.functional.reductions import aggregate_token_loss, masked_mean, masked_sum, masked_var
+from ppokit.functional.reductions import masked_mean, masked_sum, masked_var
 from ppokit.functional.tokens import last_token_index, masked_whiten, per_token_rewards, token_gae
 
 __all__ = [
+    "LOSS_TYPES",
+    "REDUCTIONS",
+    "LossType",
+    "Reduction",
     "adaptive_beta",
     "adaptive_kl_coef",
     "aggregate_token_loss",
@@ -38,6 +52,7 @@ __all__ = [
     "entropy_from_logits",
     "explained_variance",
     "gae",
+    "get_loss_type",
     "group_normalize",
     "kl_estimate",
     "kl_k1",
@@ -53,6 +68,8 @@ __all__ = [
     "outside_clip",
     "per_token_rewards",
     "policy_loss",
+    "reduction_of",
+    "register_loss_type",
     "token_gae",
     "sapo_surrogate",
     "unclipped_surrogate",

@@ -11,8 +11,9 @@ def gae(
     next_values: torch.Tensor,
     terminated: torch.Tensor,
     done: torch.Tensor,
+    *,  # keyword-only: gamma and gae_lambda are both floats in [0, 1], easily swapped by position
     gamma: float = 0.99,
-    lam: float = 0.95,
+    gae_lambda: float = 0.95,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised Advantage Estimation (Schulman et al. 2016, https://arxiv.org/abs/1506.02438).
 
@@ -23,7 +24,7 @@ def gae(
     recursion so no advantage leaks across episodes.
 
         delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t
-        A_t     = delta_t + gamma * lam * (1 - done_t) * A_{t+1}
+        A_t     = delta_t + gamma * gae_lambda * (1 - done_t) * A_{t+1}
 
     Returns ``(advantages, returns)`` with ``returns = advantages + values`` (the critic's target).
     """
@@ -32,7 +33,7 @@ def gae(
     deltas = rewards + gamma * not_term * next_values - values
     advantages = torch.empty_like(rewards)
     last = torch.zeros_like(rewards[0])
-    decay = gamma * lam
+    decay = gamma * gae_lambda
     for t in range(rewards.shape[0] - 1, -1, -1):
         last = deltas[t] + decay * not_done[t] * last
         advantages[t] = last

@@ -66,10 +66,11 @@ def unclipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor) -> torch.
 
 
 def kl_penalty_surrogate(
-    ratio: torch.Tensor, advantages: torch.Tensor, kl: torch.Tensor, beta: float
+    ratio: torch.Tensor, advantages: torch.Tensor, kl: torch.Tensor, kl_coef: float
 ) -> torch.Tensor:
-    """Negated KL-penalised surrogate ``-(r*A - beta*KL)`` (PPO eq. 8); ``kl`` is per sample."""
-    return -(ratio * advantages) + beta * kl
+    """Negated KL-penalised surrogate ``-(r*A - kl_coef*KL)`` (PPO eq. 8, where it is beta); ``kl``
+    is per sample."""
+    return -(ratio * advantages) + kl_coef * kl
 
 
 def policy_loss(
@@ -78,7 +79,7 @@ def policy_loss(
     advantages: torch.Tensor,
     objective: str = "clip",
     clip_range: float = 0.2,
-    beta: float = 0.0,
+    kl_coef: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample policy loss for one of ``OBJECTIVES``; shapes ``[B]`` (or any equal shape).
 
@@ -92,7 +93,7 @@ def policy_loss(
     if objective == "clip":
         loss = clipped_surrogate(ratio, advantages, clip_range)[0]
     elif objective in ("kl_penalty", "kl_adaptive"):
-        loss = kl_penalty_surrogate(ratio, advantages, kl, beta)
+        loss = kl_penalty_surrogate(ratio, advantages, kl, kl_coef)
     elif objective == "none":
         loss = unclipped_surrogate(ratio, advantages)
     else:
@@ -104,15 +105,15 @@ def value_loss(
     values: torch.Tensor,
     returns: torch.Tensor,
     values_old: torch.Tensor | None = None,
-    clip_range_vf: float | None = None,
+    vf_clip_range: float | None = None,
     loss_type: str = "mse",
     huber_delta: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample critic loss and a bool mask of samples where the clipped loss was the larger one.
 
     ``mse`` is ``0.5 * (V - R)**2`` (the 0.5 as in CleanRL/TRL, so its gradient is the plain error);
-    ``huber`` is smooth L1 with threshold ``huber_delta``. With ``clip_range_vf`` the prediction is
-    also clipped to ``values_old +- clip_range_vf`` and the element-wise maximum of the two losses is
+    ``huber`` is smooth L1 with threshold ``huber_delta``. With ``vf_clip_range`` the prediction is
+    also clipped to ``values_old +- vf_clip_range`` and the element-wise maximum of the two losses is
     taken (PPO2 / "Implementation Matters", Engstrom et al. 2020). Its own range, not the policy's:
     value scales differ from ratio scales.
     """
@@ -123,11 +124,11 @@ def value_loss(
     else:
         raise ValueError(f"loss_type={loss_type!r}; allowed: ['mse', 'huber']")
     loss = fn(values)
-    if clip_range_vf is None:
+    if vf_clip_range is None:
         return loss, torch.zeros_like(loss, dtype=torch.bool)
     if values_old is None:
-        raise ValueError("values_old is required when clip_range_vf is set")
-    values_clipped = values_old + torch.clamp(values - values_old, -clip_range_vf, clip_range_vf)
+        raise ValueError("values_old is required when vf_clip_range is set")
+    values_clipped = values_old + torch.clamp(values - values_old, -vf_clip_range, vf_clip_range)
     loss_clipped = fn(values_clipped)
     return torch.maximum(loss, loss_clipped), (loss_clipped > loss).detach()
 

@@ -68,7 +68,7 @@ def token_gae(
     values: torch.Tensor,
     mask: torch.Tensor,
     gamma: float = 1.0,
-    lam: float = 0.95,
+    gae_lambda: float = 0.95,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GAE over the tokens of padded completions of different lengths: ``(advantages, returns)`` [B, L].
 
@@ -82,7 +82,9 @@ def token_gae(
     next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
     positions = torch.arange(rewards.shape[1], device=rewards.device)
     ends = positions[None, :] >= last_token_index(mask)[:, None]  # [B, L]: last valid token or padding
-    adv, ret = gae((rewards * m).T, values.T, next_values.T, ends.T, ends.T, gamma, lam)  # time first
+    adv, ret = gae(
+        (rewards * m).T, values.T, next_values.T, ends.T, ends.T, gamma=gamma, gae_lambda=gae_lambda
+    )  # time first
     return adv.T * m, ret.T * m
 
 

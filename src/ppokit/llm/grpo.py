@@ -2,11 +2,15 @@
 
 DeepSeekMath (Shao et al. 2024, https://arxiv.org/abs/2402.03300), section 4.1. One training step:
 
-1. generate   G completions per prompt, one batched pass with a KV cache        (``_rollout``)
+1. generate   G completions per prompt, one batched pass with a KV cache        (``rollout``)
 2. advantage  A = (r - mean_group) / (std_group + eps), rewards from the user's functions
-3. KL         k3 estimate of KL(pi || pi_ref) per token, weighted by kl_coef   (``_loss``)
+3. KL         k3 estimate of KL(pi || pi_ref) per token, weighted by kl_coef   (``loss``)
 4. loss       -min(r*A, clip(r, 1-eps_low, 1+eps_high)*A) + kl_coef*KL, aggregated by
-              ``loss_type``, ``n_epochs`` updates per generation batch          (``_update``)
+              ``loss_type``, ``n_epochs`` updates per generation batch          (``update``)
+
+``train_step`` is ``rollout`` then ``update``; ``loss(batch)`` is the override point (the class
+docstring shows a subclass adding a term). What each ``loss_type`` means, its objective and its
+reduction, is one entry of ``ppokit.functional.loss_types.LOSS_TYPES``.
 
 The maths lives in ``ppokit.functional`` (shared with Gymnasium PPO); prompts, evaluation,
 checkpoints and the report live in ``ppokit.llm.trainer.LMTrainer``; this file is the algorithm.
@@ -23,16 +27,14 @@ import torch
 
 from ppokit import distributed
 from ppokit.functional import (
-    aggregate_token_loss,
-    cispo_surrogate,
     clip_fraction,
     clipped_fractions,
-    clipped_surrogate,
+    get_loss_type,
     group_normalize,
     kl_k3,
     masked_mean,
     masked_sum,
-    sapo_surrogate,
+    reduction_of,
 )
 from ppokit.llm.generation import completion_logprobs
 from ppokit.llm.grpo_config import GRPOConfig
@@ -56,6 +58,54 @@ class Rollout:
     advantages: torch.Tensor  # [B]
     zero_std: torch.Tensor  # [B] the row's group had equal rewards
 
+    def micro_batch(
+        self,
+        rows: slice,
+        logp_old: torch.Tensor | None = None,
+        logp_ref: torch.Tensor | None = None,
+        step_tokens: float | None = None,
+        n_micro: int = 1,
+        with_entropy: bool = False,
+    ) -> GRPOBatch:
+        """The ``GRPOTrainer.loss`` input for ``rows`` of this batch; ``logp_old`` / ``logp_ref`` are
+        the whole batch's (``[B, L]``) or None; ``step_tokens`` defaults to the rows' valid tokens."""
+        mask = self.mask[rows]
+        return GRPOBatch(
+            self.prompt_ids[rows],
+            self.prompt_mask[rows],
+            self.completion_ids[rows],
+            mask,
+            self.advantages[rows],
+            None if logp_old is None else logp_old[rows],
+            None if logp_ref is None else logp_ref[rows],
+            float(mask.sum().clamp(min=1)) if step_tokens is None else step_tokens,
+            n_micro,
+            with_entropy,
+        )
+
+
+@dataclass
+class GRPOBatch:
+    """One micro-batch, the input of ``GRPOTrainer.loss``: ``n`` rows of a ``Rollout`` and what the
+    optimizer step they belong to needs to normalise (``Rollout.micro_batch`` builds it)."""
+
+    prompt_ids: torch.Tensor  # [n, P]
+    prompt_mask: torch.Tensor  # [n, P]
+    completion_ids: torch.Tensor  # [n, L]
+    mask: torch.Tensor  # [n, L]
+    advantages: torch.Tensor  # [n]
+    logp_old: torch.Tensor | None  # [n, L]; None: the current policy sampled them (ratio 1)
+    logp_ref: torch.Tensor | None  # [n, L]; None: no KL term
+    step_tokens: float  # valid tokens of the whole optimizer step (all ranks' mean)
+    n_micro: int  # micro-batches in the optimizer step
+    with_entropy: bool = False  # also report the mean token entropy
+
+    @property
+    def share(self) -> float:
+        """This micro-batch's part of the optimizer step: a per-step term times ``share``, added
+        to each micro-batch's loss, adds up to the term once over the step."""
+        return 1.0 / self.n_micro
+
 
 class GRPOTrainer(LMTrainer):
     """``GRPOTrainer(model, tokenizer, reward_funcs, train_prompts, config).train()``.
@@ -66,6 +116,25 @@ class GRPOTrainer(LMTrainer):
     list[bool]`` add a held-out exact-match accuracy (greedy decoding). With ``run_dir`` the trainer
     writes config.yaml, metrics.csv, tb/, plots/, samples.md and checkpoints/ there. ``ref_model``
     defaults to a frozen copy of ``model`` taken here (none at all when ``kl_coef == 0``).
+
+    One step (``train_step``) is ``rollout()`` (generate and score a batch) then ``update(batch)``
+    (the optimizer steps), which calls ``loss(micro_batch) -> (loss, terms)`` for every micro-batch.
+    To change the loss, override ``loss``; the loop stays as it is. E.g. an L2 pull of the weights
+    towards where they started, added once per optimizer step (``share`` spreads it over the
+    micro-batches)::
+
+        class AnchoredGRPO(GRPOTrainer):
+            def _setup(self):
+                super()._setup()
+                self.start = [p.detach().clone() for p in self.model.parameters()]
+
+            def loss(self, batch):
+                loss, terms = super().loss(batch)
+                l2 = sum(((p - p0) ** 2).sum() for p, p0 in zip(self.model.parameters(), self.start))
+                terms["l2"] = float(l2)
+                return loss + 0.01 * l2 * batch.share, terms
+
+    A new ``loss_type`` is one ``ppokit.functional.register_loss_type`` call (docs/grpo.md).
     """
 
     algo = "grpo"
@@ -92,7 +161,10 @@ class GRPOTrainer(LMTrainer):
 
     # ------------------------------------------------------------------ 1. generate
     @torch.no_grad()
-    def _rollout(self, rows: list[dict[str, Any]]) -> Rollout:
+    def rollout(self, rows: list[dict[str, Any]] | None = None) -> Rollout:
+        """Generate G completions for each of ``rows`` (default: the next ``prompts_per_step``
+        prompts), score them and compute their group-relative advantages: one step's batch."""
+        rows = self._next_rows() if rows is None else rows
         cfg, G = self.config, self.config.num_generations
         rows = [r for r in rows for _ in range(G)]  # groups of G consecutive rows
         # each group's prompt runs once, its KV cache shared by the G completions (share_prompt_prefix)
@@ -155,36 +227,29 @@ class GRPOTrainer(LMTrainer):
         with self.reference() as ref:
             return self._logprobs(ref, ro)
 
-    def _loss(
-        self,
-        ro: Rollout,
-        s: slice,
-        logp_old: torch.Tensor | None,
-        logp_ref: torch.Tensor | None,
-        num_tokens: float,
-        n_chunks: int,
-        with_entropy: bool,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss of one micro-batch (already scaled for gradient accumulation) and its diagnostics."""
+    def loss(self, batch: GRPOBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one micro-batch, as it enters ``backward`` (already scaled for gradient
+        accumulation: the micro-batches' losses add up to the optimizer step's), and its detached
+        diagnostics (``loss``, the clip fractions, ``kl``, ``entropy``). The override point."""
         cfg = self.config
         bonus = cfg.ent_coef > 0
         with self.autocast():
             logp, entropy = completion_logprobs(
                 self.model,
-                ro.prompt_ids[s],
-                ro.prompt_mask[s],
-                ro.completion_ids[s],
-                ro.mask[s],
+                batch.prompt_ids,
+                batch.prompt_mask,
+                batch.completion_ids,
+                batch.mask,
                 cfg.generation.temperature,
-                with_entropy or bonus,
+                batch.with_entropy or bonus,
                 group_size=self._loss_group,
                 chunk_size=cfg.logprob_chunk_size,
                 entropy_grad=bonus,
             )
         # n_epochs == 1: the policy that sampled is the current one, so the detached current
         # log-probs are the old ones (ratio = 1, gradient of r*A = A * grad logp) - no extra forward.
-        old = logp.detach() if logp_old is None else logp_old[s]
-        mask = ro.mask[s]
+        old = logp.detach() if batch.logp_old is None else batch.logp_old
+        mask = batch.mask
         log_ratio = logp - old
         if cfg.importance_sampling_level == "sequence":
             # GSPO (Zheng et al. 2025, https://arxiv.org/abs/2507.18071, eq. 7): one ratio per completion,
@@ -192,32 +257,30 @@ class GRPOTrainer(LMTrainer):
             seq = masked_sum(log_ratio, mask, dim=-1) / mask.sum(-1).clamp(min=1)
             log_ratio = seq[:, None].expand_as(logp)
         ratio = torch.exp(log_ratio)
-        per_token, is_low, is_high = self._objective(ratio, ro.advantages[s, None], logp)
+        per_token, is_low, is_high = self._objective(ratio, batch.advantages[:, None], logp)
         # the two clip fractions of ppokit.functional.diagnostics, under the classic side's names
         stats = {f"train/{k}": v.item() for k, v in clipped_fractions(is_low, is_high, mask).items()}
         stats["train/clip_fraction"] = clip_fraction(ratio, cfg.clip_range, mask, cfg.clip_range_high).item()
-        if logp_ref is not None:
-            kl = kl_k3(logp, logp_ref[s])  # KL(pi || pi_ref), samples from pi (DeepSeekMath eq. 4)
+        if batch.logp_ref is not None:
+            kl = kl_k3(logp, batch.logp_ref)  # KL(pi || pi_ref), samples from pi (DeepSeekMath eq. 4)
             per_token = per_token + cfg.kl_coef * kl
             stats["kl"] = masked_mean(kl.detach(), mask).item()
-        if entropy is not None and with_entropy:
+        if entropy is not None and batch.with_entropy:
             stats["entropy"] = masked_mean(entropy.detach(), mask).item()
-        loss = aggregate_token_loss(
-            per_token,
-            mask,
-            cfg.loss_type,
-            cfg.generation.max_completion_length,
-            num_items_in_batch=num_tokens,
-        )
-        token_normalised = cfg.loss_type in ("dapo", "cispo")
+        # what loss_type means, objective and reduction, is its entry in functional.loss_types
+        reduce = reduction_of(cfg.loss_type)
+        m = mask.to(per_token.dtype)
+        step_tokens = torch.as_tensor(batch.step_tokens, dtype=per_token.dtype)
+        loss = reduce.fn(per_token, m, cfg.generation.max_completion_length, step_tokens)
         if bonus:  # the mean token entropy over the optimizer step, whatever loss_type (as TRL)
             mean_entropy = masked_sum(entropy, mask) / (
-                num_tokens if token_normalised else mask.sum().clamp(min=1)
+                batch.step_tokens if reduce.step_normalised else mask.sum().clamp(min=1)
             )
             loss = loss - cfg.ent_coef * mean_entropy
-        # dapo/cispo already divide by the whole step's token count; the others average micro-batches.
-        if not token_normalised:
-            loss = loss / n_chunks
+        # a step-normalised reduction already divides by the whole step's tokens; the others are
+        # micro-batch means, averaged over the step's micro-batches
+        if not reduce.step_normalised:
+            loss = loss / batch.n_micro
         stats["loss"] = loss.item()
         return loss, stats
 
@@ -225,20 +288,7 @@ class GRPOTrainer(LMTrainer):
         self, ratio: torch.Tensor, advantages: torch.Tensor, logp: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The per-token objective of ``loss_type`` (negated), and the low/high clip masks."""
-        cfg = self.config
-        high = cfg.clip_range if cfg.clip_range_high is None else cfg.clip_range_high
-        if cfg.loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):  # PPO's clip; they differ in the reduction
-            return clipped_surrogate(ratio, advantages, cfg.clip_range, cfg.clip_range_high, cfg.delta)
-        none = torch.zeros_like(ratio, dtype=torch.bool)
-        if cfg.loss_type == "cispo":  # the weight is capped at 1 + clip_range_high; no gradient is removed
-            return cispo_surrogate(ratio, advantages, logp, 1.0 + high), none, none
-        if cfg.loss_type == "sapo":
-            return (
-                sapo_surrogate(ratio, advantages, cfg.sapo_temperature_pos, cfg.sapo_temperature_neg),
-                none,
-                none,
-            )
-        raise ValueError(f"loss_type={cfg.loss_type!r} has no objective here")
+        return get_loss_type(self.config.loss_type).objective(ratio, advantages, logp, self.config)
 
     def _epoch_backward(
         self,
@@ -253,14 +303,15 @@ class GRPOTrainer(LMTrainer):
     ) -> float:
         """Backward over the micro-batches of ``part`` of the batch (all of it by default; gradient
         accumulation) for one optimizer step; appends the diagnostics to ``sums`` and the summed loss
-        to ``losses``, and returns that loss."""
+        to ``losses``, and returns that loss: the optimizer step's loss, which the guard checks."""
         part = part if part is not None else slice(0, len(ro.rows))
         chunks = [
             slice(part.start + c.start, part.start + c.stop) for c in self._chunks(part.stop - part.start)
         ]
         total = 0.0
         for s in chunks:
-            loss, stats = self._loss(ro, s, logp_old, logp_ref, num_tokens, len(chunks), first)
+            batch = ro.micro_batch(s, logp_old, logp_ref, num_tokens, len(chunks), first)
+            loss, stats = self.loss(batch)
             (loss * self.guard.loss_scale).backward()  # the loss scale is 1 unless fp16
             total += stats.pop("loss")
             for k, v in stats.items():
@@ -268,7 +319,9 @@ class GRPOTrainer(LMTrainer):
         losses.append(total)
         return total
 
-    def _update(self, ro: Rollout) -> dict[str, float]:
+    def update(self, ro: Rollout) -> dict[str, float]:
+        """``n_epochs`` passes of ``steps_per_generation`` optimizer steps over the batch ``ro``;
+        returns the mean loss, diagnostics and gradient norm over the steps taken."""
         cfg = self.config
         logp_ref = self._ref_logprobs(ro) if self.has_reference else None
         steps = cfg.steps_per_generation
@@ -306,9 +359,9 @@ class GRPOTrainer(LMTrainer):
     def train_step(self) -> dict[str, float]:
         """Generate, score and update once; returns the step's metrics (TRL's names)."""
         start = time.perf_counter()
-        ro = self._rollout(self._next_rows())
+        ro = self.rollout()
         gen_time = time.perf_counter() - start
-        metrics = self._update(ro)
+        metrics = self.update(ro)
         self.step += 1
         self.last_rollout = ro
         self.last_samples = [
@@ -342,4 +395,4 @@ class GRPOTrainer(LMTrainer):
         return distributed.aggregate_metrics(metrics, summed=("num_tokens", "completion_tokens_per_s"))
 
 
-__all__ = ["GRPOConfig", "GRPOTrainer", "Rollout"]
+__all__ = ["GRPOBatch", "GRPOConfig", "GRPOTrainer", "Rollout"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppokit.config import check, option
-from ppokit.functional.reductions import LOSS_TYPES
+from ppokit.functional.loss_types import LOSS_TYPES
 from ppokit.llm.config import ADDITION_BASE_PRESET, LMConfig, accepts_other_names
 
 

@@ -2,15 +2,16 @@
 Ouyang et al. 2022, in five steps per batch.
 
 1. rollout   one completion per prompt, one batched pass with a KV cache, scored by the reward
-             functions and/or a reward model                                          (``_rollout``)
+             functions and/or a reward model                                           (``rollout``)
 2. score     log-probs under the sampling policy (pi_old) and the frozen reference, and one value
              per token from the value head                                            (``_score``)
 3. rewards   r_t = -kl_coef * KL_t on every token, plus the score at the last token (Ziegler eq. 2)
 4. GAE       over tokens (gamma = 1, lambda = 0.95), advantages whitened over valid tokens
 5. update    n_epochs passes of num_mini_batches minibatches: clipped surrogate plus
-             vf_coef * clipped value loss, both averaged over valid tokens             (``_update``)
+             vf_coef * clipped value loss, both averaged over valid tokens     (``update``, ``loss``)
 
 then the adaptive rule moves ``kl_coef`` towards its target (Ziegler et al. 2019, section 2.2).
+``train_step`` is ``rollout`` then ``update``; ``loss(batch)`` is the override point, as on GRPO.
 The losses, GAE and KL estimators are ``ppokit.functional`` (shared with Gymnasium PPO); the token
 layout is ``ppokit.functional.tokens``; prompts, evaluation, checkpoints and the run loop are
 ``ppokit.llm.trainer.LMTrainer``. Implementation choices follow Huang et al., "The N+ implementation
@@ -37,7 +38,6 @@ from ppokit.functional import (
     kl_estimate,
     kl_k3,
     masked_sum,
-    masked_whiten,
     outside_clip,
     per_token_rewards,
     token_gae,
@@ -73,6 +73,22 @@ class PPOBatch:
     returns: torch.Tensor  # [B, L] critic targets
 
 
+@dataclass
+class PPOMiniBatch:
+    """The input of ``RLHFPPOTrainer.loss``: the rows ``idx`` of a rollout ``PPOBatch`` (one
+    micro-batch of a minibatch), and the minibatch's valid-token count the loss is divided by."""
+
+    rollout: PPOBatch
+    idx: torch.Tensor  # [n] row indices into the rollout
+    step_tokens: float  # valid tokens of the optimizer step's minibatch (all ranks' mean)
+    with_entropy: bool = False  # also report the mean token entropy
+
+    @property
+    def share(self) -> float:
+        """This micro-batch's part of the optimizer step (its share of the minibatch's tokens)."""
+        return float(self.rollout.mask[self.idx].sum()) / self.step_tokens
+
+
 class RLHFPPOTrainer(LMTrainer):
     """``RLHFPPOTrainer(model, tokenizer, reward_funcs, train_prompts, config).train()``.
 
@@ -81,6 +97,10 @@ class RLHFPPOTrainer(LMTrainer):
     strings or dicts with a ``prompt`` key. The value head sits on the policy's trunk or, with
     ``value_model="separate"``, on a copy of the initial model's trunk. ``ref_model`` defaults to a
     frozen copy of ``model`` taken here (none when ``kl_coef == 0`` and the rule is not adaptive).
+
+    One step (``train_step``) is ``rollout()`` then ``update(batch)``, which calls ``loss(mini_batch)
+    -> (loss, terms)`` per micro-batch: override ``loss`` to add a term (``GRPOTrainer``'s docstring
+    has an example; ``PPOMiniBatch.share`` scales a per-step term).
     """
 
     algo = "rlhf_ppo"
@@ -220,7 +240,10 @@ class RLHFPPOTrainer(LMTrainer):
 
     # ------------------------------------------------------------------ 1-4. rollout and advantages
     @torch.no_grad()
-    def _rollout(self, rows: list[dict[str, Any]]) -> PPOBatch:
+    def rollout(self, rows: list[dict[str, Any]] | None = None) -> PPOBatch:
+        """Sample one completion for each of ``rows`` (default: the next ``prompts_per_step`` prompts),
+        score it, and compute per-token rewards, values, advantages and returns: one step's batch."""
+        rows = self._next_rows() if rows is None else rows
         cfg = self.config
         prompt_ids, prompt_mask, out, texts = self.sample(rows)
         scores, per_fn = self.score_samples(rows, out, texts)  # a step with no signal stops the run
@@ -235,27 +258,20 @@ class RLHFPPOTrainer(LMTrainer):
         self._score(b)
         b.rewards = per_token_rewards(scores, b.kl, mask, self.kl_coef)
         if cfg.whiten_rewards:
-            b.rewards = self._whiten(b.rewards, mask, shift_mean=False)
+            b.rewards = distributed.whiten(b.rewards, mask, shift_mean=False)
         advantages, b.returns = token_gae(b.rewards, b.values_old, mask, cfg.gamma, cfg.gae_lambda)
         # Whitened over the whole batch's valid tokens, once (Huang et al. 2024; TRL does the same).
-        b.advantages = self._whiten(advantages, mask) if cfg.normalize_advantage else advantages
+        b.advantages = distributed.whiten(advantages, mask) if cfg.normalize_advantage else advantages
         return b
 
-    def _whiten(self, x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-        """``masked_whiten`` over this batch, or over every rank's batch under torchrun."""
-        if not self.dist.enabled:
-            return masked_whiten(x, mask, shift_mean)
-        mean, std, _ = distributed.global_mean_std(x[mask.bool()])
-        out = (x - mean) / (std + 1e-8) + (0.0 if shift_mean else mean)
-        return out * mask.to(x.dtype)
-
     # ------------------------------------------------------------------ 5. update
-    def _loss(
-        self, b: PPOBatch, idx: torch.Tensor, num_tokens: float, with_entropy: bool
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss of one chunk, already divided by the minibatch's token count, and its diagnostics."""
+    def loss(self, batch: PPOMiniBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one micro-batch, already divided by its minibatch's token count (the
+        micro-batches' losses add up to the optimizer step's), and its detached diagnostics, each
+        the micro-batch's share of the minibatch's token mean. The override point."""
         cfg = self.config
-        logp, values, entropy = self._forward(b, idx, with_entropy=with_entropy)
+        b, idx, num_tokens = batch.rollout, batch.idx, batch.step_tokens
+        logp, values, entropy = self._forward(b, idx, with_entropy=batch.with_entropy)
         mask = b.mask[idx]
         ratio = torch.exp(logp - b.logp_old[idx])
         pg, is_low, is_high = clipped_surrogate(ratio, b.advantages[idx], cfg.clip_range)
@@ -285,16 +301,21 @@ class RLHFPPOTrainer(LMTrainer):
         self, b: PPOBatch, idx: torch.Tensor, num_tokens: float, first: bool, step: dict[str, float]
     ) -> float:
         """Backward over one minibatch's micro-batches (gradient accumulation), summing each chunk's
-        share of the diagnostics into ``step``; returns their sum (NaN when any is)."""
+        share of the diagnostics into ``step``; returns the minibatch's loss (the micro-batches'
+        losses summed), which the guard checks."""
         micro = self.config.micro_batch_size or len(idx)
+        total = 0.0
         for j in range(0, len(idx), micro):
-            loss, stats = self._loss(b, idx[j : j + micro], num_tokens, with_entropy=first)
+            loss, stats = self.loss(PPOMiniBatch(b, idx[j : j + micro], num_tokens, first))
             (loss * self.guard.loss_scale).backward()  # the loss scale is 1 unless fp16
+            total += float(loss)
             for k, v in stats.items():
                 step[k] = step.get(k, 0.0) + v
-        return sum(step.values())
+        return total
 
-    def _update(self, b: PPOBatch) -> dict[str, float]:
+    def update(self, b: PPOBatch) -> dict[str, float]:
+        """``n_epochs`` passes of minibatch optimizer steps over the batch ``b``; returns the mean
+        diagnostics and gradient norm over the steps taken."""
         cfg = self.config
         lr = self._lr()
         self.optimizer.param_groups[0]["lr"] = lr
@@ -322,10 +343,10 @@ class RLHFPPOTrainer(LMTrainer):
     def train_step(self) -> dict[str, float]:
         """Roll out, score and update once, then adapt kl_coef; returns the step's metrics (TRL's names)."""
         start = time.perf_counter()
-        b = self._rollout(self._next_rows())
+        b = self.rollout()
         rollout_time = time.perf_counter() - start
         kl_coef = self.kl_coef
-        metrics = self._update(b)
+        metrics = self.update(b)
         kl_seq = b.kl.sum(1)  # KL per completion, summed over its tokens (as Ziegler et al. and TRL)
         mean_kl = float(distributed.all_reduce_mean(kl_seq.mean()))  # over every rank's completions
         cfg = self.config
@@ -372,4 +393,4 @@ class RLHFPPOTrainer(LMTrainer):
         return plot_rlhf_run(run_dir)
 
 
-__all__ = ["PPOBatch", "RLHFPPOConfig", "RLHFPPOTrainer"]
+__all__ = ["PPOBatch", "PPOMiniBatch", "RLHFPPOConfig", "RLHFPPOTrainer"]

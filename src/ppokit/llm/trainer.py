@@ -13,7 +13,6 @@ KL penalty and keeps all of this (its value head goes into ``_extra_state`` / ``
 from __future__ import annotations
 
 import copy
-import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -42,7 +41,7 @@ from ppokit.train.loop import RunLoop
 from ppokit.train.precision import autocast as precision_autocast
 from ppokit.train.rng import capture_rng, restore_rng
 from ppokit.train.rundir import RunDirLock, config_text, write_config
-from ppokit.train.step import GuardedStep, LossScaler, gradients
+from ppokit.train.step import GuardedStep, LossScaler
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
 COMPLETIONS = "completions.jsonl"  # the completions table: one JSON object per sampled completion
@@ -302,16 +301,10 @@ class LMTrainer:
 
     def _guarded_step(self, accumulate: Callable[[], float]) -> bool:
         """One optimizer step through ``self.guard``: ``accumulate()`` runs the forward and backward
-        passes of the step's micro-batches and returns their summed loss (and diagnostics). A
-        non-finite sum turns the gradients into NaN, so the guard skips and counts the step, on every
-        rank alike (the gradients are averaged first); returns whether the step was taken."""
-
-        def backward() -> None:
-            if not math.isfinite(accumulate()):
-                for g in gradients(self.guard.optimizers, fill_missing=True):
-                    g.fill_(math.nan)
-
-        return self.guard.step(0.0, backward)
+        passes of the step's micro-batches and returns their summed loss, which the guard checks
+        with the gradients (a non-finite one skips and counts the step, on every rank alike);
+        returns whether the step was taken."""
+        return self.guard.step(accumulate)
 
     # ------------------------------------------------------------------ evaluation, loop
     @torch.no_grad()

@@ -33,8 +33,9 @@ class NetworkConfig(ConfigBase):
     action_bounds: str = option(
         "clip",
         "Bounded Box actions: clip the Gaussian sample at the env (SB3's default), or tanh-squash it to "
-        "the bounds with the log-prob corrected.",
-        choices=("clip", "tanh"),
+        "the bounds with the log-prob corrected, or beta: a Beta distribution scaled to the bounds "
+        "(rl/distributions.py; issue 32).",
+        choices=("clip", "tanh", "beta"),
     )
     image_encoder: str = option(
         "auto",
@@ -140,7 +141,9 @@ class PPOConfig(ConfigBase):
     n_epochs: int = option(10, "Passes over the rollout per update.")
     learning_rate: float = option(3e-4, "Adam learning rate (initial value when annealed).")
     lr_schedule: str = option(
-        "constant", "Learning-rate schedule over training.", choices=("constant", "linear")
+        "constant",
+        "Learning-rate schedule over training; adaptive: rsl_rl's KL rule (desired_kl, rl/adaptive_lr.py).",
+        choices=("constant", "linear", "adaptive"),
     )
     adam_betas: list[float] = option([0.9, 0.999], "Adam (beta1, beta2).")
     adam_eps: float = option(1e-5, "Adam epsilon (1e-5 as in the OpenAI baselines PPO).")
@@ -209,6 +212,27 @@ class PPOConfig(ConfigBase):
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")
     report_to: list[str] | None = report_to_option()
 
+    # -- issue 32: device-resident batched envs (rl/batched/) and what rsl_rl users expect ----------
+    timeout_bootstrap: str = option(
+        "auto",
+        "Batched envs: how a time-out (truncated episode) is bootstrapped. final_obs: with V(true final "
+        "observation) (the env must give it); value_of_obs: with V of the observation the last action was "
+        "taken in (rsl_rl's rule, reward += gamma * V(s)); auto: final_obs where the env gives it, else "
+        "value_of_obs. Gymnasium numpy envs always use final_obs.",
+        choices=("auto", "final_obs", "value_of_obs"),
+    )
+    desired_kl: float = option(
+        0.01,
+        "lr_schedule=adaptive: per minibatch, lr /= 1.5 when approx KL > 2 * desired_kl and lr *= 1.5 when "
+        "it is < desired_kl / 2, kept in [1e-5, 1e-2] (rsl_rl's rule).",
+    )
+    init_at_random_ep_len: bool = option(
+        False,
+        "Batched envs with a writable episode_length_buf (Isaac Lab's, ppokit's torch envs): start each "
+        "instance at a random step of its time limit, so thousands of episodes do not all end together "
+        "(rsl_rl's OnPolicyRunner.learn option). Fresh runs only; a resumed run restores the envs.",
+    )
+
     @property
     def rollout_size(self) -> int:
         """Transitions per update: ``n_steps * num_envs``."""
@@ -267,6 +291,7 @@ class PPOConfig(ConfigBase):
         check(0 <= self.gae_lambda <= 1, "gae_lambda", self.gae_lambda, "must lie in [0, 1]")
         self.check_each(("kl_coef", "ent_coef", "vf_coef"), lambda v: v >= 0, "must be >= 0")
         check(self.adaptive_kl_target > 0, "adaptive_kl_target", self.adaptive_kl_target, "must be > 0")
+        check(self.desired_kl > 0, "desired_kl", self.desired_kl, "must be > 0")  # issue 32
 
     def _check_switches(self) -> None:
         """The auto/true/false switches, and the minibatch size a recurrent network needs."""

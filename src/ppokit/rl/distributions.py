@@ -10,6 +10,14 @@ Box actions of any shape are handled flat (``[B, prod(shape)]``: the rollout sto
 ``network.action_bounds: tanh``: the Gaussian sample ``u`` is stored and the env gets
 ``low + (tanh(u) + 1) (high - low) / 2``; its log-probability carries the change-of-variables
 correction (SAC, Haarnoja et al. 2018, appendix C, https://arxiv.org/abs/1801.01290).
+
+``beta`` is a bounded Box under ``network.action_bounds: beta`` (issue 32): each action dimension is
+``low + x (high - low)`` with ``x ~ Beta(alpha, beta)`` on (0, 1), so actions never leave the bounds
+and no probability mass piles up at a clip (Chou et al. 2017, "Improving Stochastic Policy Gradients
+in Continuous Control with Deep Reinforcement Learning using the Beta Distribution",
+http://proceedings.mlr.press/v70/chou17a.html). The policy outputs ``[B, 2k]``; ``alpha = 1 +
+softplus(out[:, :k])``, ``beta = 1 + softplus(out[:, k:])``: both above 1, so the density is unimodal
+and finite at the bounds. The rollout stores ``x``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from ppokit.functional.losses import entropy_from_logits
 from ppokit.rl.masking import masked_binary, masked_entropy, masked_log_softmax
 
 _LOG_2PI = math.log(2 * math.pi)
-KINDS = ("discrete", "multidiscrete", "multibinary", "box", "squashed_box")
+KINDS = ("discrete", "multidiscrete", "multibinary", "box", "squashed_box", "beta")
+_BETA_EPS = 1e-6  # stored Beta samples are kept in [eps, 1 - eps]: float32 can round a sample to 0 or 1
 _LOG_2 = math.log(2.0)
 
 
@@ -46,8 +55,15 @@ def action_kind(space: gym.Space, bounds: str = "clip") -> str:
                     "use clip"
                 )
             return "squashed_box"
+        if bounds == "beta":  # issue 32: Beta actions for bounded Boxes
+            if not space.is_bounded("both"):
+                raise EnvConfigError(
+                    f"network.action_bounds='beta' is not allowed for the unbounded action space {space}; "
+                    "use clip"
+                )
+            return "beta"
         if bounds != "clip":
-            raise EnvConfigError(f"network.action_bounds={bounds!r} is not allowed; use clip or tanh")
+            raise EnvConfigError(f"network.action_bounds={bounds!r} is not allowed; use clip, tanh or beta")
         return "box"
     raise EnvConfigError(
         f"action space {space} is not supported; supported: Discrete, MultiDiscrete, MultiBinary, Box"
@@ -79,12 +95,14 @@ class ActionDistribution:
         self.env_shape: tuple[int, ...] = tuple(action_space.shape)
         flat = int(np.prod(self.env_shape)) if self.env_shape else 1
         self.out_dim = sum(self.nvec) if self.nvec else flat
+        if self.kind == "beta":  # alpha and beta per action dimension
+            self.out_dim = 2 * flat
         # How the rollout stores actions: indices as in the space, Box/MultiBinary values flat.
         self.action_shape: tuple[int, ...] = {"discrete": (), "multidiscrete": self.env_shape}.get(
             self.kind, (flat,)
         )
         self.action_dtype = torch.long if self.kind in ("discrete", "multidiscrete") else torch.float32
-        if self.gaussian:
+        if self.gaussian or self.kind == "beta":
             self.low = np.asarray(action_space.low, dtype=np.float64).reshape(-1)
             self.high = np.asarray(action_space.high, dtype=np.float64).reshape(-1)
         if self.kind == "squashed_box":
@@ -102,6 +120,9 @@ class ActionDistribution:
             return np.clip(a, self.low, self.high).reshape(B, *self.env_shape).astype(self.space.dtype)
         if self.kind == "multibinary":
             return actions.reshape(B, *self.env_shape).astype(self.space.dtype)
+        if self.kind == "beta":
+            a = self.low + actions.astype(np.float64) * (self.high - self.low)
+            return np.clip(a, self.low, self.high).reshape(B, *self.env_shape).astype(self.space.dtype)
         if self.start is not None and np.any(self.start != 0):
             return actions + self.start
         return actions
@@ -111,6 +132,12 @@ class ActionDistribution:
         written as 2 (log 2 - u - softplus(-2u)), stable for large |u| (as in SB3's and CleanRL's SAC)."""
         log_dtanh = 2.0 * (_LOG_2 - u - torch.nn.functional.softplus(-2.0 * u))
         return log_dtanh.sum(-1) + self._log_scale_sum
+
+    def beta_params(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha, beta)`` ``[B, k]`` of a Beta policy's output ``[B, 2k]`` (both > 1)."""
+        k = self.out_dim // 2
+        sp = torch.nn.functional.softplus
+        return 1.0 + sp(out[:, :k]), 1.0 + sp(out[:, k:])
 
     def _split(self, logits: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(logits, self.nvec, dim=-1))
@@ -133,6 +160,8 @@ class ActionDistribution:
         """log pi(a|s) ``[B]`` and the entropy ``[B]`` of the distribution ``out`` ``[B, out_dim]``
         (over the allowed actions only, given a ``mask``)."""
         out = out.float()  # a bfloat16 network output (bf16 autocast): the log-probs in float32
+        if self.kind == "beta":
+            return beta_log_prob_entropy(*self.beta_params(out), actions)
         if self.gaussian:
             z = (actions - out) * torch.exp(-log_std)
             logp = (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)
@@ -171,6 +200,14 @@ class ActionDistribution:
         """An action (``[B]`` discrete, ``[B, k]`` otherwise) and its log-probability ``[B]``;
         ``deterministic`` takes the mode; a ``mask`` restricts both to the allowed actions."""
         out = out.float()  # as in log_prob_entropy
+        if self.kind == "beta":
+            alpha, beta = self.beta_params(out)
+            if deterministic:  # the mode of a Beta with alpha, beta > 1
+                x = (alpha - 1.0) / (alpha + beta - 2.0)
+            else:
+                x = torch.distributions.Beta(alpha, beta).sample()
+            x = x.clamp(_BETA_EPS, 1.0 - _BETA_EPS)
+            return x, beta_log_prob_entropy(alpha, beta, x)[0]
         if self.gaussian:
             action = out if deterministic else out + torch.exp(log_std) * torch.randn_like(out)
             return action, self.log_prob_entropy(out, action, log_std)[0]
@@ -196,3 +233,21 @@ class ActionDistribution:
         if self.kind == "discrete":
             return parts[0], logps[0]
         return torch.stack(parts, dim=-1), torch.stack(logps).sum(0)
+
+
+def beta_log_prob_entropy(
+    alpha: torch.Tensor, beta: torch.Tensor, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log-density of ``x`` in (0, 1) ``[B, k]`` under independent Beta(alpha, beta), summed over k,
+    and the entropy ``[B]``: log B(a, b) - (a-1) psi(a) - (b-1) psi(b) + (a+b-2) psi(a+b)."""
+    x = x.clamp(_BETA_EPS, 1.0 - _BETA_EPS)
+    log_norm = torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)  # log B(a, b)
+    logp = (alpha - 1.0) * torch.log(x) + (beta - 1.0) * torch.log1p(-x) - log_norm
+    dg = torch.digamma
+    entropy = (
+        log_norm
+        - (alpha - 1.0) * dg(alpha)
+        - (beta - 1.0) * dg(beta)
+        + (alpha + beta - 2.0) * dg(alpha + beta)
+    )
+    return logp.sum(-1), entropy.sum(-1)

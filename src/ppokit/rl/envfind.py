@@ -24,6 +24,9 @@ from ppokit.errors import EnvConfigError, MissingDependencyError
 
 # (id prefix, module to import, pip requirement). A prefix ending in "/" is a Gymnasium namespace.
 KNOWN_PACKAGES: tuple[tuple[str, str, str], ...] = (
+    ("ppokit/CartPoleTorch", "ppokit.rl.torch_envs", "ppokit"),  # issue 32: batched torch envs
+    ("ppokit/PendulumTorch", "ppokit.rl.torch_envs", "ppokit"),
+    ("ppokit/PointMassTorch", "ppokit.rl.torch_envs", "ppokit"),
     ("ppokit/", "ppokit.rl.toy_envs", "ppokit"),  # ppokit's own small envs
     ("ALE/", "ale_py", "ppokit[atari]"),
     ("MiniGrid-", "minigrid", "minigrid"),

@@ -26,11 +26,12 @@ from ppokit import distributed
 from ppokit.config import ConfigError
 from ppokit.errors import CheckpointError
 from ppokit.functional import explained_variance
-from ppokit.rl import fast, sb3
+from ppokit.rl import batched, fast, sb3
+from ppokit.rl.adaptive_lr import AdaptiveLR
 from ppokit.rl.builtin import PolicySpec, make_policy
 from ppokit.rl.callbacks import loop_hooks
 from ppokit.rl.config import PPOConfig, resolve_config
-from ppokit.rl.envs import EnvSpec, env_name, make_training_envs, space_signature
+from ppokit.rl.envs import EnvSpec, env_name, space_signature
 from ppokit.rl.masking import mask_dim
 from ppokit.rl.normalization import ObsNormalizer, RewardScaler, sync_statistics
 from ppokit.rl.predict import predict_actions
@@ -87,6 +88,7 @@ class PPO:
     ):
         # SB3's form PPO("MlpPolicy", env, **sb3_kwargs) and env instances, translated (rl/sb3.py)
         env, config, run_dir, policy, overrides = sb3.accept(self, env, config, run_dir, policy, overrides)
+        batched.default_num_envs(env, config, overrides)  # issue 32: a batched env instance sets num_envs
         self.config = cfg = resolve_config(config, env, overrides)
         self.env_fn = env if env is not None and not isinstance(env, str) else None
         self.env_spec: EnvSpec = env if env is not None else cfg.env_id
@@ -97,10 +99,12 @@ class PPO:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"device={cfg.device!r} is not allowed; CUDA is not available on this machine")
         # -- the environments and the policy ----------------------------------------------------
-        self.venv, self.obs_layout = make_training_envs(self.env_spec, cfg)
+        # a Gymnasium numpy vector env, or a device-resident batched one (issue 32, rl/batched/)
+        self.venv, self.obs_layout = batched.make_training_envs(self.env_spec, cfg)
         self.observation_space = self.venv.single_observation_space
         self.action_space = self.venv.single_action_space
         spaces = (self.observation_space, self.action_space)
+        policy = policy if policy is not None else batched.default_policy(self.venv, cfg)  # issue 32
         self.policy = make_policy(policy, *spaces, cfg.network).to(self.device)
         distributed.broadcast_parameters(self.policy)  # every rank starts from rank 0's networks
         # Each rank samples and steps its own environments with a seed derived from the run seed.
@@ -108,13 +112,18 @@ class PPO:
         if self.dist.enabled:
             self.np_rng = seed_everything(rank_seed)
         # -- the parts that own training state (each has state_dict / load_state_dict) ----------------
-        self.optimizers = make_optimizers(self.policy, cfg)
-        self.guard = GuardedStep(self.optimizers, cfg.max_grad_norm, cfg.nonfinite_stop_after, self._where)
         self._make_rollout_parts(rank_seed)
         # The CPU fast path (rl/fast/): used only where it computes exactly PPO.loss's gradient.
         own_loss = type(self).loss is PPO.loss
         self.manual_grad = fast.choose(self.policy, cfg, own_loss, self.device, masked=self.masked)
+        # FlatAdam where the fast path writes its gradients, torch.optim.Adam for every other policy
+        self.optimizers = make_optimizers(self.policy, cfg, flat=self.manual_grad is not None)
+        self.guard = GuardedStep(self.optimizers, cfg.max_grad_norm, cfg.nonfinite_stop_after, self._where)
         self.kl = AdaptiveKL(cfg.kl_coef, cfg.adaptive_kl_target, cfg.objective == "kl_adaptive")
+        # issue 32: rsl_rl's KL-adaptive learning rate (rl/adaptive_lr.py)
+        self.adaptive_lr = (
+            AdaptiveLR(cfg.learning_rate, cfg.desired_kl) if cfg.lr_schedule == "adaptive" else None
+        )
         self.num_timesteps = self.num_updates = 0
         self.target_timesteps: int | None = None  # the `total` of the current run (schedules need it)
         # -- the run (not training state): run directory, checkpoint cadence, signals -----------------
@@ -128,6 +137,9 @@ class PPO:
     def _make_rollout_parts(self, rank_seed: int) -> None:
         """The normalisers, the collector that steps the envs with the policy, and the rollout buffer."""
         cfg, obs_shape = self.config, self.obs_layout.shape
+        if isinstance(self.venv, batched.BatchedEnv):  # issue 32: the rollout stays on the device
+            return batched.make_rollout_parts(self, rank_seed)
+        batched.check_numpy_path(cfg)
         self.obs_norm = ObsNormalizer(obs_shape, cfg.obs_clip) if cfg.normalize_obs else None
         self.reward_scaler = (
             RewardScaler(cfg.num_envs, cfg.gamma, cfg.reward_clip) if cfg.normalize_reward else None
@@ -176,6 +188,8 @@ class PPO:
         cfg = self.config
         frac = max(0.0, 1.0 - self.num_timesteps / max(total, 1))
         lr_scale = frac if cfg.lr_schedule == "linear" else 1.0
+        if self.adaptive_lr is not None:  # issue 32: the rate the KL rule reached
+            lr_scale = self.adaptive_lr.scale
         lrs = [cfg.learning_rate, cfg.critic_learning_rate or cfg.learning_rate]
         for opt, lr in zip(self.optimizers, lrs):
             for group in opt.param_groups:
@@ -208,9 +222,10 @@ class PPO:
         batch = sequence_batch if self.recurrent else rollout_batch
         data = batch(self.buffer, cfg.gamma, cfg.gae_lambda, self.device)
         n_minibatches = cfg.rollout_size // cfg.batch_size
-        metrics = ppo_update(
-            data, self._loss_and_backward, self.guard, clip_range, cfg.n_epochs, n_minibatches, cfg.target_kl
-        )
+        step = self._loss_and_backward
+        if self.adaptive_lr is not None:  # issue 32: adapt the rate to each minibatch's KL first
+            step = self.adaptive_lr.wrap(step, self.optimizers)
+        metrics = ppo_update(data, step, self.guard, clip_range, cfg.n_epochs, n_minibatches, cfg.target_kl)
         self.num_updates += 1
         metrics["train/kl_coef"] = self.kl.coef
         self.kl.update(self.policy, data)
@@ -287,6 +302,7 @@ class PPO:
         start_steps, start_time = self._learn_start
         fps = (self.num_timesteps - start_steps) / max(time.time() - start_time, 1e-9)
         metrics.update(self.collector.episodes.metrics())
+        metrics.update(getattr(self.collector, "metrics", dict)())  # batched: the time-out rule (issue 32)
         metrics.update(
             {
                 "time/fps": fps,
@@ -339,12 +355,16 @@ class PPO:
                 collector=self.collector.state_dict(),
                 rng={"tensors": rng_tensors, "tree": rng_tree},
             )
+            if self.adaptive_lr is not None:  # issue 32: resume restores the adapted rate
+                out["adaptive_lr"] = self.adaptive_lr.state_dict()
         return out
 
     def load_state_dict(self, sd: dict[str, Any]) -> dict[str, Any]:
         """Restore ``state_dict`` (a model's or a training checkpoint's): each part restores its own
         state. Returns what was restored: ``{"step", "env_state_restored", "env_state_missing"}``."""
         self.policy.load_state_dict(sd["policy"])
+        if self.adaptive_lr is not None and "adaptive_lr" in sd:  # issue 32
+            self.adaptive_lr.load_state_dict(sd["adaptive_lr"])
         for part, key in ((self.obs_norm, "obs_norm"), (self.reward_scaler, "reward_scaler")):
             if part is not None:
                 part.load_state_dict(sd[key])
@@ -470,6 +490,8 @@ class PPO:
         """Mean and std of the return over ``episodes`` fresh episodes (see ``evaluation.py``)."""
         from ppokit.rl.evaluation import evaluate_policy
 
+        if isinstance(self.venv, batched.BatchedEnv):  # issue 32
+            return batched.evaluate(self, episodes, deterministic, seed)
         return evaluate_policy(self, episodes, deterministic, seed)
 
     def save(self, path: str | Path) -> Path:

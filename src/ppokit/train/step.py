@@ -1,5 +1,12 @@
 """One guarded optimizer step for both sides: non-finite handling, float64 gradient norm, clipping.
 
+The contract, the same for classic PPO and the language-model trainers: ``GuardedStep.step(closure)``
+zeroes the gradients and calls ``closure()``, which runs the forward and backward passes of the
+step's (micro-)batches and returns the step's real loss (the micro-batches' losses summed, as they
+were backpropagated, before any fp16 loss scale). The step is taken when that loss and the gradient
+norm are both finite. Optimizers are ``torch.optim`` optimizers, or ``FlatGradOptimizer``s whose
+gradients live in buffers of their own (the classic fast path's FlatAdam, ``rl/fast/optim.py``).
+
 A step whose loss or gradient is non-finite is skipped: parameters and optimizer moments stay
 untouched, the skip is counted, and after ``nonfinite_stop_after`` skips in a row ``NonFiniteError``
 stops the run (the caller then writes its emergency checkpoint of the last good state: every skipped
@@ -9,9 +16,10 @@ step changed nothing). Under torchrun the gradients are averaged first, so every
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -19,16 +27,33 @@ from ppokit import distributed
 from ppokit.errors import NonFiniteError
 
 
+@runtime_checkable
+class FlatGradOptimizer(Protocol):
+    """An optimizer that keeps its parameters' gradients in buffers of its own (every ``.grad`` a view
+    into them, always present): the guard clips and averages ``grad_buffers()`` in place, one tensor
+    op each, instead of every ``.grad``. ``zero_grad`` zeroes them (the views stay attached)."""
+
+    def grad_buffers(self) -> list[torch.Tensor]:
+        """The tensors that hold every parameter's gradient."""
+        ...
+
+
+@functools.cache
+def _keeps_own_gradients(cls: type) -> bool:
+    # once per class: an isinstance check against a runtime protocol costs ~50 us, per step
+    return issubclass(cls, FlatGradOptimizer)
+
+
 def gradients(optimizers: list[Any], fill_missing: bool = False) -> list[torch.Tensor]:
-    """The gradient tensors of ``optimizers``: FlatAdam's one flat buffer, or the ``.grad`` of each
-    parameter of a ``torch.optim`` optimizer that has one. ``fill_missing`` creates zeros for the
-    others: under torchrun every rank must average the same list, and a NaN fill must reach every
-    parameter. Otherwise a parameter without a gradient stays without one, so that e.g. AdamW's weight
-    decay does not move a parameter the loss never reached."""
+    """The gradient tensors of ``optimizers``: a ``FlatGradOptimizer``'s ``grad_buffers()``, or the
+    ``.grad`` of each parameter of a ``torch.optim`` optimizer that has one. ``fill_missing`` creates
+    zeros for the others: under torchrun every rank must average the same list, and a NaN fill must
+    reach every parameter. Otherwise a parameter without a gradient stays without one, so that e.g.
+    AdamW's weight decay does not move a parameter the loss never reached."""
     out: list[torch.Tensor] = []
     for opt in optimizers:
-        if hasattr(opt, "flat_grad"):
-            out.append(opt.flat_grad)
+        if _keeps_own_gradients(type(opt)):
+            out.extend(opt.grad_buffers())
             continue
         for group in opt.param_groups:
             for p in group["params"]:
@@ -45,12 +70,21 @@ def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     any gradient is)."""
     # In float64: a float32 sum of squares overflows to inf once gradients reach ~1e19 (e.g. a huge
     # vf_coef), which would skip a step that clipping handles; the gradients themselves keep their dtype.
-    norms = [torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads]
+    # One op per list where the gradients share device and dtype (a torch optimizer's dozen tensors:
+    # measured ~40 us less per step on the CPU MLP; the norms are bitwise the same).
+    alike = len(grads) > 1 and len({(g.device, g.dtype) for g in grads}) == 1
+    if alike:
+        norms = list(torch._foreach_norm(grads, 2, dtype=torch.float64))
+    else:
+        norms = [torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads]
     norm = norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack(norms))
     if math.isfinite(max_norm):
         scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-        for g in grads:
-            g.mul_(scale.to(g.dtype))
+        if alike:
+            torch._foreach_mul_(grads, scale.to(grads[0].dtype))
+        else:
+            for g in grads:
+                g.mul_(scale.to(g.dtype))
     return norm
 
 
@@ -101,13 +135,15 @@ class LossScaler:
 
 
 class GuardedStep:
-    """``step(loss, backward) -> bool``: zero the gradients, run ``backward`` when the loss is finite,
-    average across ranks, clip, and step every optimizer unless something is non-finite.
+    """``step(closure) -> bool``: zero the gradients, run ``closure`` (forward and backward; it returns
+    the step's loss), average across ranks, clip, and step every optimizer unless the loss or the
+    gradient is non-finite (the module docstring has the contract).
 
     ``context()`` names where training is (e.g. "update 3, step 4096") in the stop message.
     ``state_dict`` / ``load_state_dict`` carry the counters through checkpoints.
 
-    With a ``LossScaler`` (float16 training) ``backward`` must multiply its loss by ``loss_scale``; the
+    With a ``LossScaler`` (float16 training) ``closure`` must multiply its loss by ``loss_scale`` before
+    ``backward`` (and return the unscaled loss); the
     gradients are unscaled here, and a non-finite gradient is an overflow: the step is skipped, counted
     in ``skipped`` and the scale halves. Overflows count towards ``nonfinite_stop_after`` only once the
     scale has fallen to 1 or below (then the gradient is non-finite for another reason than the scale).
@@ -132,24 +168,24 @@ class GuardedStep:
 
     @property
     def loss_scale(self) -> float:
-        """What ``backward`` multiplies its loss by: the loss scale in float16 training, else 1."""
+        """What ``closure`` multiplies its loss by before ``backward``: the loss scale in float16
+        training, else 1."""
         return self.scaler.scale if self.scaler is not None else 1.0
 
     def zero_grad(self) -> None:
-        """Clear every gradient (FlatAdam zeroes its flat buffer, of which the ``.grad``s are views;
-        torch optimizers drop them, so a parameter the next loss does not reach gets none)."""
+        """Clear every gradient (a ``FlatGradOptimizer`` zeroes its buffers, of which the ``.grad``s
+        are views; torch optimizers drop them, so a parameter the next loss does not reach gets none)."""
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
 
-    def step(self, loss: torch.Tensor | float, backward: Callable[[], None]) -> bool:
-        """One optimizer step; returns whether it was taken (see the class docstring)."""
+    def step(self, closure: Callable[[], torch.Tensor | float]) -> bool:
+        """One optimizer step: ``closure()`` runs the step's forward and backward passes and returns
+        its loss; returns whether the step was taken (see the class docstring)."""
         self.zero_grad()
+        loss = closure()
         finite = bool(torch.isfinite(loss)) if isinstance(loss, torch.Tensor) else math.isfinite(loss)
-        if finite:
-            backward()
-            grads = gradients(self.optimizers, fill_missing=distributed.info().enabled)
-        else:  # a NaN gradient instead: through the all-reduce every rank sees it and skips too
-            grads = gradients(self.optimizers, fill_missing=True)
+        grads = gradients(self.optimizers, fill_missing=distributed.info().enabled or not finite)
+        if not finite:  # NaN gradients: through the all-reduce every rank sees them and skips too
             for g in grads:
                 g.fill_(math.nan)
         distributed.average_gradients(grads)

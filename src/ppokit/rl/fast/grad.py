@@ -28,7 +28,7 @@ import math
 import torch
 from torch import nn
 
-from ppokit.functional import clipped_surrogate, kl_k3, value_loss
+from ppokit.functional import clip_fraction, clipped_surrogate, kl_k3, value_loss
 from ppokit.rl.config import PPOConfig
 from ppokit.rl.networks import MlpActorCritic
 
@@ -171,7 +171,7 @@ def loss_and_grads(
         "loss": pg_mean - cfg.ent_coef * entropy + cfg.vf_coef * vf_mean,
         "kl": kl_mean,
         "approx_kl": kl_mean,  # the same k3 mean, under SB3's name
-        "clip_fraction": ((ratio - 1.0).abs() > clip_range).float().mean(),
+        "clip_fraction": clip_fraction(ratio, clip_range),  # the one definition (functional.diagnostics)
         "value_clipped_fraction": vf_clipped.float().mean(),
         "ratio_mean": ratio.mean(),
     }
