@@ -59,6 +59,17 @@ def _files(root: Path) -> list[Path]:
     return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
+def _as_os_error(e: SafetensorError, path: Path) -> Exception:
+    """safetensors reports a failed write (a full disk, a read-only file system) as SafetensorError
+    with the OS error inside its message, which the command line showed as a traceback (issue 34):
+    the OSError it stands for, naming the file, so the one-line error says "No space left on device"."""
+    code = re.search(r"code: (\d+)", str(e))
+    if code is None:
+        return CheckpointError(f"could not write {str(path)!r}: {e}")
+    number = int(code.group(1))
+    return OSError(number, os.strerror(number), str(path))
+
+
 def write_checkpoint(
     path: str | Path,
     tensors: dict[str, torch.Tensor],
@@ -78,7 +89,11 @@ def write_checkpoint(
     tmp.mkdir()
     # clone: parameters may be views of one flat buffer (FlatAdam) or tied weights, and safetensors
     # refuses tensors that share storage
-    save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+    try:
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+    except SafetensorError as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written debris beside the checkpoints
+        raise _as_os_error(e, tmp / TENSORS) from None
     (tmp / META).write_text(json.dumps(meta, indent=1))
     # safetensors creates its file 0600 where every other file gets 0666 less the umask (0644): another
     # user allowed to read the run was told the model is "corrupt" (issue 34). One mode for all.
