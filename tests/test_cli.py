@@ -112,3 +112,25 @@ def test_tensorboard_events_hold_every_logged_scalar(tmp_path):
     assert sorted(acc.Tags()["scalars"]) == ["rollout/ep_rew_mean", "time/fps", "train/loss"]
     assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(10, 0.5), (20, 0.25)]
     assert [(e.step, e.value) for e in acc.Scalars("rollout/ep_rew_mean")] == [(20, 9.0)]  # NaN skipped
+
+
+def test_progress_without_a_terminal_prints_plain_lines():
+    """Issue 30: with output to a pipe or file, rich drew nothing until the end; now a plain line
+    every ``plain_every`` seconds and at the end, flushed."""
+    import io
+
+    from rich.console import Console
+
+    from ppokit.tracking import ProgressBar
+
+    out = io.StringIO()
+    with ProgressBar(100, "PPO X", "return", plain_every=0.0, console=Console(file=out)) as bar:
+        bar.update(50, 1.5)
+        bar.update(100, 2.0)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("PPO X: 50/100 steps, ") and "return 1.50" in lines[0]
+    assert lines[1].startswith("PPO X: 100/100 steps")
+    quiet = io.StringIO()
+    with ProgressBar(100, "PPO X", plain_every=3600.0, console=Console(file=quiet)) as bar:
+        bar.update(50, 1.5)  # not yet due: nothing
+    assert quiet.getvalue() == ""

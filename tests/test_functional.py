@@ -93,12 +93,12 @@ def test_gae_matches_reference_loop_with_terminations_and_truncations():
     term = torch.rand(T, N, generator=g) < 0.1
     trunc = (torch.rand(T, N, generator=g) < 0.1) & ~term
     done = term | trunc
-    adv, ret = gae(r, v, nv, term, done, 0.97, 0.9)
+    adv, ret = gae(r, v, nv, term, done, gamma=0.97, gae_lambda=0.9)
     ref = _gae_reference(r, v, nv, term, done, 0.97, 0.9)
     assert torch.allclose(adv, ref, atol=1e-5)
     assert torch.allclose(ret, ref + v, atol=1e-5)
     # A truncation bootstraps (next value used); a termination does not.
-    adv_all_term, _ = gae(r, v, nv, done, done, 0.97, 0.9)
+    adv_all_term, _ = gae(r, v, nv, done, done, gamma=0.97, gae_lambda=0.9)
     assert not torch.allclose(adv_all_term, adv)
 
 

@@ -57,7 +57,9 @@ def test_termination_is_not_bootstrapped_in_gae():
 
     buf, policy, _ = _collect(AutoresetMode.SAME_STEP, T=4, max_steps=10, terminate_at=2)
     assert buf.terminated[:, 0].tolist() == [False, True, False, True]
-    adv, _ = gae(buf.rewards, buf.values, buf.next_values, buf.terminated, buf.done, 0.9, 1.0)
+    adv, _ = gae(
+        buf.rewards, buf.values, buf.next_values, buf.terminated, buf.done, gamma=0.9, gae_lambda=1.0
+    )
     # at the terminal step the advantage is just r - V(s)
     assert abs(float(adv[1, 0]) - (2.0 - V(policy, 1))) < 1e-5
 

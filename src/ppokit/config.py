@@ -24,6 +24,7 @@ import yaml
 
 from ppokit.config_aliases import ALIASES, FOREIGN_KEYS  # re-exported: ppokit.config.ALIASES is the table
 from ppokit.errors import ConfigError
+from ppokit.train.files import atomic_write
 
 # Values in error messages are shortened: a 551-byte YAML of nested aliases expands to gigabytes
 # when printed in full (issue 16: the error message never returned), and a 50 MB value made a 50 MB
@@ -122,6 +123,17 @@ def checkpoint_every_seconds_option() -> Any:
         300.0,
         "Also write a checkpoint once this many seconds of wall-clock passed since the last one (0: off), "
         "so that a killed run loses at most this much work. A checkpoint is always written at the end.",
+    )
+
+
+def step_timeout_option() -> Any:
+    """The ``step_timeout`` field both sides' configs have (``train/loop.py`` enforces it)."""
+    return option(
+        0.0,
+        "Stop the run (StepTimeoutError, after a checkpoint of the last completed step) when one step "
+        "takes longer than this many seconds: a PPO update (rollout and epochs) or an LM step "
+        "(generation, rewards, optimizer steps); for an env.step or a reward function that can hang. "
+        "0: no limit. A stall is reported after PPOKIT_STALL_SECONDS (600) either way.",
     )
 
 
@@ -305,7 +317,9 @@ class ConfigBase:
 
     def save_yaml(self, path: str | Path) -> None:
         """Write the config as YAML (re-loadable with ``load_yaml`` or ``--config``)."""
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        # atomic and never through a link: a kill mid-write left a 0-byte config.yaml that the next
+        # resume read as all defaults (issue 34)
+        atomic_write(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> Any:

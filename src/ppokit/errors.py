@@ -45,3 +45,14 @@ class MissingDependencyError(EnvConfigError):
 
 class RunDirError(PPOKitError):
     """A run directory cannot be used: another process holds it, or it cannot be written."""
+
+
+class UserCodeError(PPOKitError):
+    """The user's code (a policy, a callback, an environment, a wrapper) ended the run with
+    ``sys.exit()``/``SystemExit`` or another exit the run cannot continue from (issue 34: such a run
+    exited 0 with no message). The message names what was raised and the checkpoint kept."""
+
+
+class StepTimeoutError(UserCodeError):
+    """A step took longer than the config's ``step_timeout`` seconds (an ``env.step`` or a reward
+    function that hangs); the run stops with a checkpoint of the last completed step."""

@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ppokit.train.files import atomic_file, refuse_link  # noqa: E402
 
 
 def read_csv(path: str | Path) -> dict[str, list[float]]:
@@ -59,15 +62,25 @@ def plot_panels(
         fig.suptitle(title)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    _save(fig, out)
     return out
+
+
+def _save(fig: Any, out: Path) -> None:
+    """``fig`` as the PNG ``out``, atomically: a planted ``out`` link is replaced, not written through
+    (issue 34; a run's ``plots/`` as a link is refused by ``plot_rl_run``/``plot_llm_run``)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_file(out, "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def plot_rl_run(run_dir: str | Path) -> list[Path]:
     """Draw ``plots/returns.png`` and ``plots/losses.png`` of a Gymnasium PPO run."""
     run_dir = Path(run_dir)
+    refuse_link(run_dir / "plots")  # a planted link would put the plots outside the run (issue 34)
     metrics = read_csv(run_dir / "metrics.csv")
     episodes = read_csv(run_dir / "episodes.csv")
     written = []
@@ -95,9 +108,7 @@ def plot_rl_run(run_dir: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-    fig.savefig(run_dir / "plots" / "returns.png", dpi=110)
-    plt.close(fig)
+    _save(fig, run_dir / "plots" / "returns.png")
     written.append(run_dir / "plots" / "returns.png")
     losses = plot_panels(
         metrics,

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ppokit.train.files import atomic_file, open_append, open_rw
 
 PROCESS_START = time.time()  # time/elapsed_s counts from here: "seconds since the process started"
 
@@ -23,16 +24,17 @@ class CSVLogger:
         self.path = Path(path)
         self.keys: list[str] = []
         if append and self.path.exists():
+            drop_partial_row(self.path)
             with open(self.path, newline="") as f:
                 self.keys = next(csv.reader(f), [])
-        elif self.path.exists():
+        elif self.path.exists() or self.path.is_symlink():
             self.path.unlink()
 
     def write(self, row: dict[str, Any]) -> None:
         new = [k for k in row if k not in self.keys]
         if new:
             self._widen(new)
-        with open(self.path, "a", newline="") as f:
+        with open_append(self.path, newline="") as f:  # never through a planted link (issue 34)
             csv.DictWriter(f, fieldnames=self.keys).writerow({k: row.get(k, "") for k in self.keys})
 
     def _widen(self, new: list[str]) -> None:
@@ -41,10 +43,20 @@ class CSVLogger:
             with open(self.path, newline="") as f:
                 old_rows = list(csv.DictReader(f))
         self.keys += new
-        with open(self.path, "w", newline="") as f:
+        with atomic_file(self.path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.keys)
             w.writeheader()
             w.writerows(old_rows)
+
+
+def drop_partial_row(path: str | Path) -> None:
+    """Cut a log file back to its last complete line. A full disk (or a kill) in the middle of a row
+    leaves a row without its newline; appending after it glued the next row onto it (issue 34: 27
+    fields in a 26-column metrics.csv). Done before a resumed run appends."""
+    with open_rw(path) as f:  # never through a planted link (issue 34)
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
 
 
 def trim_log(path: str | Path, column: str, last: float) -> None:
@@ -58,6 +70,7 @@ def trim_log(path: str | Path, column: str, last: float) -> None:
     path = Path(path)
     if not path.is_file():
         return
+    drop_partial_row(path)
     if path.suffix == ".jsonl":
         lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
         keep = [ln for ln in lines if float(json.loads(ln).get(column) or 0) <= last]
@@ -67,7 +80,8 @@ def trim_log(path: str | Path, column: str, last: float) -> None:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames or [], list(reader)
-    keep_rows = [r for r in rows if not r.get(column) or float(r[column]) <= last]
+    # a row with more fields than the header (None key: a row glued onto a partial one) is no row
+    keep_rows = [r for r in rows if None not in r and (not r.get(column) or float(r[column]) <= last)]
     if len(keep_rows) < len(rows):
 
         def write(f: Any) -> None:
@@ -80,12 +94,8 @@ def trim_log(path: str | Path, column: str, last: float) -> None:
 
 def _replace(path: Path, write: Callable[[Any], None]) -> None:
     """Rewrite ``path`` atomically with ``write(file)``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_file(path, "w", newline="") as f:
         write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Tracker:
@@ -151,7 +161,7 @@ class Tracker:
         """Append ``rows`` (one JSON object each) to ``RUN_DIR/name``."""
         if not self.enabled or not rows:
             return
-        with open(self.run_dir / name, "a") as f:
+        with open_append(self.run_dir / name) as f:
             f.writelines(json.dumps(row, default=str) + "\n" for row in rows)
 
     def log_episodes(self, episodes: list[tuple[float, int, int, float]]) -> None:
@@ -177,7 +187,11 @@ class Tracker:
 
 
 class ProgressBar:
-    """A rich progress bar: steps done/total, steps/s, the latest headline metric, ETA."""
+    """A rich progress bar: steps done/total, steps/s, the latest headline metric, ETA.
+
+    Without a terminal (output to a file, a pipe, a batch scheduler's log) rich draws nothing until
+    the end, so a long run looked dead (issue 30); there it prints a plain line every ``plain_every``
+    seconds instead, flushed at once."""
 
     def __init__(
         self,
@@ -186,10 +200,14 @@ class ProgressBar:
         metric_name: str = "return",
         enabled: bool = True,
         unit: str = "steps",
+        plain_every: float = 30.0,
+        console: Any = None,
     ):
         self.metric_name = metric_name
         self.unit = unit
         self.start = time.time()
+        self.total, self.description = total, description
+        self.plain_every, self.plain_at = plain_every, self.start
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -200,7 +218,11 @@ class ProgressBar:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             disable=not enabled,
+            console=console,
         )
+        self.plain = enabled and not self.progress.console.is_terminal
+        if self.plain:
+            self.progress.disable = True
         self.task = self.progress.add_task(description, total=total, rate=0.0, metric=f"{metric_name} -")
 
     def __enter__(self) -> ProgressBar:
@@ -222,3 +244,12 @@ class ProgressBar:
             else (f"{self.metric_name} {metric:.2f}")
         )
         self.progress.update(self.task, completed=completed, rate=rate, metric=text)
+        now = time.time()
+        if self.plain and (now - self.plain_at >= self.plain_every or completed >= self.total):
+            self.plain_at = now
+            line = (
+                f"{self.description}: {completed:,}/{self.total:,} {self.unit}, {rate:,.0f} {self.unit}/s, "
+                f"{text}, {now - self.start:,.0f} s"
+            )
+            self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self.progress.console.file.flush()

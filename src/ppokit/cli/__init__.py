@@ -17,6 +17,7 @@ import sys
 
 from ppokit.cli import export, lm, presets, resume, rl, tune
 from ppokit.cli.boundary import OneLineParser, report
+from ppokit.train.signals import exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,9 +50,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.command} {name} '' (an empty value) is not allowed")
     try:
         result = args.func(args)
-    except KeyboardInterrupt:
-        print(f"ppokit {args.command}: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # Ctrl-C, a second signal (train/signals.StopNow), or user code's
+        note = getattr(e, "checkpoint_note", None)
+        print(f"ppokit {args.command}: interrupted" + (f"; {note}" if note else ""), file=sys.stderr)
+        sys.exit(exit_code(e))
+    except SystemExit as e:
+        # sys.exit() in user code (an env factory, a policy, a callback, a wrapper's close()) is its
+        # failure: it exited 0 (or exit(3) with 3) with no message (issue 34); nothing in ppokit's
+        # verbs exits this way
+        if args.debug:
+            raise
+        code = "" if e.code is None else repr(e.code)
+        print(
+            f"ppokit {args.command}: error: user code called sys.exit({code}) (SystemExit); the run is "
+            "stopped as a failure",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     except Exception as e:
         code = None if args.debug else report(e, args.command)
         if code is None:  # --debug, or a bug in ppokit: the traceback

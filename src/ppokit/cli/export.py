@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ppokit.cli.options import add_rows
+
 
 def register(sub: Any) -> None:
     """Add ``export`` to the ``ppokit`` sub-parsers."""
@@ -15,12 +17,18 @@ def register(sub: Any) -> None:
         help="Export a run's policy (normaliser and deterministic action included) to ONNX or TorchScript.",
         description="Write obs -> action as one graph: input 'obs' [batch, *obs_shape], output 'action'.",
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="Run directory written by `ppokit train` (or a model).")
-    # the choices of ppokit.rl.export.FORMATS, spelled here: --help must not import torch
-    p.add_argument(
-        "--format", choices=("onnx", "torchscript"), default="onnx", help="onnx (default) or torchscript."
+    add_rows(
+        p,
+        ("run_dir", "RUN_DIR", "Run directory written by `ppokit train` (or a model)."),
+        # the choices of ppokit.rl.export.FORMATS, spelled here: --help must not import torch
+        (
+            "--format",
+            None,
+            "onnx (default) or torchscript.",
+            {"choices": ("onnx", "torchscript"), "default": "onnx"},
+        ),
+        ("--out", "FILE", "Output file (default RUN_DIR/policy.onnx or policy.pt)."),
     )
-    p.add_argument("--out", metavar="FILE", help="Output file (default RUN_DIR/policy.onnx or policy.pt).")
     p.set_defaults(func=export_command)
 
 

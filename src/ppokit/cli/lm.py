@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ppokit.cli.options import add_lm_options
+from ppokit.cli.trust import check_run_dir
 from ppokit.config import apply_overrides, read_yaml_mapping
 from ppokit.errors import ConfigError
+from ppokit.train.files import atomic_write
 from ppokit.train.rundir import claim, config_text, precheck
 from ppokit.train.signals import StopOnSignal
 
@@ -122,6 +124,7 @@ def run_command(args: argparse.Namespace, trainer_cls: type[LMTrainer], presets:
     one JSON object (from rank 0 under torchrun)."""
     progress = not args.no_progress
     if args.resume:  # the same as `ppokit resume RUN_DIR`
+        check_run_dir(args.resume, args.trust_run_dir, args.command)  # untrusted run dirs (issue 34)
         summary = resume_run(trainer_cls, args.resume, args.overrides, args.max_steps, progress)
     else:
         if args.run_dir:  # refused at once, before the model is built and warm-started
@@ -251,7 +254,7 @@ def start_run(
         default = f"{name or cfg.task}-{trainer_cls.algo}"
         claimed = claim(run_dir, default, config_text(cfg), f"ppokit resume {run_dir or 'RUN_DIR'}")
         try:
-            (claimed.path / SOURCES).write_text(json.dumps(sources))
+            atomic_write(claimed.path / SOURCES, json.dumps(sources))
         except BaseException:
             claimed.abandon()
             raise
@@ -282,18 +285,27 @@ def resume_run(
         raise ConfigError(f"--max-steps={max_steps} is not allowed; must be >= 1")
     config_cls = trainer_cls.config_class()
     try:
-        data = config_cls.load_yaml(run_dir / "config.yaml", overrides).to_dict()
+        written = config_cls.load_yaml(run_dir / "config.yaml")
+        data = apply_overrides(written.to_dict(), overrides, config_cls)
     except ConfigError as e:
         raise ConfigError(f"{str(run_dir / 'config.yaml')!r} is not a valid config (edited?): {e}") from None
+    checkpoints = list_lm_checkpoints(run_dir / "checkpoints", verify_hashes=False)
+    if checkpoints:
+        _refuse_edited_config(run_dir, config_cls, written, checkpoints[-1])
     if max_steps is not None:
         data = apply_overrides(data, [f"max_steps={max_steps}"])
     cfg = config_cls.from_dict(data)
+    if overrides:  # explicit --set changes are allowed, and said (issue 34)
+        from ppokit.cli.rl import config_differences
+
+        changed = config_differences(written.to_dict(), config_cls.from_dict(data).to_dict())
+        print(f"ppokit resume: --set changes the run's config: {changed or 'nothing'}", file=sys.stderr)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    sources = json.loads((run_dir / SOURCES).read_text()) if (run_dir / SOURCES).is_file() else {}
+    sources = _read_sources(run_dir)
     inputs = read_inputs(cfg, sources)
     # killed before its first checkpoint (sizes only: resume below hashes the newest it uses)
-    if not list_lm_checkpoints(run_dir / "checkpoints", verify_hashes=False):
+    if not checkpoints:
         from ppokit.seeding import seed_everything
 
         seed_everything(cfg.seed)
@@ -306,6 +318,54 @@ def resume_run(
     trainer = trainer_cls.resume(run_dir, **_trainer_args(cfg, inputs, run_dir, progress))
     resumed_from = trainer.step
     return _finish(cfg, _train(trainer), {"resumed_from_step": resumed_from}, started)
+
+
+def _refuse_edited_config(run_dir: Path, config_cls: Any, written: Any, checkpoint: Path) -> None:
+    """One rule for resume on both sides (issue 34; PPO's is in cli/rl.py): a config.yaml edited
+    after the run started is refused naming the changed keys (an LM resume applied it silently:
+    learning_rate 1e-6 -> 0.5). What ppokit itself rewrote (a resume's --set / --max-steps, recorded by
+    ``rundir.write_config``) is no edit; a run without that record is compared with its checkpoint."""
+    from ppokit.cli.rl import config_differences
+    from ppokit.cli.runs import checkpoint_meta
+    from ppokit.train.rundir import config_edited
+
+    if config_edited(run_dir) is False:
+        return
+    trained = checkpoint_meta(checkpoint).get("config")
+    if not isinstance(trained, dict):
+        return
+    try:
+        before = config_cls.from_dict(trained).to_dict()
+    except ConfigError:
+        return  # a checkpoint of another version's config: its own resume path says what is wrong
+    differ = config_differences(before, written.to_dict())
+    if differ:
+        raise ConfigError(
+            f"{str(run_dir / 'config.yaml')!r} was edited after the run started ({differ}); a run resumes "
+            "with the config it was trained with: undo the edit, or pass the change explicitly with "
+            "`ppokit resume RUN_DIR --set KEY=VALUE`"
+        )
+
+
+def _read_sources(run_dir: Path) -> dict[str, Any]:
+    """The run's ``sources.json`` (prompts file and reward specs), {} when there is none; a damaged
+    one is a one-line error (it was a JSONDecodeError traceback: issue 34)."""
+    path = run_dir / SOURCES
+    if not path.is_file():
+        return {}
+    try:
+        sources = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"{str(path)!r} is damaged (not JSON: {e}); restore it or start a new run"
+        ) from None
+    if not isinstance(sources, dict) or not all(
+        v is None or isinstance(v, (str, list)) for v in sources.values()
+    ):
+        raise ConfigError(
+            f"{str(path)!r} is damaged: expected an object of prompts / eval_prompts / reward entries"
+        )
+    return sources
 
 
 def _finish(cfg: Any, summary: dict[str, Any], info: dict[str, Any], started: float) -> dict[str, Any]:

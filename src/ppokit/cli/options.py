@@ -18,6 +18,16 @@ def add_overrides_option(p: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def add_trust_option(p: argparse.ArgumentParser) -> None:
+    """``--trust-run-dir``: import the code a run directory names even when it is another user's or
+    ships that code itself (``cli/trust.py``)."""
+    p.add_argument(
+        "--trust-run-dir",
+        action="store_true",
+        help="Import the modules the run names even if the directory is another user's or ships them.",
+    )
+
+
 def add_progress_options(p: argparse.ArgumentParser, evaluation: bool = True) -> None:
     """``--no-eval`` (when ``evaluation``) and ``--no-progress``."""
     if evaluation:
@@ -108,4 +118,5 @@ def add_lm_options(p: argparse.ArgumentParser, algo: str, steps: str, reward_mod
         DEVICE,
         ("--resume", "RUN_DIR", "Continue a run from its newest complete checkpoint."),
     )
+    add_trust_option(p)
     add_progress_options(p, evaluation=False)

@@ -6,14 +6,12 @@ here, the algorithm is imported by the branch that runs it."""
 from __future__ import annotations
 
 import argparse
-import json
-import re
-from pathlib import Path
+import sys
 from typing import Any
 
-from ppokit.cli.options import add_overrides_option, add_progress_options
-
-_STEP = re.compile(r"^step[_-](\d+)$")  # step_<12 digits> (every run), step-<6 digits> (LM, ppokit 0.1)
+from ppokit.cli.options import add_overrides_option, add_progress_options, add_trust_option
+from ppokit.cli.runs import run_kind, skipped_checkpoints
+from ppokit.cli.trust import check_run_dir
 
 
 def register(sub: Any) -> None:
@@ -31,44 +29,18 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--max-steps", type=int, metavar="N", help="GRPO and RLHF-PPO runs: new total of steps.")
     add_overrides_option(p, "eval_every=50; GRPO and RLHF-PPO runs")
+    add_trust_option(p)
     add_progress_options(p)
     p.set_defaults(func=resume_command)
 
 
-def _meta(checkpoint: Path) -> dict[str, Any]:
-    for path in (checkpoint / "meta.json", checkpoint / "trainer" / "meta.json"):
-        if path.is_file():
-            try:
-                return json.loads(path.read_text())
-            except ValueError:
-                return {}
-    return {}
-
-
-def run_kind(run_dir: str | Path) -> str:
-    """``"ppo"``, ``"grpo"`` or ``"rlhf_ppo"``: the algorithm of the run in ``run_dir`` (``"ppo"``
-    when nothing says otherwise, so PPO's own resume reports what is missing)."""
-    root = Path(run_dir) / "checkpoints"
-    steps = [p for p in root.iterdir() if _STEP.match(p.name)] if root.is_dir() else []
-    for checkpoint in sorted(steps, key=lambda p: int(_STEP.match(p.name).group(1)), reverse=True):
-        meta = _meta(checkpoint)
-        if meta.get("kind", "").startswith("ppokit.rl"):
-            return "ppo"
-        if meta.get("algo") in ("grpo", "rlhf_ppo"):
-            return meta["algo"]
-    config = Path(run_dir) / "config.yaml"
-    if config.is_file():
-        import yaml
-
-        data = yaml.safe_load(config.read_text()) or {}
-        if isinstance(data, dict) and "env_id" not in data:
-            return "rlhf_ppo" if "value_model" in data else "grpo" if "num_generations" in data else "ppo"
-    return "ppo"
-
-
 def resume_command(args: argparse.Namespace) -> int:
-    """``ppokit resume RUN_DIR``: dispatch on the run's algorithm."""
+    """``ppokit resume RUN_DIR``: dispatch on the run's algorithm; a damaged newest checkpoint is
+    named with why it is skipped."""
+    for checkpoint, why in skipped_checkpoints(args.run_dir):
+        print(f"ppokit resume: note: skipping {checkpoint}: {why}", file=sys.stderr)
     kind = run_kind(args.run_dir)
+    check_run_dir(args.run_dir, args.trust_run_dir, "resume")  # untrusted run directories (issue 34)
     if kind == "ppo":
         from ppokit.cli.rl import resume_ppo
 

@@ -17,11 +17,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ppokit.cli.options import add_train_options
+from ppokit.cli.options import add_train_options, add_trust_option
+from ppokit.cli.runs import run_kind
+from ppokit.cli.trust import check_run_dir
 from ppokit.config import apply_overrides, read_yaml_mapping
-from ppokit.errors import CheckpointError, ConfigError
+from ppokit.errors import CheckpointError, ConfigError, EnvError, RunDirError
+from ppokit.train.files import atomic_write
 from ppokit.train.rundir import claim, config_text, default_run_dir, precheck
-from ppokit.train.signals import StopOnSignal
+from ppokit.train.signals import StopOnSignal, exit_code
 
 if TYPE_CHECKING:  # imported inside the commands: ppokit.rl loads torch, and --help must stay fast
     from ppokit.rl.config import PPOConfig
@@ -55,6 +58,7 @@ def register(sub: Any) -> None:
         "--video", metavar="DIR", help="Record each episode as an mp4 in DIR (gymnasium RecordVideo)."
     )
     p.add_argument("--render", action="store_true", help="Show the episodes in a window (needs a display).")
+    add_trust_option(p)
     p.set_defaults(func=eval_command)
 
     p = sub.add_parser("plot", help="(Re)draw a run's plots from its CSV files.")
@@ -132,11 +136,14 @@ def _learn_until_done_or_stopped(model: PPO, args: argparse.Namespace, total: in
             model.learn(
                 more, progress_bar=model.dist.is_main and not args.no_progress, reset_num_timesteps=False
             )
-        except KeyboardInterrupt:
-            newest = latest_checkpoint(model.run_dir / "checkpoints") if model.run_dir else None
-            print(f"stopped at once at step {model.num_timesteps}; newest complete checkpoint: {newest}")
+        except KeyboardInterrupt as e:  # a second signal (StopNow), or Ctrl-C/KeyboardInterrupt in user code
+            note = getattr(e, "checkpoint_note", None)
+            if note is None:
+                newest = latest_checkpoint(model.run_dir / "checkpoints") if model.run_dir else None
+                note = f"newest complete checkpoint: {newest}"
+            print(f"stopped at once at step {model.num_timesteps}; {note}")
             model.close()
-            return 130
+            return exit_code(e)  # 130 for SIGINT, 143 for SIGTERM (it was 130 for both: issue 34)
         except BaseException:
             model.close()  # environment workers must not outlive a failed run
             raise
@@ -162,18 +169,27 @@ def _train_and_finish(model: PPO, args: argparse.Namespace, total: int) -> int:
         return 0
     model.checkpoint()
     model.save(model.run_dir / "model")
-    model.close()
+    try:
+        model.close()
+        close_error = None
+    except (Exception, SystemExit) as e:  # an env whose close() raises (or calls sys.exit()): the
+        close_error = e  # finished run still gets its plots and eval, the error comes after (issue 34)
     from ppokit.plotting import plot_rl_run  # matplotlib costs ~0.4-0.8 s to import: only when plotting
 
     plot_rl_run(model.run_dir)
     print(f"run directory: {model.run_dir}")
     if not args.no_eval:
         result = model.evaluate(model.config.eval_episodes)
-        (model.run_dir / "eval.json").write_text(json.dumps(result, indent=1))
+        atomic_write(model.run_dir / "eval.json", json.dumps(result, indent=1))
         print(
             f"evaluation ({result['episodes']} episodes, deterministic): mean return "
             f"{result['mean_return']:.2f} +- {result['std_return']:.2f}"
         )
+    if close_error is not None:
+        raise EnvError(
+            f"the run finished (model, plots and evaluation are in {model.run_dir}), but closing its "
+            f"environments raised {type(close_error).__name__}: {close_error}"
+        ) from None
     return 0
 
 
@@ -308,6 +324,15 @@ def eval_command(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes={args.episodes} is not allowed; must be >= 1")
+    kind = run_kind(args.run_dir) if Path(args.run_dir).is_dir() else "ppo"
+    if kind != "ppo":  # it said `kind=None` (issue 34)
+        name = {"grpo": "GRPO", "rlhf_ppo": "RLHF-PPO"}.get(kind, kind)
+        raise ConfigError(
+            f"{args.run_dir!r} is a {name} run; `ppokit eval` evaluates Gymnasium PPO runs. A language-model "
+            "run's held-out accuracy is eval/accuracy in its metrics.csv and summary, its completions are "
+            f"in samples.md; continue it with `ppokit resume {args.run_dir}`"
+        )
+    check_run_dir(args.run_dir, args.trust_run_dir, "eval")  # untrusted run directories (issue 34)
     from ppokit.rl.evaluation import evaluate_policy, last_training_return, stochastic_hint
 
     model = PPO.load(Path(args.run_dir), env=getattr(args, "env", None), tensorboard=False)
@@ -323,7 +348,10 @@ def eval_command(args: argparse.Namespace) -> int:
         result["hint"] = hint
     if (run_dir / "config.yaml").exists():
         try:
-            (run_dir / "eval.json").write_text(json.dumps(result, indent=1))
+            # atomic, and a planted link is replaced, not written through (issue 34)
+            atomic_write(run_dir / "eval.json", json.dumps(result, indent=1))
+        except RunDirError as e:
+            print(f"ppokit eval: note: eval.json not written: {e}", file=sys.stderr)
         except OSError as e:  # a read-only run: the result is still worth printing (issue 16)
             print(f"ppokit eval: note: eval.json not written: {e.strerror or e}", file=sys.stderr)
     if args.json:
@@ -350,6 +378,10 @@ def plot_command(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{args.run_dir!r} has no metrics.csv to plot")
     from ppokit.plotting import plot_rl_run
 
-    for path in plot_rl_run(run_dir):
+    if run_kind(run_dir) == "ppo":
+        plot = plot_rl_run
+    else:
+        from ppokit.llm.report import plot_llm_run as plot
+    for path in plot(run_dir):  # a GRPO run drew an empty PPO plot (issue 34)
         print(path)
     return 0

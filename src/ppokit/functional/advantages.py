@@ -11,6 +11,7 @@ def gae(
     next_values: torch.Tensor,
     terminated: torch.Tensor,
     done: torch.Tensor,
+    *,  # keyword-only: gamma and gae_lambda are both floats in [0, 1], easily swapped by position
     gamma: float = 0.99,
     gae_lambda: float = 0.95,
 ) -> tuple[torch.Tensor, torch.Tensor]:

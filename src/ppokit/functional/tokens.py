@@ -82,7 +82,9 @@ def token_gae(
     next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
     positions = torch.arange(rewards.shape[1], device=rewards.device)
     ends = positions[None, :] >= last_token_index(mask)[:, None]  # [B, L]: last valid token or padding
-    adv, ret = gae((rewards * m).T, values.T, next_values.T, ends.T, ends.T, gamma, gae_lambda)  # time first
+    adv, ret = gae(
+        (rewards * m).T, values.T, next_values.T, ends.T, ends.T, gamma=gamma, gae_lambda=gae_lambda
+    )  # time first
     return adv.T * m, ret.T * m
 
 

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ppokit.config import ConfigBase, check, check_adam_betas, checkpoint_every_seconds_option, option
+from ppokit.config import (
+    ConfigBase,
+    check,
+    check_adam_betas,
+    checkpoint_every_seconds_option,
+    option,
+    step_timeout_option,
+)
 from ppokit.errors import ConfigError
 from ppokit.llm.trl_compat import notice_trl_defaults, translate_trl_config, uses_trl_spelling
 
@@ -175,6 +182,7 @@ class LMConfig(ConfigBase):
     log_every: int = option(1, "Write a metrics row every this many steps.")
     checkpoint_every: int = option(0, "Checkpoint every this many steps (0: by time and at the end).")
     checkpoint_every_seconds: float = checkpoint_every_seconds_option()
+    step_timeout: float = step_timeout_option()
     keep_checkpoints: int = option(2, "Keep this many newest checkpoints.")
     num_samples: int = option(16, "Rows of the prompts/completions/rewards table written to samples.md.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")
@@ -257,7 +265,7 @@ class LMConfig(ConfigBase):
         non_negative += ("num_samples", "torch_threads")
         self.check_each(non_negative, lambda v: v >= 0, "must be >= 0")
         check(self.learning_rate > 0, "learning_rate", self.learning_rate, "must be > 0")
-        non_negative = ("weight_decay", "max_seconds", "checkpoint_every_seconds")
+        non_negative = ("weight_decay", "max_seconds", "checkpoint_every_seconds", "step_timeout")
         self.check_each(non_negative, lambda v: v >= 0, "must be >= 0")
         check(
             self.max_grad_norm is None or self.max_grad_norm > 0,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ppokit.plotting import plot_panels, read_csv
+from ppokit.train.files import atomic_write, refuse_link
 
 
 def _cell(value: Any) -> str:
@@ -32,13 +33,14 @@ def write_samples(
     parts = [f"# {title}\n"]
     for heading, rows in sections:
         parts.append(f"\n## {heading}\n\n{markdown_table(rows)}")
-    path.write_text("".join(parts))
+    atomic_write(path, "".join(parts))  # atomic, never through a link (issue 34)
     return path
 
 
 def plot_llm_run(run_dir: str | Path) -> list[Path]:
     """Draw reward, accuracy, KL and completion-length plots (against steps) from ``metrics.csv``."""
     run_dir = Path(run_dir)
+    refuse_link(run_dir / "plots")  # a planted link would put the plots outside the run (issue 34)
     cols = read_csv(run_dir / "metrics.csv")
     fn_means = sorted(k for k in cols if k.startswith("rewards/") and k.endswith("/mean"))
     figures = {

@@ -40,7 +40,7 @@ from ppokit.train.checkpoint import flatten_state, unflatten_state
 from ppokit.train.loop import RunLoop
 from ppokit.train.precision import autocast as precision_autocast
 from ppokit.train.rng import capture_rng, restore_rng
-from ppokit.train.rundir import RunDirLock, config_text
+from ppokit.train.rundir import RunDirLock, config_text, write_config
 from ppokit.train.step import GuardedStep, LossScaler
 
 AccuracyFn = Callable[[list[dict[str, Any]], list[str]], Sequence[bool]]
@@ -229,7 +229,9 @@ class LMTrainer:
     def state(self) -> TrainerState:
         """Where training is, as TRL's ``trainer_state`` (global_step, max_steps, epoch, ...)."""
         epoch = self.epoch + self.cursor / max(len(self.rows), 1)
-        return TrainerState(self.step, self.config.max_steps, epoch, self.num_tokens)
+        # one list for the trainer's life: each access built a new state, so log_history stayed empty
+        history = self.__dict__.setdefault("log_history", [])
+        return TrainerState(self.step, self.config.max_steps, epoch, self.num_tokens, history)
 
     def sampler(self) -> sampling.Sampler:
         """What ``sampling.sample`` reads from this trainer: its model, tokenizer, generation settings,
@@ -338,7 +340,9 @@ class LMTrainer:
             resume_step=self.step if resumed else None,
             **Tracker.options(cfg),
         )
-        cfg.save_yaml(run_dir / "config.yaml")  # a resume's overrides (max_steps=...) included
+        # a resume's overrides (max_steps=...) included; atomic, and recorded so that a later resume
+        # tells this rewrite from the user's edit (train/rundir.py, issue 34)
+        write_config(run_dir, config_text(cfg))
 
     def train(self) -> dict[str, Any]:
         """Train to ``max_steps`` (or ``max_seconds``); returns a summary dict (accuracy before and
@@ -664,6 +668,10 @@ class _TRLHooks:
     def on_step(self, trainer: LMTrainer, metrics: dict[str, Any]) -> bool:
         """TRL's ``on_step_end`` and ``on_log``; False when a callback asked to stop."""
         return not self.callbacks.step_end(metrics)
+
+    def on_save(self, trainer: LMTrainer, path: Path) -> None:
+        """TRL's ``on_save`` (it never fired before issue 34)."""
+        self.callbacks.saved()
 
     def on_end(self, trainer: LMTrainer) -> None:
         """TRL's ``on_train_end``."""

@@ -307,14 +307,26 @@ class Callbacks:
         self._event("on_step_begin")
 
     def step_end(self, metrics: dict[str, Any]) -> bool:
-        """After each step; returns whether training should stop."""
+        """After each step; returns whether training should stop. The row goes to
+        ``trainer.state.log_history`` (TRL's list of logged dicts, with ``step`` and ``epoch``), and a
+        row holding the held-out evaluation (``eval/*``) fires ``on_evaluate`` with those metrics
+        (issue 34: neither happened)."""
+        state = self.trainer.state
+        state.log_history.append({**metrics, "step": state.global_step, "epoch": state.epoch})
         self._event("on_step_end")
+        evaluation = {k: v for k, v in metrics.items() if k.startswith("eval/")}
+        if evaluation:
+            self._event("on_evaluate", metrics=evaluation)
         self._event("on_log", logs=metrics)
         stop = self.control.should_training_stop
         for cb in self.items:
             if callable(cb) and not hasattr(cb, "on_step_end") and cb(self.trainer, metrics) is False:
                 stop = True
         return stop
+
+    def saved(self) -> None:
+        """After a checkpoint was written (TRL's ``on_save``)."""
+        self._event("on_save")
 
     def end(self) -> None:
         """After the last step."""

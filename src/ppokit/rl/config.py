@@ -14,6 +14,7 @@ from ppokit.config import (
     checkpoint_every_seconds_option,
     option,
     report_to_option,
+    step_timeout_option,
 )
 from ppokit.functional.losses import OBJECTIVES
 
@@ -205,6 +206,7 @@ class PPOConfig(ConfigBase):
         0, "Write a checkpoint every this many steps (0: by time only, see checkpoint_every_seconds)."
     )
     checkpoint_every_seconds: float = checkpoint_every_seconds_option()
+    step_timeout: float = step_timeout_option()
     keep_checkpoints: int = option(3, "Keep this many newest checkpoints.")
     log_every: int = option(1, "Write a metrics row every this many updates.")
     tensorboard: bool = option(True, "Write TensorBoard events under RUN_DIR/tb.")
@@ -268,7 +270,9 @@ class PPOConfig(ConfigBase):
         self.check_each(positive, lambda v: v >= 1, "must be a positive integer")
         check(self.torch_threads >= 0, "torch_threads", self.torch_threads, "must be >= 0 (0: auto)")
         check(0 <= self.seed < 2**63, "seed", self.seed, "must lie in [0, 2**63)")
-        self.check_each(("checkpoint_every", "checkpoint_every_seconds"), lambda v: v >= 0, "must be >= 0")
+        self.check_each(
+            ("checkpoint_every", "checkpoint_every_seconds", "step_timeout"), lambda v: v >= 0, "must be >= 0"
+        )
         check(
             self.batch_size <= self.rollout_size,
             "batch_size",

@@ -73,10 +73,29 @@ _PIP_NAMES = {
 }
 
 
-def pip_name(module: str) -> str:
-    """The ``pip install`` argument that provides top-level module ``module`` (a best guess)."""
+def pip_name(module: str) -> str | None:
+    """The ``pip install`` argument that provides top-level module ``module``, when ppokit knows it
+    (``_PIP_NAMES``, ``KNOWN_PACKAGES``); None otherwise. Never the module's own name: that name can
+    come from a run directory someone else wrote (``gym_packages``, ``module:Id``), and a
+    ``pip install <their name>`` hint would install whatever a package index holds under it (issue 34)."""
     top = module.split(".")[0]
-    return _PIP_NAMES.get(top, top.replace("_", "-"))
+    if top in _PIP_NAMES:
+        return _PIP_NAMES[top]
+    return next((req for _, mod, req in KNOWN_PACKAGES if mod.split(".")[0] == top), None)
+
+
+def install_hint(module: str) -> str:
+    """What to do about the missing top-level ``module``: the known install command, or to make it
+    importable (no guessed package name, see ``pip_name``)."""
+    name = pip_name(module)
+    if name is not None:
+        return f"pip install '{name}'" if "[" in name else f"pip install {name}"
+    return "install the package that provides it, or add its folder to PYTHONPATH"
+
+
+# False while ppokit works on a run directory it does not trust to ship code (cli/trust.py: the working
+# directory is inside the run); then the working directory is not put back on sys.path (issue 34)
+CWD_IMPORTS = True
 
 
 def cwd_on_path() -> None:
@@ -85,7 +104,7 @@ def cwd_on_path() -> None:
     Issue 30: ``ppokit train --env my_envs:Id`` beside ``my_envs.py`` said "not installed". Appended,
     not prepended, so a local file never shadows an installed package."""
     cwd = os.getcwd()
-    if "" not in sys.path and cwd not in sys.path:
+    if CWD_IMPORTS and "" not in sys.path and cwd not in sys.path:
         sys.path.append(cwd)
 
 
@@ -97,10 +116,8 @@ def import_module(module: str, why: str) -> None:
         importlib.import_module(module)
     except ModuleNotFoundError as e:
         missing = e.name or module
-        hint = "" if missing == module.split(".")[0] else f" (or make {module!r} importable: PYTHONPATH)"
         raise MissingDependencyError(
-            f"{why} needs the Python module {missing!r}, which is not installed: "
-            f"pip install {pip_name(missing)}{hint}"
+            f"{why} needs the Python module {missing!r}, which is not installed: {install_hint(missing)}"
         ) from None
     except gym.error.DependencyNotInstalled as e:
         raise MissingDependencyError(f"{why}: {one_line(e)}") from None
@@ -175,5 +192,5 @@ def load_entry_point(spec: gym.envs.registration.EnvSpec, env_id: str) -> None:
         missing = e.name or module
         raise MissingDependencyError(
             f"env_id={env_id!r} needs the Python module {missing!r}, which is not installed: "
-            f"pip install {pip_name(missing)}"
+            f"{install_hint(missing)}"
         ) from None

@@ -73,6 +73,11 @@ class PPO:
     a ``Policy`` (rl/policy.py), or a callable ``(observation_space, action_space) -> Policy``, or
     None for the built-in MLP actor-critic of ``config.network``."""
 
+    # RunLoop: the step counter moves when a rollout is complete, before the update changes anything,
+    # so a failure while it has not moved (an env or the policy failing in the rollout) leaves the
+    # last update's parameters to checkpoint (train/loop.py, issue 34)
+    counter_moves_first = True
+
     def __init__(
         self,
         env: EnvSpec | None = None,
@@ -555,9 +560,12 @@ class PPO:
         sb3.set_env(self, env)
 
     def close(self) -> None:
-        """Close the environments, the metric writers and the run directory's lock."""
-        self.venv.close()
-        self.close_run_dir()
+        """Close the environments, the metric writers and the run directory's lock (released also when
+        an environment's ``close()`` raises)."""
+        try:
+            self.venv.close()
+        finally:
+            self.close_run_dir()
 
 
 # -- finding and reading saved models and checkpoints ------------------------------------------------

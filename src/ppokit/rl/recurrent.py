@@ -259,7 +259,7 @@ def sequence_batch(buf, gamma: float, gae_lambda: float, device: torch.device) -
     through, and are left out of the loss by ``valid``."""
     buf = buf.to(device)
     advantages, returns = gae(
-        buf.rewards, buf.values, buf.next_values, buf.terminated, buf.done, gamma, gae_lambda
+        buf.rewards, buf.values, buf.next_values, buf.terminated, buf.done, gamma=gamma, gae_lambda=gae_lambda
     )
     fields = {
         "obs": buf.obs,

@@ -44,7 +44,7 @@ def rollout_batch(buf: RolloutBuffer, gamma: float, gae_lambda: float, device: t
     flattened to ``[B]`` for minibatching."""
     buf = buf.to(device)
     advantages, returns = gae(
-        buf.rewards, buf.values, buf.next_values, buf.terminated, buf.done, gamma, gae_lambda
+        buf.rewards, buf.values, buf.next_values, buf.terminated, buf.done, gamma=gamma, gae_lambda=gae_lambda
     )
     valid = buf.valid.reshape(-1)
     flat = lambda x: x.reshape(-1, *x.shape[2:])[valid]

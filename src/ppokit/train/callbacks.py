@@ -8,7 +8,8 @@ Accepted (the same for ``PPO.learn(callback=...)`` and the language-model traine
   (the behaviour of ``PPO.learn(callback=...)`` since wave 1);
 - an object with any of ``on_start(trainable)``, ``on_step(trainable, metrics) -> bool | None``
   (``False`` stops), ``on_end(trainable)`` and, optional, ``on_step_begin(trainable)`` (TRL's
-  ``on_step_begin`` goes through it); methods it lacks are skipped (SB3-style callback classes are
+  ``on_step_begin`` goes through it) and ``on_save(trainable, path)`` after each checkpoint (TRL's
+  ``on_save``); methods it lacks are skipped (SB3-style callback classes are
   built on these three);
 - a list or tuple of any of these, called in order (every ``on_step`` runs, then the loop stops if
   any returned ``False``).
@@ -21,7 +22,7 @@ from typing import Any
 
 from ppokit.errors import ConfigError
 
-HOOKS = ("on_start", "on_step_begin", "on_step", "on_end")
+HOOKS = ("on_start", "on_step_begin", "on_step", "on_save", "on_end")
 
 
 class LoopCallback:
@@ -52,6 +53,10 @@ class LoopCallback:
     def on_step(self, trainable: Any, metrics: dict[str, Any]) -> bool:
         """After each step, with its metrics row; False when any callback asked to stop."""
         return all(answer is not False for answer in self._call("on_step", trainable, metrics))
+
+    def on_save(self, trainable: Any, path: Any) -> None:
+        """After the loop wrote a checkpoint (``path``), on the cadence, at the end or on a failure."""
+        self._call("on_save", trainable, path)
 
     def on_end(self, trainable: Any) -> None:
         """After the last step (also when a callback or a signal stopped the run)."""

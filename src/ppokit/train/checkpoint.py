@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,17 @@ def _files(root: Path) -> list[Path]:
     return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
+def _as_os_error(e: SafetensorError, path: Path) -> Exception:
+    """safetensors reports a failed write (a full disk, a read-only file system) as SafetensorError
+    with the OS error inside its message, which the command line showed as a traceback (issue 34):
+    the OSError it stands for, naming the file, so the one-line error says "No space left on device"."""
+    code = re.search(r"code: (\d+)", str(e))
+    if code is None:
+        return CheckpointError(f"could not write {str(path)!r}: {e}")
+    number = int(code.group(1))
+    return OSError(number, os.strerror(number), str(path))
+
+
 def write_checkpoint(
     path: str | Path,
     tensors: dict[str, torch.Tensor],
@@ -77,8 +89,15 @@ def write_checkpoint(
     tmp.mkdir()
     # clone: parameters may be views of one flat buffer (FlatAdam) or tied weights, and safetensors
     # refuses tensors that share storage
-    save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+    try:
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+    except SafetensorError as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written debris beside the checkpoints
+        raise _as_os_error(e, tmp / TENSORS) from None
     (tmp / META).write_text(json.dumps(meta, indent=1))
+    # safetensors creates its file 0600 where every other file gets 0666 less the umask (0644): another
+    # user allowed to read the run was told the model is "corrupt" (issue 34). One mode for all.
+    os.chmod(tmp / TENSORS, stat.S_IMODE((tmp / META).stat().st_mode))
     if write_extra is not None:
         write_extra(tmp)
     files = {}
@@ -154,21 +173,33 @@ def remove_stale(root: str | Path) -> None:
 def is_complete(path: str | Path, verify_hashes: bool = True) -> bool:
     """True when the manifest exists, lists exactly the files present (tensors and meta among them),
     and every file has the recorded size and (with ``verify_hashes``) SHA-256."""
+    return why_incomplete(path, verify_hashes) is None
+
+
+def why_incomplete(path: str | Path, verify_hashes: bool = True) -> str | None:
+    """Why the checkpoint ``path`` is not complete (``is_complete``), in a few words, or None when it
+    is: a resume that skips it says which one and why (issue 34: it skipped silently)."""
     path = Path(path)
     try:
         manifest = json.loads((path / MANIFEST).read_text())
         listed = manifest["files"]
         if manifest.get("format") != FORMAT or not {TENSORS, META} <= set(listed):
-            return False
-        if sorted(listed) != [p.as_posix() for p in _files(path)]:
-            return False
+            return f"{MANIFEST} is not a ppokit checkpoint manifest"
+        present = [p.as_posix() for p in _files(path)]
+        if sorted(listed) != present:
+            missing = sorted(set(listed) - set(present))
+            return f"missing {', '.join(missing)}" if missing else "holds files its manifest does not list"
         for rel, info in listed.items():
             f = path / rel
-            if f.stat().st_size != info["size"] or (verify_hashes and _sha256(f) != info["sha256"]):
-                return False
-        return True
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return False
+            if f.stat().st_size != info["size"]:
+                return f"{rel} has {f.stat().st_size} bytes, the manifest says {info['size']} (truncated?)"
+            if verify_hashes and _sha256(f) != info["sha256"]:
+                return f"{rel} does not match its SHA-256 in the manifest (damaged)"
+        return None
+    except FileNotFoundError as e:
+        return f"no {Path(e.filename).name if e.filename else MANIFEST} (a write that did not finish)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"unreadable manifest ({type(e).__name__})"
 
 
 def _step_key(path: Path) -> tuple[int, str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import time
@@ -35,9 +36,13 @@ import yaml
 from ppokit.config import short
 from ppokit.errors import ConfigError, RunDirError
 from ppokit.tracking import trim_log
+from ppokit.train.files import atomic_write
 
 LOCK_NAME = ".lock"
 CONFIG = "config.yaml"
+# the SHA-256 of the config.yaml ppokit last wrote: a resume tells the user's edit of config.yaml
+# (refused, naming the keys) from ppokit's own rewrite with a resume's --set/--max-steps (issue 34)
+CONFIG_DIGEST = ".config.sha256"
 # What makes a directory "hold a run": a CLI run has config.yaml from its first moment; a run started
 # from Python before issue 29 had only metrics.csv and checkpoints/ (and a saved model/).
 RUN_MARKERS = (CONFIG, "metrics.csv", "checkpoints", "model")
@@ -70,8 +75,15 @@ class RunDirLock:
                 f"run directory {str(self.path.parent)!r} is in use by another ppokit process "
                 f"(pid {holder}); wait for it to finish or choose another run directory"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError as e:
+            # a full disk at start: name the path and leave no `.lock` behind (issue 34); the lock is
+            # ours (held), so removing the file takes nothing from another process
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            raise OSError(e.errno, e.strerror, str(self.path)) from None
         self.fd = fd
 
     def __del__(self) -> None:  # an object dropped without release() must not keep the lock
@@ -138,6 +150,7 @@ class Claim:
                     shutil.rmtree(self.path, ignore_errors=True)
                 else:
                     (self.path / CONFIG).unlink(missing_ok=True)
+                    (self.path / CONFIG_DIGEST).unlink(missing_ok=True)
                     (self.path / LOCK_NAME).unlink(missing_ok=True)
         finally:
             self.lock.release()
@@ -185,6 +198,10 @@ def claim(
                 f.write(config_yaml)
                 f.flush()
                 os.fsync(f.fileno())
+            record_config(target, config_yaml)
+        except OSError as e:  # a full disk names the file (it said only "No space left on device")
+            Claim(target, lock, created).abandon()
+            raise OSError(e.errno, e.strerror, e.filename or str(target / CONFIG)) from None
         except BaseException:
             Claim(target, lock, created).abandon()
             raise
@@ -196,6 +213,31 @@ def config_text(config: Any) -> str:
     """The text of a run's ``config.yaml`` for a config dataclass (what ``config.save_yaml`` writes):
     ``claim`` creates the file with it exclusively."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def _digest(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def record_config(run_dir: Path, config_yaml: str) -> None:
+    """Remember (``CONFIG_DIGEST``) that ppokit wrote ``config_yaml`` as the run's config.yaml."""
+    atomic_write(Path(run_dir) / CONFIG_DIGEST, _digest(config_yaml) + "\n")
+
+
+def write_config(run_dir: Path, config_yaml: str) -> None:
+    """Rewrite the run's ``config.yaml`` (atomically, never through a link) and record it."""
+    atomic_write(Path(run_dir) / CONFIG, config_yaml)
+    record_config(run_dir, config_yaml)
+
+
+def config_edited(run_dir: Path) -> bool | None:
+    """Whether ``config.yaml`` differs from what ppokit last wrote there (None: not known, a run
+    written before the digest existed)."""
+    try:
+        recorded = (Path(run_dir) / CONFIG_DIGEST).read_text().strip()
+        return _digest((Path(run_dir) / CONFIG).read_bytes()) != recorded
+    except OSError:
+        return None
 
 
 def trim_logs(run_dir: Path, step: int, logs: dict[str, str]) -> None:

@@ -1,6 +1,7 @@
-"""Issue 34: YAML that PyYAML reads silently wrong (a key or a section given twice: the last wins, the
-first is dropped) or crashes on (nesting tens of thousands deep: RecursionError) is a one-line
-ConfigError naming what is wrong, from a config file and from ``--set``."""
+"""Issue 34: config values and faults that were silently wrong or ended in a traceback. YAML that PyYAML
+reads wrong (a key or section given twice: the last wins, the first is dropped) or crashes on (nesting
+tens of thousands deep: RecursionError), floats past float32's range, and a full disk while a
+checkpoint is written: each a one-line error naming what is wrong."""
 
 from __future__ import annotations
 
@@ -64,3 +65,27 @@ def test_floats_past_float32_range_are_refused(key):
         ConfigError, match=rf"{key}=3.4e\+37 is not allowed; its magnitude must be at most 1e\+30"
     ):
         PPOConfig.from_dict({key: 3.4e37})
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_an_os_error_naming_the_file(tmp_path, monkeypatch):
+    """safetensors reports ENOSPC as SafetensorError, which the command line showed as a traceback
+    (issue 34): it becomes the OSError it stands for (one line at the CLI) and leaves no debris."""
+    import errno
+
+    import torch
+    from safetensors import SafetensorError
+
+    from ppokit.cli.boundary import user_message
+    from ppokit.train import checkpoint
+
+    def full_disk(tensors, filename):
+        raise SafetensorError(
+            "Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+            'message: "No space left on device" })'
+        )
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with pytest.raises(OSError) as info:
+        checkpoint.write_checkpoint(tmp_path / "step_1", {"w": torch.zeros(2)}, {"a": 1})
+    assert info.value.errno == errno.ENOSPC and "No space left on device" in user_message(info.value)
+    assert list(tmp_path.iterdir()) == []  # the temporary directory is gone
