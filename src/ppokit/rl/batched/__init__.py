@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ppokit.errors import ConfigError, EnvConfigError
-from ppokit.rl import envs
+from ppokit.rl import envfind, envs
 from ppokit.rl.batched.adapter import BatchedEnv, is_batched_instance, is_rsl_rl_env, is_tensor_vector_env
 from ppokit.rl.batched.collector import (
     BatchedCollector,
@@ -59,6 +59,7 @@ def _factory(env_id: str) -> Any:
     module, _, name = env_id.rpartition(":")
     if not module or not name.isidentifier() or name in gym.registry:
         return None
+    envfind.cwd_on_path()  # a factory in ./my_envs.py, as for module:Id (the console script lacks cwd)
     try:
         obj = getattr(importlib.import_module(module), name, None)
     except ImportError:
