@@ -17,6 +17,7 @@ NEEDS = {
     "docs/deploy.md": ("onnx", "onnxruntime", "moviepy", "wandb"),
     "docs/grpo.md": ("transformers", "peft"),
     "docs/language-models.md": ("transformers", "peft"),
+    "docs/own-env.md": ("ale_py", "minigrid"),
     "docs/porting-trl.md": ("transformers", "peft", "datasets"),
     "docs/presets-and-zoo.md": ("optuna",),
     "docs/rlhf_ppo.md": LM,
