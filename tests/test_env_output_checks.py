@@ -131,3 +131,11 @@ def test_a_rollout_larger_than_memory_is_a_config_error():
         ConfigError, match=r"n_steps \* num_envs = 1,000,000,000 \* 2 transitions need .* GiB"
     ):
         PPO(lambda: OddEnv("none"), **{**SMALL, "n_steps": 1_000_000_000, "batch_size": 64})
+
+
+def test_a_network_larger_than_memory_is_a_config_error():
+    """hidden_sizes=[1e9] hung initialising the weights or ended in an allocator error (issue 34)."""
+    from ppokit import ConfigError
+
+    with pytest.raises(ConfigError, match=r"network.hidden_sizes=\[1000000000\] needs about .* GiB"):
+        PPO(lambda: OddEnv("none"), **SMALL, network={"hidden_sizes": [1_000_000_000]})

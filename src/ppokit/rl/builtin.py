@@ -8,6 +8,7 @@ layers: in that file the choice was an import cycle (networks -> encoders -> net
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -19,6 +20,7 @@ from ppokit.rl.encoders import EncoderActorCritic
 from ppokit.rl.networks import MlpActorCritic
 from ppokit.rl.policy import Policy
 from ppokit.rl.recurrent import build_recurrent_policy
+from ppokit.rl.rollout import available_memory
 from ppokit.rl.spaces import ObsLayout
 
 
@@ -26,12 +28,32 @@ def build_policy(observation_space: gym.Space, action_space: gym.Space, cfg: Net
     """The built-in policy for ``network`` settings ``cfg``: the MLP for Box observations, else an
     ``EncoderActorCritic`` (rl/encoders.py: CNN for images, one-hot for discrete, Dict/Tuple per key);
     recurrent: rl/recurrent.py (on the same encoders)."""
-    kind = ObsLayout(observation_space).kind
+    layout = ObsLayout(observation_space)
+    _check_fits_in_memory(int(math.prod(layout.shape)), cfg)
+    kind = layout.kind
     if cfg.recurrent != "none":
         return build_recurrent_policy(observation_space, action_space, cfg)
     if kind == "box":
         return MlpActorCritic(observation_space, action_space, cfg)
     return EncoderActorCritic(observation_space, action_space, cfg)
+
+
+def _check_fits_in_memory(obs_size: int, cfg: NetworkConfig) -> None:
+    """Refuse a network whose weights, gradients and Adam moments (4 float32 copies) cannot fit in the
+    memory available: ``hidden_sizes=[1000000000]`` hung in the weights' initialisation or ended in an
+    allocator error (issue 34). The count is the MLP's (actor and critic; the widest layers dominate),
+    a lower bound for the other built-in networks."""
+    widths = [obs_size, *cfg.hidden_sizes, 1]
+    if cfg.recurrent != "none":
+        widths.insert(1, 4 * cfg.recurrent_hidden_size)  # the LSTM's gates
+    params = 2 * sum(a * b for a, b in zip(widths, widths[1:]))
+    free = available_memory()
+    if free is not None and 16 * params > free:
+        raise ConfigError(
+            f"network.hidden_sizes={cfg.hidden_sizes} needs about {16 * params / 2**30:,.1f} GiB for the "
+            f"weights, gradients and Adam moments; this machine has {free / 2**30:,.1f} GiB available: "
+            "use narrower layers"
+        )
 
 
 PolicySpec = Policy | Callable[[gym.Space, gym.Space], Policy] | None
