@@ -139,3 +139,20 @@ def test_a_network_larger_than_memory_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"network.hidden_sizes=\[1000000000\] needs about .* GiB"):
         PPO(lambda: OddEnv("none"), **SMALL, network={"hidden_sizes": [1_000_000_000]})
+
+
+def test_an_env_whose_close_raises_does_not_lose_the_evaluation():
+    """``ppokit eval`` ended in a traceback (and lost the result) when the env's close() raised."""
+
+    class CloseRaises(OddEnv):
+        def close(self):
+            raise RuntimeError("close failed")
+
+    model = PPO(lambda: CloseRaises("none"), **SMALL)
+    with pytest.warns(
+        UserWarning, match="raised .*close failed.* when closed; the evaluation itself finished"
+    ):
+        result = model.evaluate(episodes=2)
+    assert result["episodes"] == 2 and result["mean_length"] == 20
+    with pytest.raises(Exception, match="close failed"):  # the training envs' close still reports it
+        model.close()

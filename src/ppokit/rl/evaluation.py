@@ -76,6 +76,16 @@ def _viewing_kwargs(model: PPO, video_dir: str | Path | None, render: bool) -> d
     return {"render_mode": "rgb_array"}
 
 
+def _close(venv: Any) -> str | None:
+    """Close the evaluation envs; an env whose ``close()`` raises (or calls ``sys.exit()``) is named, not
+    a traceback that loses the finished evaluation (issue 34)."""
+    try:
+        venv.close()
+    except (Exception, SystemExit) as e:
+        return f"the environments raised {type(e).__name__}: {e} when closed"
+    return None
+
+
 def _video_wrapper(video_dir: str | Path, name: str) -> dict[str, dict[str, Any]]:
     """An ``env_wrappers`` entry recording the first episode of its environment to ``video_dir``
     (as ``<name>-episode-0.mp4``)."""
@@ -124,6 +134,7 @@ def evaluate_policy(
     returns: list[float] = []
     lengths: list[int] = []
     final_lives: list[int] = []
+    close_error: str | None = None
     while len(returns) < episodes:
         k = min(max_parallel, episodes - len(returns))
         wrappers = list(cfg.env_wrappers)
@@ -138,10 +149,14 @@ def evaluate_policy(
                 model, venv, k, seed + len(returns), deterministic, score is not None
             )
         finally:
-            venv.close()
+            close_error = _close(venv) or close_error
         returns += ep_ret.tolist()
         lengths += ep_len.tolist()
         final_lives += lives
+    if close_error is not None:  # the episodes are complete: the result stands, the fault is named
+        warnings.warn(
+            f"ppokit eval: {close_error}; the evaluation itself finished", UserWarning, stacklevel=2
+        )
     result = {
         "mean_return": float(np.mean(returns)),
         "std_return": float(np.std(returns)),
