@@ -34,7 +34,7 @@ from ppokit.rl.masking import masked_binary, masked_entropy, masked_log_softmax
 
 _LOG_2PI = math.log(2 * math.pi)
 KINDS = ("discrete", "multidiscrete", "multibinary", "box", "squashed_box", "beta")
-_BETA_EPS = 1e-6  # stored Beta samples are kept in [eps, 1 - eps]: float32 can round a sample to 0 or 1
+BETA_EPS = 1e-6  # stored Beta samples are kept in [eps, 1 - eps]: float32 can round a sample to 0 or 1
 _LOG_2 = math.log(2.0)
 
 
@@ -206,7 +206,7 @@ class ActionDistribution:
                 x = (alpha - 1.0) / (alpha + beta - 2.0)
             else:
                 x = torch.distributions.Beta(alpha, beta).sample()
-            x = x.clamp(_BETA_EPS, 1.0 - _BETA_EPS)
+            x = x.clamp(BETA_EPS, 1.0 - BETA_EPS)
             return x, beta_log_prob_entropy(alpha, beta, x)[0]
         if self.gaussian:
             action = out if deterministic else out + torch.exp(log_std) * torch.randn_like(out)
@@ -240,7 +240,7 @@ def beta_log_prob_entropy(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log-density of ``x`` in (0, 1) ``[B, k]`` under independent Beta(alpha, beta), summed over k,
     and the entropy ``[B]``: log B(a, b) - (a-1) psi(a) - (b-1) psi(b) + (a+b-2) psi(a+b)."""
-    x = x.clamp(_BETA_EPS, 1.0 - _BETA_EPS)
+    x = x.clamp(BETA_EPS, 1.0 - BETA_EPS)
     log_norm = torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(alpha + beta)  # log B(a, b)
     logp = (alpha - 1.0) * torch.log(x) + (beta - 1.0) * torch.log1p(-x) - log_norm
     dg = torch.digamma

@@ -13,9 +13,12 @@ The graph (``DeployedActor``) holds, in order:
    Box, squashed by tanh for ``action_bounds: tanh``, ``logit > 0`` for MultiBinary.
 
 Supported: non-recurrent policies on Box observations (the built-in MLP) and on image observations
-(the built-in CNN: the graph takes the uint8 frames), without action masks. Everything else is
-refused with a one-line ``ConfigError`` that names what is not supported (fail closed). Formats:
-``onnx`` (``torch.onnx``'s TorchScript-based exporter; check it with onnxruntime) and
+(the built-in CNN: the graph takes the uint8 frames), without action masks; models trained on a
+batched torch env (issue 32: the on-device normaliser's statistics, Gaussian or Beta actions with
+their bounds; for the asymmetric actor-critic the actor alone, whose input is the "policy"
+observation group, i.e. the first ``actor_dim`` columns of the stored ``[policy | critic]``).
+Everything else is refused with a one-line ``ConfigError`` that names what is not supported (fail
+closed). Formats: ``onnx`` (``torch.onnx``'s TorchScript-based exporter; check it with onnxruntime) and
 ``torchscript`` (``torch.jit.trace``, loadable with ``torch.jit.load`` without ppokit).
 """
 
@@ -26,11 +29,14 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
 from ppokit.errors import ConfigError, MissingDependencyError
+from ppokit.rl.batched import AsymmetricActorCritic, BatchedEnv
+from ppokit.rl.distributions import BETA_EPS
 from ppokit.rl.networks import MlpActorCritic
 from ppokit.rl.policy import Policy
 
@@ -54,16 +60,18 @@ class DeployedActor(nn.Module):
         dist = self.policy.dist
         self.kind, self.nvec, self.env_shape = dist.kind, list(dist.nvec), tuple(dist.env_shape)
         self.obs_dtype = model.obs_layout.dtype
+        self.actor_dim = actor_input_dim(model)
         norm = model.obs_norm
         self.normalize = norm is not None
         if norm is not None:  # float64 statistics, applied in float32 (predict casts after clipping)
-            std = np.sqrt(norm.rms.var + norm.eps)
-            self.register_buffer("obs_mean", torch.as_tensor(norm.rms.mean, dtype=torch.float32))
-            self.register_buffer("obs_std", torch.as_tensor(std, dtype=torch.float32))
+            # the batched path keeps them as device tensors (issue 32): read them back to the host
+            mean, var = (_host(v)[: self.actor_dim] for v in (norm.rms.mean, norm.rms.var))
+            self.register_buffer("obs_mean", torch.as_tensor(mean, dtype=torch.float32))
+            self.register_buffer("obs_std", torch.as_tensor(np.sqrt(var + norm.eps), dtype=torch.float32))
             self.obs_clip = float(norm.clip)
         start = np.asarray(dist.start if dist.start is not None else 0).reshape(-1)
         self.register_buffer("start", torch.as_tensor(start, dtype=torch.long))
-        if dist.gaussian:
+        if dist.gaussian or self.kind == "beta":
             self.register_buffer("low", torch.as_tensor(dist.low, dtype=torch.float32))
             self.register_buffer("high", torch.as_tensor(dist.high, dtype=torch.float32))
         self.action_dtype = torch.from_numpy(np.zeros(0, dtype=model.action_space.dtype)).dtype
@@ -71,6 +79,8 @@ class DeployedActor(nn.Module):
     def actor_output(self, x: torch.Tensor) -> torch.Tensor:
         """Logits or Gaussian mean ``[B, out_dim]``; the built-in MLP's actor alone (no critic)."""
         p = self.policy
+        if isinstance(p, AsymmetricActorCritic):  # x is the "policy" group alone: no critic input
+            return p.actor_head(p.actor_body(x.reshape(x.shape[0], -1)))
         if isinstance(p, MlpActorCritic):
             x = x.reshape(x.shape[0], -1)
             return p.actor_head(p.trunk(x) if p.trunk is not None else p.actor_body(x))
@@ -90,11 +100,36 @@ class DeployedActor(nn.Module):
             return (torch.stack(parts, dim=-1) + self.start).reshape(B, *self.env_shape)
         if self.kind == "multibinary":
             return (out > 0).to(self.action_dtype).reshape(B, *self.env_shape)
+        if self.kind == "beta":  # the Beta's mode, as ActionDistribution.sample(deterministic=True)
+            alpha, beta = self.policy.dist.beta_params(out)
+            x = ((alpha - 1.0) / (alpha + beta - 2.0)).clamp(BETA_EPS, 1.0 - BETA_EPS)
+            out = self.low + x * (self.high - self.low)
         if self.kind == "squashed_box":
             out = self.low + (torch.tanh(out) + 1.0) * (self.high - self.low) / 2.0
         # box (and squashed, against rounding): the mean clipped to the bounds, as to_env
         out = torch.minimum(torch.maximum(out, self.low), self.high)
         return out.reshape(B, *self.env_shape).to(self.action_dtype)
+
+
+def _host(values: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Statistics as a float64 numpy array (device tensors on the batched path are copied back)."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def actor_input_dim(model: PPO) -> int | None:
+    """The width of the graph's input when the actor reads only the "policy" observation group (the
+    asymmetric actor-critic of a batched env, issue 32); None: the whole observation."""
+    return model.policy.actor_dim if isinstance(model.policy, AsymmetricActorCritic) else None
+
+
+def input_space(model: PPO) -> gym.spaces.Space:
+    """The observation space the exported graph takes (the "policy" group of an asymmetric model)."""
+    space, width = model.observation_space, actor_input_dim(model)
+    if width is None:
+        return space
+    return gym.spaces.Box(space.low[:width], space.high[:width], (width,), space.dtype)
 
 
 def check_exportable(model: PPO) -> None:
@@ -108,6 +143,13 @@ def check_exportable(model: PPO) -> None:
         raise ConfigError(
             "export of a policy trained with action masks is not supported: the mask would be a second "
             "input; use PPO.predict(obs, action_masks=...)"
+        )
+    venv = getattr(model, "venv", None)
+    if isinstance(venv, BatchedEnv) and venv.critic_dim is not None and actor_input_dim(model) is None:
+        raise ConfigError(
+            f"export of policy {type(model.policy).__name__} on an env with a 'critic' observation group "
+            "is not supported: which columns its actor reads is unknown; the built-in "
+            "AsymmetricActorCritic exports its actor on the 'policy' group"
         )
     kind = model.obs_layout.kind
     if kind not in EXPORTABLE_OBS:
@@ -124,7 +166,7 @@ def export_policy(model: PPO, path: str | Path, fmt: str = "onnx") -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r} is not allowed; use one of {', '.join(FORMATS)}")
     actor = DeployedActor(model).eval()
-    example = torch.as_tensor(model.observation_space.sample()[None]).to(model.obs_layout.dtype)
+    example = torch.as_tensor(input_space(model).sample()[None]).to(model.obs_layout.dtype)
     example = torch.cat([example, example])  # batch 2: the trace must not specialise on a batch of 1
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +211,8 @@ def _export_onnx(actor: DeployedActor, example: torch.Tensor, path: Path, model:
     meta = {
         "producer": "ppokit",
         "env_id": str(model.config.env_id),
-        "observation_space": str(model.observation_space),
+        "observation_space": str(input_space(model)),
+        "observation_group": "policy" if actor.actor_dim is not None else "all",
         "action_space": str(model.action_space),
         "normalize_obs": str(actor.normalize),
         "action": "deterministic, as the env takes it",
