@@ -1,4 +1,5 @@
-"""Data-parallel PPO on torch.distributed (gloo, 2 CPU processes launched with torchrun)."""
+"""Data-parallel PPO on torch.distributed (gloo, 2 CPU processes launched with torchrun): the classic
+Gymnasium path and the batched torch-env path."""
 
 from __future__ import annotations
 
@@ -102,3 +103,54 @@ def test_grpo_two_ranks_shard_prompts_and_stay_identical(tmp_path, scale):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["run", "grpo-rank0.safetensors", "grpo-rank1.safetensors", "grpo-rank0.json", "grpo-rank1.json"]
     )
+
+
+# -- the batched torch-env path (issue 32 item 3): each rank steps its own ppokit/CartPoleTorch-v0 ----------
+BATCHED_WORKER = WORKER.with_name("dist_batched_worker.py")
+STEPS_PER_RANK = 3 * 16 * 8  # 3 rollouts of 8 steps of 16 instances (dist_batched_worker.SMALL)
+
+
+@pytest.fixture(scope="module")
+def two_rank_batched_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist_batched")
+    torchrun(2, str(BATCHED_WORKER), str(out))
+    return out, load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+
+
+def test_batched_ranks_step_their_own_envs_and_hold_identical_parameters(two_rank_batched_run):
+    _, r0, r1 = two_rank_batched_run
+    params = [k for k in r0 if k.startswith("param.")]
+    assert params
+    for k in params:
+        assert torch.equal(r0[k], r1[k]), k
+    # each rank's envs were reset with its own seed, so identical parameters come from the averaging
+    assert r0["seen"].shape == r1["seen"].shape and not torch.equal(r0["seen"], r1["seen"])
+    assert int(r0["num_timesteps"]) == int(r1["num_timesteps"]) == 2 * STEPS_PER_RANK
+
+
+def test_batched_device_normalisers_hold_the_statistics_of_every_ranks_data(two_rank_batched_run):
+    _, r0, r1 = two_rank_batched_run
+    all_obs = torch.cat([r0["seen"], r1["seen"]])
+    for r in (r0, r1):  # the prior (count 1e-4, mean 0, var 1) explains the tolerance
+        torch.testing.assert_close(r["rms.mean"], all_obs.mean(0), atol=1e-5, rtol=0)
+        torch.testing.assert_close(r["rms.var"], all_obs.var(0, unbiased=False), atol=1e-5, rtol=1e-4)
+        assert abs(float(r["rms.count"]) - len(all_obs)) < 1e-3
+    # the reward scaler's return statistics are merged too: one return per instance and step, all ranks
+    assert float(r0["reward_rms.count"]) == float(r1["reward_rms.count"])
+    assert abs(float(r0["reward_rms.count"]) - 2 * STEPS_PER_RANK) < 1e-3
+
+
+def test_batched_only_rank_zero_writes_the_run_directory(two_rank_batched_run):
+    out, _, _ = two_rank_batched_run
+    assert (out / "run" / "metrics.csv").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["rank0.safetensors", "rank1.safetensors", "run"]
+
+
+def test_batched_cli_under_torchrun_trains_a_torch_env_into_one_run_directory(tmp_path):
+    torchrun(
+        2, "-m", "ppokit", "train", "--env", "ppokit/PendulumTorch-v0", "--total-timesteps", "1024",
+        "--num-envs", "16", "--no-progress", "--set", "n_steps=16", "--set", "batch_size=128",
+        "--set", "eval_episodes=2", "--set", "normalize_obs=true", cwd=tmp_path,
+    )  # fmt: skip
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "model" / "manifest.json").exists()

@@ -161,10 +161,10 @@ def check_numpy_path(cfg: Any) -> None:
 
 def make_rollout_parts(ppo: PPO, rank_seed: int) -> None:
     """``PPO._make_rollout_parts`` for a batched env: device normalisers, the batched collector and a
-    rollout buffer allocated on the device."""
+    rollout buffer allocated on the device. Under torchrun every rank steps its own ``num_envs``
+    instances, reset with its own ``rank_seed``; ``ppo.py`` averages the gradients and syncs the
+    normalisers' statistics as on the numpy path (``ppokit/distributed.py``)."""
     cfg, venv = ppo.config, ppo.venv
-    if ppo.dist.enabled:
-        raise ConfigError("batched envs train in one process; run without torchrun (world size 1)")
     width = (venv.single_observation_space.shape[0],)
     ppo.obs_norm = DeviceObsNormalizer(width, ppo.device, cfg.obs_clip) if cfg.normalize_obs else None
     ppo.reward_scaler = (

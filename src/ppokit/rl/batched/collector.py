@@ -19,9 +19,11 @@ import time
 import numpy as np
 import torch
 
+from ppokit import distributed
 from ppokit.errors import EnvStepError
 from ppokit.rl.batched.adapter import BatchedEnv
 from ppokit.rl.distributions import ActionDistribution
+from ppokit.rl.normalization import merge_moments
 from ppokit.rl.policy import Policy
 from ppokit.rl.rollout import EpisodeStats, RolloutBuffer
 
@@ -36,6 +38,10 @@ class DeviceRunningMeanStd:
         self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
         self.var = torch.ones(shape, dtype=torch.float64, device=device)
         self.count = torch.tensor(epsilon, dtype=torch.float64, device=device)
+        # several ranks (torchrun): the statistics every rank shared at the last sync, and the moments
+        # of this rank's data since then, as ``normalization.RunningMeanStd`` keeps them
+        self.synced = (self.mean, self.var, self.count)
+        self.fresh: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def update(self, batch: torch.Tensor) -> None:
         """Fold a batch ``[B, *shape]`` in (no host sync)."""
@@ -47,10 +53,20 @@ class DeviceRunningMeanStd:
         self.var = (self.var * self.count + var * n + delta.square() * self.count * n / total) / total
         self.mean = self.mean + delta * n / total
         self.count = total
+        if distributed.info().enabled:  # only sync() reads them
+            moments = (mean, var, torch.tensor(float(n), dtype=torch.float64, device=b.device))
+            self.fresh = moments if self.fresh is None else merge_moments([self.fresh, moments])
 
     def sync(self) -> None:
-        """Several ranks: not supported on the batched path (refused at construction)."""
-        raise NotImplementedError("batched envs train in one process")
+        """Merge every rank's data since the last sync into the statistics all ranks shared then (once
+        per rollout, through ``distributed.all_gather_objects`` on host copies); afterwards every rank
+        holds the statistics of all ranks' data, as one process that saw all of it would."""
+        dev = self.mean.device
+        fresh = self.fresh or (torch.zeros_like(self.mean), torch.ones_like(self.var), self.count * 0.0)
+        parts = distributed.all_gather_objects(tuple(x.cpu() for x in fresh))
+        merged = merge_moments([self.synced, *(tuple(x.to(dev) for x in part) for part in parts)])
+        self.mean, self.var, self.count = merged
+        self.synced, self.fresh = merged, None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Mean, variance and count (float64, on the CPU)."""
@@ -62,6 +78,7 @@ class DeviceRunningMeanStd:
         self.mean = state["mean"].to(dev, torch.float64)
         self.var = state["var"].to(dev, torch.float64)
         self.count = state["count"].to(dev, torch.float64).reshape(())
+        self.synced, self.fresh = (self.mean, self.var, self.count), None  # resume: all ranks load the same
 
 
 class DeviceObsNormalizer:

@@ -1,0 +1,52 @@
+"""Run by tests/test_distributed.py under torchrun: one rank of a short data-parallel PPO run
+on a batched torch env (issue 32).
+
+Usage: torchrun --standalone --nproc_per_node N tests/dist_batched_worker.py OUT_DIR
+Trains a few updates on ppokit/CartPoleTorch-v0 with the observation normaliser and reward scaling
+on; dumps the parameters, the normaliser's statistics and every raw observation folded into them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ppokit import distributed
+from ppokit.rl.batched.collector import DeviceObsNormalizer
+from ppokit.rl.ppo import PPO
+
+SMALL = dict(num_envs=16, n_steps=8, batch_size=64, n_epochs=2, tensorboard=False, seed=5)
+
+
+def main(out: Path) -> None:
+    seen: list[torch.Tensor] = []
+    original = DeviceObsNormalizer.__call__
+
+    def recording(self, obs, update=False):
+        if update:
+            seen.append(torch.as_tensor(obs, dtype=torch.float64).clone())
+        return original(self, obs, update)
+
+    DeviceObsNormalizer.__call__ = recording
+    info = distributed.init("cpu")
+    model = PPO(
+        "ppokit/CartPoleTorch-v0", normalize_obs=True, normalize_reward=True,
+        run_dir=out / "run" if info.is_main else None, **SMALL,
+    )  # fmt: skip
+    model.learn(3 * 16 * 8 * info.world_size)
+    tensors = {f"param.{k}": v for k, v in model.policy.state_dict().items()}
+    tensors.update({f"rms.{k}": v for k, v in model.obs_norm.state_dict().items()})
+    tensors["reward_rms.count"] = model.reward_scaler.rms.count.cpu()
+    tensors["seen"] = torch.cat(seen)
+    tensors["num_timesteps"] = torch.tensor(model.num_timesteps)
+    model.close()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"rank{info.rank}.safetensors"))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(Path(sys.argv[1]))
+    distributed.shutdown()
