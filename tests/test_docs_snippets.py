@@ -53,6 +53,10 @@ def _batched_page_built_the_asymmetric_critic(scratch: Path, outputs: list[str])
     asymmetric actor-critic, as the page's comment says."""
     assert any(out.strip().endswith("AsymmetricActorCritic") for out in outputs)
     assert (scratch / "my_envs.py").is_file()
+    # the torchrun run made one run directory (rank 0's) and its export (issue 32 item 3)
+    assert (scratch / "runs" / "cartpole-torch" / "model" / "manifest.json").is_file()
+    assert (scratch / "runs" / "cartpole-torch" / "policy.pt").is_file()
+    assert (scratch / "point_mass_actor.pt").is_file()
 
 
 AFTER = {
