@@ -1,9 +1,10 @@
 """Run by tests/test_distributed.py under torchrun: one rank of a short data-parallel PPO run
 on a batched torch env (issue 32).
 
-Usage: torchrun --standalone --nproc_per_node N tests/dist_batched_worker.py OUT_DIR
+Usage: torchrun --standalone --nproc_per_node N tests/dist_batched_worker.py OUT_DIR [resume]
 Trains a few updates on ppokit/CartPoleTorch-v0 with the observation normaliser and reward scaling
 on; dumps the parameters, the normaliser's statistics and every raw observation folded into them.
+``resume``: continue from the newest checkpoint of OUT_DIR/run for one more rollout instead.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ppokit.rl.ppo import PPO
 SMALL = dict(num_envs=16, n_steps=8, batch_size=64, n_epochs=2, tensorboard=False, seed=5)
 
 
-def main(out: Path) -> None:
+def main(out: Path, resume: bool) -> None:
     seen: list[torch.Tensor] = []
     original = DeviceObsNormalizer.__call__
 
@@ -32,21 +33,28 @@ def main(out: Path) -> None:
 
     DeviceObsNormalizer.__call__ = recording
     info = distributed.init("cpu")
-    model = PPO(
-        "ppokit/CartPoleTorch-v0", normalize_obs=True, normalize_reward=True,
-        run_dir=out / "run" if info.is_main else None, **SMALL,
-    )  # fmt: skip
-    model.learn(3 * 16 * 8 * info.world_size)
+    if resume:  # a checkpoint (not the run directory): no rank writes
+        model = PPO.resume(max((out / "run" / "checkpoints").iterdir()))
+        seen.clear()  # only what each rank collects after the resume
+        model.learn(16 * 8 * info.world_size, reset_num_timesteps=False)
+    else:
+        model = PPO(
+            "ppokit/CartPoleTorch-v0", normalize_obs=True, normalize_reward=True,
+            run_dir=out / "run" if info.is_main else None, **SMALL,
+        )  # fmt: skip
+        model.learn(3 * 16 * 8 * info.world_size)
     tensors = {f"param.{k}": v for k, v in model.policy.state_dict().items()}
     tensors.update({f"rms.{k}": v for k, v in model.obs_norm.state_dict().items()})
     tensors["reward_rms.count"] = model.reward_scaler.rms.count.cpu()
     tensors["seen"] = torch.cat(seen)
     tensors["num_timesteps"] = torch.tensor(model.num_timesteps)
     model.close()
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"rank{info.rank}.safetensors"))
+    tensors["env_state_restored"] = torch.tensor(bool(resume and model.resume_info["env_state_restored"]))
+    name = f"{'resumed-' if resume else ''}rank{info.rank}.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / name))
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2:] == ["resume"])
     distributed.shutdown()

@@ -154,3 +154,19 @@ def test_batched_cli_under_torchrun_trains_a_torch_env_into_one_run_directory(tm
     )  # fmt: skip
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "model" / "manifest.json").exists()
+
+
+def test_batched_resume_under_torchrun_keeps_each_ranks_own_envs(two_rank_batched_run, tmp_path):
+    import shutil
+
+    out, _, _ = two_rank_batched_run
+    shutil.copytree(out / "run", tmp_path / "run")
+    torchrun(2, str(BATCHED_WORKER), str(tmp_path), "resume")
+    r0, r1 = (load_file(str(tmp_path / f"resumed-rank{r}.safetensors")) for r in (0, 1))
+    # rank 0 continues its envs exactly; rank 1 keeps the envs it was seeded with (restoring rank 0's
+    # envs and generators there would make both ranks collect the same rollout)
+    assert bool(r0["env_state_restored"]) and not bool(r1["env_state_restored"])
+    assert r0["seen"].shape == (16 * 8, 4) and not torch.equal(r0["seen"], r1["seen"])
+    for k in (k for k in r0 if k.startswith("param.")):
+        assert torch.equal(r0[k], r1[k]), k
+    assert int(r0["num_timesteps"]) == 2 * STEPS_PER_RANK + 2 * 16 * 8

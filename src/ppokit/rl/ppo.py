@@ -378,7 +378,8 @@ class PPO:
             opt.load_state_dict(opt_state)
         self.guard.load_state_dict(sd["guard"])
         self.target_timesteps = sd["counters"]["target_timesteps"]
-        restore_rng(sd["rng"]["tensors"], sd["rng"]["tree"], numpy_generators={"ppo": self.np_rng})
+        if self.dist.is_main:  # rank 0's generators: other ranks keep the streams seeded per rank
+            restore_rng(sd["rng"]["tensors"], sd["rng"]["tree"], numpy_generators={"ppo": self.np_rng})
         missing = self.collector.load_state_dict(sd["collector"])
         if missing is not None and self.reward_scaler is not None:
             self.reward_scaler.returns[:] = 0.0  # fresh episodes: their discounted returns start at 0

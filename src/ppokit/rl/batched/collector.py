@@ -315,6 +315,9 @@ class BatchedCollector:
         self.steps, self.skipped_nonfinite = int(state["steps"]), int(state["skipped_nonfinite"])
         self.timeouts, self.final_bootstraps = (int(x) for x in state["timeouts"])
         missing = state["env"]["missing"]
+        rank = distributed.info().rank
+        if missing is None and rank > 0:  # torchrun: restoring rank 0's envs here would repeat its data
+            missing = f"rank {rank} keeps its own envs (the checkpoint holds rank 0's)"
         if missing is None:
             self.env.load_state_dict(state["env"]["tensors"], state["raw_obs"])
             self.raw_obs = state["raw_obs"].to(self.device)
