@@ -5,6 +5,8 @@ Usage: torchrun --standalone --nproc_per_node N tests/dist_batched_worker.py OUT
 Trains a few updates on ppokit/CartPoleTorch-v0 with the observation normaliser and reward scaling
 on; dumps the parameters, the normaliser's statistics and every raw observation folded into them.
 ``resume``: continue from the newest checkpoint of OUT_DIR/run for one more rollout instead.
+``grad``: one loss/backward of an asymmetric actor-critic with Beta actions on this rank's share of a
+fixed batch; dumps the averaged gradients (N ranks with batch B must equal 1 rank with N*B).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from safetensors.torch import save_file
 from ppokit import distributed
 from ppokit.rl.batched.collector import DeviceObsNormalizer
 from ppokit.rl.ppo import PPO
+from ppokit.rl.torch_envs import PointMassTorch, RslRlVecEnv
 
 SMALL = dict(num_envs=16, n_steps=8, batch_size=64, n_epochs=2, tensorboard=False, seed=5)
 
@@ -54,7 +57,32 @@ def main(out: Path, resume: bool) -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / name))
 
 
+def grad(out: Path, total: int = 64) -> None:
+    info = distributed.init("cpu")
+    env = RslRlVecEnv(PointMassTorch(num_envs=16, max_episode_steps=10))
+    model = PPO(env, network={"action_bounds": "beta"}, vf_clip_range=0.2, ent_coef=0.01, **SMALL)
+    g = torch.Generator().manual_seed(123)  # the same batch on every rank, shaped like a rollout
+    data = {
+        "obs": torch.randn(total, 12, generator=g),
+        "actions": torch.rand(total, 2, generator=g).clamp(0.05, 0.95),
+        "logp_old": -torch.rand(total, generator=g) - 0.3,
+        "values_old": torch.randn(total, generator=g),
+        "advantages": torch.randn(total, generator=g) * 3 + 1,
+        "returns": torch.randn(total, generator=g),
+    }
+    share = total // info.world_size
+    mine = {k: v[info.rank * share : (info.rank + 1) * share] for k, v in data.items()}
+    loss, _ = model.loss(mine, 0.2)
+    loss.backward()
+    distributed.average_gradients([p.grad for p in model.policy.parameters()])
+    grads = {k: p.grad.clone() for k, p in model.policy.named_parameters()}
+    save_file(grads, str(out / f"grad{info.world_size}-rank{info.rank}.safetensors"))
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(Path(sys.argv[1]), sys.argv[2:] == ["resume"])
+    if sys.argv[2:] == ["grad"]:
+        grad(Path(sys.argv[1]))
+    else:
+        main(Path(sys.argv[1]), sys.argv[2:] == ["resume"])
     distributed.shutdown()

@@ -170,3 +170,15 @@ def test_batched_resume_under_torchrun_keeps_each_ranks_own_envs(two_rank_batche
     for k in (k for k in r0 if k.startswith("param.")):
         assert torch.equal(r0[k], r1[k]), k
     assert int(r0["num_timesteps"]) == 2 * STEPS_PER_RANK + 2 * 16 * 8
+
+
+def test_batched_two_ranks_with_batch_b_match_one_rank_with_batch_2b(tmp_path):
+    torchrun(2, str(BATCHED_WORKER), str(tmp_path), "grad")
+    torchrun(1, str(BATCHED_WORKER), str(tmp_path), "grad")
+    one = load_file(str(tmp_path / "grad1-rank0.safetensors"))
+    assert any(k.startswith("critic_body") for k in one)  # the asymmetric actor-critic, Beta actions
+    assert all(float(one[k].abs().sum()) > 0 for k in one if k.startswith(("actor_head", "critic_head")))
+    for rank in (0, 1):
+        two = load_file(str(tmp_path / f"grad2-rank{rank}.safetensors"))
+        for k in one:
+            assert torch.allclose(one[k], two[k], atol=1e-6, rtol=1e-5), k
