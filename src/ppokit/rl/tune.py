@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ppokit.errors import ConfigError, MissingDependencyError, NonFiniteError
 from ppokit.rl.config import PPOConfig
+from ppokit.train.signals import StopNow, StopOnSignal
 
 if TYPE_CHECKING:
     import optuna
@@ -224,15 +225,32 @@ def run_study(settings: TuneSettings, log: Any = print) -> optuna.Study:
         log(f"trial {trial.number}: {trial.state.name.lower()} {value}")
 
     best_config = lambda params: trial_config(settings, params, budget=settings.base.total_timesteps)
+    # Ctrl-C / SIGTERM: the first finishes the trial in progress, a second stops at once. A
+    # KeyboardInterrupt raised straight into Optuna could land inside its SQLite commit and end in
+    # Optuna's own internal error and exit code 1 instead of 130 (seen in CI).
+    stopper = _StopRequest()
     try:
-        while finished(study) < settings.n_trials:
-            study.optimize(lambda t: objective(settings, t), n_trials=1, callbacks=[one_line])
-    except KeyboardInterrupt:  # the cut-off trial counts as failed (open_study marks it so if Optuna has not)
+        with StopOnSignal(stopper, unit="trial"):
+            while finished(study) < settings.n_trials and stopper.stop_requested is None:
+                study.optimize(lambda t: objective(settings, t), n_trials=1, callbacks=[one_line])
+    except BaseException as e:
+        if stopper.stop_requested is None:  # a failure of its own, not the user's stop
+            raise
+        # the second signal, or an error Optuna raised because of it: the cut-off trial counts as
+        # failed (open_study marks it so on resume if Optuna has not)
+        stopper.stop_requested = getattr(e, "signum", stopper.stop_requested)
+    if stopper.stop_requested is not None:
         write_report(study, settings, best_config, log)
         log(f"interrupted at {finished(study)} of {settings.n_trials} trials; run the same command to resume")
-        raise
+        raise StopNow(stopper.stop_requested)
     write_report(study, settings, best_config, log)
     return study
+
+
+class _StopRequest:
+    """What ``StopOnSignal`` sets: the signal that asked the study to stop."""
+
+    stop_requested: int | None = None
 
 
 __all__ = [
