@@ -43,6 +43,10 @@ def _train_until_killed(run_dir: str) -> None:
     if latest_checkpoint(Path(run_dir) / "checkpoints") is not None:
         model = PPO.resume(run_dir)
     else:
+        # The previous child may have been killed after it claimed the directory (config.yaml) and
+        # before its first checkpoint: PPO(run_dir=) refuses a directory holding a run (issue 29), so
+        # start it again as `ppokit resume` does for such a run, from nothing but that config.
+        (Path(run_dir) / "config.yaml").unlink(missing_ok=True)
         model = PPO("CartPole-v1", run_dir=run_dir, **SMALL, checkpoint_every=ROLLOUT, keep_checkpoints=2)
     model.learn(10**9)
 
