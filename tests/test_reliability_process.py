@@ -13,6 +13,7 @@ import gc
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,10 +44,10 @@ def _train_until_killed(run_dir: str) -> None:
     if latest_checkpoint(Path(run_dir) / "checkpoints") is not None:
         model = PPO.resume(run_dir)
     else:
-        # The previous child may have been killed after it claimed the directory (config.yaml) and
-        # before its first checkpoint: PPO(run_dir=) refuses a directory holding a run (issue 29), so
-        # start it again as `ppokit resume` does for such a run, from nothing but that config.
-        (Path(run_dir) / "config.yaml").unlink(missing_ok=True)
+        # The previous child may have been killed after it claimed the directory (config.yaml, maybe
+        # a metrics row) and before its first checkpoint: PPO(run_dir=) refuses a directory holding a
+        # run (issue 29), and nothing in it is worth keeping, so start the run again from nothing.
+        shutil.rmtree(run_dir, ignore_errors=True)
         model = PPO("CartPole-v1", run_dir=run_dir, **SMALL, checkpoint_every=ROLLOUT, keep_checkpoints=2)
     model.learn(10**9)
 
