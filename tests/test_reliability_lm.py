@@ -122,10 +122,16 @@ def test_a_raising_reward_keeps_a_checkpoint_and_the_run_resumes(tmp_path, capsy
     assert again.step == 2 and again.train()["steps"] == 5
 
 
-def test_reward_errors_on_the_command_line_are_one_line(tmp_path, capsys):
-    (tmp_path / "rw.py").write_text(
-        "def f(prompts, completions, **kw):\n    return [1 / 0] * len(completions)\n"
-    )
+@pytest.mark.parametrize(
+    ("body", "raised"),
+    [
+        ("    return [1 / 0] * len(completions)\n", "ZeroDivisionError"),
+        # issue 34: sys.exit() in a reward exited 0 with no message
+        ("    import sys\n    sys.exit(0)\n", "SystemExit"),
+    ],
+)
+def test_reward_errors_on_the_command_line_are_one_line(tmp_path, capsys, body, raised):
+    (tmp_path / "rw.py").write_text("def f(prompts, completions, **kw):\n" + body)
     (tmp_path / "p.jsonl").write_text('{"prompt": "1+1="}\n{"prompt": "2+2="}\n')
     argv = ["grpo", "--run-dir", str(tmp_path / "run"), "--prompts", str(tmp_path / "p.jsonl")]
     argv += ["--reward", f"{tmp_path / 'rw.py'}:f", "--no-progress", "--set", "tensorboard=false"]
@@ -134,7 +140,7 @@ def test_reward_errors_on_the_command_line_are_one_line(tmp_path, capsys):
         main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(err) == 1, err
-    assert "reward function 'f' raised ZeroDivisionError on prompt row 0" in err[0]
+    assert f"reward function 'f' raised {raised} on prompt row 0" in err[0]
     assert "checkpoint of step 0" in err[0] and "ppokit resume" in err[0]
 
 

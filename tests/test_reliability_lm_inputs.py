@@ -107,28 +107,6 @@ def test_sys_exit_in_a_reward_keeps_a_checkpoint(tmp_path):
     assert is_complete(latest_checkpoint(tmp_path / "checkpoints"))
 
 
-def test_sys_exit_in_a_reward_on_the_command_line_exits_2(tmp_path, capsys):
-    (tmp_path / "rw.py").write_text("import sys\n\ndef f(prompts, completions, **kw):\n    sys.exit(0)\n")
-    (tmp_path / "p.jsonl").write_text('{"prompt": "1+1="}\n{"prompt": "2+2="}\n')
-    argv = ["grpo", "--run-dir", str(tmp_path / "run"), "--prompts", str(tmp_path / "p.jsonl")]
-    argv += ["--reward", f"{tmp_path / 'rw.py'}:f", "--no-progress", "--set", "tensorboard=false"]
-    argv += ["--set", "num_generations=2", "--set", "max_completion_length=4", "--set", "prompts_per_step=2"]
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert info.value.code == 2 and len(err) == 1, err
-    assert "reward function 'f' raised SystemExit on prompt row 0" in err[0]
-    assert "checkpoint of step 0" in err[0]
-
-
-# -- 2. model directories that do not match their config ----------------------------------------------
-@pytest.fixture(params=["gpt2", "qwen2"])
-def model_dir(request, tmp_path):
-    tok = build_char_tokenizer()
-    cfg = TinyModelConfig(architecture=request.param, n_layer=1, n_embd=16, n_head=2)
-    return save_pretrained(build_tiny_model(cfg, tok, seed=0), tok, tmp_path / "model")
-
-
 def _edit_tensors(directory, edit):
     from safetensors.torch import load_file, save_file
 
