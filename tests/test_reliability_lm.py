@@ -129,6 +129,7 @@ def test_a_raising_reward_keeps_a_checkpoint_and_the_run_resumes(tmp_path, capsy
         # issue 34: sys.exit() in a reward exited 0 with no message
         ("    import sys\n    sys.exit(0)\n", "SystemExit"),
     ],
+    ids=["ZeroDivisionError", "SystemExit"],
 )
 def test_reward_errors_on_the_command_line_are_one_line(tmp_path, capsys, body, raised):
     (tmp_path / "rw.py").write_text("def f(prompts, completions, **kw):\n" + body)
