@@ -40,6 +40,18 @@ LM = [
 ]
 
 
+TINY_GRPO = {"prompts_per_step": 2, "num_generations": 2, "tensorboard": False}
+
+
+def _tiny_lm():
+    """A one-layer GPT-2 and character tokenizer built in code (the LM cases' model)."""
+    from ppokit.llm.config import TinyModelConfig
+    from ppokit.llm.models import build_char_tokenizer, build_tiny_model
+
+    tok = build_char_tokenizer()
+    return build_tiny_model(TinyModelConfig(n_layer=1, n_embd=16, n_head=2), tok, seed=0), tok
+
+
 def ppokit(*argv: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300):
     """``ppokit ARGV`` in a child process with tests/ importable (round3_envs registers its ids)."""
     code = "import sys, round3_envs; from ppokit.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -337,10 +349,8 @@ def test_step_timeout_stops_a_hanging_env_step_with_a_checkpoint(tmp_path, monke
 
 
 def test_step_timeout_stops_a_hanging_reward_function(tmp_path):
-    from ppokit.llm.config import TinyModelConfig
     from ppokit.llm.grpo import GRPOTrainer
     from ppokit.llm.grpo_config import GRPOConfig
-    from ppokit.llm.models import build_char_tokenizer, build_tiny_model
 
     calls = []
 
@@ -350,13 +360,10 @@ def test_step_timeout_stops_a_hanging_reward_function(tmp_path):
             time.sleep(120)
         return [1.0] * len(completions)
 
-    tok = build_char_tokenizer()
-    model = build_tiny_model(TinyModelConfig(n_layer=1, n_embd=16, n_head=2), tok, seed=0)
+    model, tok = _tiny_lm()
     cfg = GRPOConfig.from_dict(
         {
-            "prompts_per_step": 2,
-            "num_generations": 2,
-            "tensorboard": False,
+            **TINY_GRPO,
             "max_steps": 3,
             "step_timeout": 2,
             "generation": {"max_completion_length": 4},
@@ -453,10 +460,8 @@ def test_a_run_without_checkpoint_and_bad_yaml_is_one_line(tmp_path, capsys):
 
 # -- 7. TRL callbacks ---------------------------------------------------------------------------------
 def test_trl_on_save_and_on_evaluate_fire_and_log_history_fills(tmp_path):
-    from ppokit.llm.config import TinyModelConfig
     from ppokit.llm.grpo import GRPOTrainer
     from ppokit.llm.grpo_config import GRPOConfig
-    from ppokit.llm.models import build_char_tokenizer, build_tiny_model
 
     seen = {"save": 0, "evaluate": []}
 
@@ -467,13 +472,10 @@ def test_trl_on_save_and_on_evaluate_fire_and_log_history_fills(tmp_path):
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
             seen["evaluate"].append(metrics)
 
-    tok = build_char_tokenizer()
-    model = build_tiny_model(TinyModelConfig(n_layer=1, n_embd=16, n_head=2), tok, seed=0)
+    model, tok = _tiny_lm()
     cfg = GRPOConfig.from_dict(
         {
-            "prompts_per_step": 2,
-            "num_generations": 2,
-            "tensorboard": False,
+            **TINY_GRPO,
             "max_steps": 2,
             "checkpoint_every": 1,
             "eval_every": 1,
