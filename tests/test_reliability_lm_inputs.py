@@ -107,6 +107,14 @@ def test_sys_exit_in_a_reward_keeps_a_checkpoint(tmp_path):
     assert is_complete(latest_checkpoint(tmp_path / "checkpoints"))
 
 
+# -- 2. model directories that do not match their config ----------------------------------------------
+@pytest.fixture(params=["gpt2", "qwen2"])
+def model_dir(request, tmp_path):
+    tok = build_char_tokenizer()
+    cfg = TinyModelConfig(architecture=request.param, n_layer=1, n_embd=16, n_head=2)
+    return save_pretrained(build_tiny_model(cfg, tok, seed=0), tok, tmp_path / "model")
+
+
 def _edit_tensors(directory, edit):
     from safetensors.torch import load_file, save_file
 
