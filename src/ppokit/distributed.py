@@ -50,6 +50,16 @@ def init(device: str = "cpu") -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def ensure_process_group(device: str = "cpu") -> None:
+    """A process group even without torchrun: ``init``'s under torchrun, else a group of one process
+    (an in-memory store, no port). FSDP2 and torch.distributed.checkpoint need a group, and one code
+    path for 1 and N processes lets a sharded run resume at another number of ranks."""
+    init(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
+
+
 def info() -> DistInfo:
     """The current process group's ``DistInfo`` (single process when none is initialised)."""
     if dist.is_available() and dist.is_initialized():

@@ -12,6 +12,7 @@ key=value``, the same order as ``ppokit train``. Each layer is brought to canoni
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import signal
 import sys
@@ -190,8 +191,12 @@ def _model(cfg: Any, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     if cfg.warm_start.steps and inputs["accuracy"] is not None:
         from ppokit.llm.tasks import warm_start
 
-        # LMTrainer's greedy evaluation alone: the algorithm (and a reference copy) is not needed here.
-        probe = LMTrainer(model, tokenizer, **_trainer_args(cfg, inputs, run_dir=None, progress=False))
+        # LMTrainer's greedy evaluation alone: the algorithm (and a reference copy) is not needed here,
+        # nor sharding (the model is not trained yet: fully_shard would change it in place)
+        args = _trainer_args(cfg, inputs, run_dir=None, progress=False)
+        args["config"] = copy.deepcopy(cfg)
+        args["config"].distributed.strategy = "ddp"
+        probe = LMTrainer(model, tokenizer, **args)
         # under torchrun only rank 0 evaluates (the others get {}), hence .get
         info["warm_start_accuracy_before"] = probe.evaluate()[0].get("eval/accuracy")
         ws = cfg.warm_start

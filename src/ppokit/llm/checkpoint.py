@@ -123,6 +123,13 @@ def load_checkpoint_model(found: Path, meta: dict[str, Any], config: Any, kwargs
     directory."""
     from ppokit.llm.models import load_pretrained, load_tokenizer
 
+    if "sharded" in meta:  # fsdp: the model is built from its config; the shards fill it after sharding
+        import transformers as tf
+
+        from ppokit.llm.models import load_tokenizer
+
+        model = tf.AutoModelForCausalLM.from_config(tf.AutoConfig.from_pretrained(str(found / "model")))
+        return model.to(config.device), load_tokenizer(found / "model")
     # "auto": the weights come back in the dtype they were saved in (float32 masters, a LoRA
     # model's half-precision base), whatever torch_dtype says about loading the original model
     if not is_adapter_checkpoint(found):

@@ -126,6 +126,25 @@ class WarmStartConfig(ConfigBase):
         check(self.learning_rate > 0, "warm_start.learning_rate", self.learning_rate, "must be > 0")
 
 
+@dataclass
+class DistributedConfig(ConfigBase):
+    """How the trainer spreads over the ranks of a torchrun job (docs/fsdp.md)."""
+
+    strategy: str = option(
+        "ddp",
+        "ddp: every rank holds the whole policy, reference, critic and optimizer state, gradients are "
+        "averaged; fsdp: each of them is sharded per transformer block over the ranks (FSDP2), the "
+        "checkpoints are sharded too (torch.distributed.checkpoint).",
+        choices=("ddp", "fsdp"),
+    )
+    cpu_offload: bool = option(False, "fsdp: keep the parameter shards and optimizer state in CPU memory.")
+    reshard_after_forward: bool = option(
+        True,
+        "fsdp: free a block's gathered parameters after its forward (gathered again for backward); "
+        "false keeps them until the backward: less communication, more memory.",
+    )
+
+
 @accepts_other_names
 @dataclass
 class LMConfig(ConfigBase):
@@ -176,6 +195,9 @@ class LMConfig(ConfigBase):
 
     warm_start: WarmStartConfig = option(WarmStartConfig(), "Supervised warm start (built-in tasks only).")
     tiny_model: TinyModelConfig = option(TinyModelConfig(), "Built-in tiny model.")
+    distributed: DistributedConfig = option(
+        DistributedConfig(), "Several processes (torchrun): data parallel or sharded (FSDP2)."
+    )
 
     eval_every: int = option(25, "Measure held-out accuracy every this many steps (0: only before/after).")
     eval_prompts: int = option(200, "Held-out prompts for the accuracy (greedy decoding).")

@@ -208,8 +208,9 @@ class GRPOTrainer(LMTrainer):
         cfg = self.config
         with self.autocast():
             parts = [
-                completion_logprobs(
+                self.forward(
                     model,
+                    completion_logprobs,
                     ro.prompt_ids[s],
                     ro.prompt_mask[s],
                     ro.completion_ids[s],
@@ -234,8 +235,9 @@ class GRPOTrainer(LMTrainer):
         cfg = self.config
         bonus = cfg.ent_coef > 0
         with self.autocast():
-            logp, entropy = completion_logprobs(
+            logp, entropy = self.forward(
                 self.model,
+                completion_logprobs,
                 batch.prompt_ids,
                 batch.prompt_mask,
                 batch.completion_ids,

@@ -110,7 +110,7 @@ class RLHFPPOTrainer(LMTrainer):
     def _kl_weight(self) -> float:
         return self.config.kl_coef
 
-    def _setup(self) -> None:
+    def _build_models(self) -> None:
         cfg = self.config
         # Dropout off in every forward (eval mode; gradients still flow): with dropout pi_old and pi
         # disagree on identical weights, so the first ratios would not be 1 (TRL disables it too).
@@ -126,6 +126,17 @@ class RLHFPPOTrainer(LMTrainer):
             torch.manual_seed(cfg.seed)
             self.value_head = ValueHead(hidden_size(unwrap_peft(self.model))).to(self.device)
         distributed.broadcast_parameters(self.value_head)  # torchrun: every rank starts identical
+
+    def _shard_parts(self) -> list[tuple[Any, bool, bool]]:
+        # fsdp: the critic trunk per block like the policy; the value head as one float32 unit
+        parts = [(self.value_head, False, False)]
+        return parts + ([(self.critic, True, True)] if self.critic is not None else [])
+
+    def _extra_modules(self) -> dict[str, Any]:
+        return {"value_head": self.value_head, **({"critic": self.critic} if self.critic is not None else {})}
+
+    def _setup(self) -> None:
+        cfg = self.config
         critic_params = list(self.value_head.parameters())
         if self.critic is not None:  # only what trains: a LoRA critic's frozen base gets no gradient
             critic_params += [p for p in self.critic.parameters() if p.requires_grad]
@@ -178,41 +189,16 @@ class RLHFPPOTrainer(LMTrainer):
         trunk and head.
         """
         model = self.model if model is None else model
-        cfg = self.config
         prompt, completion = b.prompt_ids[idx], b.completion_ids[idx]
         width, length = prompt.shape[1], completion.shape[1]
         ids = torch.cat([prompt, completion], dim=1)
         attn = torch.cat([b.prompt_mask[idx].long(), b.mask[idx].long()], dim=1)
         pos = positions_from_mask(attn)
         shared = value and self.critic is None
-        temp = cfg.generation.temperature
-        split = split_lm(model) if cfg.logprob_chunk_size > 0 else None
         with self.autocast():
-            if split is not None:
-                trunk, head = split
-                hidden = trunk(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)
-                hidden = hidden.last_hidden_state[:, width - 1 : width + length - 1]
-                every = torch.ones_like(completion, dtype=torch.bool)
-                mode = "detached" if with_entropy else "none"
-                logp, entropy = head_logprobs(
-                    head, hidden, completion, every, temp, cfg.logprob_chunk_size, mode
-                )
-            else:
-                out = model(
-                    input_ids=ids,
-                    attention_mask=attn,
-                    position_ids=pos,
-                    use_cache=False,
-                    output_hidden_states=shared,
-                    logits_to_keep=length + 1,
-                )
-                logits = out.logits[:, :-1].float() / temp
-                logp = selective_log_softmax(logits, completion)
-                entropy = None
-                if with_entropy:
-                    with torch.no_grad():
-                        entropy = entropy_from_logits(logits)
-                hidden = out.hidden_states[-1][:, width - 1 : width + length - 1] if shared else None
+            # one call of the policy (through its FSDP forward when sharded: it calls trunk and head)
+            args = (ids, attn, pos, completion, width, shared, with_entropy)
+            logp, entropy, hidden = self.forward(model, self._policy_pass, *args)
             values = None
             if value:
                 if not shared:
@@ -220,6 +206,48 @@ class RLHFPPOTrainer(LMTrainer):
                     hidden = out.last_hidden_state[:, width - 1 : width + length - 1]
                 values = self.value_head(hidden)
         return logp, values, entropy
+
+    def _policy_pass(
+        self,
+        model: Any,
+        ids: torch.Tensor,
+        attn: torch.Tensor,
+        pos: torch.Tensor,
+        completion: torch.Tensor,
+        width: int,
+        shared: bool,
+        with_entropy: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``(logp, entropy, hidden)`` of the completion tokens under ``model`` (``hidden``: the final
+        hidden states the shared value head reads, when ``shared``)."""
+        cfg = self.config
+        length = completion.shape[1]
+        temp = cfg.generation.temperature
+        split = split_lm(model) if cfg.logprob_chunk_size > 0 else None
+        if split is not None:
+            trunk, head = split
+            hidden = trunk(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)
+            hidden = hidden.last_hidden_state[:, width - 1 : width + length - 1]
+            every = torch.ones_like(completion, dtype=torch.bool)
+            mode = "detached" if with_entropy else "none"
+            logp, entropy = head_logprobs(head, hidden, completion, every, temp, cfg.logprob_chunk_size, mode)
+        else:
+            out = model(
+                input_ids=ids,
+                attention_mask=attn,
+                position_ids=pos,
+                use_cache=False,
+                output_hidden_states=shared,
+                logits_to_keep=length + 1,
+            )
+            logits = out.logits[:, :-1].float() / temp
+            logp = selective_log_softmax(logits, completion)
+            entropy = None
+            if with_entropy:
+                with torch.no_grad():
+                    entropy = entropy_from_logits(logits)
+            hidden = out.hidden_states[-1][:, width - 1 : width + length - 1] if shared else None
+        return logp, entropy, hidden
 
     @torch.no_grad()
     def _score(self, b: PPOBatch) -> None:

@@ -25,7 +25,7 @@ import torch
 from ppokit import distributed
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.llm import checkpoint as ckpt
-from ppokit.llm import sampling
+from ppokit.llm import sampling, sharded_checkpoint, sharding
 from ppokit.llm.data import dataset_rows
 from ppokit.llm.generation import Completions
 from ppokit.llm.input_checks import as_reward_function, as_rows, check_inputs, is_tokenizer, tokenizer_of
@@ -116,17 +116,23 @@ class LMTrainer:
         tokenizer = tokenizer if tokenizer is not None else processing_class
         self._set_model(model, tokenizer, peft_config, model_dir)
         self._set_inputs(reward_funcs, train, evals)
+        # whether held-out evaluations run: rank 0's answer on every rank (under fsdp the evaluation
+        # gathers the sharded weights, so every rank takes part in it; only rank 0 has rows)
+        self.evaluates = bool(distributed.all_gather_objects(bool(self.eval_rows))[0])
         self.reward_logs = sampling.RewardLogs()  # what reward functions log through TRL's keywords
         self.accuracy_fn = accuracy_fn
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress = progress
-        self._set_training_state()
         self._set_reference(ref_model)
+        self._build_models()
+        self._shard()
+        self._set_training_state()
         self._setup()
         # -- the run (not training state): run directory, checkpoint cadence, signals --------------------
         self.stop_requested: int | None = None  # a signal number: stop cleanly after this step
         self._budget: tuple[float, float] | None = None  # (start, max_seconds) while train() runs
-        self._final: tuple[dict[str, Any], list[dict[str, Any]]] = ({}, [])  # the last step's evaluation
+        # the last step's evaluation; None until it ran (a rank without held-out rows gets ({}, []) from it)
+        self._final: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
         self._last_metrics: dict[str, Any] = {}  # the last step's metrics row
         hint = "; lower learning_rate or check the reward functions for inf/NaN"
         self.run_loop = RunLoop(self, cfg.checkpoint_every, cfg.checkpoint_every_seconds, LOGS, hint)
@@ -178,7 +184,43 @@ class LMTrainer:
         # PPO; a subclass's _setup may add param groups (a value head): the guard reads them per step.
         where = lambda: f"{self.algo} step {self.step + 1}"
         scaler = LossScaler() if cfg.fp16 else None  # float16: dynamic loss scaling (bfloat16 needs none)
-        self.guard = GuardedStep([self.optimizer], cfg.max_grad_norm, cfg.nonfinite_stop_after, where, scaler)
+        self.guard = GuardedStep(
+            [self.optimizer], cfg.max_grad_norm, cfg.nonfinite_stop_after, where, scaler, reduced=self.sharded
+        )  # FSDP2 averages the gradients in the backward pass: the guard must not average them again
+
+    def _build_models(self) -> None:
+        """The modules a subclass adds that train or run beside the policy (a critic, a value head),
+        built here, before ``_shard`` (a sharded model cannot be copied); ``_shard_parts`` names them."""
+
+    def _shard_parts(self) -> list[tuple[Any, bool, bool]]:
+        """``(module, per_block, half_precision)`` for each module besides the policy and the reference
+        that ``distributed.strategy=fsdp`` shards (a subclass's critic and value head)."""
+        return []
+
+    def _shard(self) -> None:
+        """``distributed.strategy=fsdp``: shard the policy, the reference copy and ``_shard_parts()``
+        over the ranks with FSDP2 (``sharding.py``) before the optimizer is built on the shards. One
+        process is a group of one: the same code path and the same sharded checkpoints, so a run can
+        resume at another number of ranks."""
+        cfg = self.config
+        self.sharded = cfg.distributed.strategy == "fsdp"
+        self.mesh = self.generation_model = None
+        if not self.sharded:
+            return
+        distributed.ensure_process_group(str(self.device))
+        self.mesh = sharding.device_mesh(self.device, self.dist.world_size)
+        # sampling runs on an unsharded copy, refreshed from the shards before each use (sharding.py)
+        self.generation_model = copy.deepcopy(self.model).requires_grad_(False)
+        sharding.shard_modules(self.model, self.mesh, cfg)
+        if self.ref_model is not None:
+            sharding.shard_modules(self.ref_model, self.mesh, cfg)
+        for module, per_block, half in self._shard_parts():
+            sharding.shard_modules(module, self.mesh, cfg, blocks=per_block, half_precision=half)
+
+    @property
+    def sharded_checkpoints(self) -> bool:
+        """Whether every rank writes part of each checkpoint (fsdp): ``RunLoop`` then saves on all ranks."""
+        return self.sharded
 
     def _set_reference(self, ref_model: Any) -> None:
         """The KL anchor: the policy training starts from (or ``ref_model``), frozen. A KL weight of 0
@@ -236,15 +278,28 @@ class LMTrainer:
     def sampler(self) -> sampling.Sampler:
         """What ``sampling.sample`` reads from this trainer: its model, tokenizer, generation settings,
         EOS ids, device, generator and autocast context."""
-        gen, model, tok = self.config.generation, self.model, self.tokenizer
+        gen, tok = self.config.generation, self.tokenizer
+        model = self.generation_model if self.sharded else self.model
         return sampling.Sampler(model, tok, gen, self.eos_ids, self.device, self.generator, self.autocast)
+
+    def _sync_generation_model(self) -> None:
+        """fsdp: copy the policy's current weights from its shards into ``generation_model`` (an
+        all-gather: every rank calls it, before sampling or evaluating)."""
+        if self.sharded:
+            self.generation_model.load_state_dict(sharding.full_state_dict(self.model))
 
     def sample(
         self, rows: list[dict[str, Any]], group: int = 1, greedy: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, Completions, list[str]]:
         """``sampling.sample`` with this trainer's policy: ``(prompt_ids, prompt_mask, completions,
-        texts)``."""
+        texts)``. Sharded (fsdp): with ``generation_model``, refreshed first (every rank at once)."""
+        self._sync_generation_model()
         return sampling.sample(self.sampler(), rows, group, greedy)
+
+    def forward(self, model: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(model, *args, **kwargs)``: a function of a model that calls its parts (trunk, output
+        layer) rather than its ``forward``, run inside the sharded model's forward (``sharding.call``)."""
+        return sharding.call(model, fn, *args, **kwargs)
 
     def score_samples(
         self, rows: list[dict[str, Any]], out: Completions, texts: list[str]
@@ -313,6 +368,7 @@ class LMTrainer:
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Greedy completions for held-out rows: ``({"eval/accuracy", "eval/reward"}, per-row records)``."""
         rows = rows if rows is not None else self.eval_rows
+        self._sync_generation_model()  # fsdp: every rank takes part; only rank 0 has rows to evaluate
         result = sampling.evaluate(self.sampler(), self.score, self.accuracy_fn, rows, batch_size)
         self.pop_reward_logs()  # what the rewards log during evaluation is not a training step's
         return result
@@ -378,7 +434,7 @@ class LMTrainer:
         summary = self._evaluate_before()
         start = time.perf_counter()
         self._budget = (start, cfg.max_seconds)
-        self._final, self._last_metrics = ({}, []), {}
+        self._final, self._last_metrics = None, {}
         headline = self.progress_metric
         callbacks = _TRLHooks(Callbacks(self.callbacks, self))  # TRL's TrainerCallback, plain functions
         bar = ProgressBar(cfg.max_steps, self.algo, headline, enabled=self.progress, unit="steps")
@@ -393,9 +449,10 @@ class LMTrainer:
             summary.update(
                 {"steps": self.step, "interrupted_by": self.stop_requested, "last_reward": last_reward}
             )
-            if self.run_loop.attached:
-                summary["checkpoint"] = str(self.run_loop.checkpoint())
-                summary["run_dir"] = str(self.run_dir)
+            if self.run_loop.writes:  # fsdp: every rank writes its shards
+                path = self.run_loop.checkpoint()
+                if self.run_loop.attached:
+                    summary["checkpoint"], summary["run_dir"] = str(path), str(self.run_dir)
             return summary
         return self._finish(summary, last_reward, train_seconds)
 
@@ -428,7 +485,7 @@ class LMTrainer:
             ]
             tracker.log_jsonl(COMPLETIONS, rows)
         last = self.step >= cfg.max_steps or self._time_up()
-        if self.eval_rows and (last or (cfg.eval_every and self.step % cfg.eval_every == 0)):
+        if self.evaluates and (last or (cfg.eval_every and self.step % cfg.eval_every == 0)):
             evaluated = self.evaluate()
             metrics.update(evaluated[0])
             if last:
@@ -445,7 +502,7 @@ class LMTrainer:
         """The summary's start: held-out accuracy before the first step, logged at step 0 (a resumed
         run keeps the one it measured then)."""
         summary: dict[str, Any] = {}
-        if self.eval_rows and self.step == 0:
+        if self.evaluates and self.step == 0:
             before, _ = self.evaluate()
             self.accuracy_before = before.get("eval/accuracy")
             summary["reward_before"] = before.get("eval/reward")
@@ -455,9 +512,11 @@ class LMTrainer:
     def _finish(self, summary: dict[str, Any], last_reward: Any, train_seconds: float) -> dict[str, Any]:
         """The summary of a run that ended by steps, time or a callback: accuracy before and after,
         and, with a run directory, the final checkpoint and the report (samples.md, plots)."""
-        evaluated, records = self._final
-        if self.eval_rows:
-            if not evaluated:  # no step ran (already at max_steps, or max_seconds spent before the first)
+        evaluated, records = self._final or ({}, [])
+        if self.evaluates:
+            if (
+                self._final is None
+            ):  # no step ran (already at max_steps, or max_seconds spent before the first)
                 evaluated, records = self.evaluate()
             summary.update(
                 {
@@ -474,6 +533,8 @@ class LMTrainer:
                 "num_tokens": self.num_tokens,
             }
         )
+        if self.run_loop.writes and not self.run_loop.attached:
+            self.run_loop.checkpoint()  # fsdp: this rank's shards of the final checkpoint
         if self.run_loop.attached:
             self.run_loop.close_sinks()
             summary["checkpoint"] = str(self.run_loop.checkpoint())
@@ -538,20 +599,17 @@ class LMTrainer:
         """Write ``checkpoints/step_<12 digits>`` (the shared layout: model + tokenizer via
         save_pretrained in ``model/``, ``state_dict()`` in safetensors + JSON, one manifest; the
         ``Trainable`` protocol)."""
+        if self.sharded:  # every rank writes its shards (sharded_checkpoint.py); rank 0 names the root
+            if root is None and self.dist.is_main:
+                root = self._require_run_dir() / "checkpoints"
+            return sharded_checkpoint.save(self, root)
         root = Path(root) if root is not None else self._require_run_dir() / "checkpoints"
         sd = self.state_dict()
         tensors, optim_tree = flatten_state("optim.", sd["optimizer"])
         tensors.update(sd["rng"]["tensors"])
         tensors["prompt_order"] = sd["prompt_order"]
         tensors.update(sd["extra"])
-        meta = {
-            "algo": self.algo,
-            **sd["counters"],
-            "optimizer": optim_tree,
-            "rng": sd["rng"]["tree"],
-            "guard": sd["guard"],
-            "config": self.config.to_dict(),
-        }
+        meta = {**self.checkpoint_meta(), "optimizer": optim_tree, "rng": sd["rng"]["tree"]}
         base = None
         if self.is_peft:  # model/ holds the adapter; the frozen base is named, or copied in base_model/
             meta["peft"] = {"base_model": self.model_dir}
@@ -561,6 +619,29 @@ class LMTrainer:
         return ckpt.save_lm_checkpoint(
             root, self.step, self.model, self.tokenizer, tensors, meta, keep=keep, base_model=base
         )
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """What ``meta.json`` of every checkpoint holds besides the optimizer and RNG states: the
+        algorithm, the counters, the step guard's counters and the config."""
+        counters = {k: getattr(self, k) for k in COUNTERS}
+        return {
+            "algo": self.algo,
+            **counters,
+            "guard": self.guard.state_dict(),
+            "config": self.config.to_dict(),
+        }
+
+    def checkpoint_modules(self) -> torch.nn.ModuleDict:
+        """The modules of a sharded checkpoint by name: the policy, the reference copy (when there is
+        one), and what ``_extra_modules`` adds (a critic, a value head)."""
+        parts = {"policy": self.model, **self._extra_modules()}
+        if self.ref_model is not None:
+            parts["reference"] = self.ref_model
+        return torch.nn.ModuleDict(parts)
+
+    def _extra_modules(self) -> dict[str, torch.nn.Module]:
+        """Modules a subclass adds to sharded checkpoints (its ``_extra_state`` holds them otherwise)."""
+        return {}
 
     def save_model(self, out_dir: str | Path, merged: bool = False) -> Path:
         """``save_pretrained`` of the policy and tokenizer into ``out_dir``: the whole model, or for a
@@ -580,6 +661,19 @@ class LMTrainer:
         tensors, meta = ckpt.read_checkpoint(path)
         if meta.get("algo", self.algo) != self.algo:
             raise ConfigError(f"checkpoint {str(path)!r} was written by {meta['algo']}, not {self.algo}")
+        if "sharded" in meta:  # distributed.strategy=fsdp: weights and optimizer in DCP shards
+            sharded_checkpoint.load(self, path, tensors, meta)
+            if meta.get("guard") is not None:
+                self.guard.load_state_dict(meta["guard"])
+            self.order = tensors["prompt_order"]
+            for k in COUNTERS:
+                setattr(self, k, meta.get(k))
+            return path
+        if self.sharded:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was written with distributed.strategy=ddp; resume it with ddp "
+                "(--set distributed.strategy=ddp), or start the sharded run from its model/ directory"
+            )
         if "rng" in meta:
             rng = {"tensors": tensors, "tree": meta["rng"]}
         else:  # a ppokit 0.1 checkpoint

@@ -166,6 +166,25 @@ class RunLoop:
         ``detach``: the command line plots and evaluates into it)."""
         return self.lock is not None
 
+    @property
+    def collective(self) -> bool:
+        """Whether every rank writes part of each checkpoint (the trainable's ``sharded_checkpoints``:
+        FSDP's shards); then all ranks save together, on rank 0's decisions."""
+        return bool(getattr(self.trainable, "sharded_checkpoints", False))
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process takes part in writing checkpoints: it holds the run directory, or the
+        checkpoints are collective."""
+        return self.attached or (self.collective and distributed.info().enabled)
+
+    def _rank0(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank for collective checkpoints (time-based cadence and the
+        file system may differ between ranks; a save only some ranks join would hang), else ``value``."""
+        if self.collective and distributed.info().enabled:
+            return distributed.all_gather_objects(value)[0]
+        return value
+
     def close_sinks(self) -> None:
         """Flush and close the metric writers (the lock stays held)."""
         if self.tracker is not None:
@@ -187,25 +206,25 @@ class RunLoop:
     # -- checkpoints ------------------------------------------------------------------------------------
     def save(self) -> Path | None:
         """A checkpoint of the current state in ``RUN_DIR/checkpoints`` (None without a run directory)."""
-        if not self.attached:
+        if not self.writes:
             return None
-        path = self.trainable.save_checkpoint(self.run_dir / "checkpoints")
+        path = self.trainable.save_checkpoint(self.run_dir / "checkpoints" if self.attached else None)
         self.cadence.saved(self.trainable.position()[0], path)
-        if self.hooks is not None:
+        if self.hooks is not None and self.attached:
             self.hooks.on_save(self.trainable, path)
         return path
 
     def checkpoint(self) -> Path | None:
         """A checkpoint of the current state: the newest one if it is of this very step, else a new one."""
         last, done = self.cadence.last_path, self.trainable.position()[0]
-        if last is not None and self.cadence.last_step == done and last.exists():
+        if self._rank0(last is not None and self.cadence.last_step == done and last.exists()):
             return last
         return self.save()
 
     def emergency_stop(self, error: NonFiniteError) -> NonFiniteError:
         """Checkpoint the last good state (skipped steps changed nothing) and name it in the error."""
         where = "no run directory, so no checkpoint was written"
-        if self.attached:
+        if self.writes:  # every rank meets a non-finite step together (the guard's agreement)
             where = f"emergency checkpoint of the last good state: {self.save()}"
         return NonFiniteError(f"{error}; {where}{self.nonfinite_hint}")
 
@@ -268,7 +287,7 @@ class RunLoop:
             self._in_step = False
             watchdog.progress()
             done = t.position()[0]
-            if self.attached and self.cadence.due(done):
+            if self._rank0(self.attached and self.cadence.due(done)):
                 self.save()
             if bar is not None:
                 bar.update(done, metrics.get(headline), done_since_start=done - start)
@@ -289,7 +308,9 @@ class RunLoop:
             return "no run directory, so no checkpoint was written"
         t = self.trainable
         unmoved = getattr(t, "counter_moves_first", False) and t.position()[0] == self._before
-        if not self._in_step or unmoved:
+        if self.collective and distributed.info().enabled:  # the others are not in this save: it would hang
+            failed = "the ranks of a sharded run cannot checkpoint when one of them fails alone; "
+        elif not self._in_step or unmoved:
             try:
                 return f"checkpoint of the last completed step: {self.checkpoint()}"
             except Exception as e:  # e.g. a full disk: the older checkpoints are still there
