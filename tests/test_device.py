@@ -190,3 +190,13 @@ def test_a_generator_saved_on_another_device_type_resumes_from_its_seed():
     other = torch.Generator().manual_seed(99)
     restore_rng(tensors, tree, torch_generators={"sampler": other})
     assert torch.equal(torch.rand(3, generator=other), after)
+
+
+def test_the_saved_config_keeps_auto_so_a_run_resumes_on_whatever_the_next_machine_has(tmp_path):
+    import yaml
+
+    _grpo(progress=False, output_dir=str(tmp_path / "run"), checkpoint_every=1).train()
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["device"] == "auto"
+    reward = lambda prompts, completions, **_: [0.0] * len(completions)  # noqa: E731
+    resumed = GRPOTrainer.resume(tmp_path / "run", reward, ["1+1=", "2+2="], progress=False)
+    assert resumed.step == 1 and resumed.config.device == "auto" and resumed.device == torch.device("cpu")
