@@ -57,7 +57,7 @@ def test_only_rank_zero_writes_the_run_directory(two_rank_run):
 
 
 def test_cli_under_torchrun_makes_one_run_directory(tmp_path):
-    torchrun(
+    out = torchrun(
         2,
         "-m",
         "ppokit",
@@ -77,6 +77,9 @@ def test_cli_under_torchrun_makes_one_run_directory(tmp_path):
     )
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "model" / "manifest.json").exists()
+    # issue 31: each rank says once where it trains and with which backend
+    for rank in (0, 1):
+        assert out.stderr.count(f"ppokit ppo: rank {rank} of 2 on cpu (gloo)\n") == 1, out.stderr
 
 
 def test_two_ranks_with_batch_b_match_one_rank_with_batch_2b(tmp_path):
@@ -93,7 +96,10 @@ def test_two_ranks_with_batch_b_match_one_rank_with_batch_2b(tmp_path):
 def test_grpo_two_ranks_shard_prompts_and_stay_identical(tmp_path, scale):
     import json
 
-    torchrun(2, str(WORKER.with_name("dist_grpo_worker.py")), str(tmp_path), scale)
+    out = torchrun(2, str(WORKER.with_name("dist_grpo_worker.py")), str(tmp_path), scale)
+    # issue 31: the config's device is the default, auto; each rank says once where it trains
+    for rank in (0, 1):
+        assert out.stderr.count(f"ppokit grpo: rank {rank} of 2 on cpu (gloo)\n") == 1, out.stderr
     r0, r1 = (load_file(str(tmp_path / f"grpo-rank{r}.safetensors")) for r in (0, 1))
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
@@ -147,13 +153,16 @@ def test_batched_only_rank_zero_writes_the_run_directory(two_rank_batched_run):
 
 
 def test_batched_cli_under_torchrun_trains_a_torch_env_into_one_run_directory(tmp_path):
-    torchrun(
+    out = torchrun(
         2, "-m", "ppokit", "train", "--env", "ppokit/PendulumTorch-v0", "--total-timesteps", "1024",
-        "--num-envs", "16", "--no-progress", "--set", "n_steps=16", "--set", "batch_size=128",
-        "--set", "eval_episodes=2", "--set", "normalize_obs=true", cwd=tmp_path,
+        "--num-envs", "16", "--no-progress", "--device", "auto", "--set", "n_steps=16",
+        "--set", "batch_size=128", "--set", "eval_episodes=2", "--set", "normalize_obs=true", cwd=tmp_path,
     )  # fmt: skip
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "model" / "manifest.json").exists()
+    # issue 31: each rank says once where it trains (device auto and its backend)
+    for rank in (0, 1):
+        assert out.stderr.count(f"ppokit ppo: rank {rank} of 2 on cpu (gloo)\n") == 1, out.stderr
 
 
 def test_batched_resume_under_torchrun_keeps_each_ranks_own_envs(two_rank_batched_run, tmp_path):

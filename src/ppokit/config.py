@@ -138,6 +138,9 @@ def step_timeout_option() -> Any:
 
 
 REPORT_TO = ("tensorboard", "wandb")
+# what a `device` may name; ppokit.distributed.resolve_device says which torch.device it is here
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+DEVICE_SPEC = re.compile(r"auto|cpu|mps|cuda(:\d+)?")  # the same, as a pattern (fullmatch)
 
 
 def report_to_option() -> Any:

@@ -6,6 +6,12 @@ are averaged over ranks after every minibatch's backward pass. Gloo is used on C
 CUDA. Without those variables (or with WORLD_SIZE=1) every function here is a no-op, so the
 single-process path pays nothing.
 
+Devices (issue 31): ``resolve_device`` is the one place a config's ``device`` becomes a
+``torch.device``; ``auto`` is ``cuda:LOCAL_RANK`` where CUDA is present (each torchrun rank on its
+own local GPU, as accelerate and torchrun's docs arrange it), else the CPU. The process group's
+backend follows the resolved device (``backend_for``), and ``announce`` says once per process which
+device and backend a rank uses.
+
 Batch semantics: ``num_envs``, ``n_steps`` and ``batch_size`` are per rank; one optimizer step
 averages ``world_size * batch_size`` samples; ``total_timesteps`` counts all ranks' steps together.
 """
@@ -13,11 +19,14 @@ averages ``world_size * batch_size`` samples; ``total_timesteps`` counts all ran
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from ppokit.config import DEVICE_SPEC, DEVICES
+from ppokit.errors import ConfigError
 from ppokit.functional import masked_whiten, normalize
 
 
@@ -39,15 +48,93 @@ class DistInfo:
         return self.rank == 0
 
 
-def init(device: str = "cpu") -> DistInfo:
-    """Join the process group torchrun describes in the environment (idempotent)."""
+def local_rank() -> int:
+    """This process's index among the processes of its node (torchrun's LOCAL_RANK; 0 alone)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(
+    spec: str | torch.device = "auto", rank: int | None = None, key: str = "device"
+) -> torch.device:
+    """The ``torch.device`` a config's ``device`` names for the process of local rank ``rank``
+    (default: ``local_rank()``); a spec that is not allowed or not present here is a ``ConfigError``
+    naming ``key``.
+
+    ``auto``: ``cuda:<rank>`` when CUDA is available, else ``cpu``. ``cuda`` also means the rank's own
+    GPU (``cuda:<rank>``), so ``torchrun --nproc_per_node N`` on an N-GPU machine puts one rank on each;
+    ``cuda:N``, ``cpu`` and ``mps`` are kept as given. ``auto`` never picks MPS: ppokit's guarded
+    optimizer step takes the gradient norm in float64 (train/step.py), which MPS does not support, and
+    no MPS machine runs ppokit's tests; ``mps`` stays available by name.
+    """
+    text = str(spec)
+    rank = local_rank() if rank is None else rank
+    if not DEVICE_SPEC.fullmatch(text):
+        raise ConfigError(f"{key}={text!r} is not allowed; use {DEVICES}")
+    if text == "cpu" or (text == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if text == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(
+                f"{key}='mps' is not allowed; MPS is not available on this machine; use auto or cpu"
+            )
+        return torch.device("mps")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"{key}={text!r} is not allowed; CUDA is not available on this machine; use auto or cpu"
+        )
+    index = int(text.partition(":")[2]) if ":" in text else rank
+    count = torch.cuda.device_count()
+    if index >= count:
+        why = f"LOCAL_RANK={rank} needs GPU {index}" if ":" not in text else f"there is no GPU {index}"
+        raise ConfigError(
+            f"{key}={text!r} is not allowed; {why} and this machine has {count} CUDA device(s); start at "
+            f"most {count} processes per node (torchrun --nproc_per_node) or name cuda:0..cuda:{count - 1}"
+        )
+    return torch.device("cuda", index)
+
+
+def backend_for(device: torch.device) -> str:
+    """The process group's backend for ranks on ``device``: NCCL on CUDA, gloo elsewhere (CPU, MPS)."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init(device: str | torch.device = "auto") -> DistInfo:
+    """Join the process group torchrun describes in the environment (idempotent). ``device``: the
+    config's spec; resolved here (``resolve_device``) to choose the backend and, on CUDA, to make the
+    rank's own GPU its current device before NCCL starts (else every rank's NCCL context lands on GPU 0)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        resolved = resolve_device(device)
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        dist.init_process_group(backend=backend_for(resolved))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank())
+
+
+_ANNOUNCED: set[str] = set()  # what announce() has printed in this process
+
+
+def describe(device: torch.device, strategy: str | None = None) -> str:
+    """Where this process trains: ``"rank 1 of 2 on cuda:1 (nccl, fsdp)"`` under torchrun, else
+    ``"on cpu"`` (the strategy is only named when several processes share the work)."""
+    here = info()
+    if not here.enabled:
+        return f"on {device}"
+    how = ", ".join(x for x in (dist.get_backend(), strategy) if x)
+    return f"rank {here.rank} of {here.world_size} on {device} ({how})"
+
+
+def announce(prog: str, device: torch.device, strategy: str | None = None) -> bool:
+    """Print ``"<prog>: <describe(...)>"`` to stderr, once per process and description (a second
+    trainer in the same process on the same device says nothing); True if it printed."""
+    line = describe(device, strategy)
+    if line in _ANNOUNCED:
+        return False
+    _ANNOUNCED.add(line)
+    print(f"{prog}: {line}", file=sys.stderr, flush=True)
+    return True
 
 
 def ensure_process_group(device: str = "cpu") -> None:
@@ -63,7 +150,7 @@ def ensure_process_group(device: str = "cpu") -> None:
 def info() -> DistInfo:
     """The current process group's ``DistInfo`` (single process when none is initialised)."""
     if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank())
     return DistInfo()
 
 

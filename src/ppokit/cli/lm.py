@@ -179,14 +179,16 @@ def _train(trainer: LMTrainer) -> dict[str, Any]:
 
 def _model(cfg: Any, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """Load the user's model, or build the tiny one and warm start it (measured before and after)."""
+    from ppokit.distributed import resolve_device
     from ppokit.llm.models import build_char_tokenizer, build_tiny_model, load_pretrained
     from ppokit.llm.trainer import LMTrainer
 
+    device = resolve_device(cfg.device)  # issue 31: auto (the default) is this rank's GPU, else the CPU
     if cfg.model:
-        model, tokenizer = load_pretrained(cfg.model, cfg.device, cfg.torch_dtype)
+        model, tokenizer = load_pretrained(cfg.model, device, cfg.torch_dtype)
         return model, tokenizer, {}
     tokenizer = build_char_tokenizer()
-    model = build_tiny_model(cfg.tiny_model, tokenizer, seed=cfg.seed).to(cfg.device)
+    model = build_tiny_model(cfg.tiny_model, tokenizer, seed=cfg.seed).to(device)
     info: dict[str, Any] = {}
     if cfg.warm_start.steps and inputs["accuracy"] is not None:
         from ppokit.llm.tasks import warm_start
@@ -201,7 +203,7 @@ def _model(cfg: Any, inputs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
         info["warm_start_accuracy_before"] = probe.evaluate()[0].get("eval/accuracy")
         ws = cfg.warm_start
         stats = warm_start(
-            model, tokenizer, inputs["train"], ws.steps, ws.batch_size, ws.learning_rate, cfg.seed, cfg.device
+            model, tokenizer, inputs["train"], ws.steps, ws.batch_size, ws.learning_rate, cfg.seed, device
         )
         info["warm_start_accuracy_after"] = probe.evaluate()[0].get("eval/accuracy")
         info["warm_start_seconds"] = round(stats["warm_start/seconds"], 2)

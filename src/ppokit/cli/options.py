@@ -39,7 +39,11 @@ def add_progress_options(p: argparse.ArgumentParser, evaluation: bool = True) ->
 # options in order, and the ones several verbs take are one row each, so they read the same everywhere.
 INT = {"type": int}
 SEED = ("--seed", "N", "Random seed.", INT)
-DEVICE = ("--device", "DEV", "Torch device: cpu, cuda, cuda:N.")
+DEVICE = (
+    "--device",
+    "DEV",
+    "Torch device: auto (the rank's own GPU when CUDA is present, else cpu), cpu, cuda, cuda:N.",
+)
 
 
 def add_rows(p: argparse.ArgumentParser, *rows: tuple) -> None:

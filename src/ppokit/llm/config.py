@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ppokit.config import (
+    DEVICE_SPEC,
+    DEVICES,
     ConfigBase,
     check,
     check_adam_betas,
@@ -159,7 +161,12 @@ class LMConfig(ConfigBase):
         None, "Local directory of an HF causal LM (None: build the task's tiny model)."
     )
     seed: int = option(0, "Seed for torch, Python and the prompt order.")
-    device: str = option("cpu", "Torch device: cpu, cuda, cuda:N, mps.")
+    device: str = option(
+        "auto",
+        "Torch device: auto (cuda:LOCAL_RANK when CUDA is present, each torchrun rank on its own GPU; "
+        "else cpu), cpu, cuda (the rank's own GPU), cuda:N, mps. Saved as given, so a run resumes on "
+        "whatever the next machine has.",
+    )
     torch_threads: int = option(0, "torch.set_num_threads (0: leave torch's default).")
 
     max_steps: int = option(
@@ -296,12 +303,9 @@ class LMConfig(ConfigBase):
             "must be > 0 or null",
         )
         check_adam_betas(self.adam_betas)
-        check(
-            self.device == "cpu" or self.device.startswith("cuda") or self.device == "mps",
-            "device",
-            self.device,
-            "use cpu, cuda, cuda:N or mps",
-        )
+        # the spelling only: whether the device exists here is resolve_device's question, asked where
+        # the trainer runs (a config may be written on one machine and trained on another)
+        check(DEVICE_SPEC.fullmatch(self.device) is not None, "device", self.device, f"use {DEVICES}")
         check(0 < self.clip_range < 1, "clip_range", self.clip_range, "must lie in (0, 1)")
         check(self.kl_coef >= 0, "kl_coef", self.kl_coef, "must be >= 0")
 

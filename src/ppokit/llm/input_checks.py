@@ -17,6 +17,7 @@ from ppokit.llm.models import check_causal_lm
 from ppokit.llm.rewards import RewardFn
 
 if TYPE_CHECKING:  # types only: transformers is imported inside the functions that need it
+    import torch
     from transformers import PreTrainedTokenizerBase
 
 
@@ -188,7 +189,7 @@ def tokenizer_of(model: nn.Module) -> PreTrainedTokenizerBase:
     )
 
 
-def as_reward_function(spec: RewardFn | str | Path, device: str) -> RewardFn:
+def as_reward_function(spec: RewardFn | str | Path, device: str | torch.device) -> RewardFn:
     """A reward function from what ``reward_funcs`` may hold: a callable, a ``module:function`` or
     ``file.py:function`` spec, or the directory of a sequence-classification reward model."""
     if callable(spec):

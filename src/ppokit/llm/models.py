@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ppokit.config import one_line
+from ppokit.distributed import resolve_device
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.llm.config import TinyModelConfig
 
@@ -153,7 +154,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 
 def load_pretrained(
     model_dir: str | Path,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     dtype: str | None = "float32",
     tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -161,10 +162,11 @@ def load_pretrained(
 
     ``dtype`` (``torch_dtype`` in the configs): ``"float32"`` (the default: float32 master weights even
     for a checkpoint saved in bfloat16, as hub models are), ``"bfloat16"``, ``"float16"`` or ``"auto"``
-    (as saved). Raises CheckpointError when the directory is missing or holds no loadable model or
-    tokenizer (``tokenizer`` given: it is used instead). A tokenizer with no pad token gets its EOS
-    token as pad (padding positions are masked everywhere), and padding is set to the left for
-    batched generation.
+    (as saved). ``device``: a ``torch.device`` or a config's spec (``auto``, ``cuda``, ...: resolved
+    for this process by ``ppokit.distributed.resolve_device``). Raises CheckpointError when the
+    directory is missing or holds no loadable model or tokenizer (``tokenizer`` given: it is used
+    instead). A tokenizer with no pad token gets its EOS token as pad (padding positions are masked
+    everywhere), and padding is set to the left for batched generation.
     """
     path = Path(model_dir)
     if not (path / "config.json").is_file():
@@ -190,7 +192,7 @@ def load_pretrained(
         raise CheckpointError(f"cannot load a causal LM from {str(path)!r}: {one_line(e, 300)}") from None
     check_causal_lm(model, f"model directory {str(path)!r}")
     check_loaded(info, path)
-    return model.to(device), tokenizer
+    return model.to(resolve_device(device)), tokenizer
 
 
 def check_loaded(info: dict[str, Any], path: str | Path) -> None:

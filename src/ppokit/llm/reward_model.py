@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ppokit.distributed import resolve_device
 from ppokit.errors import CheckpointError
 from ppokit.llm.models import load_transformers
 
@@ -23,7 +24,7 @@ class RewardModel:
     template first. Runs under ``no_grad`` in eval mode; never trained here.
     """
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 64):
+    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu", batch_size: int = 64):
         path = Path(model_dir)
         if not (path / "config.json").is_file():
             raise CheckpointError(f"reward model directory {str(path)!r} has no config.json")
@@ -48,8 +49,9 @@ class RewardModel:
         self.tokenizer.padding_side = "right"
         if self.model.config.pad_token_id is None:  # HF finds the last token through the pad id
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model.to(device).eval().requires_grad_(False)
-        self.device, self.batch_size = device, batch_size
+        self.device = resolve_device(device)  # a config's spec (auto, cuda, ...) or a torch.device
+        self.model.to(self.device).eval().requires_grad_(False)
+        self.batch_size = batch_size
         self.__name__ = "reward_model"  # the metrics column: rewards/reward_model/mean
 
     def _text(self, prompt: Any, completion: Any) -> str:

@@ -104,7 +104,7 @@ def warm_start(
     batch_size: int,
     learning_rate: float,
     seed: int = 0,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
 ) -> dict[str, float]:
     """Supervised cross-entropy on ``prompt + answer + EOS``, loss on the answer tokens only.
 
@@ -137,7 +137,7 @@ def warm_start(
 
 
 def _sft_batch(
-    tokenizer: Any, rows: Sequence[dict[str, Any]], device: str
+    tokenizer: Any, rows: Sequence[dict[str, Any]], device: str | torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
     answers = tokenizer([r["answer"] for r in rows], add_special_tokens=False)["input_ids"]

@@ -108,11 +108,14 @@ class LMTrainer:
         # torchrun: every rank trains on its own share of the prompts; only rank 0 evaluates, shows
         # progress and writes the run directory (see ppokit/distributed.py).
         self.dist = distributed.init(cfg.device)
+        # issue 31: device auto (the default) is this rank's own GPU where there is one, else the CPU;
+        # cfg.device keeps what the user asked for, so the saved config resumes on another machine
+        self.device = distributed.resolve_device(cfg.device, self.dist.local_rank)
+        announce = self.config_cls is not None and (self.dist.enabled or progress)  # quiet alone: no-progress
         run_dir = run_dir if run_dir is not None else cfg.output_dir
         evals = eval_prompts if eval_prompts is not None else eval_dataset
         if not self.dist.is_main:
             evals, run_dir, progress = None, None, False
-        self.device = torch.device(cfg.device)
         tokenizer = tokenizer if tokenizer is not None else processing_class
         self._set_model(model, tokenizer, peft_config, model_dir)
         self._set_inputs(reward_funcs, train, evals)
@@ -136,6 +139,9 @@ class LMTrainer:
         self._last_metrics: dict[str, Any] = {}  # the last step's metrics row
         hint = "; lower learning_rate or check the reward functions for inf/NaN"
         self.run_loop = RunLoop(self, cfg.checkpoint_every, cfg.checkpoint_every_seconds, LOGS, hint)
+        if announce:  # once all is checked: a failed start's error stays the only line on stderr
+            strategy = getattr(getattr(cfg, "distributed", None), "strategy", None)
+            distributed.announce(f"ppokit {self.algo}", self.device, strategy)
 
     # ------------------------------------------------------------------ set-up, in the order it runs
     def _set_model(self, model: Any, tokenizer: Any, peft_config: Any, model_dir: str | Path | None) -> None:
@@ -144,7 +150,7 @@ class LMTrainer:
         cfg = self.config
         if isinstance(model, (str, Path)):  # a local model directory, loaded in torch_dtype (TRL: a name)
             model_dir = model_dir if model_dir is not None else model
-            model, tokenizer = load_pretrained(model, cfg.device, cfg.torch_dtype, tokenizer)
+            model, tokenizer = load_pretrained(model, self.device, cfg.torch_dtype, tokenizer)
         elif tokenizer is None:
             tokenizer = tokenizer_of(model)
         self.model = prepare_model(model, cfg, peft_config, self.device)  # LoRA, precision, checkpointing
@@ -160,7 +166,7 @@ class LMTrainer:
         reward_checks.py) and the training and held-out rows, checked before any work."""
         cfg = self.config
         funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-        self.reward_funcs = checked_rewards([as_reward_function(f, cfg.device) for f in funcs])
+        self.reward_funcs = checked_rewards([as_reward_function(f, self.device) for f in funcs])
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
         self.rows = as_rows(dataset_rows(train))
         self.eval_rows = as_rows(dataset_rows(evals)) if evals is not None and len(evals) else []

@@ -95,9 +95,11 @@ class PPO:
         self.threads = ThreadChooser(cfg.torch_threads, cfg.batch_size * max(cfg.network.hidden_sizes))
         self.np_rng = seed_everything(cfg.seed)
         self.dist = distributed.init(cfg.device)
-        self.device = torch.device(cfg.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device={cfg.device!r} is not allowed; CUDA is not available on this machine")
+        # issue 31: cuda (what device auto is saved as) is this rank's own GPU, cuda:LOCAL_RANK, so that
+        # torchrun's ranks spread over the machine's GPUs; no CUDA here is a ConfigError naming device
+        self.device = distributed.resolve_device(cfg.device, self.dist.local_rank)
+        if self.dist.enabled:  # one process: SB3's verbose "Using <device> device" says it (callbacks.py)
+            distributed.announce("ppokit ppo", self.device)
         # -- the environments and the policy ----------------------------------------------------
         # a Gymnasium numpy vector env, or a device-resident batched one (issue 32, rl/batched/)
         self.venv, self.obs_layout = batched.make_training_envs(self.env_spec, cfg)

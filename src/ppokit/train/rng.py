@@ -8,6 +8,7 @@ a language-model trainer). Tensors go to safetensors, the rest to JSON (checkpoi
 from __future__ import annotations
 
 import random
+import warnings
 from typing import Any
 
 import numpy as np
@@ -48,8 +49,19 @@ def restore_rng(
         if cuda and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
     for name, gen in (torch_generators or {}).items():
-        if f"rng.generator.{name}" in tensors:
-            gen.set_state(tensors[f"rng.generator.{name}"])
+        saved = tensors.get(f"rng.generator.{name}")
+        if saved is not None and saved.numel() != gen.get_state().numel():
+            # issue 31 (device auto): a run saved on a GPU resumes on a CPU machine, or the reverse; a
+            # CUDA generator's state (Philox seed and offset, 16 bytes) does not fit a CPU generator
+            # (Mersenne Twister, 5056 bytes). Keep this one as seeded; the rest of the run is exact.
+            warnings.warn(
+                f"ppokit: the random state of generator {name!r} was saved on another device type; it "
+                "continues from its seed (the resumed run's samples differ from an uninterrupted run's)",
+                UserWarning,
+                stacklevel=2,
+            )
+        elif saved is not None:
+            gen.set_state(saved)
     name, keys, *rest = tree["numpy_legacy"]
     np.random.set_state((name, np.asarray(keys, np.uint32), *rest))
     version, internal, gauss = tree["python"]

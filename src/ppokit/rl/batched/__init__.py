@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from ppokit import distributed
 from ppokit.errors import ConfigError, EnvConfigError
 from ppokit.rl import envfind, envs
 from ppokit.rl.batched.adapter import BatchedEnv, is_batched_instance, is_rsl_rl_env, is_tensor_vector_env
@@ -132,7 +133,7 @@ def make_training_envs(env: Any, cfg: Any) -> tuple[Any, ObsLayout]:
     batched = make_batched(env, cfg)
     if batched is None:
         if isinstance(env, str) and env in ENV_IDS and "device" not in cfg.env_kwargs:
-            cfg = cfg.replace(env_kwargs={**cfg.env_kwargs, "device": cfg.device})
+            cfg = cfg.replace(env_kwargs={**cfg.env_kwargs, "device": _env_device(cfg)})
         venv, layout = envs.make_training_envs(env, cfg)
         if not is_tensor_vector_env(venv):
             return venv, layout
@@ -230,11 +231,17 @@ def evaluate(ppo: PPO, episodes: int, deterministic: bool, seed: int) -> dict[st
     }
 
 
+def _env_device(cfg: Any) -> str:
+    """The device ppokit's torch envs are made on: the policy's (issue 31: under torchrun ``cuda`` is
+    each rank's own GPU, cuda:LOCAL_RANK, as ``PPO.device`` is; ``distributed.resolve_device``)."""
+    return str(distributed.resolve_device(cfg.device))
+
+
 def _registered(cfg: Any) -> BatchedEnv | None:
     """A fresh torch vector env of a registered id (None: the id is no such env)."""
     kwargs = cfg.env_kwargs
     if cfg.env_id in ENV_IDS and "device" not in kwargs:
-        kwargs = {**kwargs, "device": cfg.device}
+        kwargs = {**kwargs, "device": _env_device(cfg)}
     try:
         env = envs.make_vec_env(cfg.env_id, cfg.num_envs, cfg.vectorization, kwargs, cfg.gym_packages)
     except gym.error.Error:
