@@ -24,10 +24,11 @@ What this module does, and why each piece is here:
 - ``full_state_dict``: generation runs one forward per token, and ranks stop at different lengths;
   with sharded blocks each forward is a collective, so a rank that finished early would leave the
   others waiting forever. Sampling and evaluation therefore run on an unsharded copy of the policy
-  (``LMTrainer.generation_model``) whose weights are all-gathered from the shards before each
-  sampling: generation itself needs no collective. The cost is one copy of the policy's weights per
-  rank, without gradients or optimizer state (the design of a colocated inference engine such as
-  vLLM's, which also holds the whole weights on each device and is synced after every update).
+  (``LMTrainer.generation_model``) whose weights are all-gathered from the shards when sampling
+  starts and freed when it ends (``release``): generation itself needs no collective. The cost is
+  the policy's whole weights on every rank while it samples, without gradients or optimizer state
+  (TRL gathers ZeRO-3 weights for generation the same way; a colocated vLLM engine holds them all the
+  time).
 """
 
 from __future__ import annotations
@@ -133,6 +134,19 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
 
 
+def release(model: nn.Module) -> nn.Module:
+    """``model`` with its parameters moved to the meta device (shapes kept, memory freed): the
+    generation copy between uses; ``load_state_dict(..., assign=True)`` gives it weights again."""
+    meta: dict[int, nn.Parameter] = {}  # one meta parameter per tensor: tied weights stay tied
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None:
+                if id(p) not in meta:
+                    meta[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=False)
+                module._parameters[name] = meta[id(p)]
+    return model
+
+
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """The part of ``t`` this rank holds (a DTensor's local shard; a plain tensor itself)."""
     return t.to_local() if hasattr(t, "to_local") else t
@@ -151,6 +165,7 @@ __all__ = [
     "is_sharded",
     "local_tensor",
     "mixed_precision",
+    "release",
     "shard_modules",
     "transformer_blocks",
 ]

@@ -215,8 +215,8 @@ class LMTrainer:
             return
         distributed.ensure_process_group(str(self.device))
         self.mesh = sharding.device_mesh(self.device, self.dist.world_size)
-        # sampling runs on an unsharded copy, refreshed from the shards before each use (sharding.py)
-        self.generation_model = copy.deepcopy(self.model).requires_grad_(False)
+        # sampling runs on an unsharded copy whose weights exist only while it samples (sharding.py)
+        self.generation_model = sharding.release(copy.deepcopy(self.model).requires_grad_(False))
         sharding.shard_modules(self.model, self.mesh, cfg)
         if self.ref_model is not None:
             sharding.shard_modules(self.ref_model, self.mesh, cfg)
@@ -288,19 +288,26 @@ class LMTrainer:
         model = self.generation_model if self.sharded else self.model
         return sampling.Sampler(model, tok, gen, self.eos_ids, self.device, self.generator, self.autocast)
 
-    def _sync_generation_model(self) -> None:
-        """fsdp: copy the policy's current weights from its shards into ``generation_model`` (an
-        all-gather: every rank calls it, before sampling or evaluating)."""
-        if self.sharded:
-            self.generation_model.load_state_dict(sharding.full_state_dict(self.model))
+    @contextmanager
+    def _generation_weights(self) -> Iterator[None]:
+        """fsdp: ``generation_model`` holds the policy's current weights, all-gathered from the shards,
+        for the duration (a collective: every rank enters it, to sample or evaluate); released after."""
+        if not self.sharded:
+            yield
+            return
+        self.generation_model.load_state_dict(sharding.full_state_dict(self.model), assign=True)
+        try:
+            yield
+        finally:
+            sharding.release(self.generation_model)
 
     def sample(
         self, rows: list[dict[str, Any]], group: int = 1, greedy: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, Completions, list[str]]:
         """``sampling.sample`` with this trainer's policy: ``(prompt_ids, prompt_mask, completions,
-        texts)``. Sharded (fsdp): with ``generation_model``, refreshed first (every rank at once)."""
-        self._sync_generation_model()
-        return sampling.sample(self.sampler(), rows, group, greedy)
+        texts)``. Sharded (fsdp): with ``generation_model`` (``_generation_weights``; every rank at once)."""
+        with self._generation_weights():
+            return sampling.sample(self.sampler(), rows, group, greedy)
 
     def forward(self, model: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(model, *args, **kwargs)``: a function of a model that calls its parts (trunk, output
@@ -374,8 +381,8 @@ class LMTrainer:
     ) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """Greedy completions for held-out rows: ``({"eval/accuracy", "eval/reward"}, per-row records)``."""
         rows = rows if rows is not None else self.eval_rows
-        self._sync_generation_model()  # fsdp: every rank takes part; only rank 0 has rows to evaluate
-        result = sampling.evaluate(self.sampler(), self.score, self.accuracy_fn, rows, batch_size)
+        with self._generation_weights():  # fsdp: every rank takes part; only rank 0 has rows to evaluate
+            result = sampling.evaluate(self.sampler(), self.score, self.accuracy_fn, rows, batch_size)
         self.pop_reward_logs()  # what the rewards log during evaluation is not a training step's
         return result
 
