@@ -126,10 +126,11 @@ def load_checkpoint_model(found: Path, meta: dict[str, Any], config: Any, kwargs
     if "sharded" in meta:  # fsdp: the model is built from its config; the shards fill it after sharding
         import transformers as tf
 
+        from ppokit.distributed import resolve_device
         from ppokit.llm.models import load_tokenizer
 
         model = tf.AutoModelForCausalLM.from_config(tf.AutoConfig.from_pretrained(str(found / "model")))
-        return model.to(config.device), load_tokenizer(found / "model")
+        return model.to(resolve_device(config.device)), load_tokenizer(found / "model")
     # "auto": the weights come back in the dtype they were saved in (float32 masters, a LoRA
     # model's half-precision base), whatever torch_dtype says about loading the original model
     if not is_adapter_checkpoint(found):
@@ -143,3 +144,32 @@ def load_checkpoint_model(found: Path, meta: dict[str, Any], config: Any, kwargs
     if base_dir is not None:
         kwargs.setdefault("model_dir", base_dir)
     return model, tokenizer
+
+
+def _weight_files(model_dir: str | Path) -> dict[str, list[int]]:
+    """``{file: [size, mtime_ns]}`` of a model directory's weight files (safetensors and .bin)."""
+    d = Path(model_dir)
+    files = sorted(p for p in d.iterdir() if p.suffix in (".safetensors", ".bin")) if d.is_dir() else []
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+
+
+def reference_record(model_dir: str) -> dict[str, Any]:
+    """What a checkpoint says of a reference model it does not store: its directory and the size
+    and modification time of its weight files (a resume refuses a directory whose weights changed)."""
+    return {"model_dir": model_dir, "files": _weight_files(model_dir)}
+
+
+def reference_model(record: dict[str, Any], config: Any) -> Any:
+    """The reference model a checkpoint names (``reference_record``), loaded as the run loaded it;
+    a CheckpointError when its directory is gone or its weights changed since the run started (the
+    KL anchor would move silently)."""
+    from ppokit.llm.models import load_pretrained
+
+    now = _weight_files(record["model_dir"])
+    if not now or now != record["files"]:
+        what = "is gone" if not now else "has other weight files now (changed since the run started)"
+        raise CheckpointError(
+            f"the reference model directory {record['model_dir']!r} {what}; the run's KL anchor is read from "
+            "it on resume: restore it, or pass ref_model= to resume"
+        )
+    return load_pretrained(record["model_dir"], config.device, config.torch_dtype)[0]

@@ -307,6 +307,12 @@ class LMConfig(ConfigBase):
         # the trainer runs (a config may be written on one machine and trained on another)
         check(DEVICE_SPEC.fullmatch(self.device) is not None, "device", self.device, f"use {DEVICES}")
         check(0 < self.clip_range < 1, "clip_range", self.clip_range, "must lie in (0, 1)")
+        check(
+            not (self.distributed.cpu_offload and self.device in ("cpu", "mps")),
+            "distributed.cpu_offload",
+            self.distributed.cpu_offload,
+            f"offloads shards from a GPU to CPU memory; with device={self.device} set it false",
+        )
         check(self.kl_coef >= 0, "kl_coef", self.kl_coef, "must be >= 0")
 
     def run_dir_for(self, cli_run_dir: str | Path | None) -> Path | None:

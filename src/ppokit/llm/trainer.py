@@ -213,6 +213,11 @@ class LMTrainer:
         self.mesh = self.generation_model = None
         if not self.sharded:
             return
+        if cfg.distributed.cpu_offload and self.device.type != "cuda":
+            raise ConfigError(
+                f"distributed.cpu_offload=true moves shards from a GPU to CPU memory; on device "
+                f"{self.device} there is nothing to offload (use it with device cuda, or set it false)"
+            )
         distributed.ensure_process_group(str(self.device))
         self.mesh = sharding.device_mesh(self.device, self.dist.world_size)
         # sampling runs on an unsharded copy whose weights exist only while it samples (sharding.py)
@@ -231,10 +236,18 @@ class LMTrainer:
     def _set_reference(self, ref_model: Any) -> None:
         """The KL anchor: the policy training starts from (or ``ref_model``), frozen. A KL weight of 0
         needs none: skip the copy and its forward passes entirely. With LoRA the anchor is the base
-        model, i.e. the policy with its adapter disabled: no copy of the weights at all."""
+        model, i.e. the policy with its adapter disabled: no copy of the weights at all.
+
+        A copy of a model that came from a directory (``model_dir``) is not written into checkpoints:
+        ``reference_dir`` names the directory and a resume reads it again (``ckpt.reference_model``);
+        only a reference nothing on disk holds (a model built in code, a ``ref_model`` passed in) is saved.
+        """
         self.ref_model = None
+        self.reference_dir: str | None = None
         self.has_reference = self._kl_weight() > 0
         if self.has_reference and (ref_model is not None or not self.is_peft):
+            if ref_model is None and self.model_dir is not None:
+                self.reference_dir = self.model_dir
             ref = ref_model if ref_model is not None else copy.deepcopy(self.model)
             self.ref_model = ref.to(self.device).eval().requires_grad_(False)
 
@@ -558,8 +571,9 @@ class LMTrainer:
     # ------------------------------------------------------------------ checkpoints
     def _extra_state(self) -> dict[str, torch.Tensor]:
         """Tensors beyond the model and optimizer in a checkpoint; subclasses add theirs (a value head)."""
-        # The reference is the policy training started from; saved so a resume keeps the same KL anchor.
-        if self.ref_model is None:
+        # The reference is the policy training started from; saved so a resume keeps the same KL anchor
+        # (unless a resume reads it from its directory again: reference_dir)
+        if self.ref_model is None or self.reference_dir is not None:
             return {}
         return {f"ref.{k}": v for k, v in self.ref_model.state_dict().items()}
 
@@ -637,18 +651,43 @@ class LMTrainer:
         """What ``meta.json`` of every checkpoint holds besides the optimizer and RNG states: the
         algorithm, the counters, the step guard's counters and the config."""
         counters = {k: getattr(self, k) for k in COUNTERS}
-        return {
+        meta = {
             "algo": self.algo,
             **counters,
             "guard": self.guard.state_dict(),
             "config": self.config.to_dict(),
+            "holds": self.checkpoint_contents(),
         }
+        if self.reference_dir is not None:
+            meta["reference"] = ckpt.reference_record(self.reference_dir)
+        return meta
+
+    def checkpoint_contents(self) -> dict[str, str]:
+        """What a checkpoint of this trainer holds, part by part, in words and sizes (``meta.json``'s
+        ``holds``; docs/scaling-out.md): a resume needs all of it, an export only the policy."""
+        size = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())
+        trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        moments = 2 * sum(p.numel() * 4 for p in trainable)  # AdamW: exp_avg and exp_avg_sq in float32
+        mib = lambda n: f"{n / 2**20:.1f} MiB"
+        where = "sharded over the ranks (shards/)" if self.sharded else "model/"
+        out = {
+            "policy": f"{mib(size(self.model))} of weights{' (whole)' if not self.sharded else ''}, {where}",
+            "optimizer": f"AdamW moments of {len(trainable)} trainable tensors, ~{mib(moments)} in all",
+        }
+        if self.ref_model is None:
+            out["reference"] = "the LoRA policy with its adapter disabled" if self.has_reference else "none"
+        elif self.reference_dir is not None:
+            out["reference"] = f"not stored: read again from {self.reference_dir} on resume"
+        else:
+            out["reference"] = f"a frozen copy, {mib(size(self.ref_model))}"
+        out.update({name: mib(size(m)) for name, m in self._extra_modules().items()})
+        return out
 
     def checkpoint_modules(self) -> torch.nn.ModuleDict:
         """The modules of a sharded checkpoint by name: the policy, the reference copy (when there is
         one), and what ``_extra_modules`` adds (a critic, a value head)."""
         parts = {"policy": self.model, **self._extra_modules()}
-        if self.ref_model is not None:
+        if self.ref_model is not None and self.reference_dir is None:
             parts["reference"] = self.ref_model
         return torch.nn.ModuleDict(parts)
 
@@ -722,7 +761,11 @@ class LMTrainer:
         _, meta = ckpt.read_checkpoint(found)
         config = config or cls.config_class().from_dict(meta["config"])
         model, tokenizer = ckpt.load_checkpoint_model(found, meta, config, kwargs)
+        if "reference" in meta and kwargs.get("ref_model") is None:  # the KL anchor from its directory
+            kwargs["ref_model"] = ckpt.reference_model(meta["reference"], config)
         trainer = cls(model, tokenizer, reward_funcs, train_prompts, config, **kwargs)
+        if "reference" in meta:  # and its later checkpoints do not store it either
+            trainer.reference_dir = meta["reference"]["model_dir"]
         trainer.load_state(found)
         return trainer
 
