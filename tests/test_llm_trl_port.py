@@ -15,6 +15,7 @@ pytest.importorskip("peft")
 
 from ppokit.errors import ConfigError  # noqa: E402
 from ppokit.llm.config import TinyModelConfig  # noqa: E402
+from ppokit.llm.grpo_config import GRPOConfig as PpokitGRPOConfig  # noqa: E402
 from ppokit.llm.models import build_char_tokenizer, build_tiny_model, save_pretrained  # noqa: E402
 
 CHAT = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}={% endif %}"
@@ -393,3 +394,26 @@ def test_a_ppokit_0_1_config_keeps_num_iterations_with_its_own_max_steps():
 
     cfg = GRPOConfig.from_dict({"num_iterations": 2, "max_steps": 200, "prompts_per_step": 16})
     assert (cfg.n_epochs, cfg.max_steps) == (2, 200)
+
+
+@pytest.mark.parametrize(
+    ("fsdp", "expected"),
+    [
+        ("full_shard auto_wrap", {"strategy": "fsdp", "cpu_offload": False, "reshard_after_forward": True}),
+        (
+            ["shard_grad_op", "offload"],
+            {"strategy": "fsdp", "cpu_offload": True, "reshard_after_forward": False},
+        ),
+        ("", {"strategy": "ddp", "cpu_offload": False, "reshard_after_forward": True}),
+    ],
+)
+def test_transformers_fsdp_option_becomes_the_distributed_section(fsdp, expected):
+    cfg = PpokitGRPOConfig.from_dict({"fsdp": fsdp})
+    assert cfg.distributed.to_dict() == expected
+
+
+def test_transformers_fsdp_options_ppokit_cannot_honour_are_refused():
+    with pytest.raises(ConfigError, match="fsdp='hybrid_shard' is not supported"):
+        PpokitGRPOConfig.from_dict({"fsdp": "hybrid_shard"})
+    with pytest.raises(ConfigError, match="fsdp_config .* distributed.cpu_offload"):
+        PpokitGRPOConfig.from_dict({"fsdp": "full_shard", "fsdp_config": {"min_num_params": 1}})

@@ -85,7 +85,8 @@ TRL_UNSUPPORTED = {
     "ref_model_mixup_alpha": "the reference model stays the initial policy (no TR-DPO style sync)",
     "torch_compile": "ppokit does not compile the model",
     "deepspeed": "ppokit runs under torchrun with its own gradient averaging, not DeepSpeed",
-    "fsdp": "ppokit runs under torchrun with its own gradient averaging, not FSDP",
+    "fsdp_config": "ppokit shards each transformer block (the model's _no_split_modules); its settings are "
+    "distributed.cpu_offload and distributed.reshard_after_forward",
     "use_liger_loss": "ppokit computes the loss in chunks itself (logprob_chunk_size)",
     "load_best_model_at_end": "the run keeps its newest checkpoints; evaluate them with ppokit eval",
     "max_grad_value": "ppokit clips the gradient norm (max_grad_norm), not values",
@@ -202,6 +203,8 @@ def translate_trl_config(data: dict[str, Any]) -> dict[str, Any]:
         data["adam_betas"] = betas
     if data.pop("use_cpu", False):
         data["device"] = "cpu"
+    if "fsdp" in data:
+        data.update(_fsdp_options(data.pop("fsdp"), dict(data.get("distributed") or {})))
     if isinstance(data.get("scale_rewards"), bool):
         data["scale_rewards"] = "group" if data["scale_rewards"] else "none"
     init_kwargs = data.pop("model_init_kwargs", None) or {}
@@ -227,6 +230,28 @@ def translate_trl_config(data: dict[str, Any]) -> dict[str, Any]:
         if key in NOOP_NOTICE:
             notice_once(f"ppokit: TRL's {key}={short(value)} changes nothing here: {NOOP_NOTICE[key]}")
     return data
+
+
+def _fsdp_options(value: Any, section: dict[str, Any]) -> dict[str, Any]:
+    """transformers' ``fsdp`` option (``"full_shard auto_wrap"``, ``"shard_grad_op"``, ``"full_shard
+    offload"``, a list of those, or empty) as ppokit's ``distributed`` section: full_shard ->
+    strategy fsdp; shard_grad_op (ZeRO-2: weights stay gathered from forward to backward) -> also
+    reshard_after_forward false; offload -> cpu_offload. ppokit always wraps per transformer block."""
+    words = value.split() if isinstance(value, str) else list(value or [])
+    known = {"full_shard", "shard_grad_op", "hybrid_shard", "offload", "auto_wrap", "no_shard"}
+    if set(words) - known or "hybrid_shard" in words:
+        raise ConfigError(
+            f"fsdp={short(value)} is not supported; ppokit takes full_shard, shard_grad_op, offload and "
+            "auto_wrap (or distributed.strategy=fsdp)"
+        )
+    if not words or words == ["no_shard"]:
+        return {}
+    section["strategy"] = "fsdp"
+    if "shard_grad_op" in words:
+        section["reshard_after_forward"] = False
+    if "offload" in words:
+        section["cpu_offload"] = True
+    return {"distributed": section}
 
 
 def uses_trl_spelling(data: dict[str, Any]) -> bool:
