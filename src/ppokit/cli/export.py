@@ -1,5 +1,7 @@
 """``ppokit export RUN_DIR --format onnx|torchscript [--out FILE]``: the run's policy as one graph from
-the raw observation to the env's action, normaliser included (``ppokit.rl.export``)."""
+the raw observation to the env's action, normaliser included (``ppokit.rl.export``). For a GRPO or
+RLHF-PPO run, ``--format hf`` writes the policy as one ``save_pretrained`` directory, LoRA merged and
+FSDP shards gathered (``ppokit.llm.export``)."""
 
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ def register(sub: Any) -> None:
         (
             "--format",
             None,
-            "onnx (default) or torchscript.",
-            {"choices": ("onnx", "torchscript"), "default": "onnx"},
+            "onnx (default) or torchscript; hf for a grpo / rlhf-ppo run (a save_pretrained directory).",
+            {"choices": ("onnx", "torchscript", "hf"), "default": "onnx"},
         ),
         ("--out", "FILE", "Output file (default RUN_DIR/policy.onnx or policy.pt)."),
     )
@@ -38,6 +40,12 @@ def export_command(args: argparse.Namespace) -> int:
     from ppokit.rl.ppo import PPO
 
     run_dir = Path(args.run_dir)
+    if args.format == "hf":  # a language-model run
+        from ppokit.llm.export import export_model
+
+        path = export_model(run_dir, Path(args.out) if args.out else run_dir / "export")
+        print(f"{path}: save_pretrained directory of the policy (AutoModelForCausalLM loads it)")
+        return 0
     out = Path(args.out) if args.out else run_dir / f"policy{SUFFIX[args.format]}"
     model = PPO.load(run_dir, tensorboard=False)
     try:

@@ -36,6 +36,7 @@ from torch import nn
 
 from ppokit import distributed
 from ppokit.errors import CheckpointError
+from ppokit.llm.checkpoint import load_checkpoint_model
 from ppokit.train.checkpoint import STEP_DIR, save_step_checkpoint
 from ppokit.train.rng import capture_rng, restore_rng
 
@@ -138,4 +139,24 @@ def load(trainer: Any, path: Path, tensors: dict[str, torch.Tensor], meta: dict[
         trainer.generator.manual_seed(trainer.config.seed + 100_003 * rank + meta["step"])
 
 
-__all__ = ["SHARDS", "load", "save"]
+def export_model(path: Path, meta: dict[str, Any], config: Any, out_dir: str | Path) -> Path:
+    """The policy of the sharded checkpoint ``path`` (its ``meta`` and run ``config``) as one
+    ``save_pretrained`` directory, LoRA adapters merged, in one process: the model is built from
+    ``model/`` and the policy's shards read into it (DCP gathers them, whatever the world size that
+    wrote them)."""
+    from torch.distributed import checkpoint as dcp
+
+    from ppokit.llm.models import save_pretrained
+    from ppokit.llm.precision import wrap_peft
+
+    model, tokenizer = load_checkpoint_model(path, meta, config, {})
+    model = wrap_peft(model, config)  # the LoRA layers the policy trained with, if any
+    state = {f"model.policy.{k}": v for k, v in model.state_dict().items()}
+    dcp.load(state, checkpoint_id=str(path / SHARDS))
+    model.load_state_dict({k[len("model.policy.") :]: v for k, v in state.items()})
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return save_pretrained(model, tokenizer, out_dir)
+
+
+__all__ = ["SHARDS", "export_model", "load", "save"]

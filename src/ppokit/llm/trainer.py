@@ -701,6 +701,14 @@ class LMTrainer:
         adapter merged into its weights (a plain model ``AutoModelForCausalLM`` loads)."""
         from ppokit.llm.models import save_pretrained
 
+        if self.sharded:  # fsdp: the whole weights gathered into the generation copy (every rank calls)
+            with self._generation_weights():
+                if not self.dist.is_main:
+                    return Path(out_dir)
+                model = self.generation_model
+                if self.is_peft and merged:
+                    model = copy.deepcopy(model).merge_and_unload()
+                return save_pretrained(model, self.tokenizer, out_dir)
         model = self.model
         if self.is_peft and merged:
             model = copy.deepcopy(self.model).merge_and_unload()
