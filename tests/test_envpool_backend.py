@@ -153,9 +153,13 @@ def test_seeding_reproduces_and_resume_reseeds(tmp_path):
     r1 = PPO.resume(ckpt, run_dir=tmp_path / "r1")
     assert not r1.resume_info["env_state_restored"]
     assert r1.config.env_backend == "envpool" and isinstance(r1.venv, EnvPoolVectorEnv)
-    assert r1.venv.seed_ == 2 + 128  # PPO.resume's re-seed
+    assert r1.venv.pool_seed == 2 + 128  # PPO.resume's re-seed
     fresh = EnvPoolVectorEnv("HalfCheetah-v5", 2, env_kwargs={"max_episode_steps": 20})
-    assert np.array_equal(r1.collector.raw_obs, fresh.reset(seed=130)[0].astype(np.float32))
+    first = fresh.reset(seed=130)[0]
+    assert np.array_equal(r1.collector.raw_obs, first.astype(np.float32))
+    fresh.step(np.zeros((2, 6)))
+    assert np.array_equal(fresh.reset(seed=130)[0], first)  # reset(seed=) starts the same episodes again
+    assert not np.array_equal(fresh.reset(seed=131)[0], first)
     r1.learn()
     # resumed twice (one after the other: a resume restores the process-wide RNGs), the same run
     r2 = PPO.resume(ckpt, run_dir=tmp_path / "r2")

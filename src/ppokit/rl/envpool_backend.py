@@ -13,9 +13,9 @@ What this module adds around the pool:
 - **ids**: a Gymnasium id maps to EnvPool's (``ALE/Pong-v5`` -> ``Pong-v5``); an id EnvPool lacks is
   refused, naming its closest ids.
 - **seeding**: EnvPool fixes its seeds when the pool is built (``reset(seed=)`` only warns), so the
-  pool is built at the first ``reset``, with that reset's seed; a later ``reset(seed=)`` with another
-  seed builds a new pool. ``reset(seed=s)`` therefore reproduces the same episodes, as with Gymnasium
-  (a resumed run re-seeds, ``PPO.resume``). Env ``i`` gets seed ``s + i`` inside EnvPool.
+  pool is built at the first ``reset``, with that reset's seed; a later ``reset(seed=)`` builds a new
+  pool. ``reset(seed=s)`` therefore reproduces the same episodes, as with Gymnasium
+  (a resumed run re-seeds, ``PPO.resume``).
 - **env_kwargs**: the ALE vector env's names the Atari presets use become EnvPool's (``frameskip`` ->
   ``frame_skip``, ``grayscale`` -> ``gray_scale``, ``reward_clipping`` -> ``reward_clip``); an unknown
   key is refused, naming the ones the id takes.
@@ -154,7 +154,7 @@ class EnvPoolVectorEnv(gym.vector.VectorEnv):
         self.env_id, self.pool_id = env_id, envpool_id(env_id)
         self.kwargs = envpool_kwargs(env_id, dict(env_kwargs or {}))
         spec = _spec(self.pool_id, env_id, num_envs, seed, self.kwargs)
-        self.num_envs, self.seed_, self._pool = num_envs, seed, None
+        self.num_envs, self.pool_seed, self._pool = num_envs, seed, None
         with _quiet():
             self.single_observation_space = spec.gymnasium_observation_space
             self.single_action_space = spec.gymnasium_action_space
@@ -165,7 +165,6 @@ class EnvPoolVectorEnv(gym.vector.VectorEnv):
         # Atari: training rewards clipped / a lost life ends the training episode; the statistics
         # follow the game (episode_view)
         self._game_stats = bool(config.get("reward_clip") or config.get("episodic_life"))
-        self.spec_config = config
 
     def _build(self, seed: int) -> None:
         if self._pool is not None:
@@ -175,12 +174,13 @@ class EnvPoolVectorEnv(gym.vector.VectorEnv):
                 self.pool_id, num_envs=self.num_envs, batch_size=self.num_envs, seed=seed, **self.kwargs
             )
             _ = self._pool.observation_space, self._pool.action_space  # built (and cached) here, quietly
-        self.seed_ = seed
+        self.pool_seed = seed
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
-        """Reset every env; a ``seed`` other than the pool's builds a new pool with it (module docstring)."""
-        if self._pool is None or (seed is not None and seed != self.seed_):
-            self._build(self.seed_ if seed is None else int(seed))
+        """Reset every env; a ``seed`` builds a new pool with it, so that ``reset(seed=s)`` starts the
+        same episodes every time, as in Gymnasium (EnvPool seeds only when built; module docstring)."""
+        if self._pool is None or seed is not None:
+            self._build(self.pool_seed if seed is None else int(seed))
         return self._pool.reset(options=options)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
