@@ -5,8 +5,9 @@ A contestant is a ppokit tree (``pythonpath``, the ``src`` folder the runs impor
 launcher in benchmarks/peers/ (``peer``) run by the peers' venv (``python``) with ``--total-timesteps N
 --out DIR``, which writes ``DIR/result.json`` with its ``steps_per_s`` (SB3 on Pong). ``nproc: P``
 launches ppokit with ``torchrun --standalone --nproc_per_node P`` (data-parallel). A workload is
-``ppokit train`` of a preset for ``steps`` steps (no evaluation, no progress bar) or ``ppokit grpo``
-for ``grpo_steps`` GRPO steps. Every repeat runs every workload with every contestant in the spec's
+``ppokit train`` of a preset for ``steps`` steps (no evaluation, no progress bar; a workload's own
+``set`` overrides, e.g. ``num_envs=4``, come after the contestant's) or ``ppokit grpo`` for
+``grpo_steps`` GRPO steps. Every repeat runs every workload with every contestant in the spec's
 order (A, B, A, B, ...), so that drift in the machine's load touches all alike; ``load: busy`` runs
 beside a ``python -c "while True: pass"`` process (another user's job on one core). Each ppokit run
 starts in its tree's checkout, so ``train: ENV_ID`` is that tree's default preset for the env (what
@@ -16,7 +17,8 @@ Each run is a fresh process; its record (steps/s from the run's own log, launch-
 the child's CPU seconds, machine, commit, versions, load) is written to
 ``OUT/<workload>/<contestant>/<load>/rep<k>.json`` as it finishes; a record that exists is not run
 again, so an interrupted spec resumes where it stopped. The report is a table of medians with the
-min-max spread and each contestant's ratio to the first one's median.
+min-max spread and each contestant's ratio to the first one's median; ``returns: true`` adds the
+median of each run's last ``rollout/ep_rew_mean`` (the training episodes' mean return).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def command(workload: dict, contestant: dict, run_dir: Path) -> list[str]:
             "--out",
             str(run_dir),
         ]
-    sets = [a for s in contestant.get("set", []) for a in ("--set", s)]
+    sets = [a for s in (*contestant.get("set", []), *workload.get("set", [])) for a in ("--set", s)]
     tree = Path(contestant["pythonpath"]).parent
     if "train" in workload:
         preset = workload["train"]
@@ -83,7 +85,11 @@ def measure(workload: dict, run_dir: Path, stdout: str) -> dict:
         return {"steps_per_s": peer["steps_per_s"], "steps": peer["steps"], "peer_versions": peer["versions"]}
     metrics = read_csv(run_dir / "metrics.csv")
     if "train" in workload:
-        return {"steps_per_s": metrics["time/fps"][-1], "steps": int(metrics["time/total_timesteps"][-1])}
+        return {
+            "steps_per_s": metrics["time/fps"][-1],
+            "steps": int(metrics["time/total_timesteps"][-1]),
+            "ep_rew_mean": metrics["rollout/ep_rew_mean"][-1],
+        }
     summary = json.loads(stdout.strip().splitlines()[-1])
     step_times = [t for t in metrics.get("step_time", []) if t == t]
     if "train_seconds" in summary:
@@ -121,7 +127,7 @@ def run_one(workload: dict, contestant: dict, load_kind: str, busy_pid: int | No
         "busy_loop_pid": busy_pid,
         "loadavg_before": loadavg,
         "command": shown if "peer" in contestant else f"PYTHONPATH={pythonpath} {shown}",
-        **provenance(pythonpath, ("torch", "gymnasium", "mujoco", "transformers", "numpy")),
+        **provenance(pythonpath, ("torch", "gymnasium", "mujoco", "envpool", "transformers", "numpy")),
     }
 
 
@@ -153,6 +159,15 @@ def run(spec: dict, out: Path) -> None:
                         )
 
 
+def _return_cell(runs: list[dict], returns: bool) -> str:
+    """`` <median return> |`` of the runs that logged one (a spec with ``returns: true``), else ''."""
+    if not returns:
+        return ""
+    values = [r.get("ep_rew_mean") for r in runs]
+    got = [v for v in values if v is not None and v == v]  # NaN: no episode finished in the run
+    return f" {statistics.median(got):,.1f} |" if got else " - |"
+
+
 def path_of(out: Path, workload: str, contestant: str, load_kind: str, rep: int) -> Path:
     """Where one run's record goes."""
     return out / workload / contestant / load_kind / f"rep{rep}.json"
@@ -161,6 +176,7 @@ def path_of(out: Path, workload: str, contestant: str, load_kind: str, rep: int)
 def report(spec: dict, out: Path) -> str:
     """The Markdown table of the records found under ``out``, in the spec's order."""
     first = next(iter(spec["contestants"]))
+    returns = bool(spec.get("returns"))  # a column of the training episodes' mean return
     lines = [
         f"# {spec['title']}",
         "",
@@ -173,7 +189,7 @@ def report(spec: dict, out: Path) -> str:
         "",
         *table_head(
             "workload | load | contestant | runs | steps/s (median) | spread | ratio | s/step | wall s "
-            "| CPU s"
+            "| CPU s" + (" | return (median)" if returns else "")
         ),
     ]
     records: list[dict] = []
@@ -198,7 +214,7 @@ def report(spec: dict, out: Path) -> str:
                     f"| {wname} | {load_kind} | {cname} | {len(runs)} | {med:,.1f} "
                     f"| {min(fps):,.1f}–{max(fps):,.1f} "
                     f"| {ratio} | {step_cell} | {statistics.median(r['wall_s'] for r in runs):.1f} "
-                    f"| {statistics.median(r['cpu_s'] for r in runs):.1f} |"
+                    f"| {statistics.median(r['cpu_s'] for r in runs):.1f} |" + _return_cell(runs, returns)
                 )
     lines += ["", "Contestants:", ""]
     for cname, c in spec["contestants"].items():

@@ -357,6 +357,26 @@ def test_speed_spec_runs_interleaved_resumes_and_reports(tmp_path, capsys):
     assert "Machine: " in text and speed.report(spec, out).count("| CartPole-v1 |") == 2
 
 
+def test_speed_workload_overrides_and_return_column(tmp_path):
+    """A workload's own --set overrides follow the contestant's (issue 33's num_envs sweep), and
+    ``returns: true`` adds the median of the runs' last mean return (made-up records)."""
+    import speed
+
+    workload = {"train": "CartPole-v1", "steps": 64, "set": ["num_envs=2"]}
+    cmd = speed.command(workload, {"pythonpath": ROOT / "src", "set": ["env_backend=envpool"]}, tmp_path)
+    assert cmd[-4:] == ["--set", "env_backend=envpool", "--set", "num_envs=2"]
+    spec = {"title": "t", "contestants": {"a": {"pythonpath": "src"}}, "workloads": {"w": workload}}
+    for rep, ret in enumerate([10.0, 30.0, float("nan")]):
+        record = {"contestant": "a", "steps_per_s": 100.0, "wall_s": 1.0, "cpu_s": 1.0, "ep_rew_mean": ret}
+        path = speed.path_of(tmp_path, "w", "a", "idle", rep)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**record, "library_commit": "x", "machine": "m", "versions": "v"}))
+    assert "return" not in speed.report(spec, tmp_path)
+    text = speed.report({**spec, "returns": True}, tmp_path)
+    rows = [r for r in text.splitlines() if r.startswith("| w |")]
+    assert rows[0].endswith("| 20.0 |")  # the median of the runs that finished an episode
+
+
 def test_benchmarks_page_regenerates_from_the_committed_records(tmp_path):
     """docs/benchmarks.md is what the report generator makes of the committed records, to the byte."""
     from report import write_report

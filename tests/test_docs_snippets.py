@@ -15,6 +15,7 @@ LM = ("transformers",)
 NEEDS = {
     "README.md": LM,
     "docs/deploy.md": ("onnx", "onnxruntime", "moviepy", "wandb"),
+    "docs/envpool.md": ("envpool", "mujoco"),
     "docs/grpo.md": ("transformers", "peft"),
     "docs/language-models.md": ("transformers", "peft"),
     "docs/own-env.md": ("ale_py", "minigrid"),

@@ -112,6 +112,13 @@ class PPOConfig(ConfigBase):
         "Vector env kind: auto picks the env's numpy vector entry point when it has one, else sync.",
         choices=("auto", "vector_entry_point", "sync", "async"),
     )
+    env_backend: str = option(
+        "gymnasium",
+        "Who steps the environments: gymnasium (Gymnasium's vector envs, as vectorization says) or "
+        "envpool (EnvPool's C++ thread pool, issue 33: MuJoCo, Atari, classic control; the id must be "
+        "one EnvPool has; pip install 'ppokit[envpool]'; rl/envpool_backend.py).",
+        choices=("gymnasium", "envpool"),
+    )
     total_timesteps: int = option(100_000, "Environment steps to train for (all envs together).")
     seed: int = option(0, "Seed for torch, numpy and the environments.")
     device: str = option(

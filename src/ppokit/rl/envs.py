@@ -19,6 +19,7 @@ from gymnasium.vector.async_vector_env import AsyncState
 
 from ppokit.errors import ConfigError, EnvConfigError, EnvError, EnvStepError, MissingDependencyError
 from ppokit.rl.envfind import find_spec, import_packages, load_entry_point, one_line
+from ppokit.rl.envpool_backend import make_envpool_vec
 from ppokit.rl.masking import strip_mask_key
 from ppokit.rl.spaces import ObsLayout
 from ppokit.rl.wrappers import apply_wrappers, check_wrappers
@@ -157,10 +158,15 @@ def honest_eval_kwargs(
 
 def make_training_envs(env: EnvSpec, cfg: Any) -> tuple[gym.vector.VectorEnv, ObsLayout]:
     """The vector env a ``PPOConfig`` describes, with its autoreset mode checked, and how its
-    observations are stored and fed to the policy (rl/spaces.py: uint8 images, packed Dicts)."""
-    venv = make_vec_env(
-        env, cfg.num_envs, cfg.vectorization, cfg.env_kwargs, cfg.gym_packages, cfg.env_wrappers
-    )
+    observations are stored and fed to the policy (rl/spaces.py: uint8 images, packed Dicts).
+    ``env_backend: envpool`` makes EnvPool's C++ pool instead (rl/envpool_backend.py, issue 33)."""
+    if cfg.env_backend == "envpool":
+        venv = make_envpool_vec(env, cfg)
+        check_spaces(venv.single_observation_space, venv.single_action_space, f"env_id={env!r}")
+    else:
+        venv = make_vec_env(
+            env, cfg.num_envs, cfg.vectorization, cfg.env_kwargs, cfg.gym_packages, cfg.env_wrappers
+        )
     autoreset_mode(venv)
     layout = ObsLayout(venv.single_observation_space)
     if cfg.normalize_obs and layout.kind != "box":

@@ -38,6 +38,8 @@ def _layers(venv: gym.vector.VectorEnv) -> list[Any]:
     """Every object whose attributes make up the env state: wrapper chains, sub-envs included."""
     if isinstance(venv, gym.vector.AsyncVectorEnv):
         raise NotCapturable("an async vector env keeps its environments in worker processes")
+    if getattr(venv, "state_not_capturable", None):  # says where its state lives (rl/envpool_backend.py)
+        raise NotCapturable(venv.state_not_capturable)
     chain, layer = [], venv
     while layer is not None:
         chain.append(layer)

@@ -231,6 +231,8 @@ class Collector:
         # observations are stored as the layout says (rl/spaces.py): Dict/Discrete packed, images uint8
         self.layout = layout if layout is not None else ObsLayout(venv.single_observation_space)
         self.episodes = EpisodeStats(self.num_envs)
+        # EnvPool's Atari: returns of the whole game in raw rewards (rl/envpool_backend.py, issue 33)
+        self.episode_view = getattr(venv, "episode_view", None)
         self.skipped_nonfinite = 0
         self.steps = 0  # env steps taken (all envs together)
         venv.action_space.seed(seed)
@@ -352,7 +354,9 @@ class Collector:
                 raw = np.where(bad.reshape((-1,) + (1,) * (raw.ndim - 1)), 0.0, raw)
                 reward = np.where(bad, 0.0, reward)
             done = terminated | truncated
-            self.episodes.add(np.asarray(reward, np.float64), done, valid, self.steps, time.time())
+            view = self.episode_view
+            ep_reward, ep_done = (reward, done) if view is None else view(reward, terminated, truncated, info)
+            self.episodes.add(np.asarray(ep_reward, np.float64), ep_done, valid, self.steps, time.time())
             nb["rewards"][t] = self.reward_scaler(reward, done) if self.reward_scaler is not None else reward
             nb["terminated"][t] = terminated
             nb["done"][t] = done
