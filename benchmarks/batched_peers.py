@@ -40,14 +40,13 @@ T0 = float(os.environ.get("BENCH_T0", time.time()))  # first, before the slow im
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import ROOT, launch, pyplot, save_figure, table_head  # noqa: E402
+from common import ROOT, launch  # noqa: E402
 
 PEERS_PY = ROOT / "benchmarks" / ".peers" / "bin" / "python"
 LIBRARIES = ("ppokit", "rsl_rl", "skrl")
@@ -60,7 +59,7 @@ SHARED = {
     "n_steps": 16,  # per env per iteration (rsl_rl num_steps_per_env, skrl rollouts)
     "n_epochs": 5,
     "minibatches": 4,
-    "learning_rate": 1e-3,  # constant (no KL-adaptive schedule: skrl's adapts per epoch, the others per minibatch)
+    "learning_rate": 1e-3,  # constant (no KL-adaptive rate: skrl adapts per epoch, the others per minibatch)
     "adam_eps": 1e-8,  # torch's default, which rsl_rl and skrl use
     "gamma": 0.9,  # Pendulum's usual discount (docs/batched-envs.md's measured Pendulum run)
     "gae_lambda": 0.95,
@@ -78,9 +77,9 @@ DIFFERENCES = [
     "time-outs bootstrap with V(s) of the last observation in ppokit (`timeout_bootstrap: value_of_obs`) and "
     "rsl_rl (`extras['time_outs']`); skrl's `time_limit_bootstrap` takes V of the observation the step "
     "returned (after a same-step reset, the next episode's first)",
-    "gradient norms are clipped over all parameters in ppokit and skrl, separately for actor and critic in rsl_rl",
+    "gradient norms are clipped over all parameters in ppokit and skrl, for actor and critic apart in rsl_rl",
     "initial weights: ppokit's orthogonal initialisation (its default), rsl_rl's and skrl's PyTorch defaults",
-    "ppokit on a CPU runs its update with its hand-written gradient (`manual_grad: auto`), the others autograd",
+    "on a CPU ppokit's update uses its hand-written gradient (`manual_grad: auto`), the others autograd",
 ]
 
 
@@ -340,7 +339,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--env", default="pendulum", choices=sorted(ENVS))
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0 ...")
     p.add_argument("--compile", default="off", choices=["off", "on", "both"],
-                   help="torch.compile for ppokit (its policy's forward) and rsl_rl (its own option).")  # fmt: skip
+                   help="torch.compile: ppokit's policy forward, rsl_rl's own option.")  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="torch threads of every run.")
     p.add_argument("--speed-envs", nargs="*", type=int, default=[256, 1024, 4096])
     p.add_argument(
@@ -421,8 +420,8 @@ def run_all(a: argparse.Namespace) -> None:
         python = sys.executable if lib == "ppokit" else str(a.peers)
         job = {**job, "tmp": str(a.out / ".tmp")}
         load_before = os.getloadavg()
-        res = launch([python, __file__, "--one", json.dumps(job)], timeout=a.timeout_s,
-                     env={"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])})  # fmt: skip
+        path_env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+        res = launch([python, __file__, "--one", json.dumps(job)], timeout=a.timeout_s, env=path_env)
         rec = {**job, "rc": res.rc, "process_wall_s": res.wall_s, "cpu_s": res.cpu_s,
                "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
         if res.rc == 0:
@@ -449,218 +448,9 @@ def write(path: Path, record: dict) -> None:
     tmp.replace(path)
 
 
-def window_curve(rows: list[list], window: int) -> list[tuple[int, float, float]]:
-    """``(env_steps, seconds, mean return of the last >= window finished episodes)`` per rollout."""
-    out, recent = [], []
-    for steps, _, t, n, total in rows:
-        recent.append((n, total))
-        while len(recent) > 1 and sum(x[0] for x in recent[1:]) >= window:
-            recent.pop(0)
-        count = sum(x[0] for x in recent)
-        if count:
-            out.append((steps, t, sum(x[1] for x in recent) / count))
-    return out
-
-
-def time_to(rec: dict, target: float) -> tuple[float, int] | None:
-    """``(seconds since training start, env steps)`` when the windowed return first reached ``target``."""
-    for steps, t, ret in window_curve(rec["rows"], rec["num_envs"]):
-        if ret >= target:
-            return t, steps
-    return None
-
-
-def med(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
-
-
-def fmt(x: float | None, spec: str = ",.0f") -> str:
-    return "–" if x is None else format(x, spec)
-
-
-def label(r: dict) -> str:
-    return r["library"] + (" (compiled)" if r.get("compile") else "")
-
-
-def report(a: argparse.Namespace) -> str:
-    """The page (and its figure) from the records in ``--out``."""
-    recs = [json.loads(p.read_text()) for p in sorted(a.out.glob("*.json"))]
-    ok = [r for r in recs if r.get("rc") == 0]
-    skipped = sorted({r["skipped"] for r in recs if "skipped" in r})
-    failed = [r["name"] for r in recs if "skipped" not in r and r.get("rc") != 0]
-    device = ok[0]["device"] if ok else a.device
-    lines = [
-        "# Batched envs: ppokit, rsl_rl and skrl side by side (issue 32)",
-        "",
-        f"Generated by `python benchmarks/batched_peers.py --report-only --out {rel(a.out)} --target {a.target:g}` "
-        f"from the per-run records in `{rel(a.out)}/` (one JSON file per run; "
-        "`python benchmarks/bench.py run specs/batched_peers.yaml` made them and resumes them).",
-        "",
-    ]
-    if not ok:
-        return "\n".join(lines + ["No finished runs yet.", *skipped_lines(skipped, failed)]) + "\n"
-    first = min(ok, key=lambda r: r["date"])
-    envname = f"ppokit/{ENVS[first['env']]}-v0"
-    lines += [
-        f"- **Env**: `{envname}` (`src/ppokit/rl/torch_envs/`), stepped as torch tensors on `{device}`; "
-        "the same env object class for all three, shown to each through a thin adapter (`benchmarks/batched_peers.py`).",
-        f"- **Settings, all three**: {', '.join(f'{k}={v}' for k, v in SHARED.items())}; "
-        f"{first['threads']} torch thread(s); no observation or reward normalisation.",
-        "- **Remaining differences** (each library's own rule where it has no switch for the others'): "
-        + "; ".join(DIFFERENCES)
-        + ".",
-        f"- **When and where**: {first['date']} to {max(r['date'] for r in ok)}; "
-        f"{first['machine']}; harness commit {first.get('harness_commit')}.",
-        "- **Versions**: " + "; ".join(sorted({f"{r['library']}: {r['versions']}" for r in ok})) + ".",
-        "- **Load**: " + load_line(ok),
-        "",
-    ]
-    lines += speed_section(ok) + curve_section(ok, a) + skipped_lines(skipped, failed)
-    return "\n".join(lines) + "\n"
-
-
-def rel(p: Path) -> str:
-    p = p.resolve()
-    return p.relative_to(ROOT).as_posix() if p.is_relative_to(ROOT) else str(p)
-
-
-def load_line(ok: list[dict]) -> str:
-    loads = [r["loadavg_before"][0] for r in ok if "loadavg_before" in r]
-    if not loads:
-        return "not recorded."
-    busy = max(loads) > 0.5
-    return (
-        f"1-minute load average before each run {min(loads):.2f} to {max(loads):.2f} (median {med(loads):.2f}; "
-        "per run in the tables). "
-        + (
-            "**The machine was not idle**: other jobs shared its cores; the libraries' runs were "
-            "interleaved so that they saw the same load, but single numbers move with it."
-            if busy
-            else "The machine was idle."
-        )  # fmt: skip
-    )
-
-
-def speed_section(ok: list[dict]) -> list[str]:
-    runs = [r for r in ok if r["kind"] == "speed" and r.get("steps_per_s")]
-    if not runs:
-        return []
-    labels = sorted({label(r) for r in runs}, key=lambda x: (x.split()[0] != "ppokit", x))
-    counts = sorted({r["num_envs"] for r in runs})
-    out = ["## Training steps/s against the number of envs", "",
-           "Env steps per second of training (rollout + update), over whole iterations after the first "
-           "warm-up ones; in brackets the rollout's share of the time (the rest is the update, GAE and "
-           "bookkeeping) and the load average before the run.", ""]  # fmt: skip
-    out += table_head("envs", *labels, "ppokit / rsl_rl", "ppokit / skrl")
-    for n in counts:
-        cells, fps = [], {}
-        for lab in labels:
-            rs = [r for r in runs if r["num_envs"] == n and label(r) == lab]
-            fps[lab] = med([r["steps_per_s"] for r in rs])
-            cells.append("; ".join(f"{r['steps_per_s']:,.0f} ({r['rollout_share']:.0%}, load "
-                                   f"{r['loadavg_before'][0]:.1f})" for r in rs) or "–")  # fmt: skip
-        ratio = lambda x, y: f"{fps[x] / fps[y]:.2f}×" if fps.get(x) and fps.get(y) else "–"  # noqa: E731
-        out.append(
-            f"| {n:,} | "
-            + " | ".join(cells)
-            + f" | {ratio('ppokit', 'rsl_rl')} | {ratio('ppokit', 'skrl')} |"
-        )
-    return out + [""]
-
-
-def curve_section(ok: list[dict], a: argparse.Namespace) -> list[str]:
-    runs = [r for r in ok if r["kind"] == "curve"]
-    if not runs:
-        return []
-    n = runs[0]["num_envs"]
-    out = [f"## Return and wall-clock to a return of {a.target:g} ({n:,} envs)", "",
-           f"Training return: the mean of the last {n:,} finished episodes (as the env counted them); "
-           "seconds from the start of training (in brackets: from the process's launch, imports and set-up "
-           "included). Steps/s over the whole run after the warm-up iterations.", ""]  # fmt: skip
-    out += table_head("library", "seed", "seconds to target", "env steps to target", "final return",
-                      "steps/s", "load before")  # fmt: skip
-    summary = {}
-    for r in sorted(runs, key=lambda r: (label(r), r["seed"])):
-        hit = time_to(r, a.target)
-        curve = window_curve(r["rows"], r["num_envs"])
-        final = curve[-1][2] if curve else None
-        summary.setdefault(label(r), []).append((hit, r.get("steps_per_s"), final))
-        when = (
-            f"{hit[0]:.1f} ({hit[0] + r['train_start_offset_s']:.1f})"
-            if hit
-            else f"not within {r['steps']:,} steps"
-        )
-        out.append(f"| {label(r)} | {r['seed']} | {when} | {fmt(hit[1] if hit else None)} | {fmt(final, '.1f')} | "
-                   f"{fmt(r.get('steps_per_s'))} | {r['loadavg_before'][0]:.2f} |")  # fmt: skip
-    out += ["", *table_head("library", "median seconds to target", "median steps/s", "median final return",
-                            "seeds reaching the target")]  # fmt: skip
-    for lab, xs in summary.items():
-        hits = [h[0] for h, _, _ in xs if h]
-        out.append(f"| {lab} | {fmt(med(hits), '.1f')} | {fmt(med([f for _, f, _ in xs if f]))} | "
-                   f"{fmt(med([x for *_, x in xs if x is not None]), '.1f')} | {len(hits)} of {len(xs)} |")  # fmt: skip
-    out += ["", verdict(summary), "", f"![return against env steps and seconds]({plot(runs, a)})", ""]
-    return out
-
-
-def verdict(summary: dict) -> str:
-    """The issue's goal, stated as measured: ppokit >= 1.5x rsl_rl's steps/s at equal return."""
-    p, r = summary.get("ppokit"), summary.get("rsl_rl")
-    if not p or not r:
-        return (
-            "**Goal (ppokit ≥ 1.5× rsl_rl's steps/s at equal return): not measured** (a library did not run)."
-        )
-    pf, rf = med([f for _, f, _ in p if f]), med([f for _, f, _ in r if f])
-    pr, rr = med([x for *_, x in p if x is not None]), med([x for *_, x in r if x is not None])
-    ratio = pf / rf if pf and rf else None
-    met = ratio is not None and ratio >= 1.5
-    return (f"**Goal (ppokit ≥ 1.5× rsl_rl's steps/s at equal return): {'met' if met else 'missed'}** — "
-            f"median steps/s ppokit {fmt(pf)} / rsl_rl {fmt(rf)} = {fmt(ratio, '.2f')}×, median final return "
-            f"{fmt(pr, '.1f')} / {fmt(rr, '.1f')}.")  # fmt: skip
-
-
-def plot(runs: list[dict], a: argparse.Namespace) -> str:
-    """Return against env steps and against seconds, one line per run, a colour per library."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colours = {}
-    for r in sorted(runs, key=lambda r: (label(r), r["seed"])):
-        curve = window_curve(r["rows"], r["num_envs"])
-        c = colours.setdefault(label(r), f"C{len(colours)}")
-        kw = {
-            "color": c,
-            "linewidth": 1.1,
-            "label": label(r) if r["seed"] == min(x["seed"] for x in runs) else None,
-        }
-        axes[0].plot([x[0] for x in curve], [x[2] for x in curve], **kw)
-        axes[1].plot([x[1] for x in curve], [x[2] for x in curve], **kw)
-    for ax, xl in zip(axes, ("env steps", "seconds since the start of training")):
-        ax.axhline(a.target, color="grey", linestyle=":", linewidth=1)
-        ax.set_xlabel(xl)
-        ax.set_ylabel("training return (last num_envs episodes)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(
-        f"PPO on ppokit/{ENVS[runs[0]['env']]}-v0, {runs[0]['num_envs']:,} envs, seeds {sorted({r['seed'] for r in runs})}"
-    )
-    path = a.page.parent / "benchmarks" / f"{a.page.stem}.png"
-    save_figure(fig, path, dpi=100)
-    return (
-        rel(path).removeprefix(rel(a.page.parent) + "/")
-        if path.resolve().is_relative_to(a.page.parent.resolve())
-        else str(path)
-    )
-
-
-def skipped_lines(skipped: list[str], failed: list[str]) -> list[str]:
-    out = [f"- Not run: {s}." for s in skipped] + [f"- Failed (see its record): `{n}`." for n in failed]
-    return ["## Runs that did not happen", "", *out, ""] if out else []
-
-
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(sys.argv[1:] if argv is None else argv)
-    a.out, a.page = (
-        p if p.is_absolute() else ROOT / p for p in (a.out, a.page)
-    )  # specs name ROOT-relative paths
+    a.out, a.page = (p if p.is_absolute() else ROOT / p for p in (a.out, a.page))  # relative: to ROOT
     if a.one:
         print(json.dumps(one_run(json.loads(a.one))))
         return 0
@@ -668,7 +458,12 @@ def main(argv: list[str] | None = None) -> int:
         run_all(a)
         if a.dry_run:
             return 0
-    text = report(a)
+    from batched_peers_report import report
+
+    import ppokit.rl.torch_envs as torch_envs
+
+    steps = {key: getattr(torch_envs, name).max_episode_steps for key, name in ENVS.items()}
+    text = report(a.out, a.page, a.target, SHARED, DIFFERENCES, ENVS, steps)
     a.page.parent.mkdir(parents=True, exist_ok=True)
     a.page.write_text(text)
     print(text)
