@@ -198,6 +198,7 @@ def curve_section(ok: list[dict], page: Path, target: float, episode_steps: dict
             "env steps to target",
             "final return",
             "steps/s",
+            "steps per CPU-s",
             "load before",
         ),  # fmt: skip
     ]
