@@ -40,6 +40,7 @@ STUDIES = (
     "rlhf_vs_grpo",
     "pong_curve",
     "sweep",
+    "batched_peers",
 )
 KINDS = ("speed", *STUDIES)
 SPEED_KEYS = {"contestants", "workloads", "repeats"}

@@ -29,6 +29,7 @@ OTHER_PAGES = [
     ("benchmarks_spine.md", "the training spine's before/after speed"),
     ("benchmarks_grpo.md", "GRPO: ppokit against TRL"),
     ("benchmarks_distributed.md", "torchrun data-parallel scaling on this 2-core CPU machine"),
+    ("benchmarks_batched.md", "batched torch envs: ppokit against rsl_rl and skrl (issue 32)"),
 ]
 
 METHOD = """## How it is measured

@@ -50,3 +50,22 @@ def ensure_peers(python: Path = PEERS / "bin" / "python") -> Path:
         if done.returncode != 0:
             raise SystemExit(f"pip install of the peers failed:\n{done.stderr[-2000:]}")
     return python
+
+
+# Issue 32's batched-env comparison (benchmarks/batched_peers.py): the versions the published page
+# measured (`pip download --no-deps` found these as the newest on 2026-12-06).
+BATCHED_PEERS = ("rsl-rl-lib==5.5.1", "skrl==2.1.1")
+BATCHED_PROBE = "import rsl_rl, tensordict, skrl.agents.torch.ppo, gymnasium, torch"
+
+
+def ensure_batched_peers(python: Path = PEERS / "bin" / "python") -> Path:
+    """Create the peers venv when missing and install rsl_rl and skrl at the pinned versions when they
+    are not importable (torch held at ``constraints.txt``'s pin); its python."""
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(python.parents[1])], check=True)
+    if subprocess.run([str(python), "-c", BATCHED_PROBE], capture_output=True).returncode != 0:
+        print(f"installing {', '.join(BATCHED_PEERS)} into {python.parents[1]}")
+        done = pip_install(python, *BATCHED_PEERS, "gymnasium")
+        if done.returncode != 0:
+            raise SystemExit(f"pip install of the batched peers failed:\n{done.stderr[-2000:]}")
+    return python
