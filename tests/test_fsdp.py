@@ -114,3 +114,37 @@ def test_one_process_sharded_run_resumes_on_two_ranks_exactly_as_it_continues(tm
     meta = json.loads((last / "meta.json").read_text())
     assert meta["step"] == 3 and meta["sharded"]["world_size"] == 2
     assert len(list((last / "shards").glob("*.distcp"))) == 2 and first != last
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_export_of_a_sharded_checkpoint_is_the_trained_policy(tmp_path, lora):
+    """``ppokit export RUN --format hf`` (DCP shards read in one process, LoRA merged) writes the
+    weights the sharded trainer holds (``save_model``: gathered from its shards), loadable by
+    transformers alone."""
+    pytest.importorskip("peft")
+    import transformers as tf
+
+    from ppokit.cli import main
+    from ppokit.llm.config import TinyModelConfig
+    from ppokit.llm.grpo import GRPOTrainer
+    from ppokit.llm.grpo_config import GRPOConfig
+    from ppokit.llm.models import build_char_tokenizer, build_tiny_model
+
+    tok = build_char_tokenizer()
+    model = build_tiny_model(TinyModelConfig(n_layer=2, n_embd=32, n_head=2), tok, seed=0)
+    cfg = GRPOConfig(max_steps=2, prompts_per_step=2, num_generations=2, learning_rate=1e-2, use_peft=lora)
+    cfg.distributed.strategy, cfg.tensorboard, cfg.generation.max_completion_length = "fsdp", False, 4
+    reward = lambda prompts, completions, **_: [float(c[:1].isdigit()) for c in completions]
+    trainer = GRPOTrainer(model, tok, reward, ["1+1=", "2+2="], cfg, run_dir=tmp_path / "run", progress=False)
+    trainer.train()
+    trainer.save_model(tmp_path / "gathered", merged=True)
+    assert main(["export", str(tmp_path / "run"), "--format", "hf", "--out", str(tmp_path / "export")]) == 0
+    exported = load_file(str(tmp_path / "export" / "model.safetensors"))
+    gathered = load_file(str(tmp_path / "gathered" / "model.safetensors"))
+    assert sorted(exported) == sorted(gathered) and not any("lora" in k for k in exported)
+    assert all(bool((exported[k] == gathered[k]).all()) for k in exported)
+    start = build_tiny_model(TinyModelConfig(n_layer=2, n_embd=32, n_head=2), tok, seed=0).state_dict()
+    assert any(not bool((exported[k] == start[k]).all()) for k in exported if k in start)  # it trained
+    assert (
+        type(tf.AutoModelForCausalLM.from_pretrained(str(tmp_path / "export"))).__name__ == "GPT2LMHeadModel"
+    )

@@ -147,6 +147,14 @@ def release(model: nn.Module) -> nn.Module:
     return model
 
 
+def tie_weights(model: nn.Module) -> None:
+    """Tie a transformers model's tied weights again (its output layer to its input embedding, when
+    its config says so; a LoRA model's base model), after weights were assigned tensor by tensor."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if callable(getattr(lm, "tie_weights", None)):
+        lm.tie_weights()
+
+
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """The part of ``t`` this rank holds (a DTensor's local shard; a plain tensor itself)."""
     return t.to_local() if hasattr(t, "to_local") else t
@@ -167,5 +175,6 @@ __all__ = [
     "mixed_precision",
     "release",
     "shard_modules",
+    "tie_weights",
     "transformer_blocks",
 ]

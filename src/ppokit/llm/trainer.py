@@ -309,6 +309,7 @@ class LMTrainer:
             yield
             return
         self.generation_model.load_state_dict(sharding.full_state_dict(self.model), assign=True)
+        sharding.tie_weights(self.generation_model)  # assign=True gave tied weights one tensor each
         try:
             yield
         finally:
