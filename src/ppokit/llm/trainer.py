@@ -134,6 +134,7 @@ class LMTrainer:
         # -- the run (not training state): run directory, checkpoint cadence, signals --------------------
         self.stop_requested: int | None = None  # a signal number: stop cleanly after this step
         self._budget: tuple[float, float] | None = None  # (start, max_seconds) while train() runs
+        self._out_of_time = False  # whether _budget was spent at the end of the last step
         # the last step's evaluation; None until it ran (a rank without held-out rows gets ({}, []) from it)
         self._final: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
         self._last_metrics: dict[str, Any] = {}  # the last step's metrics row
@@ -460,7 +461,7 @@ class LMTrainer:
         cfg = self.config
         summary = self._evaluate_before()
         start = time.perf_counter()
-        self._budget = (start, cfg.max_seconds)
+        self._budget, self._out_of_time = (start, cfg.max_seconds), False
         self._final, self._last_metrics = None, {}
         headline = self.progress_metric
         callbacks = _TRLHooks(Callbacks(self.callbacks, self))  # TRL's TrainerCallback, plain functions
@@ -484,10 +485,17 @@ class LMTrainer:
         return self._finish(summary, last_reward, train_seconds)
 
     def _time_up(self) -> bool:
-        """Whether ``max_seconds`` of this ``train()`` are spent."""
-        if self._budget is None or not self._budget[1]:
-            return False
-        return time.perf_counter() - self._budget[0] >= self._budget[1]
+        """Whether ``max_seconds`` of this ``train()`` were spent when the last step ended
+        (``_check_time``)."""
+        return self._out_of_time
+
+    def _check_time(self) -> None:
+        """Decide, once per step and on every rank at the same point, whether ``max_seconds`` are
+        spent: rank 0's clock decides for all (each rank reading its own clock, one ran a final
+        evaluation, a collective under fsdp, while the other started another step: a hang)."""
+        spent = self._budget is not None and bool(self._budget[1])
+        spent = spent and time.perf_counter() - self._budget[0] >= self._budget[1]
+        self._out_of_time = bool(distributed.all_gather_objects(spent)[0]) if self.dist.enabled else spent
 
     def position(self) -> tuple[int, int]:
         """``(steps done, max_steps)``, or ``(steps done, steps done)`` once ``max_seconds`` is spent:
@@ -502,6 +510,7 @@ class LMTrainer:
         at the last)."""
         cfg, tracker = self.config, self.run_loop.tracker
         metrics = self.train_step()
+        self._check_time()
         logged, columns = self.pop_reward_logs()  # log_metric / log_extra of the reward functions
         metrics.update(logged)
         if tracker is not None and self.step % cfg.log_every == 0:
