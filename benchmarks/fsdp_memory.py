@@ -58,12 +58,14 @@ def reset_hwm() -> None:
 
 
 def nbytes(tensors: Any) -> int:
-    """Bytes of the local part of each tensor (a DTensor's shard), each storage counted once."""
-    seen: dict[int, int] = {}
+    """Bytes of the local part of each tensor (a DTensor's shard), a tensor that several names share
+    (tied weights) counted once. The elements themselves: FSDP2's padding of a shard to an even
+    length (under one row per parameter) is not counted, so the ranks' shards add up to the whole."""
+    seen: dict[tuple, int] = {}
     for t in tensors:
         local = t.to_local() if hasattr(t, "to_local") else t
         if local.device.type != "meta":
-            seen[local.untyped_storage().data_ptr()] = local.untyped_storage().nbytes()
+            seen[(local.data_ptr(), local.shape, local.dtype)] = local.numel() * local.element_size()
     return sum(seen.values())
 
 
