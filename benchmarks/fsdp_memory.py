@@ -23,6 +23,7 @@ One JSON file per finished run (``STRATEGY-N.json`` in ``--out``); finished runs
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -140,6 +141,10 @@ def worker(a: argparse.Namespace) -> None:
     trainer.train_step()
     marks["step_peak"] = max(marks["step_peak_before_sampling"], hwm_bytes())
     marks["rss_after_step"] = rss_bytes()
+    # what of that RSS is memory the allocator keeps after tensors were freed: glibc's malloc_trim(3)
+    # returns free heap memory to the system, so the RSS after it is closer to the live tensors
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    marks["rss_after_trim"] = rss_bytes()
     marks["lifetime_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     params = [p for p in trainer.model.parameters()]
     state = [t for s in trainer.optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
@@ -248,13 +253,15 @@ def table(records: list[dict]) -> list[str]:
             f"{mib(top['gathered_bytes'])} |"
         )
     rss = ("peak RSS of the step", "lifetime peak RSS (ru_maxrss)", "RSS before sampling", "during sampling")
-    lines += ["", *table_head("strategy", "ranks", *rss, "after sampling", "after the step")]
+    after = ("after sampling", "after the step", "after the step and malloc_trim")
+    lines += ["", *table_head("strategy", "ranks", *rss, *after)]
     for r in records:
         top = max(r["per_rank"], key=lambda x: x["step_peak"])
         lines.append(
             f"| {r['strategy']} | {r['ranks']} | {mib(top['step_peak'])} | {mib(top['lifetime_peak'])} | "
             f"{mib(top['rss_before_sampling'])} | {mib(top['rss_during_sampling'])} | "
-            f"{mib(top['rss_after_sampling'])} | {mib(top['rss_after_step'])} |"
+            f"{mib(top['rss_after_sampling'])} | {mib(top['rss_after_step'])} | "
+            f"{mib(top['rss_after_trim'])} |"
         )
     return lines
 
