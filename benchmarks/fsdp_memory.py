@@ -215,6 +215,7 @@ def run_all(a: argparse.Namespace) -> None:
                 raise SystemExit(f"{strategy} x {ranks}: needs ~{need / 2**30:.1f} GiB, "
                                  f"{have / 2**30:.1f} GiB available; not started")  # fmt: skip
             torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
+            shown = path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path  # in the command
             args = ["--worker", str(path), "--strategy", strategy, *model_args(a)]
             cmd = [sys.executable, *torchrun, __file__, *args]
             load = os.getloadavg()
@@ -222,7 +223,8 @@ def run_all(a: argparse.Namespace) -> None:
             if done.rc != 0:
                 raise SystemExit(f"{strategy} x {ranks} failed ({done.rc}):\n{done.stderr[-3000:]}")
             record = json.loads(path.read_text())
-            command = " ".join(["torchrun", *torchrun[2:], "benchmarks/fsdp_memory.py", *args])
+            shown_args = ["--worker", str(shown), *args[2:]]
+            command = " ".join(["torchrun", *torchrun[2:], "benchmarks/fsdp_memory.py", *shown_args])
             record.update(load_average_before=load, wall_s=round(done.wall_s, 1), command=command)
             save_json(path, record)
             print(f"{path}: {ranks} ranks {strategy} in {done.wall_s:.0f} s", flush=True)
