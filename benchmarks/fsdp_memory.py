@@ -205,8 +205,9 @@ def run_all(a: argparse.Namespace) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for ranks in a.ranks:
-        for strategy in a.strategies:
-            path = out / f"{strategy}-{ranks}.json"
+        for strategy, mmap in [(s, t) for t in a.mmap_thresholds for s in a.strategies]:
+            path = out / f"{strategy}-{ranks}{f'-mmap{mmap}' if mmap else ''}.json"
+            env = {"MALLOC_MMAP_THRESHOLD_": str(mmap)} if mmap else {}
             if path.exists():
                 print(f"{path}: done, skipped", flush=True)
                 continue
@@ -219,13 +220,15 @@ def run_all(a: argparse.Namespace) -> None:
             args = ["--worker", str(path), "--strategy", strategy, *model_args(a)]
             cmd = [sys.executable, *torchrun, __file__, *args]
             load = os.getloadavg()
-            done = launch(cmd, timeout=a.timeout)
+            done = launch(cmd, timeout=a.timeout, env=env)
             if done.rc != 0:
                 raise SystemExit(f"{strategy} x {ranks} failed ({done.rc}):\n{done.stderr[-3000:]}")
             record = json.loads(path.read_text())
             shown_args = ["--worker", str(shown), *args[2:]]
-            command = " ".join(["torchrun", *torchrun[2:], "benchmarks/fsdp_memory.py", *shown_args])
+            command = " ".join([*(f"{k}={v}" for k, v in env.items()), "torchrun", *torchrun[2:],
+                                "benchmarks/fsdp_memory.py", *shown_args])  # fmt: skip
             record.update(load_average_before=load, wall_s=round(done.wall_s, 1), command=command)
+            record["malloc_mmap_threshold"] = mmap
             save_json(path, record)
             print(f"{path}: {ranks} ranks {strategy} in {done.wall_s:.0f} s", flush=True)
 
@@ -241,26 +244,39 @@ def mib(x: float) -> str:
     return f"{x / MiB:,.0f}"
 
 
+def key(r: dict) -> tuple[int, int]:
+    """What a run is compared with ddp at: its number of ranks and its allocator setting."""
+    return r["ranks"], r.get("malloc_mmap_threshold", 0)
+
+
+def malloc(r: dict) -> str:
+    """The allocator setting of a run, as the tables show it."""
+    t = r.get("malloc_mmap_threshold", 0)
+    return f"mmap >= {t / MiB:g} MiB" if t else "default"
+
+
 def table(records: list[dict]) -> list[str]:
     """The page's tables: exact bytes per rank (the largest rank), then resident memory."""
-    ddp = {r["ranks"]: max(x["total"] for x in r["per_rank"]) for r in records if r["strategy"] == "ddp"}
-    lines = table_head("strategy", "ranks", "parameters", "reference", "gradients", "AdamW state",
+    ddp = {key(r): max(x["total"] for x in r["per_rank"]) for r in records if r["strategy"] == "ddp"}
+    lines = table_head("strategy", "ranks", "malloc", "parameters", "reference", "gradients", "AdamW state",
                        "total (MiB)", "ratio to ddp", "gathered while sampling")  # fmt: skip
     for r in records:
         top = max(r["per_rank"], key=lambda x: x["total"])
-        ratio = f"{top['total'] / ddp[r['ranks']]:.3f}" if r["ranks"] in ddp else "-"
+        ratio = f"{top['total'] / ddp[key(r)]:.3f}" if key(r) in ddp else "-"
         lines.append(
-            f"| {r['strategy']} | {r['ranks']} | {mib(top['params'])} | {mib(top['reference'])} | "
+            f"| {r['strategy']} | {r['ranks']} | {malloc(r)} | {mib(top['params'])} | "
+            f"{mib(top['reference'])} | "
             f"{mib(top['grads'])} | {mib(top['optimizer'])} | **{mib(top['total'])}** | {ratio} | "
             f"{mib(top['gathered_bytes'])} |"
         )
     rss = ("peak RSS of the step", "lifetime peak RSS (ru_maxrss)", "RSS before sampling", "during sampling")
     after = ("after sampling", "after the step", "after the step and malloc_trim")
-    lines += ["", *table_head("strategy", "ranks", *rss, *after)]
+    lines += ["", *table_head("strategy", "ranks", "malloc", *rss, *after)]
     for r in records:
         top = max(r["per_rank"], key=lambda x: x["step_peak"])
         lines.append(
-            f"| {r['strategy']} | {r['ranks']} | {mib(top['step_peak'])} | {mib(top['lifetime_peak'])} | "
+            f"| {r['strategy']} | {r['ranks']} | {malloc(r)} | {mib(top['step_peak'])} | "
+            f"{mib(top['lifetime_peak'])} | "
             f"{mib(top['rss_before_sampling'])} | {mib(top['rss_during_sampling'])} | "
             f"{mib(top['rss_after_sampling'])} | {mib(top['rss_after_step'])} | "
             f"{mib(top['rss_after_trim'])} |"
@@ -271,7 +287,7 @@ def table(records: list[dict]) -> list[str]:
 def report(out: Path, page: Path) -> str:
     """Write the generated part of ``page`` (between the markers) from the records in ``out``."""
     records = sorted((json.loads(p.read_text()) for p in out.glob("*.json")),
-                     key=lambda r: (r["ranks"], r["strategy"]))  # fmt: skip
+                     key=lambda r: (key(r)[1], r["ranks"], r["strategy"]))  # fmt: skip
     if not records:
         raise SystemExit(f"no records in {out}")
     first = records[0]
@@ -314,6 +330,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--strategy", choices=("ddp", "fsdp"), help="With --worker.")
     p.add_argument("--strategies", nargs="+", default=["ddp", "fsdp"], choices=("ddp", "fsdp"))
     p.add_argument("--ranks", type=int, nargs="+", default=[2, 4], help="Process counts.")
+    p.add_argument(
+        "--mmap-thresholds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="glibc MALLOC_MMAP_THRESHOLD_ of the ranks, bytes (0: glibc's dynamic default).",
+    )
     p.add_argument("--n-layer", type=int, default=12)
     p.add_argument("--n-embd", type=int, default=768)
     p.add_argument("--n-head", type=int, default=12)
