@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_fsdp_holds_half_of_ddp_per_rank_at_two_ranks(tmp_path):
     out, page = tmp_path / "runs", tmp_path / "page.md"
     sets = [
-        "options.ranks=[2]", "options.n_layer=2", "options.n_embd=64", "options.n_head=2",
+        "options.ranks=[2]", "options.mmap_thresholds=[0]", "options.n_layer=2", "options.n_embd=64",
+        "options.n_head=2",
         "options.char_vocab=true", f"options.out={out}", f"options.page={page}",
     ]  # fmt: skip
     cmd = [sys.executable, "benchmarks/bench.py", "run", "specs/fsdp_memory.yaml"]
