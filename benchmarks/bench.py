@@ -37,6 +37,7 @@ STUDIES = (
     "recurrent_masking",
     "grpo_vs_trl",
     "lm_memory",
+    "fsdp_memory",
     "rlhf_vs_grpo",
     "pong_curve",
     "sweep",

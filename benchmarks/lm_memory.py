@@ -26,6 +26,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from common import launch, table_head
 
@@ -56,19 +57,24 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def wide_char_tokenizer(vocab: int = VOCAB) -> Any:
+    """ppokit's character tokenizer (a PreTrainedTokenizerFast, one token per character) with CJK and
+    Hangul characters added until the vocabulary has ``vocab`` tokens (also benchmarks/fsdp_memory.py)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from ppokit.llm.models import DEFAULT_CHARS, build_char_tokenizer
+
+    extra = [chr(c) for r in ((0x4E00, 0xA000), (0xAC00, 0xD7A4), (0x3400, 0x4DC0)) for c in range(*r)]
+    tok = build_char_tokenizer(DEFAULT_CHARS + "".join(extra[: vocab - 4 - len(DEFAULT_CHARS)]))
+    assert len(tok) == vocab, len(tok)
+    return tok
+
+
 def prepare(out: Path) -> None:
     """Build and save the model and its tokenizer (a WordLevel vocabulary of VOCAB tokens)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from ppokit.llm.models import DEFAULT_CHARS, build_char_tokenizer
-
-    # ppokit's character tokenizer (a PreTrainedTokenizerFast, one token per character) with CJK and
-    # Hangul characters added until the vocabulary has VOCAB tokens
-    extra = [chr(c) for r in ((0x4E00, 0xA000), (0xAC00, 0xD7A4), (0x3400, 0x4DC0)) for c in range(*r)]
-    tok = build_char_tokenizer(DEFAULT_CHARS + "".join(extra[: VOCAB - 4 - len(DEFAULT_CHARS)]))
-    assert len(tok) == VOCAB, len(tok)
+    tok = wide_char_tokenizer(VOCAB)
     torch.manual_seed(0)
     cfg = Qwen2Config(
         vocab_size=VOCAB, hidden_size=256, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4,
