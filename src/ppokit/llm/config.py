@@ -130,7 +130,7 @@ class WarmStartConfig(ConfigBase):
 
 @dataclass
 class DistributedConfig(ConfigBase):
-    """How the trainer spreads over the ranks of a torchrun job (docs/fsdp.md)."""
+    """How the trainer spreads over the ranks of a torchrun job (docs/scaling-out.md)."""
 
     strategy: str = option(
         "ddp",

@@ -7,7 +7,7 @@ modules is cut per transformer block with torch's own sharding engine, FSDP2
 a rank keeps 1/N of every parameter, gradient and optimizer moment, a block's full parameters exist
 only while that block runs (all-gathered before its forward and backward, freed after), and the
 gradients are reduce-scattered (averaged over ranks) during the backward pass. Per-rank memory for
-weights + gradients + Adam is then ~1/N of DDP's plus one gathered block (docs/fsdp.md measures it).
+weights + gradients + Adam is then ~1/N of DDP's plus one gathered block (docs/fsdp-memory.md measures it).
 
 What this module does, and why each piece is here:
 
