@@ -40,6 +40,7 @@ STUDIES = (
     "rlhf_vs_grpo",
     "pong_curve",
     "sweep",
+    "step_overhead",
 )
 KINDS = ("speed", *STUDIES)
 SPEED_KEYS = {"contestants", "workloads", "repeats"}
