@@ -58,6 +58,7 @@ def child(env_id: str, steps: int) -> dict:
     env.close()
     cfg = yaml.safe_load(find_preset(env_id).read_text())
     cfg.update(num_envs=1, n_steps=steps, tensorboard=False, torch_threads=1)
+    cfg["batch_size"] = min(cfg.get("batch_size", 64), steps)  # a tiny smoke-test rollout stays valid
     model = PPO(config=cfg)
     c = model.collector
     c.collect(model.buffer)  # warm-up
