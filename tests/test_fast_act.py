@@ -117,6 +117,9 @@ def test_the_numpy_act_is_refused_where_it_would_differ():
 
     own = Own(policy.observation_space, policy.action_space, model.config.network)
     assert "Own" in fast_act.unsupported_reason(own, cpu, False, False, False)
+    policy.act = lambda obs, deterministic=False: None  # replaced on the instance: that one is called
+    assert "replaced" in fast_act.unsupported_reason(policy, cpu, False, False, False)
+    del policy.act
     policy.dist.kind = "beta"  # a kind it does not cover (fail closed)
     assert "'beta'" in fast_act.unsupported_reason(policy, cpu, False, False, False)
 
