@@ -42,6 +42,7 @@ STUDIES = (
     "pong_curve",
     "sweep",
     "batched_peers",
+    "step_overhead",
 )
 KINDS = ("speed", *STUDIES)
 SPEED_KEYS = {"contestants", "workloads", "repeats"}

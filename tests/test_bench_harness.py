@@ -388,3 +388,20 @@ def test_benchmarks_page_regenerates_from_the_committed_records(tmp_path):
     shutil.copy(records, docs / "benchmarks" / records.name)
     write_report(records, docs / "benchmarks.md")
     assert (docs / "benchmarks.md").read_text() == (ROOT / spec["page"]).read_text()
+
+
+def test_step_overhead_spec_runs_a_tiny_study_and_reports_it(tmp_path, capsys):
+    """specs/step_overhead.yaml (issue 33) at a tiny budget: one record per env and contestant, with the
+    split and the load, and the table of the page (no timing is asserted)."""
+    spec = bench.load_spec(
+        ROOT / "benchmarks" / "specs" / "step_overhead.yaml",
+        ["options.envs=[CartPole-v1]", "options.steps=64", "options.repeats=1", f"options.out={tmp_path}"],
+    )
+    bench.run(spec)
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
+    assert record["env"] == "CartPole-v1" and record["contestant"] == "this"
+    assert record["gym_us"] > 0 and record["rollout_us"] > 0
+    assert set(record["split_us"]) == {"act", "env", "norm", "rest"} and record["split_us"]["env"] > 0
+    assert {"load_before", "load_after", "machine", "versions", "library_commit"} <= set(record)
+    table = capsys.readouterr().out
+    assert "| CartPole-v1 | this |" in table and "rollout / gym" in table

@@ -41,6 +41,8 @@ SPACES = {
     "discrete": gym.spaces.Discrete(3),
     "multidiscrete": gym.spaces.MultiDiscrete([2, 4]),
     "box": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+    "squashed_box": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),  # with network.action_bounds: tanh
+    "multibinary": gym.spaces.MultiBinary(3),
 }
 VARIANTS = [
     dict(value_loss="mse", ent_coef=0.0, network={"activation": "tanh"}),
@@ -58,7 +60,11 @@ VARIANTS = [
 
 def _model(space: str, objective: str, variant: dict) -> PPO:
     kw = dict(num_envs=2, n_steps=8, batch_size=16, tensorboard=False, objective=objective, kl_coef=0.7)
-    return PPO(lambda: SpaceEnv(SPACES[space]), {**kw, **variant})
+    if space == "squashed_box":
+        variant = {**variant, "network": {**variant.get("network", {}), "action_bounds": "tanh"}}
+    model = PPO(lambda: SpaceEnv(SPACES[space]), {**kw, **variant})
+    assert model.policy.kind == space
+    return model
 
 
 def _minibatch(model: PPO) -> dict[str, torch.Tensor]:

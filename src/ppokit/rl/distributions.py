@@ -114,7 +114,9 @@ class ActionDistribution:
         the bounds, in the space's shape and dtype (categories shifted by the space's ``start``)."""
         B = actions.shape[0]
         if self.kind == "box":  # a Gaussian sample is stored unclipped (its logp is exact), clipped here
-            return np.clip(actions, self.low, self.high).reshape(B, *self.env_shape).astype(self.space.dtype)
+            # np.clip's values by two ufuncs: np.clip's Python wrapper cost ~10 us a step (issue 33)
+            a = np.minimum(np.maximum(actions, self.low), self.high)
+            return a.reshape(B, *self.env_shape).astype(self.space.dtype)
         if self.kind == "squashed_box":
             a = self.low + (np.tanh(actions.astype(np.float64)) + 1.0) * (self.high - self.low) / 2.0
             return np.clip(a, self.low, self.high).reshape(B, *self.env_shape).astype(self.space.dtype)

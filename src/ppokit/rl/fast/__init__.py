@@ -21,7 +21,8 @@ from ppokit.rl.fast.grad import ManualGrad, loss_and_grads
 OBJECTIVES = frozenset({"clip", "none", "kl_penalty", "kl_adaptive"})
 ACTIVATIONS = frozenset({"tanh", "relu", "elu"})
 VALUE_LOSSES = frozenset({"mse", "huber"})
-ACTION_KINDS = frozenset({"discrete", "multidiscrete", "box"})
+# every kind of the built-in MLP but Beta (its digamma/trigamma derivatives are not written out)
+ACTION_KINDS = frozenset({"discrete", "multidiscrete", "box", "squashed_box", "multibinary"})
 
 
 def unsupported_reason(

@@ -115,12 +115,21 @@ def loss_and_grads(
     n = out.shape[0]
     grads: dict[str, torch.Tensor] = {}
     # -- log pi(a|s) and entropy, keeping what their derivatives need ------------------------------
-    if policy.kind == "box":
+    if policy.kind in ("box", "squashed_box"):
         log_std = policy.log_std()
         inv_std = torch.exp(-log_std)
         z = (mb["actions"] - out) * inv_std
         logp = (-0.5 * z.pow(2) - log_std - 0.5 * _LOG_2PI).sum(-1)
+        if policy.kind == "squashed_box":  # the tanh correction depends on the stored sample alone:
+            logp = logp - policy.dist._squash_correction(mb["actions"])  # no gradient (issue 33)
         entropy = (log_std + 0.5 * (1.0 + _LOG_2PI)).sum()  # the same for every sample
+    elif policy.kind == "multibinary":  # independent Bernoullis with logits ``out`` (issue 33)
+        actions = mb["actions"]
+        sp_pos = torch.nn.functional.softplus(out)
+        probs = torch.sigmoid(out)
+        logp = (actions * out - sp_pos).sum(-1)
+        # H = p softplus(-x) + (1 - p) softplus(x), as ActionDistribution.log_prob_entropy computes it
+        entropy = (probs * torch.nn.functional.softplus(-out) + (1.0 - probs) * sp_pos).sum(-1).mean()
     elif policy.kind in ("discrete", "multidiscrete"):
         actions = mb["actions"].long().view(n, -1)
         parts = list(torch.split(out, policy.dist.nvec, dim=-1))
@@ -147,13 +156,20 @@ def loss_and_grads(
     else:
         raise AssertionError(f"unreachable: objective {cfg.objective!r} has no hand-written gradient")
     # -- chain to the policy output (and the log-std) -----------------------------------------------
-    if policy.kind == "box":
+    if policy.kind in ("box", "squashed_box"):
         grads["out"] = d_logp.unsqueeze(-1) * z * inv_std  # d logp / d mean = z / std
         d_log_std = (d_logp.unsqueeze(-1) * (z * z - 1.0)).sum(0) - cfg.ent_coef  # entropy: d/dlog_std = 1
         raw = policy.actor_log_std
         low, high = policy.log_std_bounds
         inside = (raw >= low) & (raw <= high)  # the clamp's gradient
         grads["log_std"] = d_log_std * inside
+    elif policy.kind == "multibinary":
+        # d logp / d x = a - p; H = softplus(x) - p x, so d H / d x = -p (1 - p) x, and the loss has
+        # -ent_coef * mean H
+        d = d_logp.unsqueeze(-1) * (actions - probs)
+        if cfg.ent_coef != 0.0:
+            d.addcmul_(probs * (1.0 - probs), out, value=cfg.ent_coef / n)
+        grads["out"] = d
     else:  # discrete kinds (the only others that reach here, see above)
         d_parts = []
         for i, (p, lp) in enumerate(zip(probs, log_probs)):
