@@ -14,6 +14,14 @@ Writes ``benchmarks/out/grpo/{ppokit,trl}.json``, ``report.md`` and ``rewards.pn
 per GRPO step (generation + scoring + update), completion tokens (up to and including EOS) per
 second, the reward curve, and held-out greedy accuracy after training (evaluated by the same code
 for both models).
+
+On a GPU (specs/grpo_fsdp_gpu.yaml, issue 31 point 7): ``--shape qwen2`` builds a randomly initialised
+Qwen2 model from a config in code (``--hidden --layers --heads --kv-heads --intermediate --vocab``;
+Qwen2-0.5B's shape by default, its vocabulary as characters: nothing is downloaded), ``--device
+cuda``, ``--bf16`` (both engines: bf16 autocast over float32 master weights) and ``--strategy fsdp``
+(ppokit's FSDP2 path on a process group of one); each engine's record then holds its peak
+``torch.cuda.max_memory_allocated``. ``--device cuda`` without CUDA is refused in one line.
+``--smoke`` is the CPU dry run of the same code at a tiny size (2 steps).
 """
 
 from __future__ import annotations
@@ -30,6 +38,12 @@ sys.path.insert(0, str(ROOT / "src"))  # the peers' venv has no ppokit installed
 from common import launch, pyplot, save_figure, table_head  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "grpo"
+# Qwen2-0.5B's shape (its config.json on the hub: hidden 896, 24 layers, 14 query and 2 key/value heads,
+# MLP 4864, vocabulary 151,936, tied embeddings); --shape qwen2 builds it from these numbers
+QWEN2_05B = {"hidden": 896, "layers": 24, "heads": 14, "kv_heads": 2, "intermediate": 4864, "vocab": 151936}
+# --smoke: the same code at CI size on the CPU (the character vocabulary: --vocab 0), 2 steps of 4 x 4
+SMOKE = {"hidden": 64, "layers": 2, "heads": 2, "kv_heads": 1, "intermediate": 128, "vocab": 0}
+SMOKE_RUN = {"num_generations": 4, "prompts_per_step": 4, "max_completion_length": 8, "steps": 2, "rounds": 1}
 
 # The settings both engines share. loss_type "grpo" and beta 0.04 are ppokit's defaults; TRL's
 # defaults differ (dapo, 0.0) so they are set explicitly on both sides.
@@ -71,10 +85,51 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def prepare_qwen2(out: Path, shape: dict) -> None:
+    """A randomly initialised Qwen2 model of ``shape`` built from a config (no download, no warm start:
+    the throughput and memory of GRPO do not depend on what the weights know), its character tokenizer
+    (``vocab`` 0: ppokit's; else the wide one of benchmarks/lm_memory.py) and the addition prompts."""
+    from lm_memory import save_qwen2, wide_char_tokenizer
+
+    from ppokit.llm.models import build_char_tokenizer
+    from ppokit.llm.tasks import addition_task
+
+    tok = build_char_tokenizer() if not shape["vocab"] else wide_char_tokenizer(shape["vocab"])
+    model = save_qwen2(
+        out / "model", tok, hidden_size=shape["hidden"], intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"], max_position_embeddings=1024, tie_word_embeddings=True,
+    )  # fmt: skip
+    task = addition_task(digits=2, seed=0, num_eval=200)
+    (out / "prompts.jsonl").write_text("\n".join(json.dumps(r) for r in task.train_rows))
+    (out / "eval.jsonl").write_text("\n".join(json.dumps(r) for r in task.eval_rows))
+    n = sum(p.numel() for p in model.parameters())
+    print(f"model: Qwen2 shape {shape}, {n / 1e6:.1f}M parameters (tied embeddings)", flush=True)
+
+
+def _settings(out: Path) -> dict:
+    """The settings both engines run with (SHARED and the command line's, written by ``main``)."""
+    return json.loads((out / "settings.json").read_text())
+
+
 def _ordered_prompts(out: Path, steps: int) -> list[dict]:
     # Both engines see exactly these prompts in this order (TRL's shuffling is switched off).
     rows = _rows(out / "prompts.jsonl")
-    return rows[: steps * SHARED["prompts_per_step"]]
+    return rows[: steps * _settings(out)["prompts_per_step"]]
+
+
+def peak_gpu(device: str) -> dict:
+    """The process's peak CUDA memory so far (allocated by tensors, and reserved by the caching
+    allocator), in bytes; empty on the CPU."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return {}
+    return {
+        "peak_gpu_allocated": torch.cuda.max_memory_allocated(),
+        "peak_gpu_reserved": torch.cuda.max_memory_reserved(),
+        "gpu": torch.cuda.get_device_name(),
+    }
 
 
 def run_ppokit(out: Path, steps: int) -> dict:
@@ -87,9 +142,12 @@ def run_ppokit(out: Path, steps: int) -> dict:
     from ppokit.llm.tasks import digit_match, exact_match
 
     model, tok = load_pretrained(out / "model")
-    s = SHARED
+    s = _settings(out)
     cfg = GRPOConfig.from_dict(
         {
+            "device": s["device"],
+            "bf16": s["bf16"],
+            "distributed": {"strategy": s["strategy"]},
             "max_steps": steps,
             "prompts_per_step": s["prompts_per_step"],
             "num_generations": s["num_generations"],
@@ -121,9 +179,12 @@ def run_ppokit(out: Path, steps: int) -> dict:
                 "reward": m["reward"],
             }
         )
-    model.save_pretrained(out / "ppokit-model")
-    tok.save_pretrained(out / "ppokit-model")
-    return {"engine": "ppokit", "records": records}
+    if s["accuracy"]:  # a sharded (fsdp) model has no plain save_pretrained; accuracy is off then
+        model.save_pretrained(out / "ppokit-model")
+        tok.save_pretrained(out / "ppokit-model")
+    # what ran, as the trainer saw it (tests/test_grpo_fsdp_gpu.py checks that fsdp really sharded)
+    ran = {"sharded": trainer.sharded, "device": str(trainer.device)}
+    return {"engine": "ppokit", "records": records, **ran, **peak_gpu(s["device"])}
 
 
 def run_trl(out: Path, steps: int) -> dict:
@@ -134,7 +195,7 @@ def run_trl(out: Path, steps: int) -> dict:
 
     from ppokit.llm.tasks import digit_match, exact_match
 
-    s = SHARED
+    s = _settings(out)
     tok = AutoTokenizer.from_pretrained(out / "model", local_files_only=True)
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(out / "model", local_files_only=True)
@@ -164,8 +225,8 @@ def run_trl(out: Path, steps: int) -> dict:
         lr_scheduler_type="constant",
         warmup_steps=0,
         weight_decay=0.0,
-        use_cpu=True,
-        bf16=False,
+        use_cpu=s["device"] == "cpu",  # else transformers' own device: the one GPU (no sharding)
+        bf16=s["bf16"],
         gradient_checkpointing=False,  # TRL 1.x turns it on by default; ppokit does not recompute activations
         shuffle_dataset=False,
         logging_steps=1,
@@ -193,9 +254,10 @@ def run_trl(out: Path, steps: int) -> dict:
         {"step_time": t, "completion_tokens": h["completions/mean_length"] * batch, "reward": h["reward"]}
         for t, h in zip(times, logs)
     ]
-    trainer.save_model(str(out / "trl-model"))
-    tok.save_pretrained(out / "trl-model")
-    return {"engine": "trl", "trl_version": trl.__version__, "records": records}
+    if s["accuracy"]:
+        trainer.save_model(str(out / "trl-model"))
+        tok.save_pretrained(out / "trl-model")
+    return {"engine": "trl", "trl_version": trl.__version__, "records": records, **peak_gpu(s["device"])}
 
 
 def accuracy(model_dir: Path, eval_rows: list[dict]) -> float:
@@ -248,38 +310,53 @@ def summarise(result: dict, skip: int) -> dict:
     }
 
 
-def report(out: Path, skip: int, rounds: int) -> str:
+def _gib(result: dict) -> str:
+    return f"{result['peak_gpu_allocated'] / 2**30:.2f}" if "peak_gpu_allocated" in result else "-"
+
+
+def report(out: Path, skip: int, rounds: int, engines: tuple[str, ...] = ("ppokit", "trl")) -> str:
     """Compare the JSON results: a markdown table (printed and saved) and the reward plot."""
     eval_rows = _rows(out / "eval.jsonl")
-    lines = table_head(
-        "round | engine | s / step | completion tokens / s | median s / step | median tokens / s "
-        "| mean reward, first 10 steps | last 10 steps"
-    )
+    s = _settings(out)
+    lines = [
+        f"settings: {json.dumps(s)}\n",
+        *table_head(
+            "round | engine | s / step | completion tokens / s | median s / step | median tokens / s "
+            "| mean reward, first 10 steps | last 10 steps | peak GPU memory allocated (GiB)"
+        ),
+    ]
     ratios, curves = [], {}
     for r in range(rounds):
-        res = {e: json.loads((out / f"{e}-r{r}.json").read_text()) for e in ("ppokit", "trl")}
+        res = {e: json.loads((out / f"{e}-r{r}.json").read_text()) for e in engines}
         for engine, result in res.items():
-            s = result["summary"] = summarise(result, skip)
+            m = result["summary"] = summarise(result, skip)
             curves.setdefault(engine, [x["reward"] for x in result["records"]])
             lines.append(
-                f"| {r + 1} | {engine} | {s['sec_per_step']:.3f} | {s['tokens_per_s']:.0f} | "
-                f"{s['median_sec_per_step']:.3f} | {s['median_tokens_per_s']:.0f} | "
-                f"{s['reward_first10']:.3f} | {s['reward_last10']:.3f} |"
+                f"| {r + 1} | {engine} | {m['sec_per_step']:.3f} | {m['tokens_per_s']:.0f} | "
+                f"{m['median_sec_per_step']:.3f} | {m['median_tokens_per_s']:.0f} | "
+                f"{m['reward_first10']:.3f} | {m['reward_last10']:.3f} | {_gib(result)} |"
             )
-        p, t = res["ppokit"]["summary"], res["trl"]["summary"]
-        ratios.append(
-            (p["tokens_per_s"] / t["tokens_per_s"], p["median_tokens_per_s"] / t["median_tokens_per_s"])
-        )
-    lines.append(
-        "\nppokit / TRL completion tokens per second, per round (totals; medians): "
-        + ", ".join(f"**{a:.2f}x**; {b:.2f}x" for a, b in ratios)
-    )
-    lines.append("\n| model | held-out greedy exact match (200 prompts) |\n|---|---|")
-    lines.append(f"| warm-started model, before GRPO | {accuracy(out / 'model', eval_rows):.3f} |")
-    for engine in ("ppokit", "trl"):
+        if "trl" in res:
+            p, t = res["ppokit"]["summary"], res["trl"]["summary"]
+            ratios.append(
+                (p["tokens_per_s"] / t["tokens_per_s"], p["median_tokens_per_s"] / t["median_tokens_per_s"])
+            )
+    if "trl" not in engines:  # said, never left to look like a comparison
+        lines.append("\nTRL: not installed (no benchmarks/.peers python); ppokit only")
+    if ratios:
         lines.append(
-            f"| after {engine} GRPO (last round) | {accuracy(out / f'{engine}-model', eval_rows):.3f} |"
+            "\nppokit / TRL completion tokens per second, per round (totals; medians): "
+            + ", ".join(f"**{a:.2f}x**; {b:.2f}x" for a, b in ratios)
         )
+    if s["accuracy"]:
+        lines.append("\n| model | held-out greedy exact match (200 prompts) |\n|---|---|")
+        lines.append(f"| warm-started model, before GRPO | {accuracy(out / 'model', eval_rows):.3f} |")
+        for engine in engines:
+            lines.append(
+                f"| after {engine} GRPO (last round) | {accuracy(out / f'{engine}-model', eval_rows):.3f} |"
+            )
+    else:
+        lines.append("\nHeld-out accuracy: not measured (a randomly initialised model, or fsdp)")
     fig, ax = pyplot().subplots(figsize=(8, 4))
     for engine, curve in curves.items():
         ax.plot(curve, label=engine, linewidth=1.2)
@@ -294,7 +371,27 @@ def report(out: Path, skip: int, rounds: int) -> str:
     return text
 
 
+def settings(a: argparse.Namespace) -> dict:
+    """SHARED with the command line's changes, and where and how the engines run."""
+    s = dict(SHARED)
+    for key in ("num_generations", "prompts_per_step", "max_completion_length", "learning_rate"):
+        if getattr(a, key):
+            s[key] = getattr(a, key)
+    shape = {k: getattr(a, k) for k in QWEN2_05B} if a.shape == "qwen2" else "tiny-gpt2"
+    # accuracy needs each engine's trained model saved whole: the warm-started tiny model, not sharded
+    accuracy = a.shape == "tiny-gpt2" and a.strategy == "ddp"
+    return {
+        **s,
+        "device": a.device,
+        "bf16": a.bf16,
+        "strategy": a.strategy,
+        "shape": shape,
+        "accuracy": accuracy,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Both engines in turn, ``--rounds`` times, then the report (``--engine``: one run, internal)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=100, help="GRPO steps per engine.")
     p.add_argument(
@@ -312,24 +409,63 @@ def main(argv: list[str] | None = None) -> None:
         default=str(ROOT / "benchmarks" / ".peers" / "bin" / "python"),
         help="Python of the venv with TRL.",
     )
+    p.add_argument("--out", default=str(OUT), help="Folder of the model, prompts, results and report.")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="Where both engines train.")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast, float32 master weights (both).")
+    p.add_argument(
+        "--strategy", default="ddp", choices=("ddp", "fsdp"), help="ppokit's distributed.strategy."
+    )
+    p.add_argument("--shape", default="tiny-gpt2", choices=("tiny-gpt2", "qwen2"), help="The shared model.")
+    for key, value in QWEN2_05B.items():
+        p.add_argument(f"--{key.replace('_', '-')}", type=int, default=value, help=f"qwen2: default {value}.")
+    p.add_argument("--num-generations", type=int, default=0, help=f"G (0: {SHARED['num_generations']}).")
+    p.add_argument("--prompts-per-step", type=int, default=0, help=f"0: {SHARED['prompts_per_step']}.")
+    p.add_argument(
+        "--max-completion-length", type=int, default=0, help=f"0: {SHARED['max_completion_length']}."
+    )
+    p.add_argument("--learning-rate", type=float, default=0.0, help=f"0: {SHARED['learning_rate']}.")
+    p.add_argument("--smoke", action="store_true", help="CPU dry run: tiny qwen2 shape, 2 steps, 1 round.")
+    p.add_argument("--engines", default="ppokit,trl", help="Comma-separated subset of ppokit,trl.")
     a = p.parse_args(argv)
+    if a.smoke:  # the same code at CI size on the CPU
+        vars(a).update(SMOKE, **SMOKE_RUN, device="cpu", skip=0, warm_steps=0)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    OUT.mkdir(parents=True, exist_ok=True)
-    if a.threads:
-        import torch
+    import torch
 
+    if a.device == "cuda" and not torch.cuda.is_available():  # before anything is built or written
+        why = (
+            "no CUDA device is present here (torch.cuda.is_available() is False); --smoke is the CPU dry run"
+        )
+        print(f"grpo_vs_trl: --device cuda: {why}", file=sys.stderr)
+        raise SystemExit(2)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.threads:
         torch.set_num_threads(a.threads)
     if a.engine:
-        result = (run_ppokit if a.engine == "ppokit" else run_trl)(OUT, a.steps)
-        (OUT / f"{a.engine}{a.tag}.json").write_text(json.dumps(result))
+        result = (run_ppokit if a.engine == "ppokit" else run_trl)(out, a.steps)
+        (out / f"{a.engine}{a.tag}.json").write_text(json.dumps(result))
         return
+    engines = tuple(e for e in a.engines.split(",") if e)
+    if set(engines) - {"ppokit", "trl"} or "ppokit" not in engines:
+        print(f"grpo_vs_trl: --engines {a.engines!r}: give ppokit, optionally with trl", file=sys.stderr)
+        raise SystemExit(2)
+    if "trl" in engines and not Path(a.trl_python).exists():
+        print(f"TRL: not installed ({a.trl_python} missing); running ppokit only", flush=True)
+        engines = ("ppokit",)
     print(f"load average before: {os.getloadavg()}", flush=True)
-    prepare(OUT, a.warm_steps)
-    common = ["--steps", str(a.steps), "--threads", str(a.threads)]
+    s = settings(a)
+    (out / "settings.json").write_text(json.dumps(s))
+    if a.shape == "qwen2":
+        prepare_qwen2(out, s["shape"])
+    else:
+        prepare(out, a.warm_steps)
+    common = ["--steps", str(a.steps), "--threads", str(a.threads), "--out", str(out)]
     for r in range(a.rounds):  # alternate, so a neighbour's load hits both engines alike
         for python, engine in ((sys.executable, "ppokit"), (a.trl_python, "trl")):
-            launch([python, __file__, "--engine", engine, f"--tag=-r{r}", *common], check=True)
-    print(report(OUT, a.skip, a.rounds))
+            if engine in engines:
+                launch([python, __file__, "--engine", engine, f"--tag=-r{r}", *common], check=True)
+    print(report(out, a.skip, a.rounds, engines))
     print(f"load average after: {os.getloadavg()}")
 
 

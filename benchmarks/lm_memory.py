@@ -59,32 +59,45 @@ def peak_mb() -> float:
 
 def wide_char_tokenizer(vocab: int = VOCAB) -> Any:
     """ppokit's character tokenizer (a PreTrainedTokenizerFast, one token per character) with CJK and
-    Hangul characters added until the vocabulary has ``vocab`` tokens (also benchmarks/fsdp_memory.py)."""
+    Hangul characters added until the vocabulary has ``vocab`` tokens (also benchmarks/fsdp_memory.py),
+    then the private-use planes 15 and 16, so that up to ~170,000 tokens can be had (Qwen2's 151,936:
+    benchmarks/grpo_vs_trl.py); the first tokens are the same whatever ``vocab`` is."""
     sys.path.insert(0, str(ROOT / "src"))
     from ppokit.llm.models import DEFAULT_CHARS, build_char_tokenizer
 
-    extra = [chr(c) for r in ((0x4E00, 0xA000), (0xAC00, 0xD7A4), (0x3400, 0x4DC0)) for c in range(*r)]
+    ranges = ((0x4E00, 0xA000), (0xAC00, 0xD7A4), (0x3400, 0x4DC0), (0xF0000, 0xFFFFE), (0x100000, 0x10FFFE))
+    extra = [chr(c) for r in ranges for c in range(*r)]
     tok = build_char_tokenizer(DEFAULT_CHARS + "".join(extra[: vocab - 4 - len(DEFAULT_CHARS)]))
     assert len(tok) == vocab, len(tok)
     return tok
 
 
-def prepare(out: Path) -> None:
-    """Build and save the model and its tokenizer (a WordLevel vocabulary of VOCAB tokens)."""
+def save_qwen2(out_dir: Path, tok: Any, **shape: Any) -> Any:
+    """A randomly initialised (seed 0) ``Qwen2ForCausalLM`` with ``tok``'s vocabulary and the given
+    ``Qwen2Config`` fields (``hidden_size``, ...), saved with ``tok`` to ``out_dir``; returns the model
+    (also benchmarks/grpo_vs_trl.py)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    tok = wide_char_tokenizer(VOCAB)
     torch.manual_seed(0)
     cfg = Qwen2Config(
-        vocab_size=VOCAB, hidden_size=256, intermediate_size=1024, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=False,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, **shape,
     )  # fmt: skip
     model = Qwen2ForCausalLM(cfg)
     model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(out / "model")
-    tok.save_pretrained(out / "model")
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return model
+
+
+def prepare(out: Path) -> None:
+    """Build and save the model and its tokenizer (a WordLevel vocabulary of VOCAB tokens)."""
+    save_qwen2(
+        out / "model", wide_char_tokenizer(VOCAB), hidden_size=256, intermediate_size=1024,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+        tie_word_embeddings=False,
+    )  # fmt: skip
     # ASCII prompts: transformers 5 loads this directory's tokenizer as a Qwen2Tokenizer, whose
     # pre-tokenizer drops the added CJK characters from text (they are still sampled as tokens)
     prompts = [f"{i}+{3 * i + 7}=" * 4 for i in range(SHARED["prompts"])]
