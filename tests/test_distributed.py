@@ -99,7 +99,7 @@ def test_grpo_two_ranks_shard_prompts_and_stay_identical(tmp_path, scale):
     out = torchrun(2, str(WORKER.with_name("dist_grpo_worker.py")), str(tmp_path), scale)
     # issue 31: the config's device is the default, auto; each rank says once where it trains
     for rank in (0, 1):
-        assert out.stderr.count(f"ppokit grpo: rank {rank} of 2 on cpu (gloo)\n") == 1, out.stderr
+        assert out.stderr.count(f"ppokit grpo: rank {rank} of 2 on cpu (gloo, ddp)\n") == 1, out.stderr
     r0, r1 = (load_file(str(tmp_path / f"grpo-rank{r}.safetensors")) for r in (0, 1))
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
