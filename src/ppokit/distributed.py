@@ -133,7 +133,10 @@ def announce(prog: str, device: torch.device, strategy: str | None = None) -> bo
     if line in _ANNOUNCED:
         return False
     _ANNOUNCED.add(line)
-    print(f"{prog}: {line}", file=sys.stderr, flush=True)
+    # one write of the whole line: print() writes the text and the newline apart, and two ranks
+    # sharing a stderr pipe interleaved them ("...(gloo)ppokit ppo: rank 1 ...", a CI failure)
+    sys.stderr.write(f"{prog}: {line}\n")
+    sys.stderr.flush()
     return True
 
 
