@@ -22,19 +22,28 @@ def torchrun(nproc: int, *args: str, cwd: Path | None = None) -> subprocess.Comp
     return out
 
 
-@pytest.fixture(scope="module")
-def two_rank_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist")
-    torchrun(2, str(WORKER), "train", str(out))
+def two_ranks(out: Path, *args: str) -> tuple[Path, dict, dict]:
+    """Run a worker on two ranks into ``out``: ``(out, rank 0's tensors, rank 1's tensors)``."""
+    torchrun(2, *args)
     return out, load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
 
 
-def test_ranks_hold_identical_parameters_after_training(two_rank_run):
-    _, r0, r1 = two_rank_run
+def assert_same_parameters(r0: dict, r1: dict) -> None:
     params = [k for k in r0 if k.startswith("param.")]
     assert params
     for k in params:
         assert torch.equal(r0[k], r1[k]), k
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    return two_ranks(out, str(WORKER), "train", str(out))
+
+
+def test_ranks_hold_identical_parameters_after_training(two_rank_run):
+    _, r0, r1 = two_rank_run
+    assert_same_parameters(r0, r1)
     # the ranks saw different data (own seeds), so identical parameters come from the gradient averaging
     assert not torch.equal(r0["seen"], r1["seen"])
     assert int(r0["num_timesteps"]) == 3 * 64 * 2  # total_timesteps counts both ranks' steps
@@ -119,16 +128,12 @@ STEPS_PER_RANK = 3 * 16 * 8  # 3 rollouts of 8 steps of 16 instances (dist_batch
 @pytest.fixture(scope="module")
 def two_rank_batched_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist_batched")
-    torchrun(2, str(BATCHED_WORKER), str(out))
-    return out, load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+    return two_ranks(out, str(BATCHED_WORKER), str(out))
 
 
 def test_batched_ranks_step_their_own_envs_and_hold_identical_parameters(two_rank_batched_run):
     _, r0, r1 = two_rank_batched_run
-    params = [k for k in r0 if k.startswith("param.")]
-    assert params
-    for k in params:
-        assert torch.equal(r0[k], r1[k]), k
+    assert_same_parameters(r0, r1)
     # each rank's envs were reset with its own seed, so identical parameters come from the averaging
     assert r0["seen"].shape == r1["seen"].shape and not torch.equal(r0["seen"], r1["seen"])
     assert int(r0["num_timesteps"]) == int(r1["num_timesteps"]) == 2 * STEPS_PER_RANK

@@ -140,13 +140,13 @@ def announce(prog: str, device: torch.device, strategy: str | None = None) -> bo
     return True
 
 
-def ensure_process_group(device: str = "cpu") -> None:
+def ensure_process_group(device: str | torch.device = "auto") -> None:
     """A process group even without torchrun: ``init``'s under torchrun, else a group of one process
     (an in-memory store, no port). FSDP2 and torch.distributed.checkpoint need a group, and one code
     path for 1 and N processes lets a sharded run resume at another number of ranks."""
     init(device)
     if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+        backend = backend_for(resolve_device(device))
         dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
@@ -241,6 +241,16 @@ def all_gather_objects(obj: object) -> list[object]:
     out: list[object] = [None] * info().world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def from_rank0(value: object) -> object:
+    """Rank 0's ``value`` on every rank (one broadcast; ``value`` itself in one process): where a
+    decision read from a rank's own clock or file system must be the same on all ranks."""
+    if not info().enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

@@ -64,7 +64,7 @@ def _state(modules: nn.ModuleDict, optimizer: torch.optim.Optimizer) -> tuple[di
 def save(trainer: Any, root: str | Path | None) -> Path:
     """Write ``trainer``'s state as a sharded checkpoint of its current step under ``root`` (rank 0's
     ``root``; the other ranks pass None): a collective, every rank calls it. Returns the checkpoint."""
-    rank0_root, rank0_pid = distributed.all_gather_objects((str(root) if root else None, os.getpid()))[0]
+    rank0_root, rank0_pid = distributed.from_rank0((str(root) if root else None, os.getpid()))
     if rank0_root is None:
         raise CheckpointError("a sharded checkpoint needs rank 0's run directory")
     name = STEP_DIR.format(trainer.step)
@@ -106,7 +106,7 @@ def save(trainer: Any, root: str | Path | None) -> Path:
 
         keep = trainer.config.keep_checkpoints
         path = save_step_checkpoint(rank0_root, trainer.step, flat, meta, keep=keep, write_extra=write_extra)
-    return Path(distributed.all_gather_objects(str(path) if path else None)[0])
+    return Path(distributed.from_rank0(str(path) if path else None))
 
 
 def load(trainer: Any, path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:

@@ -155,11 +155,6 @@ def tie_weights(model: nn.Module) -> None:
         lm.tie_weights()
 
 
-def local_tensor(t: torch.Tensor) -> torch.Tensor:
-    """The part of ``t`` this rank holds (a DTensor's local shard; a plain tensor itself)."""
-    return t.to_local() if hasattr(t, "to_local") else t
-
-
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
     """The whole of ``t`` (a DTensor's shards gathered: a collective; a plain tensor itself)."""
     return t.full_tensor() if hasattr(t, "full_tensor") else t
@@ -171,7 +166,6 @@ __all__ = [
     "full_state_dict",
     "full_tensor",
     "is_sharded",
-    "local_tensor",
     "mixed_precision",
     "release",
     "shard_modules",

@@ -121,7 +121,7 @@ class LMTrainer:
         self._set_inputs(reward_funcs, train, evals)
         # whether held-out evaluations run: rank 0's answer on every rank (under fsdp the evaluation
         # gathers the sharded weights, so every rank takes part in it; only rank 0 has rows)
-        self.evaluates = bool(distributed.all_gather_objects(bool(self.eval_rows))[0])
+        self.evaluates = bool(distributed.from_rank0(bool(self.eval_rows)))
         self.reward_logs = sampling.RewardLogs()  # what reward functions log through TRL's keywords
         self.accuracy_fn = accuracy_fn
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -219,7 +219,7 @@ class LMTrainer:
                 f"distributed.cpu_offload=true moves shards from a GPU to CPU memory; on device "
                 f"{self.device} there is nothing to offload (use it with device cuda, or set it false)"
             )
-        distributed.ensure_process_group(str(self.device))
+        distributed.ensure_process_group(self.device)
         self.mesh = sharding.device_mesh(self.device, self.dist.world_size)
         # sampling runs on an unsharded copy whose weights exist only while it samples (sharding.py)
         self.generation_model = sharding.release(copy.deepcopy(self.model).requires_grad_(False))
@@ -495,7 +495,7 @@ class LMTrainer:
         evaluation, a collective under fsdp, while the other started another step: a hang)."""
         spent = self._budget is not None and bool(self._budget[1])
         spent = spent and time.perf_counter() - self._budget[0] >= self._budget[1]
-        self._out_of_time = bool(distributed.all_gather_objects(spent)[0]) if self.dist.enabled else spent
+        self._out_of_time = bool(distributed.from_rank0(spent))
 
     def position(self) -> tuple[int, int]:
         """``(steps done, max_steps)``, or ``(steps done, steps done)`` once ``max_seconds`` is spent:
@@ -550,9 +550,8 @@ class LMTrainer:
         and, with a run directory, the final checkpoint and the report (samples.md, plots)."""
         evaluated, records = self._final or ({}, [])
         if self.evaluates:
-            if (
-                self._final is None
-            ):  # no step ran (already at max_steps, or max_seconds spent before the first)
+            # no step ran (already at max_steps, or max_seconds spent before the first)
+            if self._final is None:
                 evaluated, records = self.evaluate()
             summary.update(
                 {
@@ -569,11 +568,11 @@ class LMTrainer:
                 "num_tokens": self.num_tokens,
             }
         )
-        if self.run_loop.writes and not self.run_loop.attached:
-            self.run_loop.checkpoint()  # fsdp: this rank's shards of the final checkpoint
         if self.run_loop.attached:
             self.run_loop.close_sinks()
+        if self.run_loop.writes:  # fsdp: every rank writes its shards of the final checkpoint
             summary["checkpoint"] = str(self.run_loop.checkpoint())
+        if self.run_loop.attached:
             summary["plots"] = [str(p) for p in self.write_report(records)]
             summary["run_dir"] = str(self.run_dir)
         return summary

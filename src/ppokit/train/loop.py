@@ -181,9 +181,7 @@ class RunLoop:
     def _rank0(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank for collective checkpoints (time-based cadence and the
         file system may differ between ranks; a save only some ranks join would hang), else ``value``."""
-        if self.collective and distributed.info().enabled:
-            return distributed.all_gather_objects(value)[0]
-        return value
+        return distributed.from_rank0(value) if self.collective else value
 
     def close_sinks(self) -> None:
         """Flush and close the metric writers (the lock stays held)."""
